@@ -1,0 +1,830 @@
+// The engine: one epoll thread that owns the reading side of every connection, accepts inbound
+// connections, flushes queued sends, sends heartbeats and enforces idle timeouts.
+//
+// Locking (always taken in this order):
+//   conn->send_lock  – the send queue and the socket's write side; held by whichever thread writes
+//                      (the owner posts and writes inline when the queue is empty, which saves a
+//                      thread hop per message; the I/O thread flushes the rest on EPOLLOUT).
+//   engine->lock     – the connection table, posted receives, request completion, the event queue.
+// The read side (header and payload progress, the receive being filled) belongs to the I/O thread only.
+// Sockets are edge-triggered: a reader stops only at EAGAIN, or when a data header waits for a
+// receive to be posted (then the connection is "paused" and its idle timer stops, because the stall
+// is ours, not the peer's).
+#define _GNU_SOURCE
+#include "sockets.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define WAKE_ID 0u
+
+typedef struct send_item {
+    struct send_item *next;
+    uint8_t header[CHORUS_FRAME_HEADER_BYTES];
+    uint32_t header_sent;
+    const uint8_t *payload;
+    uint32_t length;
+    uint32_t payload_sent;
+    chorus_request *request; // data sends; NULL for control and heartbeat frames
+    int heap_owned;          // control frames: item and payload copy in one allocation
+} send_item;
+
+struct chorus_request {
+    struct chorus_request *next; // posted-receive queue
+    int done;
+    int status;
+    uint64_t epoch;
+    uint64_t op_id;
+    uint32_t tag;
+    uint32_t length;
+    uint8_t *buffer;
+    send_item item; // data sends
+};
+
+typedef struct conn {
+    chorus_conn_id id;
+    int fd;
+    int is_listener;
+    int refs;            // engine->lock
+    int failed;          // engine->lock
+    int owner_closed;    // engine->lock: the owner closed it, so no FAILED event
+    int needs_attention; // engine->lock: close requested, send error, or a receive posted while paused
+    int send_error;      // engine->lock
+    int sys_errno;       // engine->lock
+
+    pthread_mutex_t send_lock;
+    send_item *send_head, *send_tail; // send_lock
+    int send_closed;                  // send_lock
+    uint64_t last_send_ms;            // send_lock
+    send_item heartbeat;              // send_lock; reused, never freed
+
+    chorus_request *recv_head, *recv_tail; // engine->lock
+    int paused;                            // engine->lock
+
+    // I/O thread only.
+    uint8_t header_raw[CHORUS_FRAME_HEADER_BYTES];
+    uint32_t header_got;
+    int have_header;
+    chorus_frame_header header;
+    uint8_t *control_payload;
+    uint32_t payload_got;
+    chorus_request *active_recv;
+    uint64_t last_recv_ms;
+} conn;
+
+typedef struct event_node {
+    struct event_node *next;
+    chorus_event event;
+} event_node;
+
+struct chorus_engine {
+    chorus_engine_config config;
+    int epfd;
+    int wakefd;
+    pthread_t thread;
+    int stopping; // lock
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    conn **conns;
+    size_t conn_count, conn_capacity;
+    chorus_conn_id next_id;
+    int attention; // some conn needs_attention
+    event_node *event_head, *event_tail;
+    uint32_t event_count;
+};
+
+// MARK: - Small helpers
+
+static void wake_io_thread(chorus_engine *e) {
+    uint64_t one = 1;
+    ssize_t ignored = write(e->wakefd, &one, sizeof one);
+    (void)ignored;
+}
+
+static conn *find_locked(chorus_engine *e, chorus_conn_id id) {
+    for (size_t i = 0; i < e->conn_count; i++)
+        if (e->conns[i]->id == id) return e->conns[i];
+    return NULL;
+}
+
+static conn *acquire(chorus_engine *e, chorus_conn_id id) {
+    pthread_mutex_lock(&e->lock);
+    conn *c = find_locked(e, id);
+    if (c != NULL) c->refs++;
+    pthread_mutex_unlock(&e->lock);
+    return c;
+}
+
+static void free_conn(conn *c) {
+    pthread_mutex_destroy(&c->send_lock);
+    free(c->control_payload);
+    free(c);
+}
+
+static void release(chorus_engine *e, conn *c) {
+    pthread_mutex_lock(&e->lock);
+    int last = --c->refs == 0;
+    pthread_mutex_unlock(&e->lock);
+    if (last) free_conn(c);
+}
+
+static void complete_locked(chorus_engine *e, chorus_request *r, int status) {
+    r->status = status;
+    r->done = 1;
+    pthread_cond_broadcast(&e->cond);
+}
+
+static void push_event_locked(chorus_engine *e, event_node *node) {
+    node->next = NULL;
+    if (e->event_tail) e->event_tail->next = node; else e->event_head = node;
+    e->event_tail = node;
+    e->event_count++;
+    pthread_cond_broadcast(&e->cond);
+}
+
+static void flag_attention(chorus_engine *e, conn *c) {
+    pthread_mutex_lock(&e->lock);
+    c->needs_attention = 1;
+    e->attention = 1;
+    pthread_mutex_unlock(&e->lock);
+    wake_io_thread(e);
+}
+
+// MARK: - Sending (caller holds c->send_lock)
+
+static void enqueue_send(conn *c, send_item *item) {
+    item->next = NULL;
+    if (c->send_tail) c->send_tail->next = item; else c->send_head = item;
+    c->send_tail = item;
+}
+
+static void finish_item(chorus_engine *e, send_item *item, int status) {
+    if (item->request != NULL) {
+        pthread_mutex_lock(&e->lock);
+        complete_locked(e, item->request, status);
+        pthread_mutex_unlock(&e->lock);
+    } else if (item->heap_owned) {
+        free(item);
+    }
+}
+
+/// Writes queued frames until the queue is empty or the socket is full. Returns 0, or errno.
+static int flush_sends(chorus_engine *e, conn *c) {
+    while (c->send_head != NULL && !c->send_closed) {
+        send_item *item = c->send_head;
+        struct iovec iov[2];
+        int n = 0;
+        if (item->header_sent < CHORUS_FRAME_HEADER_BYTES)
+            iov[n++] = (struct iovec){item->header + item->header_sent, CHORUS_FRAME_HEADER_BYTES - item->header_sent};
+        if (item->payload_sent < item->length)
+            iov[n++] = (struct iovec){(void *)(item->payload + item->payload_sent), item->length - item->payload_sent};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0; // EPOLLOUT will resume us
+            return errno;
+        }
+        c->last_send_ms = chorus_now_ms();
+        size_t left = (size_t)sent;
+        uint32_t header_part = CHORUS_FRAME_HEADER_BYTES - item->header_sent;
+        if (left >= header_part) {
+            item->header_sent = CHORUS_FRAME_HEADER_BYTES;
+            item->payload_sent += (uint32_t)(left - header_part);
+        } else {
+            item->header_sent += (uint32_t)left;
+        }
+        if (item->header_sent == CHORUS_FRAME_HEADER_BYTES && item->payload_sent == item->length) {
+            c->send_head = item->next;
+            if (c->send_head == NULL) c->send_tail = NULL;
+            finish_item(e, item, CHORUS_OK);
+        }
+    }
+    return 0;
+}
+
+/// Queues an item and writes what the socket takes now; a write error is handed to the I/O thread,
+/// which fails the connection (it owns the read side, which must be torn down too).
+static int submit(chorus_engine *e, conn *c, send_item *item) {
+    pthread_mutex_lock(&c->send_lock);
+    if (c->send_closed) {
+        pthread_mutex_unlock(&c->send_lock);
+        return CHORUS_ERR_NO_SUCH_CONNECTION;
+    }
+    int was_idle = c->send_head == NULL;
+    enqueue_send(c, item);
+    int error = was_idle ? flush_sends(e, c) : 0;
+    pthread_mutex_unlock(&c->send_lock);
+    if (error != 0) {
+        pthread_mutex_lock(&e->lock);
+        c->send_error = CHORUS_ERR_SYSTEM;
+        c->sys_errno = error;
+        pthread_mutex_unlock(&e->lock);
+        flag_attention(e, c);
+    }
+    return CHORUS_OK;
+}
+
+// MARK: - Failing and closing (I/O thread)
+
+static void fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
+    pthread_mutex_lock(&e->lock);
+    if (c->failed) {
+        pthread_mutex_unlock(&e->lock);
+        return;
+    }
+    c->failed = 1;
+    int request_status = c->owner_closed ? CHORUS_ERR_CANCELLED : status;
+    for (chorus_request *r = c->recv_head; r != NULL;) {
+        chorus_request *next = r->next;
+        complete_locked(e, r, request_status);
+        r = next;
+    }
+    c->recv_head = c->recv_tail = NULL;
+    if (c->active_recv) complete_locked(e, c->active_recv, request_status);
+    c->active_recv = NULL;
+    for (size_t i = 0; i < e->conn_count; i++) {
+        if (e->conns[i] == c) {
+            e->conns[i] = e->conns[--e->conn_count];
+            break;
+        }
+    }
+    if (!c->owner_closed && !c->is_listener) {
+        event_node *node = calloc(1, sizeof *node);
+        if (node != NULL) {
+            node->event = (chorus_event){.kind = CHORUS_EVENT_FAILED, .conn = c->id, .status = status,
+                                         .sys_errno = sys_errno};
+            push_event_locked(e, node);
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+
+    pthread_mutex_lock(&c->send_lock);
+    c->send_closed = 1;
+    for (send_item *item = c->send_head; item != NULL;) {
+        send_item *next = item->next;
+        if (item != &c->heartbeat) finish_item(e, item, request_status);
+        item = next;
+    }
+    c->send_head = c->send_tail = NULL;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    pthread_mutex_unlock(&c->send_lock);
+    release(e, c); // the table's reference
+}
+
+// MARK: - Receiving (I/O thread)
+
+static int match_receive(const chorus_frame_header *h, const chorus_request *r) {
+    if (h->epoch < r->epoch) return CHORUS_ERR_STALE_EPOCH;
+    if (h->epoch != r->epoch) return CHORUS_ERR_EPOCH_MISMATCH;
+    if (h->op_id != r->op_id) return CHORUS_ERR_OP_MISMATCH;
+    if (h->tag != r->tag) return CHORUS_ERR_TAG_MISMATCH;
+    if (h->length != r->length) return CHORUS_ERR_LENGTH_MISMATCH;
+    return CHORUS_OK;
+}
+
+static void frame_done(conn *c) {
+    c->have_header = 0;
+    c->header_got = 0;
+    c->payload_got = 0;
+    c->control_payload = NULL;
+    c->active_recv = NULL;
+}
+
+/// Finishes a frame whose payload is complete. Returns a status that fails the connection, or OK.
+static int deliver(chorus_engine *e, conn *c) {
+    int status = CHORUS_OK;
+    pthread_mutex_lock(&e->lock);
+    if (c->header.type == CHORUS_FRAME_CONTROL) {
+        event_node *node = calloc(1, sizeof *node);
+        if (node == NULL) {
+            status = CHORUS_ERR_SYSTEM;
+        } else {
+            node->event = (chorus_event){.kind = CHORUS_EVENT_CONTROL, .conn = c->id, .header = c->header,
+                                         .payload = c->control_payload};
+            push_event_locked(e, node);
+            c->control_payload = NULL;
+        }
+    } else if (c->active_recv != NULL) {
+        complete_locked(e, c->active_recv, CHORUS_OK);
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (status == CHORUS_OK) frame_done(c);
+    return status;
+}
+
+/// Prepares to receive the payload of a freshly decoded header. Returns OK, a failure status, or
+/// CHORUS_ERR_INTERRUPTED when the connection pauses (a data frame with no receive posted yet).
+static int begin_payload(chorus_engine *e, conn *c) {
+    switch (c->header.type) {
+    case CHORUS_FRAME_HEARTBEAT:
+        frame_done(c);
+        return CHORUS_OK;
+    case CHORUS_FRAME_CONTROL: {
+        pthread_mutex_lock(&e->lock);
+        int flooded = e->event_count >= e->config.max_queued_events;
+        pthread_mutex_unlock(&e->lock);
+        if (flooded) return CHORUS_ERR_TOO_MANY_QUEUED;
+        // The length was bounded by max_control_bytes in chorus_frame_decode.
+        c->control_payload = malloc(c->header.length > 0 ? c->header.length : 1);
+        return c->control_payload != NULL ? CHORUS_OK : CHORUS_ERR_SYSTEM;
+    }
+    default: { // data
+        pthread_mutex_lock(&e->lock);
+        chorus_request *r = c->recv_head;
+        if (r == NULL) {
+            c->paused = 1;
+            pthread_mutex_unlock(&e->lock);
+            return CHORUS_ERR_INTERRUPTED;
+        }
+        int status = match_receive(&c->header, r);
+        if (status == CHORUS_OK) {
+            c->recv_head = r->next;
+            if (c->recv_head == NULL) c->recv_tail = NULL;
+            c->active_recv = r;
+        }
+        pthread_mutex_unlock(&e->lock);
+        return status;
+    }
+    }
+}
+
+static void read_conn(chorus_engine *e, conn *c) {
+    pthread_mutex_lock(&e->lock);
+    int failed = c->failed;
+    pthread_mutex_unlock(&e->lock);
+    if (failed) return;
+    for (;;) {
+        if (!c->have_header) {
+            ssize_t got = recv(c->fd, c->header_raw + c->header_got, CHORUS_FRAME_HEADER_BYTES - c->header_got, 0);
+            if (got == 0) { fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, 0); return; }
+            if (got < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+                { fail_conn(e, c, errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, errno); return; }
+            }
+            c->last_recv_ms = chorus_now_ms();
+            c->header_got += (uint32_t)got;
+            if (c->header_got < CHORUS_FRAME_HEADER_BYTES) continue;
+            int status = chorus_frame_decode(c->header_raw, e->config.max_control_bytes, &c->header);
+            if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+            c->have_header = 1;
+            if (c->header.type == CHORUS_FRAME_HEARTBEAT) {
+                frame_done(c);
+                continue;
+            }
+        }
+        if (c->header.type == CHORUS_FRAME_DATA && c->active_recv == NULL) {
+            int status = begin_payload(e, c);
+            if (status == CHORUS_ERR_INTERRUPTED) return; // paused until a receive is posted
+            if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+        } else if (c->header.type == CHORUS_FRAME_CONTROL && c->control_payload == NULL) {
+            int status = begin_payload(e, c);
+            if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+        }
+        uint8_t *target = c->header.type == CHORUS_FRAME_CONTROL ? c->control_payload : c->active_recv->buffer;
+        if (c->payload_got < c->header.length) {
+            ssize_t got = recv(c->fd, target + c->payload_got, c->header.length - c->payload_got, 0);
+            if (got == 0) { fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, 0); return; }
+            if (got < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+                { fail_conn(e, c, errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, errno); return; }
+            }
+            c->last_recv_ms = chorus_now_ms();
+            c->payload_got += (uint32_t)got;
+            if (c->payload_got < c->header.length) continue;
+        }
+        int status = deliver(e, c);
+        if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+    }
+}
+
+// MARK: - I/O thread
+
+static void accept_all(chorus_engine *e, conn *listener);
+static int add_conn(chorus_engine *e, int fd, int is_listener, chorus_conn_id *out);
+
+static void flush_from_io(chorus_engine *e, conn *c) {
+    pthread_mutex_lock(&c->send_lock);
+    int error = flush_sends(e, c);
+    pthread_mutex_unlock(&c->send_lock);
+    if (error != 0) fail_conn(e, c, error == EPIPE || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
+}
+
+/// Handles what owners asked for (close, resume a paused reader) and what their inline sends hit.
+static void serve_attention(chorus_engine *e) {
+    pthread_mutex_lock(&e->lock);
+    if (!e->attention) {
+        pthread_mutex_unlock(&e->lock);
+        return;
+    }
+    e->attention = 0;
+    size_t count = e->conn_count;
+    conn **todo = malloc(count * sizeof *todo);
+    size_t n = 0;
+    for (size_t i = 0; todo != NULL && i < count; i++) {
+        conn *c = e->conns[i];
+        if (!c->needs_attention) continue;
+        c->needs_attention = 0;
+        c->refs++;
+        todo[n++] = c;
+    }
+    if (todo == NULL) e->attention = 1; // try again on the next wake-up
+    pthread_mutex_unlock(&e->lock);
+    for (size_t i = 0; i < n; i++) {
+        conn *c = todo[i];
+        pthread_mutex_lock(&e->lock);
+        int closing = c->owner_closed, send_error = c->send_error, sys_errno = c->sys_errno;
+        int resume = c->paused && c->recv_head != NULL;
+        if (resume) c->paused = 0;
+        pthread_mutex_unlock(&e->lock);
+        if (closing) fail_conn(e, c, CHORUS_ERR_CANCELLED, 0);
+        else if (send_error) fail_conn(e, c, sys_errno == EPIPE || sys_errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : send_error, sys_errno);
+        else if (resume) read_conn(e, c);
+        release(e, c);
+    }
+    free(todo);
+}
+
+/// Heartbeats on connections that have sent nothing for a while; idle timeouts on silent ones.
+static void serve_timers(chorus_engine *e, uint64_t now) {
+    pthread_mutex_lock(&e->lock);
+    size_t count = e->conn_count;
+    conn **all = malloc(count * sizeof *all);
+    for (size_t i = 0; all != NULL && i < count; i++) {
+        all[i] = e->conns[i];
+        all[i]->refs++;
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (all == NULL) return;
+    for (size_t i = 0; i < count; i++) {
+        conn *c = all[i];
+        if (!c->is_listener) {
+            pthread_mutex_lock(&e->lock);
+            int paused = c->paused, failed = c->failed;
+            pthread_mutex_unlock(&e->lock);
+            uint32_t idle = e->config.idle_timeout_ms;
+            if (!failed && idle > 0 && !paused && now > c->last_recv_ms + idle) {
+                fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
+            } else if (!failed && e->config.heartbeat_interval_ms > 0 && pthread_mutex_trylock(&c->send_lock) == 0) {
+                int error = 0;
+                if (!c->send_closed && c->send_head == NULL && now >= c->last_send_ms + e->config.heartbeat_interval_ms) {
+                    c->heartbeat.header_sent = 0;
+                    enqueue_send(c, &c->heartbeat);
+                    error = flush_sends(e, c);
+                }
+                pthread_mutex_unlock(&c->send_lock);
+                if (error != 0) fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, error);
+            }
+        }
+        release(e, c);
+    }
+    free(all);
+}
+
+static void *io_main(void *arg) {
+    chorus_engine *e = arg;
+    uint32_t tick = e->config.heartbeat_interval_ms;
+    if (e->config.idle_timeout_ms > 0 && (tick == 0 || e->config.idle_timeout_ms / 4 < tick))
+        tick = e->config.idle_timeout_ms / 4;
+    if (tick == 0) tick = 1000;
+    uint64_t next_timers = chorus_now_ms() + tick;
+    struct epoll_event events[64];
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        int stopping = e->stopping;
+        pthread_mutex_unlock(&e->lock);
+        if (stopping) break;
+        uint64_t now = chorus_now_ms();
+        int wait_ms = now >= next_timers ? 0 : (int)(next_timers - now);
+        int n = epoll_wait(e->epfd, events, 64, wait_ms);
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.u64 == WAKE_ID) {
+                uint64_t drained;
+                ssize_t ignored = read(e->wakefd, &drained, sizeof drained);
+                (void)ignored;
+                continue;
+            }
+            conn *c = acquire(e, events[i].data.u64);
+            if (c == NULL) continue;
+            if (c->is_listener) {
+                accept_all(e, c);
+            } else {
+                if (events[i].events & EPOLLOUT) flush_from_io(e, c);
+                if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                    pthread_mutex_lock(&e->lock);
+                    int readable = !c->failed && !c->paused;
+                    pthread_mutex_unlock(&e->lock);
+                    if (readable) read_conn(e, c);
+                }
+            }
+            release(e, c);
+        }
+        serve_attention(e);
+        now = chorus_now_ms();
+        if (now >= next_timers) {
+            serve_timers(e, now);
+            next_timers = now + tick;
+        }
+    }
+    return NULL;
+}
+
+// MARK: - Connections
+
+static int add_conn(chorus_engine *e, int fd, int is_listener, chorus_conn_id *out) {
+    conn *c = calloc(1, sizeof *c);
+    if (c == NULL) return CHORUS_ERR_SYSTEM;
+    c->fd = fd;
+    c->is_listener = is_listener;
+    c->refs = 1; // the table's
+    c->last_recv_ms = c->last_send_ms = chorus_now_ms();
+    pthread_mutex_init(&c->send_lock, NULL);
+    chorus_frame_header beat = {.type = CHORUS_FRAME_HEARTBEAT};
+    chorus_frame_encode(&beat, c->heartbeat.header);
+
+    pthread_mutex_lock(&e->lock);
+    if (e->conn_count == e->conn_capacity) {
+        size_t capacity = e->conn_capacity ? e->conn_capacity * 2 : 16;
+        conn **grown = realloc(e->conns, capacity * sizeof *grown);
+        if (grown == NULL) {
+            pthread_mutex_unlock(&e->lock);
+            free_conn(c);
+            return CHORUS_ERR_SYSTEM;
+        }
+        e->conns = grown;
+        e->conn_capacity = capacity;
+    }
+    c->id = ++e->next_id;
+    e->conns[e->conn_count++] = c;
+    pthread_mutex_unlock(&e->lock);
+
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET | (is_listener ? 0 : EPOLLOUT | EPOLLRDHUP),
+                             .data.u64 = c->id};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int saved = errno;
+        pthread_mutex_lock(&e->lock);
+        c->owner_closed = 1;
+        pthread_mutex_unlock(&e->lock);
+        fail_conn(e, c, CHORUS_ERR_SYSTEM, saved);
+        return CHORUS_ERR_SYSTEM;
+    }
+    *out = c->id;
+    return CHORUS_OK;
+}
+
+static void accept_all(chorus_engine *e, conn *listener) {
+    for (;;) {
+        int fd = accept4(listener->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            return; // EAGAIN, or out of descriptors: try again on the next edge
+        }
+        chorus_socket_configure(fd, e->config.socket_buffer_bytes);
+        pthread_mutex_lock(&e->lock);
+        int flooded = e->event_count >= e->config.max_queued_events;
+        pthread_mutex_unlock(&e->lock);
+        chorus_conn_id id;
+        if (flooded || add_conn(e, fd, 0, &id) != CHORUS_OK) {
+            if (flooded) close(fd);
+            continue;
+        }
+        event_node *node = calloc(1, sizeof *node);
+        pthread_mutex_lock(&e->lock);
+        if (node != NULL) {
+            node->event = (chorus_event){.kind = CHORUS_EVENT_ACCEPTED, .conn = id};
+            push_event_locked(e, node);
+        }
+        pthread_mutex_unlock(&e->lock);
+        // The socket may already hold the peer's first frame; with edge triggering nobody else reads it.
+        conn *c = acquire(e, id);
+        if (c != NULL) {
+            read_conn(e, c);
+            release(e, c);
+        }
+    }
+}
+
+// MARK: - Public API
+
+int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out) {
+    if (config == NULL || out == NULL || config->max_queued_events == 0) return CHORUS_ERR_INVALID_ARGUMENT;
+    chorus_engine *e = calloc(1, sizeof *e);
+    if (e == NULL) return CHORUS_ERR_SYSTEM;
+    e->config = *config;
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_ID};
+    if (e->epfd < 0 || e->wakefd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &ev) != 0 ||
+        pthread_create(&e->thread, NULL, io_main, e) != 0) {
+        if (e->epfd >= 0) close(e->epfd);
+        if (e->wakefd >= 0) close(e->wakefd);
+        pthread_cond_destroy(&e->cond);
+        pthread_mutex_destroy(&e->lock);
+        free(e);
+        return CHORUS_ERR_SYSTEM;
+    }
+    *out = e;
+    return CHORUS_OK;
+}
+
+void chorus_engine_destroy(chorus_engine *e) {
+    if (e == NULL) return;
+    pthread_mutex_lock(&e->lock);
+    e->stopping = 1;
+    pthread_mutex_unlock(&e->lock);
+    wake_io_thread(e);
+    pthread_join(e->thread, NULL);
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        conn *c = e->conn_count > 0 ? e->conns[0] : NULL;
+        if (c != NULL) c->owner_closed = 1;
+        pthread_mutex_unlock(&e->lock);
+        if (c == NULL) break;
+        fail_conn(e, c, CHORUS_ERR_SHUTDOWN, 0);
+    }
+    for (event_node *node = e->event_head; node != NULL;) {
+        event_node *next = node->next;
+        chorus_event_release(&node->event);
+        free(node);
+        node = next;
+    }
+    free(e->conns);
+    close(e->epfd);
+    close(e->wakefd);
+    pthread_cond_destroy(&e->cond);
+    pthread_mutex_destroy(&e->lock);
+    free(e);
+}
+
+int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, int backlog, uint16_t *bound_port) {
+    int fd;
+    int status = chorus_socket_listen(host, port, backlog, &fd, bound_port);
+    if (status != CHORUS_OK) return status;
+    chorus_conn_id id;
+    return add_conn(e, fd, 1, &id);
+}
+
+int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int timeout_ms, chorus_conn_id *out) {
+    int fd;
+    int status = chorus_socket_connect(host, port, timeout_ms, e->config.socket_buffer_bytes, &fd);
+    if (status != CHORUS_OK) return status;
+    return add_conn(e, fd, 0, out);
+}
+
+int chorus_engine_close(chorus_engine *e, chorus_conn_id id) {
+    pthread_mutex_lock(&e->lock);
+    conn *c = find_locked(e, id);
+    if (c != NULL) {
+        c->owner_closed = 1;
+        c->needs_attention = 1;
+        e->attention = 1;
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (c != NULL) wake_io_thread(e);
+    return c != NULL ? CHORUS_OK : CHORUS_ERR_NO_SUCH_CONNECTION;
+}
+
+int chorus_engine_send_control(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,
+                               const void *payload, uint32_t length) {
+    if (length > e->config.max_control_bytes || (length > 0 && payload == NULL)) return CHORUS_ERR_INVALID_ARGUMENT;
+    conn *c = acquire(e, id);
+    if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
+    send_item *item = malloc(sizeof *item + length);
+    if (item == NULL) {
+        release(e, c);
+        return CHORUS_ERR_SYSTEM;
+    }
+    chorus_frame_header h = {.type = CHORUS_FRAME_CONTROL, .length = length, .epoch = epoch, .op_id = op_id};
+    *item = (send_item){.payload = (const uint8_t *)(item + 1), .length = length, .heap_owned = 1};
+    chorus_frame_encode(&h, item->header);
+    if (length > 0) memcpy(item + 1, payload, length);
+    int status = submit(e, c, item);
+    if (status != CHORUS_OK) free(item);
+    release(e, c);
+    return status;
+}
+
+int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,
+                            const void *buffer, uint32_t length, chorus_request **out) {
+    if (out == NULL || (length > 0 && buffer == NULL)) return CHORUS_ERR_INVALID_ARGUMENT;
+    conn *c = acquire(e, id);
+    if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
+    chorus_request *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        release(e, c);
+        return CHORUS_ERR_SYSTEM;
+    }
+    chorus_frame_header h = {.type = CHORUS_FRAME_DATA, .tag = tag, .length = length, .epoch = epoch, .op_id = op_id};
+    chorus_frame_encode(&h, r->item.header);
+    r->item.payload = buffer;
+    r->item.length = length;
+    r->item.request = r;
+    int status = submit(e, c, &r->item);
+    release(e, c);
+    if (status != CHORUS_OK) {
+        free(r);
+        return status;
+    }
+    *out = r;
+    return CHORUS_OK;
+}
+
+int chorus_engine_post_recv(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,
+                            void *buffer, uint32_t length, chorus_request **out) {
+    if (out == NULL || (length > 0 && buffer == NULL)) return CHORUS_ERR_INVALID_ARGUMENT;
+    chorus_request *r = calloc(1, sizeof *r);
+    if (r == NULL) return CHORUS_ERR_SYSTEM;
+    *r = (chorus_request){.epoch = epoch, .op_id = op_id, .tag = tag, .length = length, .buffer = buffer};
+    pthread_mutex_lock(&e->lock);
+    conn *c = find_locked(e, id);
+    if (c == NULL) {
+        pthread_mutex_unlock(&e->lock);
+        free(r);
+        return CHORUS_ERR_NO_SUCH_CONNECTION;
+    }
+    if (c->recv_tail) c->recv_tail->next = r; else c->recv_head = r;
+    c->recv_tail = r;
+    int wake = c->paused;
+    if (wake) {
+        c->needs_attention = 1;
+        e->attention = 1;
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (wake) wake_io_thread(e);
+    *out = r;
+    return CHORUS_OK;
+}
+
+static struct timespec deadline_after(int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec += 1;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+int chorus_request_wait(chorus_engine *e, chorus_request *r, int timeout_ms, int interruptible) {
+    struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        if (r->done) {
+            int status = r->status;
+            pthread_mutex_unlock(&e->lock);
+            free(r);
+            return status;
+        }
+        if (interruptible && e->event_count > 0) break;
+        if (pthread_cond_timedwait(&e->cond, &e->lock, &deadline) == ETIMEDOUT && !r->done) {
+            pthread_mutex_unlock(&e->lock);
+            return CHORUS_ERR_TIMEDOUT;
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    return CHORUS_ERR_INTERRUPTED;
+}
+
+int chorus_engine_next_event(chorus_engine *e, int timeout_ms, chorus_event *out) {
+    struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&e->lock);
+    while (e->event_head == NULL) {
+        if (pthread_cond_timedwait(&e->cond, &e->lock, &deadline) == ETIMEDOUT && e->event_head == NULL) {
+            pthread_mutex_unlock(&e->lock);
+            return CHORUS_ERR_TIMEDOUT;
+        }
+    }
+    event_node *node = e->event_head;
+    e->event_head = node->next;
+    if (e->event_head == NULL) e->event_tail = NULL;
+    e->event_count--;
+    pthread_mutex_unlock(&e->lock);
+    *out = node->event;
+    free(node);
+    return CHORUS_OK;
+}
+
+void chorus_event_release(chorus_event *event) {
+    free(event->payload);
+    event->payload = NULL;
+}

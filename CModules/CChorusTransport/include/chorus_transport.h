@@ -1,0 +1,161 @@
+// Chorus C transport: framed TCP connections driven by one epoll thread per engine.
+//
+// The contract (DESIGN.md, "Transport contract") in short:
+//   - every byte on a connection belongs to a frame: a fixed 32-byte header, then `length` payload bytes;
+//   - the header is validated before anything is allocated or read into a caller's buffer;
+//   - control frames (small, bounded by max_control_bytes) are delivered as events;
+//   - data frames are matched, in order, against receives the caller posted, and their payload lands
+//     directly in the caller's buffer; a frame that does not match (epoch, op, tag, length) fails the
+//     connection with a precise status;
+//   - liveness: heartbeats are sent on idle connections, and a connection on which nothing arrives for
+//     idle_timeout_ms (while we are reading) fails with CHORUS_ERR_IDLE_TIMEOUT;
+//   - waits take a timeout and block on a condition variable; nothing spins.
+#ifndef CHORUS_TRANSPORT_H
+#define CHORUS_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Status codes
+
+typedef enum chorus_status {
+    CHORUS_OK = 0,
+    // Frame validation (the offending connection is closed).
+    CHORUS_ERR_BAD_MAGIC = -100,
+    CHORUS_ERR_BAD_VERSION = -101,
+    CHORUS_ERR_BAD_TYPE = -102,
+    CHORUS_ERR_BAD_FLAGS = -103,
+    CHORUS_ERR_CONTROL_TOO_LARGE = -104,
+    CHORUS_ERR_BAD_LENGTH = -105,
+    // Data frame does not match the posted receive (the connection is closed).
+    CHORUS_ERR_STALE_EPOCH = -110,
+    CHORUS_ERR_EPOCH_MISMATCH = -111,
+    CHORUS_ERR_OP_MISMATCH = -112,
+    CHORUS_ERR_TAG_MISMATCH = -113,
+    CHORUS_ERR_LENGTH_MISMATCH = -114,
+    CHORUS_ERR_UNEXPECTED_CONTROL = -115,
+    CHORUS_ERR_TOO_MANY_QUEUED = -116,
+    // Connection lifecycle.
+    CHORUS_ERR_PEER_CLOSED = -120,
+    CHORUS_ERR_IDLE_TIMEOUT = -121,
+    CHORUS_ERR_CANCELLED = -122,
+    CHORUS_ERR_CONNECT_FAILED = -123,
+    CHORUS_ERR_SYSTEM = -124,
+    // Calls.
+    CHORUS_ERR_TIMEDOUT = -130,
+    CHORUS_ERR_INTERRUPTED = -131,
+    CHORUS_ERR_INVALID_ARGUMENT = -132,
+    CHORUS_ERR_NO_SUCH_CONNECTION = -133,
+    CHORUS_ERR_ADDRESS = -134,
+    CHORUS_ERR_SHUTDOWN = -135,
+} chorus_status;
+
+/// A short, static, human-readable description of a status code.
+const char *chorus_status_string(int status);
+
+// MARK: - Frames
+
+#define CHORUS_FRAME_MAGIC 0x53524843u /* "CHRS" when read as little-endian bytes */
+#define CHORUS_PROTOCOL_VERSION 1
+#define CHORUS_FRAME_HEADER_BYTES 32
+
+typedef enum chorus_frame_type {
+    CHORUS_FRAME_CONTROL = 1,   // small message for the protocol layer, delivered as an event
+    CHORUS_FRAME_DATA = 2,      // payload of a collective, matched against a posted receive
+    CHORUS_FRAME_HEARTBEAT = 3, // liveness only, empty
+} chorus_frame_type;
+
+/// The decoded header. On the wire every field is little-endian:
+/// magic u32 | version u8 | type u8 | flags u16 | tag u32 | length u32 | epoch u64 | op_id u64
+typedef struct chorus_frame_header {
+    uint8_t type;
+    uint16_t flags;
+    uint32_t tag;
+    uint32_t length;
+    uint64_t epoch;
+    uint64_t op_id;
+} chorus_frame_header;
+
+void chorus_frame_encode(const chorus_frame_header *header, uint8_t out[CHORUS_FRAME_HEADER_BYTES]);
+
+/// Decodes and validates a header: magic, version, type, flags (must be 0), and the length bound of
+/// its type (control <= max_control_bytes, heartbeat == 0). Returns CHORUS_OK or a CHORUS_ERR_BAD_* code.
+int chorus_frame_decode(const uint8_t raw[CHORUS_FRAME_HEADER_BYTES], uint32_t max_control_bytes,
+                        chorus_frame_header *out);
+
+// MARK: - Engine
+
+typedef struct chorus_engine chorus_engine;
+typedef struct chorus_request chorus_request;
+typedef uint64_t chorus_conn_id;
+
+typedef struct chorus_engine_config {
+    uint32_t heartbeat_interval_ms; // send a heartbeat after this long without sending; 0 = never
+    uint32_t idle_timeout_ms;       // fail a connection silent this long while we read it; 0 = never
+    uint32_t max_control_bytes;     // largest control payload accepted
+    uint32_t max_queued_events;     // events not yet taken by the owner before a flooding peer is cut off
+    int socket_buffer_bytes;        // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
+} chorus_engine_config;
+
+/// Creates an engine and starts its I/O thread.
+int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out);
+/// Stops the I/O thread, fails every pending request, closes every socket and frees the engine.
+/// No request may be waited on after this.
+void chorus_engine_destroy(chorus_engine *engine);
+
+/// Listens on host:port (port 0 = ephemeral). Accepted connections arrive as CHORUS_EVENT_ACCEPTED.
+int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port, int backlog,
+                         uint16_t *bound_port);
+
+/// Connects to host:port within timeout_ms, from the calling thread, then hands the socket to the engine.
+int chorus_engine_connect(chorus_engine *engine, const char *host, uint16_t port, int timeout_ms,
+                          chorus_conn_id *out);
+
+/// Closes a connection: pending requests on it complete with CHORUS_ERR_CANCELLED, no event follows.
+int chorus_engine_close(chorus_engine *engine, chorus_conn_id conn);
+
+/// Queues a control frame; the payload is copied. Failures surface as a CHORUS_EVENT_FAILED.
+int chorus_engine_send_control(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch,
+                               uint64_t op_id, const void *payload, uint32_t length);
+
+/// Posts a data frame. `buffer` must stay valid and unchanged until the request completes.
+int chorus_engine_post_send(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id,
+                            uint32_t tag, const void *buffer, uint32_t length, chorus_request **out);
+
+/// Posts a receive for the next data frame on `conn`, which must carry exactly (epoch, op_id, tag,
+/// length). The payload is written straight into `buffer`, which must stay valid until completion.
+int chorus_engine_post_recv(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id,
+                            uint32_t tag, void *buffer, uint32_t length, chorus_request **out);
+
+/// Blocks until the request completes (returns its final status, >= CHORUS_OK meaning success, and
+/// frees it), the timeout passes (CHORUS_ERR_TIMEDOUT), or, when `interruptible`, an event is waiting
+/// for the owner (CHORUS_ERR_INTERRUPTED). After TIMEDOUT or INTERRUPTED the request is still live.
+int chorus_request_wait(chorus_engine *engine, chorus_request *request, int timeout_ms, int interruptible);
+
+typedef enum chorus_event_kind {
+    CHORUS_EVENT_ACCEPTED = 1, // a new inbound connection
+    CHORUS_EVENT_CONTROL = 2,  // a control frame arrived
+    CHORUS_EVENT_FAILED = 3,   // a connection failed (status says why); it is closed
+} chorus_event_kind;
+
+typedef struct chorus_event {
+    int kind;
+    chorus_conn_id conn;
+    int status;               // CHORUS_EVENT_FAILED: why
+    int sys_errno;            // CHORUS_EVENT_FAILED with CHORUS_ERR_SYSTEM: errno
+    chorus_frame_header header; // CHORUS_EVENT_CONTROL
+    uint8_t *payload;          // CHORUS_EVENT_CONTROL: owned by the event, free with chorus_event_release
+} chorus_event;
+
+/// Takes the next event, waiting up to timeout_ms. Returns CHORUS_OK or CHORUS_ERR_TIMEDOUT.
+int chorus_engine_next_event(chorus_engine *engine, int timeout_ms, chorus_event *out);
+void chorus_event_release(chorus_event *event);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,48 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "Chorus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Chorus", targets: ["Chorus"]),
+        .executable(name: "chorus-master", targets: ["chorus-master"]),
+        .executable(name: "chorus-bench", targets: ["chorus-bench"]),
+        .executable(name: "chorus-demo", targets: ["chorus-demo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C layer: sockets, epoll, framing (CChorusTransport) and reduction kernels (CChorusKernels).
+        .target(name: "CChorusTransport", path: "CModules/CChorusTransport"),
+        .target(name: "CChorusKernels", path: "CModules/CChorusKernels"),
+
+        // Swift layers, lowest first. DESIGN.md lists which may import which.
+        .target(name: "ChorusTransport", dependencies: ["CChorusTransport"]),
+        .target(name: "ChorusProtocol"),
+        .target(name: "ChorusAlgorithms", dependencies: ["CChorusKernels"]),
+        .target(name: "Chorus", dependencies: ["ChorusTransport", "ChorusProtocol", "ChorusAlgorithms"]),
+        // Starts and signals local peer processes, for the demo, the bench and the tests.
+        .target(name: "ChorusLauncher", dependencies: ["Chorus"]),
+
+        // Executables.
+        .executableTarget(name: "chorus-master", dependencies: [
+            "Chorus", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "chorus-bench", dependencies: [
+            "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Benchmarks/chorus-bench"),
+        .executableTarget(name: "chorus-demo", dependencies: [
+            "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Examples/chorus-demo"),
+
+        // Tests. chorus-test-peer is the peer process that integration tests start and kill.
+        .executableTarget(name: "chorus-test-peer", dependencies: ["Chorus"], path: "Tests/chorus-test-peer"),
+        .testTarget(name: "ChorusTransportTests", dependencies: ["ChorusTransport"]),
+        .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol"]),
+        .testTarget(name: "ChorusAlgorithmsTests", dependencies: ["ChorusAlgorithms"]),
+        .testTarget(name: "ChorusTests", dependencies: ["Chorus", "ChorusLauncher", "chorus-test-peer"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,36 @@
+import ChorusTransport
+
+/// Every knob of a communicator or master, with its default, in one place.
+/// `Configuration.fromEnvironment()` applies the `CHORUS_*` overrides (EnvironmentOverrides.swift).
+public struct Configuration: Sendable {
+    /// Address this peer listens on for its ring neighbours. Loopback by default; never all
+    /// interfaces unless set to "0.0.0.0" or "::" explicitly.
+    public var bindHost = "127.0.0.1"
+    /// Address neighbours should dial; defaults to `bindHost` (set it when binding a wildcard).
+    public var advertisedHost: String?
+    /// A connection that has sent nothing for this long sends a heartbeat.
+    public var heartbeatInterval: Duration = .milliseconds(500)
+    /// A connection silent for this long (while we wait on it) is declared dead: this bounds how
+    /// long a crashed or hung (SIGSTOP) peer or master can stall anyone.
+    public var peerTimeout: Duration = .seconds(5)
+    /// Deadline for establishing a TCP connection (master or neighbour).
+    public var connectTimeout: Duration = .seconds(10)
+    /// Deadline for one collective, from start to verdict, as a backstop behind `peerTimeout`.
+    public var operationTimeout: Duration = .seconds(120)
+    /// How long `Communicator.init` and `updateTopology` wait for the master to form a topology.
+    public var admissionTimeout: Duration = .seconds(600)
+    /// Largest frame a ring step sends; smaller segments overlap reducing with sending sooner.
+    public var segmentBytes = 1 << 20
+    /// SO_SNDBUF/SO_RCVBUF for every socket; 0 leaves the kernel's auto-tuning on.
+    public var socketBufferBytes = 0
+    /// Largest control message accepted.
+    public var maxControlBytes = 1 << 20
+
+    public init() {}
+
+    var transportSettings: TransportSettings {
+        TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,
+                          maxControlBytes: maxControlBytes, maxQueuedEvents: 4096,
+                          socketBufferBytes: socketBufferBytes)
+    }
+}

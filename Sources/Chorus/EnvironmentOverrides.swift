@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Configuration {
+    /// The defaults with `CHORUS_*` environment overrides applied:
+    /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
+    /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
+    /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`.
+    /// - Throws: `ChorusError.invalidArgument` naming a variable whose value is not a number.
+    public static func fromEnvironment(_ environment: [String: String] = currentEnvironment()) throws -> Configuration {
+        var c = Configuration()
+        func number(_ key: String) throws -> Int? {
+            guard let text = environment[key] else { return nil }
+            guard let value = Int(text), value >= 0 else {
+                throw ChorusError.invalidArgument("\(key)=\(text) is not a non-negative integer")
+            }
+            return value
+        }
+        if let v = environment["CHORUS_BIND"] { c.bindHost = v }
+        if let v = environment["CHORUS_ADVERTISE"] { c.advertisedHost = v }
+        if let v = try number("CHORUS_HEARTBEAT_MS") { c.heartbeatInterval = .milliseconds(v) }
+        if let v = try number("CHORUS_PEER_TIMEOUT_MS") { c.peerTimeout = .milliseconds(v) }
+        if let v = try number("CHORUS_CONNECT_TIMEOUT_MS") { c.connectTimeout = .milliseconds(v) }
+        if let v = try number("CHORUS_OP_TIMEOUT_MS") { c.operationTimeout = .milliseconds(v) }
+        if let v = try number("CHORUS_ADMISSION_TIMEOUT_MS") { c.admissionTimeout = .milliseconds(v) }
+        if let v = try number("CHORUS_SEGMENT_BYTES"), v > 0 { c.segmentBytes = v }
+        if let v = try number("CHORUS_SOCKET_BUFFER_BYTES") { c.socketBufferBytes = v }
+        return c
+    }
+
+    /// The process environment.
+    public static func currentEnvironment() -> [String: String] {
+        var result: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let pair = String(cString: pointer)
+            if let eq = pair.firstIndex(of: "=") {
+                result[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+            }
+            entry += 1
+        }
+        return result
+    }
+}
+
+/// Parses "host:port", "[v6]:port" or a bare host (which gets `defaultPort`).
+func parseEndpoint(_ text: String, defaultPort: UInt16) throws(ChorusError) -> (host: String, port: UInt16) {
+    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+        let host = String(text[text.index(after: text.startIndex) ..< close])
+        let rest = text[text.index(after: close)...]
+        if rest.isEmpty { return (host, defaultPort) }
+        guard rest.hasPrefix(":"), let port = UInt16(rest.dropFirst()) else {
+            throw ChorusError.invalidArgument("bad endpoint '\(text)'")
+        }
+        return (host, port)
+    }
+    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+    switch parts.count {
+    case 1 where !text.isEmpty: return (text, defaultPort)
+    case 2 where !parts[0].isEmpty:
+        guard let port = UInt16(parts[1]) else { throw ChorusError.invalidArgument("bad port in '\(text)'") }
+        return (String(parts[0]), port)
+    default: throw ChorusError.invalidArgument("bad endpoint '\(text)' (expected host:port)")
+    }
+}

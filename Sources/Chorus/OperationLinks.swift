@@ -1,0 +1,108 @@
+import ChorusAlgorithms
+import ChorusProtocol
+import ChorusTransport
+
+/// Why an operation stopped before its data phase finished.
+enum OperationInterruption: Error {
+    /// The master's verdict (abort) arrived while we were still moving data.
+    case verdict(AbortReason)
+    /// A link failed or the operation deadline passed: this peer reports it as the reason.
+    case local(AbortReason)
+    /// The master connection died.
+    case masterLost(String)
+}
+
+/// The ring links of the current epoch, bound to one operation: every frame carries its epoch and
+/// op id, and every wait also watches the master for an early abort verdict.
+final class OperationLinks: CollectiveLinks {
+    typealias Request = TransportRequest
+
+    let rank: Int
+    let worldSize: Int
+    private let session: PeerSession
+    private let left: ConnectionID
+    private let right: ConnectionID
+    private let epoch: UInt64
+    private let opID: UInt64
+    private let deadline: ContinuousClock.Instant
+    private var outstanding: [(request: TransportRequest, link: ConnectionID)] = []
+
+    init(session: PeerSession, opID: UInt64, deadline: ContinuousClock.Instant) {
+        precondition(session.links != nil, "a ring operation needs links")
+        self.session = session
+        self.rank = session.rank
+        self.worldSize = session.topology.members.count
+        self.left = session.links!.left
+        self.right = session.links!.right
+        self.epoch = session.topology.epoch
+        self.opID = opID
+        self.deadline = deadline
+    }
+
+    func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
+        precondition(peer == (rank + 1) % worldSize, "ring links send to the right neighbour only")
+        let link = right
+        return try track(link) { () throws(TransportError) in
+            try session.engine.postSend(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
+        }
+    }
+
+    func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
+        precondition(peer == (rank + worldSize - 1) % worldSize, "ring links receive from the left neighbour only")
+        let link = left
+        return try track(link) { () throws(TransportError) in
+            try session.engine.postReceive(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), into: buffer)
+        }
+    }
+
+    private func track(_ link: ConnectionID, _ post: () throws(TransportError) -> TransportRequest) throws -> TransportRequest {
+        do {
+            let request = try post()
+            outstanding.append((request, link))
+            return request
+        } catch {
+            throw OperationInterruption.local(linkFailure(link, error))
+        }
+    }
+
+    private func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
+        let cause = session.linkFailure(link) ?? error
+        let side = link == left ? "left" : "right"
+        return .linkFailed(reporter: session.peerID, detail: "\(side) link: \(cause)")
+    }
+
+    func wait(_ request: TransportRequest) throws {
+        while true {
+            let remaining = deadline - .now
+            guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID)) }
+            switch session.engine.wait(request, timeout: min(remaining, .milliseconds(250)), interruptible: true) {
+            case .completed:
+                return
+            case .failed(let error):
+                let link = outstanding.first { $0.request === request }?.link ?? right
+                throw OperationInterruption.local(linkFailure(link, error))
+            case .interrupted, .timedOut:
+                session.drainEvents()
+                if case .aborted(let reason)? = session.verdict(for: opID) { throw OperationInterruption.verdict(reason) }
+                if let failure = session.masterFailureReason { throw OperationInterruption.masterLost(failure) }
+            }
+        }
+    }
+
+    /// Closes the links and waits until no request can touch a caller's buffer any more.
+    func tearDown() {
+        session.closeLinks()
+        for (request, _) in outstanding where !request.isFinished {
+            // Closing cancels every request promptly; the bound is a backstop.
+            _ = session.engine.wait(request, timeout: .seconds(30), interruptible: false)
+            precondition(request.isFinished, "a cancelled request did not finish")
+        }
+        outstanding = []
+    }
+
+    /// Forgets finished requests (after a successful run every request has finished).
+    func finish() {
+        precondition(outstanding.allSatisfy { $0.request.isFinished })
+        outstanding = []
+    }
+}

@@ -1,0 +1,213 @@
+import ChorusProtocol
+import ChorusTransport
+
+/// One peer's side of the control plane: its master connection, the current topology, the ring
+/// links of the current epoch, and the verdicts that arrived. Not thread-safe: `Communicator`
+/// serializes every call. Every wait here has a deadline and blocks in the transport (no spinning).
+final class PeerSession {
+    let engine: TransportEngine
+    let configuration: Configuration
+    private let master: ConnectionID
+    private let listenAddress: PeerAddress
+
+    private(set) var peerID: PeerID = 0
+    private(set) var topology = Topology(epoch: 0, members: [])
+    private(set) var rank = 0
+    /// The ring links of the current epoch (nil for a world of one or before admission).
+    private(set) var links: (left: ConnectionID, right: ConnectionID)?
+    /// Set when a collective aborted in this epoch: links are gone until the next topology.
+    var needsTopologyUpdate = false
+    private(set) var nextOpID: UInt64 = 1
+
+    // Filled as events arrive.
+    private var verdicts: [UInt64: Outcome] = [:]
+    private var offeredTopology: Topology?
+    private var leaveAcknowledged = false
+    private var masterFailure: String?
+    private var hellos: [ConnectionID: (epoch: UInt64, from: PeerID, to: PeerID)] = [:]
+    private var failedLinks: [ConnectionID: TransportError] = [:]
+    private let onPendingPeers: (Int) -> Void
+
+    /// Connects to the master and registers; does not wait for admission.
+    init(master endpoint: (host: String, port: UInt16), configuration: Configuration,
+         onPendingPeers: @escaping (Int) -> Void) throws(ChorusError) {
+        self.configuration = configuration
+        self.onPendingPeers = onPendingPeers
+        do {
+            engine = try TransportEngine(settings: configuration.transportSettings)
+            let port = try engine.listen(host: configuration.bindHost, port: 0)
+            listenAddress = PeerAddress(host: configuration.advertisedHost ?? configuration.bindHost, port: port)
+        } catch {
+            throw .setupFailed("cannot listen on \(configuration.bindHost): \(error)")
+        }
+        do {
+            master = try engine.connect(host: endpoint.host, port: endpoint.port, timeout: configuration.connectTimeout)
+        } catch {
+            throw .masterUnreachable("\(endpoint.host):\(endpoint.port): \(error)")
+        }
+        try sendToMaster(.register(listen: listenAddress))
+    }
+
+    // MARK: - Events
+
+    /// Handles every event already queued, without blocking.
+    func drainEvents() {
+        while let event = engine.nextEvent(timeout: .zero) { handle(event) }
+    }
+
+    /// Waits (blocking, deadline-bound) until `condition` yields a value, handling events meanwhile.
+    /// - Throws: `masterUnreachable` if the master connection dies, `timedOut` at the deadline.
+    func waitFor<T>(_ what: String, deadline: ContinuousClock.Instant,
+                    _ condition: () throws(ChorusError) -> T?) throws(ChorusError) -> T {
+        while true {
+            if let value = try condition() { return value }
+            if let failure = masterFailure { throw .masterUnreachable(failure) }
+            let remaining = deadline - .now
+            guard remaining > .zero else { throw .timedOut("waiting for \(what)") }
+            if let event = engine.nextEvent(timeout: min(remaining, .milliseconds(250))) { handle(event) }
+        }
+    }
+
+    private func handle(_ event: TransportEvent) {
+        switch event {
+        case .accepted:
+            break // identified by its hello
+        case .control(let connection, _, let payload) where connection == master:
+            do {
+                handleMaster(try MasterToPeer(decoding: payload))
+            } catch {
+                masterFailure = "master sent a malformed message: \(error)"
+            }
+        case .control(let connection, _, let payload):
+            guard case .hello(let epoch, let from, let to)? = try? PeerToPeer(decoding: payload),
+                  to == peerID, epoch >= topology.epoch else {
+                engine.close(connection) // not for us, or from an epoch that is over
+                return
+            }
+            hellos[connection] = (epoch, from, to)
+        case .failed(let connection, let error) where connection == master:
+            masterFailure = "connection to the master failed: \(error)"
+        case .failed(let connection, let error):
+            hellos[connection] = nil
+            if let links, links.left == connection || links.right == connection {
+                failedLinks[connection] = error
+            }
+        }
+    }
+
+    private func handleMaster(_ message: MasterToPeer) {
+        switch message {
+        case .registered(let id):
+            peerID = id
+        case .topology(let offered):
+            offeredTopology = offered
+        case .verdict(let epoch, let opID, let outcome) where epoch == topology.epoch:
+            verdicts[opID] = outcome
+        case .verdict:
+            break // from an epoch that is over
+        case .pendingPeers(let count):
+            onPendingPeers(Int(count))
+        case .left:
+            leaveAcknowledged = true
+        case .rejected(let why):
+            masterFailure = "the master rejected us: \(why)"
+        }
+    }
+
+    func sendToMaster(_ message: PeerToMaster) throws(ChorusError) {
+        do {
+            try engine.sendControl(master, address: FrameAddress(epoch: topology.epoch, opID: 0), payload: message.encoded())
+        } catch {
+            throw .masterUnreachable("cannot send to the master: \(error)")
+        }
+    }
+
+    // MARK: - Topology
+
+    /// Waits for a topology newer than the current one, then connects its ring.
+    func awaitTopology(deadline: ContinuousClock.Instant) throws(ChorusError) {
+        let current = topology.epoch
+        let next = try waitFor("the master to form a topology", deadline: deadline) { () throws(ChorusError) -> Topology? in
+            guard let offered = offeredTopology, offered.epoch > current else { return nil }
+            return offered
+        }
+        try adopt(next)
+    }
+
+    private func adopt(_ next: Topology) throws(ChorusError) {
+        closeLinks()
+        topology = next
+        verdicts = [:]
+        nextOpID = 1
+        guard let index = next.members.firstIndex(where: { $0.id == peerID }) else {
+            throw .evicted("epoch \(next.epoch) does not include peer \(peerID)")
+        }
+        rank = index
+        needsTopologyUpdate = true // until the ring is connected
+        for (connection, hello) in hellos where hello.epoch < next.epoch {
+            engine.close(connection)
+            hellos[connection] = nil
+        }
+        let n = next.members.count
+        guard n > 1 else {
+            needsTopologyUpdate = false
+            return
+        }
+        let right = next.members[(index + 1) % n], left = next.members[(index + n - 1) % n]
+        let deadline = ContinuousClock.now + configuration.connectTimeout
+        let rightConnection: ConnectionID
+        do {
+            rightConnection = try engine.connect(host: right.address.host, port: right.address.port,
+                                                 timeout: configuration.connectTimeout)
+            try engine.sendControl(rightConnection, address: FrameAddress(epoch: next.epoch, opID: 0),
+                                   payload: PeerToPeer.hello(epoch: next.epoch, from: peerID, to: right.id).encoded())
+        } catch {
+            throw .topologyFailed("cannot reach right neighbour \(right.id) at \(right.address): \(error)")
+        }
+        let leftConnection: ConnectionID
+        do {
+            leftConnection = try waitFor("left neighbour \(left.id) to connect", deadline: deadline) {
+                hellos.first { $0.value.epoch == next.epoch && $0.value.from == left.id }?.key
+            }
+        } catch {
+            engine.close(rightConnection)
+            if case .timedOut(let what) = error { throw .topologyFailed("timed out \(what)") }
+            throw error
+        }
+        hellos[leftConnection] = nil
+        links = (leftConnection, rightConnection)
+        needsTopologyUpdate = false
+    }
+
+    /// Closes the current ring links; requests on them finish with `.cancelled`.
+    func closeLinks() {
+        guard let current = links else { return }
+        engine.close(current.left)
+        engine.close(current.right)
+        failedLinks = [:]
+        links = nil
+    }
+
+    /// Waits for the master to acknowledge our leave.
+    func awaitLeave(deadline: ContinuousClock.Instant) throws(ChorusError) {
+        _ = try waitFor("the master to acknowledge the leave", deadline: deadline) { leaveAcknowledged ? true : nil }
+        closeLinks()
+        engine.close(master)
+    }
+
+    // MARK: - Operations
+
+    /// Hands out the next operation id of this epoch.
+    func takeOperationID() -> UInt64 {
+        defer { nextOpID += 1 }
+        return nextOpID
+    }
+
+    /// The verdict for `opID` if it has arrived.
+    func verdict(for opID: UInt64) -> Outcome? { verdicts[opID] }
+
+    /// The failure of a current link, if it failed.
+    func linkFailure(_ connection: ConnectionID) -> TransportError? { failedLinks[connection] }
+
+    var masterFailureReason: String? { masterFailure }
+}

@@ -1,0 +1,138 @@
+/// Encoding and decoding of the control messages (layout in DESIGN.md, "Control messages").
+
+private enum Kind: UInt8 {
+    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04
+    case registered = 0x41, topology = 0x42, verdict = 0x43, pendingPeers = 0x44, left = 0x45, rejected = 0x46
+    case hello = 0x81
+}
+
+/// The largest topology a message may describe.
+public let maximumWorldSize = 1 << 16
+
+extension ByteWriter {
+    fileprivate mutating func kind(_ k: Kind) { u8(k.rawValue) }
+    mutating func address(_ a: PeerAddress) { string(a.host); u16(a.port) }
+    mutating func outcome(_ o: Outcome) {
+        switch o {
+        case .success: u8(0)
+        case .aborted(let reason):
+            switch reason {
+            case .peerLost(let id): u8(1); u64(id)
+            case .linkFailed(let reporter, let detail): u8(2); u64(reporter); string(detail)
+            case .timedOut(let reporter): u8(3); u64(reporter)
+            case .argumentMismatch: u8(4)
+            case .staleEpoch: u8(5)
+            }
+        }
+    }
+}
+
+extension ByteReader {
+    mutating func address() throws(DecodeError) -> PeerAddress {
+        PeerAddress(host: try string(), port: try u16())
+    }
+    mutating func outcome() throws(DecodeError) -> Outcome {
+        switch try u8() {
+        case 0: return .success
+        case 1: return .aborted(.peerLost(try u64()))
+        case 2: return .aborted(.linkFailed(reporter: try u64(), detail: try string()))
+        case 3: return .aborted(.timedOut(reporter: try u64()))
+        case 4: return .aborted(.argumentMismatch)
+        case 5: return .aborted(.staleEpoch)
+        case let other: throw DecodeError("unknown outcome \(other)")
+        }
+    }
+    fileprivate mutating func kind() throws(DecodeError) -> Kind {
+        let raw = try u8()
+        guard let kind = Kind(rawValue: raw) else { throw DecodeError("unknown message kind \(raw)") }
+        return kind
+    }
+}
+
+extension PeerToMaster {
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        switch self {
+        case .register(let listen): w.kind(.register); w.address(listen)
+        case .updateTopology(let epoch, let minimum): w.kind(.updateTopology); w.u64(epoch); w.u32(minimum)
+        case .report(let epoch, let opID, let d, let outcome):
+            w.kind(.report); w.u64(epoch); w.u64(opID)
+            w.u8(d.collective); w.u8(d.dataType); w.u8(d.reduceOp); w.u64(d.count)
+            w.outcome(outcome)
+        case .leave(let epoch): w.kind(.leave); w.u64(epoch)
+        }
+        return w.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        switch try r.kind() {
+        case .register: self = .register(listen: try r.address())
+        case .updateTopology: self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32())
+        case .report:
+            let epoch = try r.u64(), opID = try r.u64()
+            let d = OperationDescriptor(collective: try r.u8(), dataType: try r.u8(), reduceOp: try r.u8(), count: try r.u64())
+            self = .report(epoch: epoch, opID: opID, descriptor: d, outcome: try r.outcome())
+        case .leave: self = .leave(epoch: try r.u64())
+        default: throw DecodeError("not a peer-to-master message")
+        }
+        try r.expectEnd()
+    }
+}
+
+extension MasterToPeer {
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        switch self {
+        case .registered(let id): w.kind(.registered); w.u64(id)
+        case .topology(let t):
+            w.kind(.topology); w.u64(t.epoch); w.u32(UInt32(t.members.count))
+            for m in t.members { w.u64(m.id); w.address(m.address) }
+        case .verdict(let epoch, let opID, let outcome): w.kind(.verdict); w.u64(epoch); w.u64(opID); w.outcome(outcome)
+        case .pendingPeers(let n): w.kind(.pendingPeers); w.u32(n)
+        case .left: w.kind(.left)
+        case .rejected(let why): w.kind(.rejected); w.string(why)
+        }
+        return w.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        switch try r.kind() {
+        case .registered: self = .registered(try r.u64())
+        case .topology:
+            let epoch = try r.u64()
+            // A member takes at least 8 (id) + 2 (host length) + 2 (port) bytes.
+            let n = try r.count(minimumItemBytes: 12, limit: maximumWorldSize)
+            var members: [Member] = []
+            members.reserveCapacity(n)
+            for _ in 0 ..< n { members.append(Member(id: try r.u64(), address: try r.address())) }
+            self = .topology(Topology(epoch: epoch, members: members))
+        case .verdict: self = .verdict(epoch: try r.u64(), opID: try r.u64(), outcome: try r.outcome())
+        case .pendingPeers: self = .pendingPeers(try r.u32())
+        case .left: self = .left
+        case .rejected: self = .rejected(try r.string())
+        default: throw DecodeError("not a master-to-peer message")
+        }
+        try r.expectEnd()
+    }
+}
+
+extension PeerToPeer {
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        switch self {
+        case .hello(let epoch, let from, let to): w.kind(.hello); w.u64(epoch); w.u64(from); w.u64(to)
+        }
+        return w.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        switch try r.kind() {
+        case .hello: self = .hello(epoch: try r.u64(), from: try r.u64(), to: try r.u64())
+        default: throw DecodeError("not a peer-to-peer message")
+        }
+        try r.expectEnd()
+    }
+}

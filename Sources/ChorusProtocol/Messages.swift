@@ -1,0 +1,110 @@
+/// The control-plane messages, named by direction as PCCL does: peer to master, master to peer,
+/// peer to peer. Each travels as the payload of one control frame; its first byte is its kind.
+
+/// A peer's stable identity, assigned by the master at registration.
+public typealias PeerID = UInt64
+
+/// Where a peer listens for its ring neighbours.
+public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// One member of a topology, in ring order.
+public struct Member: Hashable, Sendable {
+    public var id: PeerID
+    public var address: PeerAddress
+    public init(id: PeerID, address: PeerAddress) {
+        self.id = id
+        self.address = address
+    }
+}
+
+/// The membership of one epoch: members in ring order (a member's index is its rank).
+public struct Topology: Hashable, Sendable {
+    public var epoch: UInt64
+    public var members: [Member]
+    public init(epoch: UInt64, members: [Member]) {
+        self.epoch = epoch
+        self.members = members
+    }
+}
+
+/// Why a collective was aborted. Every survivor receives the same reason.
+public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
+    /// The master lost a member (its connection closed or went silent).
+    case peerLost(PeerID)
+    /// A member's data link to a neighbour failed.
+    case linkFailed(reporter: PeerID, detail: String)
+    /// A member's wait passed the operation deadline.
+    case timedOut(reporter: PeerID)
+    /// Members called the collective with different arguments, or in a different order.
+    case argumentMismatch
+    /// The report named an epoch that is no longer current.
+    case staleEpoch
+
+    public var description: String {
+        switch self {
+        case .peerLost(let id): "peer \(id) was lost"
+        case .linkFailed(let reporter, let detail): "peer \(reporter) lost a link: \(detail)"
+        case .timedOut(let reporter): "peer \(reporter) timed out waiting for data"
+        case .argumentMismatch: "peers called the collective with different arguments"
+        case .staleEpoch: "the operation belongs to an old epoch"
+        }
+    }
+}
+
+/// What a peer saw of an operation, or what the master decided.
+public enum Outcome: Hashable, Sendable {
+    case success
+    case aborted(AbortReason)
+}
+
+/// What a collective was called with; the master checks that every member agrees.
+public struct OperationDescriptor: Hashable, Sendable {
+    public var collective: UInt8
+    public var dataType: UInt8
+    public var reduceOp: UInt8
+    public var count: UInt64
+    public init(collective: UInt8, dataType: UInt8, reduceOp: UInt8, count: UInt64) {
+        self.collective = collective
+        self.dataType = dataType
+        self.reduceOp = reduceOp
+        self.count = count
+    }
+}
+
+public enum PeerToMaster: Hashable, Sendable {
+    /// First message on a new master connection.
+    case register(listen: PeerAddress)
+    /// The peer reached a safe point and lets the master re-form the ring.
+    case updateTopology(epoch: UInt64, minimumWorldSize: UInt32)
+    /// The peer finished (or failed) its part of operation `opID`.
+    case report(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor, outcome: Outcome)
+    /// The peer leaves at the next safe point.
+    case leave(epoch: UInt64)
+}
+
+public enum MasterToPeer: Hashable, Sendable {
+    case registered(PeerID)
+    /// A new epoch; the receiver is admitted if it is among the members.
+    case topology(Topology)
+    /// The one outcome of operation `opID` that every member returns.
+    case verdict(epoch: UInt64, opID: UInt64, outcome: Outcome)
+    /// How many peers wait for admission (sent to members when it changes).
+    case pendingPeers(UInt32)
+    /// The peer's leave is complete.
+    case left
+    /// The master refuses the peer's message; the connection is closed after this.
+    case rejected(String)
+}
+
+public enum PeerToPeer: Hashable, Sendable {
+    /// First frame on a ring link: who connects to whom, for which epoch.
+    case hello(epoch: UInt64, from: PeerID, to: PeerID)
+}

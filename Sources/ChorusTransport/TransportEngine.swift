@@ -1,0 +1,183 @@
+import CChorusTransport
+
+/// Identifies one connection of an engine. Never reused within an engine.
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public var description: String { "conn#\(rawValue)" }
+}
+
+/// Where a frame belongs: the membership epoch, the operation, and a tag the algorithm assigns.
+public struct FrameAddress: Hashable, Sendable {
+    public var epoch: UInt64
+    public var opID: UInt64
+    public var tag: UInt32
+    public init(epoch: UInt64, opID: UInt64, tag: UInt32 = 0) {
+        self.epoch = epoch
+        self.opID = opID
+        self.tag = tag
+    }
+}
+
+/// Knobs of one engine; `Chorus.Configuration` fills them.
+public struct TransportSettings: Sendable {
+    public var heartbeatInterval: Duration
+    public var idleTimeout: Duration
+    public var maxControlBytes: Int
+    public var maxQueuedEvents: Int
+    public var socketBufferBytes: Int
+
+    public init(heartbeatInterval: Duration = .milliseconds(500), idleTimeout: Duration = .seconds(5),
+                maxControlBytes: Int = 1 << 20, maxQueuedEvents: Int = 4096, socketBufferBytes: Int = 0) {
+        self.heartbeatInterval = heartbeatInterval
+        self.idleTimeout = idleTimeout
+        self.maxControlBytes = maxControlBytes
+        self.maxQueuedEvents = maxQueuedEvents
+        self.socketBufferBytes = socketBufferBytes
+    }
+}
+
+/// Something the engine tells its owner.
+public enum TransportEvent: Sendable {
+    /// A peer connected to one of our listeners.
+    case accepted(ConnectionID)
+    /// A control frame arrived.
+    case control(ConnectionID, FrameAddress, [UInt8])
+    /// A connection failed (closed by the peer, timed out, or violated the protocol) and is closed.
+    case failed(ConnectionID, TransportError)
+}
+
+/// How waiting for a request ended.
+public enum RequestWait: Sendable, Equatable {
+    case completed
+    case failed(TransportError)
+    /// The deadline passed; the request is still live.
+    case timedOut
+    /// An event is waiting for the owner; the request is still live.
+    case interrupted
+}
+
+/// A posted send or receive. Its buffer must stay valid until `wait` reports it finished.
+public final class TransportRequest: @unchecked Sendable {
+    fileprivate var handle: OpaquePointer?
+    fileprivate var outcome: RequestWait = .completed
+
+    fileprivate init(_ handle: OpaquePointer) { self.handle = handle }
+
+    /// True once completed or failed (the C side has released it).
+    public var isFinished: Bool { handle == nil }
+
+    deinit { precondition(handle == nil, "TransportRequest dropped before it finished: its buffer may still be in use") }
+}
+
+private func milliseconds(_ d: Duration) -> Int32 {
+    let (seconds, attoseconds) = d.components
+    let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    return Int32(clamping: max(0, ms))
+}
+
+/// An epoll-driven set of framed TCP connections: the C engine, owned.
+///
+/// One owner thread at a time posts, waits and takes events; the engine's own I/O thread does the rest.
+public final class TransportEngine: @unchecked Sendable {
+    private let engine: OpaquePointer
+
+    /// Starts an engine and its I/O thread.
+    /// - Throws: `TransportError` if the epoll set or thread cannot be created.
+    public init(settings: TransportSettings = TransportSettings()) throws(TransportError) {
+        var config = chorus_engine_config(
+            heartbeat_interval_ms: UInt32(milliseconds(settings.heartbeatInterval)),
+            idle_timeout_ms: UInt32(milliseconds(settings.idleTimeout)),
+            max_control_bytes: UInt32(clamping: settings.maxControlBytes),
+            max_queued_events: UInt32(clamping: settings.maxQueuedEvents),
+            socket_buffer_bytes: Int32(clamping: settings.socketBufferBytes))
+        var created: OpaquePointer?
+        try check(chorus_engine_create(&config, &created))
+        engine = created!
+    }
+
+    deinit { chorus_engine_destroy(engine) }
+
+    /// Listens on `host:port` (port 0 picks an ephemeral port).
+    /// - Returns: the bound port.
+    public func listen(host: String, port: UInt16) throws(TransportError) -> UInt16 {
+        var bound: UInt16 = 0
+        try check(chorus_engine_listen(engine, host, port, 128, &bound))
+        return bound
+    }
+
+    /// Connects within `timeout`.
+    public func connect(host: String, port: UInt16, timeout: Duration) throws(TransportError) -> ConnectionID {
+        var id: UInt64 = 0
+        try check(chorus_engine_connect(engine, host, port, milliseconds(timeout), &id))
+        return ConnectionID(rawValue: id)
+    }
+
+    /// Closes a connection; its pending requests finish with `.cancelled`. Closing twice is harmless.
+    public func close(_ connection: ConnectionID) {
+        _ = chorus_engine_close(engine, connection.rawValue)
+    }
+
+    /// Queues a control frame (the payload is copied).
+    public func sendControl(_ connection: ConnectionID, address: FrameAddress, payload: [UInt8]) throws(TransportError) {
+        let status = payload.withUnsafeBytes {
+            chorus_engine_send_control(engine, connection.rawValue, address.epoch, address.opID,
+                                       $0.baseAddress, UInt32(clamping: $0.count))
+        }
+        try check(status)
+    }
+
+    /// Posts a data frame carrying `bytes`, which must stay valid until the request finishes.
+    public func postSend(_ connection: ConnectionID, address: FrameAddress,
+                         bytes: UnsafeRawBufferPointer) throws(TransportError) -> TransportRequest {
+        guard bytes.count <= UInt32.max else { throw TransportError(code: .invalidArgument) }
+        var request: OpaquePointer?
+        try check(chorus_engine_post_send(engine, connection.rawValue, address.epoch, address.opID, address.tag,
+                                          bytes.baseAddress, UInt32(bytes.count), &request))
+        return TransportRequest(request!)
+    }
+
+    /// Posts a receive for the next data frame on `connection`; it must carry exactly `address` and
+    /// `buffer.count` bytes, which land directly in `buffer`.
+    public func postReceive(_ connection: ConnectionID, address: FrameAddress,
+                            into buffer: UnsafeMutableRawBufferPointer) throws(TransportError) -> TransportRequest {
+        guard buffer.count <= UInt32.max else { throw TransportError(code: .invalidArgument) }
+        var request: OpaquePointer?
+        try check(chorus_engine_post_recv(engine, connection.rawValue, address.epoch, address.opID, address.tag,
+                                          buffer.baseAddress, UInt32(buffer.count), &request))
+        return TransportRequest(request!)
+    }
+
+    /// Blocks (without spinning) until `request` finishes, `timeout` passes, or, when `interruptible`,
+    /// an event is waiting. Waiting again on a finished request returns its outcome.
+    public func wait(_ request: TransportRequest, timeout: Duration, interruptible: Bool) -> RequestWait {
+        guard let handle = request.handle else { return request.outcome }
+        let status = chorus_request_wait(engine, handle, milliseconds(timeout), interruptible ? 1 : 0)
+        switch status {
+        case CHORUS_ERR_TIMEDOUT.rawValue: return .timedOut
+        case CHORUS_ERR_INTERRUPTED.rawValue: return .interrupted
+        default:
+            request.handle = nil
+            request.outcome = status == 0 ? .completed : .failed(TransportError(status: status))
+            return request.outcome
+        }
+    }
+
+    /// Takes the next event, waiting up to `timeout`; nil when none came.
+    public func nextEvent(timeout: Duration) -> TransportEvent? {
+        var event = chorus_event()
+        guard chorus_engine_next_event(engine, milliseconds(timeout), &event) == 0 else { return nil }
+        defer { chorus_event_release(&event) }
+        let connection = ConnectionID(rawValue: event.conn)
+        switch Int32(event.kind) {
+        case Int32(CHORUS_EVENT_ACCEPTED.rawValue):
+            return .accepted(connection)
+        case Int32(CHORUS_EVENT_CONTROL.rawValue):
+            let header = event.header
+            let payload = [UInt8](UnsafeRawBufferPointer(start: event.payload, count: Int(header.length)))
+            return .control(connection, FrameAddress(epoch: header.epoch, opID: header.op_id, tag: header.tag), payload)
+        default:
+            return .failed(connection, TransportError(status: event.status, systemErrno: event.sys_errno))
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import CChorusTransport
+
+/// Why a transport call or a connection failed. The one error type of the transport layer.
+public struct TransportError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What went wrong, mirroring the C layer's status codes.
+    public enum Code: Int32, Sendable {
+        case badMagic = -100, badVersion = -101, badType = -102, badFlags = -103
+        case controlTooLarge = -104, badLength = -105
+        case staleEpoch = -110, epochMismatch = -111, opMismatch = -112, tagMismatch = -113
+        case lengthMismatch = -114, unexpectedControl = -115, tooManyQueued = -116
+        case peerClosed = -120, idleTimeout = -121, cancelled = -122, connectFailed = -123, system = -124
+        case timedOut = -130, interrupted = -131, invalidArgument = -132, noSuchConnection = -133
+        case address = -134, shutdown = -135
+    }
+
+    public let code: Code
+    /// The errno behind a `.system` failure, 0 otherwise.
+    public let systemErrno: Int32
+
+    public init(code: Code, systemErrno: Int32 = 0) {
+        self.code = code
+        self.systemErrno = systemErrno
+    }
+
+    init(status: Int32, systemErrno: Int32 = 0) {
+        self.init(code: Code(rawValue: status) ?? .system, systemErrno: systemErrno)
+    }
+
+    /// True when the remote side sent something that violates the wire protocol.
+    public var isProtocolViolation: Bool {
+        (-116 ... -100).contains(code.rawValue)
+    }
+
+    public var description: String {
+        let text = String(cString: chorus_status_string(code.rawValue))
+        return systemErrno == 0 ? text : "\(text) (errno \(systemErrno))"
+    }
+}
+
+@inline(__always)
+func check(_ status: Int32) throws(TransportError) {
+    if status != 0 { throw TransportError(status: status) }
+}
