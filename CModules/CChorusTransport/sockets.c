@@ -21,6 +21,12 @@ uint64_t chorus_now_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t chorus_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 void chorus_socket_configure(int fd, int buffer_bytes) {
     int one = 1;
     // Small control frames must not wait for Nagle's algorithm (PCCL pays ~50 ms per op for that).

@@ -4,6 +4,7 @@
 #include "include/chorus_transport.h"
 
 uint64_t chorus_now_ms(void);
+uint64_t chorus_now_us(void);
 void chorus_socket_configure(int fd, int buffer_bytes);
 int chorus_socket_listen(const char *host, uint16_t port, int backlog, int *fd_out, uint16_t *bound_port);
 int chorus_socket_connect(const char *host, uint16_t port, int timeout_ms, int buffer_bytes, int *fd_out);

@@ -21,8 +21,12 @@ public struct Configuration: Sendable {
     public var admissionTimeout: Duration = .seconds(600)
     /// Largest frame a ring step sends; smaller segments overlap reducing with sending sooner.
     public var segmentBytes = 1 << 20
-    /// SO_SNDBUF/SO_RCVBUF for every socket; 0 leaves the kernel's auto-tuning on.
-    public var socketBufferBytes = 0
+    /// SO_SNDBUF/SO_RCVBUF for every socket (the kernel caps it at net.core.wmem_max/rmem_max);
+    /// 0 leaves the kernel's auto-tuning on, which on loopback stalls mid-size messages for ~1 ms.
+    public var socketBufferBytes = 4 << 20
+    /// A wait polls (yielding the core each round) this long before it blocks: completions usually
+    /// land within microseconds, and sleeping and waking costs more. 0 blocks at once.
+    public var spinWait: Duration = .microseconds(200)
     /// Largest control message accepted.
     public var maxControlBytes = 1 << 20
 
@@ -31,6 +35,6 @@ public struct Configuration: Sendable {
     var transportSettings: TransportSettings {
         TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,
                           maxControlBytes: maxControlBytes, maxQueuedEvents: 4096,
-                          socketBufferBytes: socketBufferBytes)
+                          socketBufferBytes: socketBufferBytes, spinWait: spinWait)
     }
 }

@@ -26,14 +26,17 @@ public struct TransportSettings: Sendable {
     public var maxControlBytes: Int
     public var maxQueuedEvents: Int
     public var socketBufferBytes: Int
+    public var spinWait: Duration
 
     public init(heartbeatInterval: Duration = .milliseconds(500), idleTimeout: Duration = .seconds(5),
-                maxControlBytes: Int = 1 << 20, maxQueuedEvents: Int = 4096, socketBufferBytes: Int = 0) {
+                maxControlBytes: Int = 1 << 20, maxQueuedEvents: Int = 4096, socketBufferBytes: Int = 0,
+                spinWait: Duration = .zero) {
         self.heartbeatInterval = heartbeatInterval
         self.idleTimeout = idleTimeout
         self.maxControlBytes = maxControlBytes
         self.maxQueuedEvents = maxQueuedEvents
         self.socketBufferBytes = socketBufferBytes
+        self.spinWait = spinWait
     }
 }
 
@@ -90,7 +93,9 @@ public final class TransportEngine: @unchecked Sendable {
             idle_timeout_ms: UInt32(milliseconds(settings.idleTimeout)),
             max_control_bytes: UInt32(clamping: settings.maxControlBytes),
             max_queued_events: UInt32(clamping: settings.maxQueuedEvents),
-            socket_buffer_bytes: Int32(clamping: settings.socketBufferBytes))
+            socket_buffer_bytes: Int32(clamping: settings.socketBufferBytes),
+            spin_wait_us: UInt32(clamping: settings.spinWait.components.seconds * 1_000_000
+                                 + settings.spinWait.components.attoseconds / 1_000_000_000_000))
         var created: OpaquePointer?
         try check(chorus_engine_create(&config, &created))
         engine = created!

@@ -99,6 +99,7 @@ typedef struct chorus_engine_config {
     uint32_t max_control_bytes;     // largest control payload accepted
     uint32_t max_queued_events;     // events not yet taken by the owner before a flooding peer is cut off
     int socket_buffer_bytes;        // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
+    uint32_t spin_wait_us;          // poll (yielding the core) this long before blocking in a wait
 } chorus_engine_config;
 
 /// Creates an engine and starts its I/O thread.

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Chorus
+import ChorusLauncher
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct ChorusBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chorus-bench",
+        abstract: "Bandwidth and latency of Chorus collectives, nccl-tests style.",
+        discussion: "COLLECTIVE is one of: \(BenchCollective.allCases.map(\.rawValue).joined(separator: ", ")).")
+
+    @Argument(help: "The collective to measure.") var collective: BenchCollective
+
+    @Option(help: "Start an embedded master and this many local peer processes.") var local: Int?
+    @Option(help: "Join the master at HOST:PORT (default: CHORUS_MASTER).") var master: String?
+    @Option(name: .customShort("b"), help: "Smallest message (K/M/G suffixes).") var minBytes = "4K"
+    @Option(name: .customShort("e"), help: "Largest message.") var maxBytes = "64M"
+    @Option(name: .customShort("f"), help: "Size multiplication factor.") var factor = 2
+    @Option(name: .customShort("n"), help: "Timed iterations per size.") var iterations = 20
+    @Option(name: .customShort("w"), help: "Warm-up iterations per size.") var warmup = 5
+    @Option(help: "Element type: f32 f64 f16 bf16 i32 i64 u8.") var dtype = "f32"
+    @Option(help: "Reduction: sum prod min max avg.") var redop = "sum"
+    @Option(help: "Algorithm: ring or auto (auto picks ring today).") var algorithm = "auto"
+    @Option(help: "Transport: tcp (rdma arrives with its backend).") var transport = "tcp"
+    @Option(help: "Connections per neighbour.") var connections = 1
+    @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
+    @Flag(help: "Verify every result bitwise against the exact expected value.") var check = false
+    @Option(help: "Append one JSON object per row to FILE.") var json: String?
+    @Option(help: "World size to wait for when joining a master (default: --local, else 1).") var world: Int?
+    @Flag(help: .hidden) var injectWrongResult = false
+    @Flag(help: .hidden) var localPeer = false
+
+    func validate() throws {
+        guard BenchDataType(rawValue: dtype) != nil else { throw ValidationError("unknown --dtype \(dtype)") }
+        guard ReduceOp.allCases.contains(where: { $0.description == redop }) else { throw ValidationError("unknown --redop \(redop)") }
+        guard ["ring", "auto"].contains(algorithm) else { throw ValidationError("--algorithm \(algorithm) is not available; have: ring, auto") }
+        guard transport == "tcp" else { throw ValidationError("--transport \(transport): only tcp is built so far (RDMA lands with its backend)") }
+        guard connections == 1 else { throw ValidationError("--connections \(connections): only 1 connection per neighbour so far") }
+        guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
+        _ = try parseSize(minBytes)
+        _ = try parseSize(maxBytes)
+    }
+
+    func run() throws {
+        if let local, !localPeer {
+            try launchLocal(peers: local)
+            return
+        }
+        let communicator = try Communicator(master: master)
+        let wanted = world ?? local ?? 1
+        while communicator.worldSize < wanted { try communicator.updateTopology(minimumWorldSize: wanted) }
+        let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
+                          op: ReduceOp.allCases.first { $0.description == redop }!,
+                          sizes: try sizes(), iterations: iterations, warmup: warmup, inPlace: inPlace,
+                          check: check, algorithm: algorithm == "auto" ? "ring" : algorithm, transport: transport,
+                          injectWrongResult: injectWrongResult, jsonPath: json)
+        let wrong = try sweep.run(on: communicator)
+        try communicator.leave()
+        if wrong > 0 { throw ExitCode(2) }
+    }
+
+    private func sizes() throws -> [Int] {
+        let low = try parseSize(minBytes), high = try parseSize(maxBytes)
+        return Array(sequence(first: low) { $0 * factor <= high ? $0 * factor : nil })
+    }
+
+    /// Starts a master in this process and `peers` copies of this program that join it.
+    private func launchLocal(peers: Int) throws {
+        guard peers >= 1 else { throw ValidationError("--local needs at least 1 peer") }
+        let master = try Master(host: "127.0.0.1", port: 0)
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        arguments += ["--local-peer", "--master", master.endpoint]
+        let children = try (0 ..< peers).map { _ in
+            try ChildProcess(executable: ChildProcess.currentExecutable(), arguments: arguments)
+        }
+        var worst: Int32 = 0
+        for child in children {
+            let code = child.waitForExit(timeoutMilliseconds: 3_600_000) ?? 124
+            worst = max(worst, code)
+        }
+        master.shutdown()
+        if worst != 0 { throw ExitCode(worst) }
+    }
+}
+
+enum BenchCollective: String, CaseIterable, ExpressibleByArgument {
+    case allreduce
+}
+
+/// "4K", "64M", "1G" (powers of two) or a plain byte count.
+func parseSize(_ text: String) throws -> Int {
+    let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+    if let last = text.uppercased().last, let unit = units[last], let value = Int(text.dropLast()) { return value * unit }
+    guard let value = Int(text), value >= 0 else { throw ValidationError("bad size '\(text)'") }
+    return value
+}

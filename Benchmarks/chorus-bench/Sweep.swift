@@ -1,0 +1,162 @@
+import Chorus
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One sweep over message sizes: time every iteration, take the slowest rank's time per iteration
+/// (an all-reduce of the timings), and report what nccl-tests reports.
+struct Sweep {
+    let collective: BenchCollective
+    let dataType: BenchDataType
+    let op: ReduceOp
+    let sizes: [Int]
+    let iterations: Int
+    let warmup: Int
+    let inPlace: Bool
+    let check: Bool
+    let algorithm: String
+    let transport: String
+    let injectWrongResult: Bool
+    let jsonPath: String?
+
+    /// Runs the sweep; rank 0 prints. Returns the number of wrong elements seen by this rank.
+    func run(on communicator: Communicator) throws -> Int {
+        let rank = communicator.rank, world = communicator.worldSize
+        let elementSize = dataType.dataType.size
+        let leader = rank == 0
+        let progress = leader && isatty(2) == 1
+        if leader {
+            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport), algorithm \(algorithm), \(inPlace ? "in place" : "out of place")")
+            print(Row.header)
+        }
+        var totalWrong = 0
+        for bytes in sizes {
+            let count = bytes / elementSize
+            let input = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, count * elementSize), alignment: 64)
+            let output = inPlace ? input : UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, count * elementSize), alignment: 64)
+            defer {
+                input.deallocate()
+                if !inPlace { output.deallocate() }
+            }
+            func fill() {
+                for i in 0 ..< count {
+                    dataType.store(Double(BenchDataType.input(rank: rank, index: i, op: op)), at: i, in: input.baseAddress!)
+                }
+            }
+            fill()
+            var times: [Double] = []
+            var wrong = 0
+            for iteration in 0 ..< warmup + iterations {
+                if progress { writeProgress("\r  \(bytes) bytes: iteration \(iteration + 1)/\(warmup + iterations)   ") }
+                let started = ContinuousClock.now
+                try communicator.allReduce(send: UnsafeRawBufferPointer(input), receive: output, count: count,
+                                           dataType: dataType.dataType, op: op)
+                let elapsed = ContinuousClock.now - started
+                if iteration >= warmup { times.append(seconds(elapsed)) }
+                if check {
+                    if injectWrongResult && leader && count > 0 { dataType.store(99, at: 0, in: output.baseAddress!) }
+                    wrong += countWrong(output.baseAddress!, count: count, world: world)
+                }
+                if inPlace { fill() }
+            }
+            if progress { writeProgress("\r\u{1B}[K") }
+            // The collective's time per iteration is its slowest rank's; wrong counts add up.
+            let slowest = try communicator.allReduce(times, op: .max)
+            let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
+            totalWrong += wrong
+            if leader {
+                let row = Row(collective: collective.rawValue, algorithm: algorithm, transport: transport, peers: world,
+                              dtype: dataType.rawValue, op: op.description, bytes: count * elementSize, count: count,
+                              inPlace: inPlace, times: slowest.sorted(), wrong: check ? Int(wrongEverywhere) : -1)
+                print(row.text)
+                if let jsonPath { try row.appendJSON(to: jsonPath) }
+            }
+        }
+        return totalWrong
+    }
+
+    private func countWrong(_ output: UnsafeMutableRawPointer, count: Int, world: Int) -> Int {
+        let expected = UnsafeMutableRawPointer.allocate(byteCount: max(1, count * dataType.dataType.size), alignment: 64)
+        defer { expected.deallocate() }
+        var wrong = 0
+        let size = dataType.dataType.size
+        for i in 0 ..< count {
+            dataType.store(dataType.expected(index: i, worldSize: world, op: op), at: i, in: expected)
+            if memcmp(expected + i * size, output + i * size, size) != 0 { wrong += 1 }
+        }
+        return wrong
+    }
+}
+
+private func seconds(_ d: Duration) -> Double {
+    Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+}
+
+/// One result line, in the table and in JSON.
+struct Row {
+    let collective: String, algorithm: String, transport: String
+    let peers: Int
+    let dtype: String, op: String
+    let bytes: Int, count: Int
+    let inPlace: Bool
+    let times: [Double] // sorted, seconds
+    let wrong: Int       // -1 when not checked
+
+    static let header = pad(["size(B)", "count", "type", "redop", "time(us)", "min(us)", "p99(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong"])
+
+    var median: Double { times[times.count / 2] }
+    var p99: Double { times[min(times.count - 1, Int((Double(times.count) * 0.99).rounded(.up)) - 1)] }
+    var algbw: Double { median > 0 ? Double(bytes) / median / 1e9 : 0 }
+    /// nccl-tests' bus bandwidth for all-reduce: algbw * 2(n-1)/n (docs/benchmarks.md derives it).
+    var busbw: Double { algbw * (peers > 1 ? 2 * Double(peers - 1) / Double(peers) : 1) }
+
+    var text: String {
+        Self.pad(["\(bytes)", "\(count)", dtype, op, fixed(median * 1e6, 1), fixed(times[0] * 1e6, 1), fixed(p99 * 1e6, 1),
+                  fixed(algbw, 3), fixed(busbw, 3), wrong < 0 ? "N/A" : "\(wrong)"])
+    }
+
+    func appendJSON(to path: String) throws {
+        let fields = [
+            "\"collective\":\"\(collective)\"", "\"algorithm\":\"\(algorithm)\"", "\"transport\":\"\(transport)\"",
+            "\"library\":\"chorus\"", "\"peers\":\(peers)", "\"dtype\":\"\(dtype)\"", "\"op\":\"\(op)\"",
+            "\"bytes\":\(bytes)", "\"count\":\(count)", "\"in_place\":\(inPlace)",
+            "\"time_us_median\":\(fixed(median * 1e6, 2))", "\"time_us_min\":\(fixed(times[0] * 1e6, 2))",
+            "\"time_us_p99\":\(fixed(p99 * 1e6, 2))", "\"algbw_GBps\":\(fixed(algbw, 4))",
+            "\"busbw_GBps\":\(fixed(busbw, 4))", "\"wrong\":\(max(wrong, 0))", "\"checked\":\(wrong >= 0)",
+        ]
+        let line = "{" + fields.joined(separator: ",") + "}\n"
+        guard let file = fopen(path, "a") else { throw BenchError("cannot open \(path) for appending") }
+        defer { fclose(file) }
+        fputs(line, file)
+    }
+
+    private static func pad(_ columns: [String]) -> String {
+        columns.map { String(repeating: " ", count: max(0, 12 - $0.count)) + $0 }.joined()
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A decimal with `digits` digits after the point (no Foundation).
+func fixed(_ value: Double, _ digits: Int) -> String {
+    var scale = 1.0
+    for _ in 0 ..< digits { scale *= 10 }
+    let scaled = (value * scale).rounded()
+    guard scaled.isFinite, abs(scaled) < 9e15 else { return "\(value)" }
+    let whole = Int(scaled)
+    let sign = whole < 0 ? "-" : ""
+    let magnitude = abs(whole)
+    let integer = magnitude / Int(scale), fraction = magnitude % Int(scale)
+    guard digits > 0 else { return "\(sign)\(integer)" }
+    let fractionText = String(fraction)
+    return "\(sign)\(integer)." + String(repeating: "0", count: digits - fractionText.count) + fractionText
+}
+
+/// Writes to the terminal on stderr, unbuffered.
+private func writeProgress(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = write(2, &bytes, bytes.count)
+}
