@@ -39,10 +39,11 @@ let package = Package(
 
         // Tests. chorus-test-peer is the peer process that integration tests start and kill.
         .executableTarget(name: "chorus-test-peer", dependencies: ["Chorus"], path: "Tests/chorus-test-peer"),
+        .target(name: "ChorusTestSupport", dependencies: ["ChorusAlgorithms"], path: "Tests/ChorusTestSupport"),
         .testTarget(name: "ChorusTransportTests", dependencies: ["ChorusTransport"]),
         .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol"]),
-        .testTarget(name: "ChorusAlgorithmsTests", dependencies: ["ChorusAlgorithms"]),
-        .testTarget(name: "ChorusTests", dependencies: ["Chorus", "ChorusLauncher", "chorus-test-peer"]),
+        .testTarget(name: "ChorusAlgorithmsTests", dependencies: ["ChorusAlgorithms", "ChorusTestSupport"]),
+        .testTarget(name: "ChorusTests", dependencies: ["Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer"]),
     ],
     swiftLanguageModes: [.v6]
 )

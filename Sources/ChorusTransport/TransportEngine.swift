@@ -41,7 +41,7 @@ public struct TransportSettings: Sendable {
 }
 
 /// Something the engine tells its owner.
-public enum TransportEvent: Sendable {
+public enum TransportEvent: Sendable, Equatable {
     /// A peer connected to one of our listeners.
     case accepted(ConnectionID)
     /// A control frame arrived.

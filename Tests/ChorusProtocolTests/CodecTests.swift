@@ -1,0 +1,48 @@
+import ChorusProtocol
+import Testing
+
+@Suite struct CodecTests {
+    static let address = PeerAddress(host: "127.0.0.1", port: 40001)
+    static let descriptor = OperationDescriptor(collective: 1, dataType: 3, reduceOp: 4, count: 1 << 40)
+
+    @Test func everyMessageRoundTrips() throws {
+        let toMaster: [PeerToMaster] = [
+            .register(listen: Self.address), .updateTopology(epoch: 7, minimumWorldSize: 4), .leave(epoch: 9),
+            .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
+            .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, detail: "reset"))),
+        ]
+        for message in toMaster { #expect(try PeerToMaster(decoding: message.encoded()) == message) }
+        let reasons: [AbortReason] = [.peerLost(2), .timedOut(reporter: 4), .argumentMismatch, .staleEpoch,
+                                      .linkFailed(reporter: 1, detail: "x")]
+        var toPeer: [MasterToPeer] = [.registered(42), .pendingPeers(3), .left, .rejected("no"),
+                                      .topology(Topology(epoch: 5, members: [Member(id: 1, address: Self.address),
+                                                                             Member(id: 9, address: PeerAddress(host: "::1", port: 1))]))]
+        toPeer += reasons.map { .verdict(epoch: 2, opID: 8, outcome: .aborted($0)) }
+        for message in toPeer { #expect(try MasterToPeer(decoding: message.encoded()) == message) }
+        let hello = PeerToPeer.hello(epoch: 4, from: 1, to: 2)
+        #expect(try PeerToPeer(decoding: hello.encoded()) == hello)
+    }
+
+    @Test func truncatedAndTrailingBytesAreRejected() {
+        let bytes = PeerToMaster.report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success).encoded()
+        for cut in 0 ..< bytes.count {
+            #expect(throws: DecodeError.self) { try PeerToMaster(decoding: Array(bytes[0 ..< cut])) }
+        }
+        #expect(throws: DecodeError.self) { try PeerToMaster(decoding: bytes + [0]) }
+    }
+
+    @Test func unknownKindsAndWrongDirectionsAreRejected() {
+        #expect(throws: DecodeError.self) { try PeerToMaster(decoding: [0xEE]) }
+        #expect(throws: DecodeError.self) { try PeerToMaster(decoding: MasterToPeer.left.encoded()) }
+        #expect(throws: DecodeError.self) { try MasterToPeer(decoding: PeerToMaster.leave(epoch: 1).encoded()) }
+    }
+
+    @Test func hugeCountsAreRejectedBeforeAllocating() {
+        // A topology claiming 4 billion members in a 13-byte message.
+        let hostile: [UInt8] = [0x42, 1, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]
+        #expect(throws: DecodeError.self) { try MasterToPeer(decoding: hostile) }
+        // A string claiming 65535 bytes.
+        let longString: [UInt8] = [0x46, 0xFF, 0xFF]
+        #expect(throws: DecodeError.self) { try MasterToPeer(decoding: longString) }
+    }
+}

@@ -1,0 +1,125 @@
+import ChorusProtocol
+import Testing
+
+/// The master's logic without sockets: connections are plain integers.
+@Suite struct MasterStateMachineTests {
+    typealias Machine = MasterStateMachine<Int>
+    static let descriptor = OperationDescriptor(collective: 1, dataType: 0, reduceOp: 0, count: 10)
+
+    private func address(_ c: Int) -> PeerAddress { PeerAddress(host: "127.0.0.1", port: UInt16(40000 + c)) }
+
+    private func topologies(_ actions: [Machine.Action]) -> [Int: Topology] {
+        var result: [Int: Topology] = [:]
+        for case .send(let c, .topology(let t)) in actions { result[c] = t }
+        return result
+    }
+
+    private func verdicts(_ actions: [Machine.Action]) -> [Int: Outcome] {
+        var result: [Int: Outcome] = [:]
+        for case .send(let c, .verdict(_, _, let outcome)) in actions { result[c] = outcome }
+        return result
+    }
+
+    /// Registers `count` peers and forms one epoch with all of them.
+    private func formed(_ count: Int) -> Machine {
+        var m = Machine()
+        _ = m.received(.register(listen: address(1)), from: 1) // alone: admitted at once
+        for c in 2 ... max(2, count) where c <= count { _ = m.received(.register(listen: address(c)), from: c) }
+        if count > 1 { _ = m.received(.updateTopology(epoch: m.epoch, minimumWorldSize: 1), from: 1) }
+        return m
+    }
+
+    @Test func firstPeerIsAdmittedAloneAndOthersWaitForTheSafePoint() {
+        var m = Machine()
+        let first = m.received(.register(listen: address(1)), from: 1)
+        #expect(first.contains(.send(1, .registered(1))))
+        #expect(topologies(first)[1]?.members.map(\.id) == [1])
+        let second = m.received(.register(listen: address(2)), from: 2)
+        #expect(second.contains(.send(2, .registered(2))))
+        #expect(second.contains(.send(1, .pendingPeers(1))))
+        #expect(topologies(second).isEmpty, "no admission before the members reach a safe point")
+        let update = m.received(.updateTopology(epoch: 1, minimumWorldSize: 1), from: 1)
+        let t = topologies(update)
+        #expect(t[1]?.epoch == 2 && t[2]?.members.map(\.id) == [1, 2])
+        #expect(m.worldSize == 2 && m.pendingCount == 0)
+    }
+
+    @Test func minimumWorldSizeHoldsTheUpdateUntilEnoughPeersWait() {
+        var m = Machine()
+        _ = m.received(.register(listen: address(1)), from: 1)
+        #expect(topologies(m.received(.updateTopology(epoch: 1, minimumWorldSize: 3), from: 1)).isEmpty)
+        #expect(topologies(m.received(.register(listen: address(2)), from: 2)).isEmpty)
+        let formed = topologies(m.received(.register(listen: address(3)), from: 3))
+        #expect(formed.count == 3 && formed[3]?.members.count == 3)
+    }
+
+    @Test func successNeedsEveryMembersReportAndEqualDescriptors() {
+        var m = formed(3)
+        #expect(verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)).isEmpty)
+        #expect(verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 2)).isEmpty)
+        let done = verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 3))
+        #expect(done == [1: .success, 2: .success, 3: .success])
+
+        var other = Self.descriptor
+        other.count = 11
+        _ = m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 1)
+        _ = m.received(.report(epoch: 2, opID: 2, descriptor: other, outcome: .success), from: 2)
+        let mismatch = verdicts(m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 3))
+        #expect(Set(mismatch.values) == [.aborted(.argumentMismatch)] && mismatch.count == 3)
+    }
+
+    @Test func oneFailureReportAbortsForEveryoneAndBreaksTheEpoch() {
+        var m = formed(3)
+        let reason = AbortReason.linkFailed(reporter: 2, detail: "reset")
+        let aborted = verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .aborted(reason)), from: 2))
+        #expect(aborted == [1: .aborted(reason), 2: .aborted(reason), 3: .aborted(reason)])
+        // A late success report for the decided op changes nothing.
+        #expect(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1).isEmpty)
+        // The next op in the broken epoch aborts with the same reason.
+        let next = verdicts(m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 1))
+        #expect(Set(next.values) == [.aborted(reason)])
+    }
+
+    @Test func lostMemberAbortsTheOperationInFlightWithOneReason() {
+        var m = formed(3)
+        _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
+        let lost = m.connectionClosed(3)
+        #expect(verdicts(lost) == [1: .aborted(.peerLost(3)), 2: .aborted(.peerLost(3))])
+        // Survivors re-form at the safe point without the lost peer.
+        _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 1)
+        let t = topologies(m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 2))
+        #expect(t[1]?.members.map(\.id) == [1, 2] && t[1]?.epoch == 3)
+    }
+
+    @Test func lossWhileOthersWaitAtTheSafePointCompletesTheUpdate() {
+        var m = formed(3)
+        _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 1)
+        _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 2)
+        let t = topologies(m.connectionClosed(3))
+        #expect(t[1]?.members.map(\.id) == [1, 2])
+    }
+
+    @Test func staleEpochReportsAreAnsweredOnlyToTheirSender() {
+        var m = formed(2)
+        let actions = m.received(.report(epoch: 1, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
+        #expect(actions == [.send(1, .verdict(epoch: 1, opID: 1, outcome: .aborted(.staleEpoch)))])
+    }
+
+    @Test func gracefulLeaveReformsWithoutAnAbort() {
+        var m = formed(3)
+        let leaving = m.received(.leave(epoch: 2), from: 2)
+        #expect(verdicts(leaving).isEmpty)
+        _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 1)
+        let actions = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 3)
+        #expect(actions.contains(.send(2, .left)))
+        #expect(topologies(actions)[1]?.members.map(\.id) == [1, 3])
+        #expect(m.registeredCount == 2)
+    }
+
+    @Test func unregisteredAndDuplicateRegistrationsAreRejectedAndClosed() {
+        var m = formed(1)
+        #expect(m.received(.updateTopology(epoch: 1, minimumWorldSize: 1), from: 9).contains(.close(9)))
+        #expect(m.received(.register(listen: address(1)), from: 1).contains(.close(1)))
+        #expect(m.receivedMalformed(from: 5, reason: "garbage").contains(.close(5)))
+    }
+}

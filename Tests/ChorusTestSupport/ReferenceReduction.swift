@@ -1,0 +1,121 @@
+/// Scalar reference semantics for every dtype and op, written independently of the C kernels, and
+/// the sequential fold a ring all-reduce must reproduce bit for bit.
+import ChorusAlgorithms
+
+public enum ReferenceReduction {
+    /// IEEE 754-2019 maximum/minimum: a NaN operand wins (the first's when both), -0 < +0.
+    public static func maximum(_ x: Float, _ y: Float) -> Float {
+        if x.isNaN { return x }
+        if y.isNaN { return y }
+        if x == y { return Float(bitPattern: x.bitPattern & y.bitPattern) }
+        return x > y ? x : y
+    }
+    public static func minimum(_ x: Float, _ y: Float) -> Float {
+        if x.isNaN { return x }
+        if y.isNaN { return y }
+        if x == y { return Float(bitPattern: x.bitPattern | y.bitPattern) }
+        return x < y ? x : y
+    }
+    public static func maximum(_ x: Double, _ y: Double) -> Double {
+        if x.isNaN { return x }
+        if y.isNaN { return y }
+        if x == y { return Double(bitPattern: x.bitPattern & y.bitPattern) }
+        return x > y ? x : y
+    }
+    public static func minimum(_ x: Double, _ y: Double) -> Double {
+        if x.isNaN { return x }
+        if y.isNaN { return y }
+        if x == y { return Double(bitPattern: x.bitPattern | y.bitPattern) }
+        return x < y ? x : y
+    }
+
+    public static func bf16ToFloat(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+    public static func floatToBF16(_ f: Float) -> UInt16 {
+        if f.isNaN { return UInt16(f.bitPattern >> 16) | 0x40 }
+        let bits = f.bitPattern
+        let lsb = (bits >> 16) & 1
+        return UInt16((UInt64(bits) + 0x7FFF + UInt64(lsb)) >> 16)
+    }
+
+    private static func floatOp(_ op: ReduceOp, _ x: Float, _ y: Float) -> Float {
+        switch op {
+        case .sum, .avg: x + y
+        case .prod: x * y
+        case .min: minimum(x, y)
+        case .max: maximum(x, y)
+        }
+    }
+
+    /// `a op b` on one element's bytes (little-endian, `dataType.size` bytes each).
+    public static func combine(_ op: ReduceOp, _ dataType: DataType, _ a: [UInt8], _ b: [UInt8]) -> [UInt8] {
+        switch dataType {
+        case .float32:
+            return bytes(floatOp(op, load(a, Float.self), load(b, Float.self)))
+        case .float64:
+            let x = load(a, Double.self), y = load(b, Double.self)
+            let r: Double = switch op {
+            case .sum, .avg: x + y
+            case .prod: x * y
+            case .min: minimum(x, y)
+            case .max: maximum(x, y)
+            }
+            return bytes(r)
+        case .float16:
+            let r = floatOp(op, Float(Float16(bitPattern: load(a, UInt16.self))), Float(Float16(bitPattern: load(b, UInt16.self))))
+            return bytes(Float16(r).bitPattern)
+        case .bfloat16:
+            return bytes(floatToBF16(floatOp(op, bf16ToFloat(load(a, UInt16.self)), bf16ToFloat(load(b, UInt16.self)))))
+        case .int32: return bytes(integerOp(op, load(a, Int32.self), load(b, Int32.self)))
+        case .int64: return bytes(integerOp(op, load(a, Int64.self), load(b, Int64.self)))
+        case .uint8: return bytes(integerOp(op, load(a, UInt8.self), load(b, UInt8.self)))
+        }
+    }
+
+    private static func integerOp<T: FixedWidthInteger>(_ op: ReduceOp, _ x: T, _ y: T) -> T {
+        switch op {
+        case .sum, .avg: x &+ y
+        case .prod: x &* y
+        case .min: Swift.min(x, y)
+        case .max: Swift.max(x, y)
+        }
+    }
+
+    /// Finishes an average of `worldSize` contributions.
+    public static func divide(_ dataType: DataType, _ a: [UInt8], by n: Int) -> [UInt8] {
+        switch dataType {
+        case .float32: bytes(load(a, Float.self) / Float(n))
+        case .float64: bytes(load(a, Double.self) / Double(n))
+        case .float16: bytes(Float16(Float(Float16(bitPattern: load(a, UInt16.self))) / Float(n)).bitPattern)
+        case .bfloat16: bytes(floatToBF16(bf16ToFloat(load(a, UInt16.self)) / Float(n)))
+        case .int32: bytes(Int32(Int64(load(a, Int32.self)) / Int64(n)))
+        case .int64: bytes(load(a, Int64.self) / Int64(n))
+        case .uint8: bytes(load(a, UInt8.self) / UInt8(n))
+        }
+    }
+
+    /// What a ring all-reduce over `inputs` (one byte array per rank, in rank order) must produce:
+    /// element i of chunk c is folded c, c+1, ..., c-1 (mod n), then divided for avg.
+    public static func ringAllReduce(_ inputs: [[UInt8]], count: Int, dataType: DataType, op: ReduceOp) -> [UInt8] {
+        let n = inputs.count, size = dataType.size
+        guard n > 1 else { return inputs[0] }
+        let chunks = Partition(count: count, parts: n)
+        var output = [UInt8](repeating: 0, count: count * size)
+        for c in 0 ..< n {
+            for i in chunks.start(of: c) ..< chunks.start(of: c) + chunks.length(of: c) {
+                let element = i * size ..< (i + 1) * size
+                var acc = Array(inputs[c][element])
+                for j in 1 ..< n { acc = combine(op, dataType, acc, Array(inputs[(c + j) % n][element])) }
+                if op == .avg { acc = divide(dataType, acc, by: n) }
+                output.replaceSubrange(element, with: acc)
+            }
+        }
+        return output
+    }
+
+    public static func load<T>(_ bytes: [UInt8], _: T.Type) -> T {
+        bytes.withUnsafeBytes { $0.loadUnaligned(as: T.self) }
+    }
+    public static func bytes<T>(_ value: T) -> [UInt8] {
+        withUnsafeBytes(of: value) { Array($0) }
+    }
+}

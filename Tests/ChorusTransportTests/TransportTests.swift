@@ -1,0 +1,174 @@
+import ChorusTransport
+import Testing
+
+/// The engine over real loopback sockets with ephemeral ports.
+@Suite(.serialized) struct TransportTests {
+    static let settings = TransportSettings(heartbeatInterval: .milliseconds(100), idleTimeout: .seconds(2),
+                                            maxControlBytes: 4096, spinWait: .zero)
+
+    /// Two engines joined by one connection.
+    struct Pair {
+        let server: TransportEngine
+        let client: TransportEngine
+        let serverSide: ConnectionID
+        let clientSide: ConnectionID
+        let port: UInt16
+    }
+
+    static func pair(settings: TransportSettings = settings) throws -> Pair {
+        let server = try TransportEngine(settings: settings)
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let client = try TransportEngine(settings: settings)
+        let clientSide = try client.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+        guard case .accepted(let serverSide)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        return Pair(server: server, client: client, serverSide: serverSide, clientSide: clientSide, port: port)
+    }
+
+    struct TestFailure: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    @Test func controlFramesArriveIntactAsEvents() throws {
+        let p = try Self.pair()
+        let payload = (0 ..< 1000).map { UInt8($0 % 251) }
+        try p.client.sendControl(p.clientSide, address: FrameAddress(epoch: 3, opID: 4), payload: payload)
+        guard case .control(let conn, let address, let received)? = p.server.nextEvent(timeout: .seconds(5)) else {
+            Issue.record("no control event")
+            return
+        }
+        #expect(conn == p.serverSide && address.epoch == 3 && address.opID == 4 && received == payload)
+    }
+
+    @Test(arguments: [false, true])
+    func dataLandsInThePostedBuffer(postReceiveFirst: Bool) throws {
+        let p = try Self.pair()
+        let source = (0 ..< 3_000_001).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        var target = [UInt8](repeating: 0, count: source.count)
+        let address = FrameAddress(epoch: 1, opID: 2, tag: 3)
+        try source.withUnsafeBytes { s in
+            try target.withUnsafeMutableBytes { t in
+                var receive: TransportRequest?
+                if postReceiveFirst { receive = try p.server.postReceive(p.serverSide, address: address, into: t) }
+                let send = try p.client.postSend(p.clientSide, address: address, bytes: s)
+                if !postReceiveFirst { receive = try p.server.postReceive(p.serverSide, address: address, into: t) }
+                #expect(p.server.wait(receive!, timeout: .seconds(10), interruptible: false) == .completed)
+                #expect(p.client.wait(send, timeout: .seconds(10), interruptible: false) == .completed)
+            }
+        }
+        #expect(target == source)
+    }
+
+    static let mismatches: [(FrameAddress, Int, TransportError.Code)] = [
+        (FrameAddress(epoch: 4, opID: 2, tag: 3), 16, .staleEpoch),
+        (FrameAddress(epoch: 6, opID: 2, tag: 3), 16, .epochMismatch),
+        (FrameAddress(epoch: 5, opID: 1, tag: 3), 16, .opMismatch),
+        (FrameAddress(epoch: 5, opID: 2, tag: 9), 16, .tagMismatch),
+        (FrameAddress(epoch: 5, opID: 2, tag: 3), 17, .lengthMismatch),
+    ]
+
+    @Test(arguments: 0 ..< mismatches.count)
+    func aFrameThatDoesNotMatchTheReceiveFailsItPrecisely(index: Int) throws {
+        let (sent, length, code) = Self.mismatches[index]
+        let p = try Self.pair()
+        let bystander = try p.client.connect(host: "127.0.0.1", port: p.port, timeout: .seconds(5))
+        guard case .accepted(let bystanderServerSide)? = p.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        let payload = [UInt8](repeating: 1, count: length)
+        var target = [UInt8](repeating: 0, count: 16)
+        try payload.withUnsafeBytes { s in
+            try target.withUnsafeMutableBytes { t in
+                let receive = try p.server.postReceive(p.serverSide, address: FrameAddress(epoch: 5, opID: 2, tag: 3), into: t)
+                let send = try p.client.postSend(p.clientSide, address: sent, bytes: s)
+                #expect(p.server.wait(receive, timeout: .seconds(5), interruptible: false) == .failed(TransportError(code: code)))
+                _ = p.client.wait(send, timeout: .seconds(5), interruptible: false)
+            }
+        }
+        #expect(target == [UInt8](repeating: 0, count: 16), "no byte of a mismatched frame is written")
+        guard case .failed(let conn, let error)? = p.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no failure event") }
+        #expect(conn == p.serverSide && error.code == code)
+        // The sender sees its connection closed; the other connection still works.
+        guard case .failed(let senderConn, _)? = p.client.nextEvent(timeout: .seconds(5)) else { throw TestFailure("sender not told") }
+        #expect(senderConn == p.clientSide)
+        try p.client.sendControl(bystander, address: FrameAddress(epoch: 0, opID: 0), payload: [42])
+        guard case .control(let c, _, let bytes)? = p.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("bystander starved") }
+        #expect(c == bystanderServerSide && bytes == [42])
+    }
+
+    static let malformed: [([UInt8], TransportError.Code)] = [
+        (header(magic: 0xDEAD_BEEF, type: 1, length: 0), .badMagic),
+        (header(version: 9, type: 1, length: 0), .badVersion),
+        (header(type: 77, length: 0), .badType),
+        (header(type: 1, flags: 1, length: 0), .badFlags),
+        (header(type: 1, length: 0xFFFF_FFF0), .controlTooLarge),
+        (header(type: 3, length: 5), .badLength),
+    ]
+
+    @Test(arguments: 0 ..< malformed.count)
+    func malformedHeadersCloseTheConnectionWithAClearError(index: Int) throws {
+        let (bytes, code) = Self.malformed[index]
+        let server = try TransportEngine(settings: Self.settings)
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let good = try RawSocket(port: port)
+        let bad = try RawSocket(port: port)
+        var accepted: [ConnectionID] = []
+        while accepted.count < 2, case .accepted(let c)? = server.nextEvent(timeout: .seconds(5)) { accepted.append(c) }
+        bad.send(bytes)
+        guard case .failed(_, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no failure") }
+        #expect(error.code == code)
+        #expect(error.isProtocolViolation)
+        #expect(bad.closedByPeer(timeoutMilliseconds: 5000))
+        // The well-behaved client is unaffected.
+        good.send(header(type: 1, length: 2) + [7, 8])
+        guard case .control(_, _, let payload)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("good client starved") }
+        #expect(payload == [7, 8])
+    }
+
+    @Test func aSilentPeerFailsWithIdleTimeoutWithinTheBound() throws {
+        let server = try TransportEngine(settings: TransportSettings(heartbeatInterval: .milliseconds(50),
+                                                                     idleTimeout: .milliseconds(300)))
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let silent = try RawSocket(port: port)
+        guard case .accepted? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        let started = ContinuousClock.now
+        guard case .failed(_, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("never timed out") }
+        #expect(error.code == .idleTimeout)
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(silent.closedByPeer(timeoutMilliseconds: 2000))
+    }
+
+    @Test func heartbeatsKeepAnIdleConnectionAlive() throws {
+        let fast = TransportSettings(heartbeatInterval: .milliseconds(50), idleTimeout: .milliseconds(400))
+        let p = try Self.pair(settings: fast)
+        #expect(p.server.nextEvent(timeout: .milliseconds(1500)) == nil, "no failure while both sides beat")
+        try p.client.sendControl(p.clientSide, address: FrameAddress(epoch: 0, opID: 0), payload: [1])
+        guard case .control? = p.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("connection died") }
+    }
+
+    @Test func waitsHonourTheirDeadlineAndCloseCancels() throws {
+        let p = try Self.pair()
+        var target = [UInt8](repeating: 0, count: 8)
+        try target.withUnsafeMutableBytes { t in
+            let receive = try p.server.postReceive(p.serverSide, address: FrameAddress(epoch: 1, opID: 1), into: t)
+            let started = ContinuousClock.now
+            #expect(p.server.wait(receive, timeout: .milliseconds(100), interruptible: false) == .timedOut)
+            #expect(ContinuousClock.now - started >= .milliseconds(90))
+            p.server.close(p.serverSide)
+            #expect(p.server.wait(receive, timeout: .seconds(5), interruptible: false) == .failed(TransportError(code: .cancelled)))
+        }
+        #expect(throws: TransportError.self) {
+            try p.server.sendControl(p.serverSide, address: FrameAddress(epoch: 0, opID: 0), payload: [])
+        }
+    }
+
+    @Test func connectingToAClosedPortFailsFast() {
+        #expect(throws: TransportError.self) {
+            let engine = try TransportEngine(settings: Self.settings)
+            let port = try { () throws -> UInt16 in
+                let probe = try TransportEngine(settings: Self.settings)
+                return try probe.listen(host: "127.0.0.1", port: 0)
+            }() // the probe engine is gone, so nobody listens there any more
+            _ = try engine.connect(host: "127.0.0.1", port: port, timeout: .seconds(2))
+        }
+    }
+}
+
