@@ -43,7 +43,9 @@ let package = Package(
         .testTarget(name: "ChorusTransportTests", dependencies: ["ChorusTransport"]),
         .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol"]),
         .testTarget(name: "ChorusAlgorithmsTests", dependencies: ["ChorusAlgorithms", "ChorusTestSupport"]),
-        .testTarget(name: "ChorusTests", dependencies: ["Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer"]),
+        .testTarget(name: "ChorusTests", dependencies: [
+            "Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer", "chorus-master", "chorus-bench", "chorus-demo",
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -121,6 +121,11 @@ public final class Communicator: Sendable {
         }
     }
 
+    /// Async form of `leave()`.
+    public func leave() async throws {
+        try await offload(queue) { () throws in try self.leave() }
+    }
+
     // MARK: - All-reduce
 
     /// All-reduces `count` elements from `send` into `receive` (out of place), or in place when both

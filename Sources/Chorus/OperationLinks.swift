@@ -67,6 +67,13 @@ final class OperationLinks: CollectiveLinks {
 
     private func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
         let cause = session.linkFailure(link) ?? error
+        switch cause.code {
+        case .opMismatch, .tagMismatch, .lengthMismatch:
+            // A healthy neighbour sent frames of another shape: the peers disagree on the call.
+            return .argumentMismatch
+        default:
+            break
+        }
         let side = link == left ? "left" : "right"
         return .linkFailed(reporter: session.peerID, detail: "\(side) link: \(cause)")
     }

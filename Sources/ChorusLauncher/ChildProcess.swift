@@ -72,6 +72,13 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
+    /// Everything the child wrote to stdout so far (when captured), after reading what arrives within
+    /// the timeout.
+    public func outputSoFar(waitMilliseconds: Int) -> String {
+        drainOutput(waitMilliseconds: waitMilliseconds)
+        return String(decoding: collected, as: UTF8.self)
+    }
+
     /// Everything the child wrote to stdout so far (when captured), reading until it closes the pipe
     /// or the timeout passes.
     public func output(timeoutMilliseconds: Int) -> String {

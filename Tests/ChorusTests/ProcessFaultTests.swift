@@ -1,0 +1,169 @@
+import Chorus
+import ChorusLauncher
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real peer processes (chorus-test-peer) on loopback, real SIGKILL and SIGSTOP.
+@Suite(.serialized) struct ProcessFaultTests {
+    static let binaries: String = {
+        let path = ChildProcess.currentExecutable()
+        var directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+        if directory.hasSuffix(".xctest") || directory.hasSuffix("/Contents/MacOS") {
+            directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.endIndex)])
+        }
+        return directory
+    }()
+
+    /// Short liveness bounds so a hung peer is noticed within a few seconds.
+    static let environment = ["CHORUS_PEER_TIMEOUT_MS": "2000", "CHORUS_HEARTBEAT_MS": "200",
+                              "CHORUS_OP_TIMEOUT_MS": "60000"]
+
+    struct Line {
+        let kind: String
+        let fields: [String: String]
+        init?(_ text: Substring) {
+            let parts = text.split(separator: " ", maxSplits: 20)
+            guard let first = parts.first else { return nil }
+            kind = String(first)
+            var fields: [String: String] = [:]
+            for part in parts.dropFirst() {
+                if let eq = part.firstIndex(of: "=") { fields[String(part[..<eq])] = String(part[part.index(after: eq)...]) }
+            }
+            // The error text runs to the end of the line.
+            if let range = text.range(of: "error=") { fields["error"] = String(text[range.upperBound...]) }
+            self.fields = fields
+        }
+    }
+
+    static func lines(_ output: String) -> [Line] {
+        output.split(separator: "\n").compactMap(Line.init)
+    }
+
+    static func startPeers(_ count: Int, master: String, rounds: Int, elements: Int) throws -> [ChildProcess] {
+        try (0 ..< count).map { _ in
+            try ChildProcess(executable: binaries + "/chorus-test-peer",
+                             arguments: ["--master", master, "--world", "\(count)", "--count", "\(elements)", "--rounds", "\(rounds)"],
+                             environment: environment, captureOutput: true)
+        }
+    }
+
+    /// Waits until every peer has printed a successful round `round`.
+    static func waitForRound(_ round: Int, _ peers: [ChildProcess]) -> Bool {
+        let deadline = monotonicMilliseconds() + 120_000
+        while monotonicMilliseconds() < deadline {
+            if peers.allSatisfy({ peer in
+                lines(peer.outputSoFar(waitMilliseconds: 10)).contains { $0.kind == "OK" && $0.fields["round"] == "\(round)" }
+            }) { return true }
+        }
+        return false
+    }
+
+    /// Checks the survivors' logs: the same single abort everywhere with inputs restored, then only
+    /// correct rounds in the smaller world, with bit-identical outputs across peers.
+    static func checkRecovery(survivors: [ChildProcess], expectedWorld: Int) {
+        var abortSets: [[String]] = []
+        var hashesByRound: [String: Set<String>] = [:]
+        for peer in survivors {
+            let code = peer.waitForExit(timeoutMilliseconds: 120_000)
+            let output = peer.output(timeoutMilliseconds: 2_000)
+            #expect(code == 0, "survivor exited with \(String(describing: code)):\n\(output)")
+            let parsed = lines(output)
+            let aborts = parsed.filter { $0.kind == "ABORT" }
+            #expect(aborts.count == 1, "expected one abort:\n\(output)")
+            #expect(aborts.allSatisfy { $0.fields["restored"] == "true" && $0.fields["retryable"] == "true" }, "\(output)")
+            abortSets.append(aborts.map { "\($0.fields["round"]!) \($0.fields["epoch"]!) \($0.fields["error"]!)" })
+            #expect(parsed.contains { $0.kind == "TOPOLOGY" && $0.fields["world"] == "\(expectedWorld)" }, "\(output)")
+            let oks = parsed.filter { $0.kind == "OK" }
+            #expect(oks.allSatisfy { $0.fields["correct"] == "true" }, "\(output)")
+            for ok in oks { hashesByRound[ok.fields["round"]!, default: []].insert(ok.fields["hash"]!) }
+            #expect(parsed.last?.kind == "DONE", "\(output)")
+        }
+        #expect(Set(abortSets).count == 1, "survivors disagree on the abort: \(abortSets)")
+        #expect(hashesByRound.values.allSatisfy { $0.count == 1 }, "outputs differ across peers: \(hashesByRound)")
+    }
+
+    @Test func killedPeerMidOperationGivesOneVerdictAndTheRetrySucceeds() throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 8, elements: 1 << 21)
+        #expect(Self.waitForRound(1, peers))
+        peers[2].signal(SIGKILL)
+        #expect(peers[2].waitForExit(timeoutMilliseconds: 10_000) == 128 + SIGKILL)
+        Self.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
+    }
+
+    @Test func stoppedPeerIsEvictedWithinTheBoundAndItsLateFramesAreRejected() throws {
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: {
+            var c = Configuration()
+            c.peerTimeout = .seconds(2)
+            c.heartbeatInterval = .milliseconds(200)
+            return c
+        }())
+        defer { master.shutdown() }
+        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 8, elements: 1 << 21)
+        #expect(Self.waitForRound(1, peers))
+        peers[2].signal(SIGSTOP)
+        Self.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
+        // Resumed, the stopped peer finds its links and master connection gone: a clear error, no output.
+        peers[2].signal(SIGCONT)
+        let code = peers[2].waitForExit(timeoutMilliseconds: 60_000)
+        let output = peers[2].output(timeoutMilliseconds: 2_000)
+        #expect(code == 2 || code == 3, "the resumed peer must fail, not hang or succeed: \(String(describing: code))\n\(output)")
+        #expect(!Self.lines(output).contains { $0.kind == "OK" && $0.fields["world"] == "2" }, "\(output)")
+    }
+
+    @Test func masterDeathGivesPeersAClearErrorInsteadOfAHang() throws {
+        let masterProcess = try ChildProcess(executable: Self.binaries + "/chorus-master",
+                                             arguments: ["--port", "0", "--quiet"], environment: Self.environment,
+                                             captureOutput: true)
+        var endpoint: String?
+        let deadline = monotonicMilliseconds() + 30_000
+        while endpoint == nil && monotonicMilliseconds() < deadline {
+            let text = masterProcess.outputSoFar(waitMilliseconds: 20)
+            if let range = text.range(of: "listening on "), let end = text[range.upperBound...].firstIndex(of: "\n") {
+                endpoint = String(text[range.upperBound ..< end])
+            }
+        }
+        let address = try #require(endpoint)
+        let peers = try Self.startPeers(2, master: address, rounds: 1_000_000, elements: 1 << 12)
+        #expect(Self.waitForRound(3, peers))
+        masterProcess.signal(SIGKILL)
+        for peer in peers {
+            let code = peer.waitForExit(timeoutMilliseconds: 30_000)
+            let output = peer.output(timeoutMilliseconds: 2_000)
+            #expect(code == 2 || code == 3, "peer must exit with an error: \(String(describing: code))")
+            #expect(output.contains("master"), "the error names the master:\n\(output.suffix(400))")
+        }
+    }
+}
+
+/// The executables people run, smoke-tested as they run them.
+@Suite(.serialized) struct ExecutableSmokeTests {
+    private func run(_ name: String, _ arguments: [String]) throws -> (Int32?, String) {
+        let child = try ChildProcess(executable: ProcessFaultTests.binaries + "/" + name, arguments: arguments,
+                                     captureOutput: true)
+        let code = child.waitForExit(timeoutMilliseconds: 240_000)
+        return (code, child.output(timeoutMilliseconds: 2_000))
+    }
+
+    @Test func benchChecksResultsAndPrintsATable() throws {
+        let (code, output) = try run("chorus-bench", ["allreduce", "--local", "2", "-b", "4K", "-e", "256K", "-n", "3", "-w", "1", "--check"])
+        #expect(code == 0, "\(output)")
+        let rows = output.split(separator: "\n").filter { $0.hasSuffix(" 0") && $0.contains("f32") }
+        #expect(rows.count == 7, "one correct row per size from 4K to 256K:\n\(output)")
+    }
+
+    @Test func benchExitsNonZeroOnAWrongResult() throws {
+        let (code, output) = try run("chorus-bench", ["allreduce", "--local", "2", "-b", "4K", "-e", "4K", "-n", "2", "-w", "0",
+                                                      "--check", "--inject-wrong-result"])
+        #expect(code != 0 && code != nil, "\(output)")
+    }
+
+    @Test func demoRunsKillsAPeerAndRecovers() throws {
+        let (code, output) = try run("chorus-demo", ["--peers", "3", "--rounds", "4", "--count", "10000"])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("failed on every survivor") && output.contains("0 wrong"), "\(output)")
+    }
+}
