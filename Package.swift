@@ -33,6 +33,9 @@ let package = Package(
         .executableTarget(name: "chorus-bench", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/chorus-bench"),
+        .target(name: "KernelBaseline", path: "Benchmarks/CKernelBaseline"),
+        .executableTarget(name: "chorus-kernel-bench", dependencies: ["ChorusAlgorithms", "KernelBaseline"],
+                          path: "Benchmarks/chorus-kernel-bench"),
         .executableTarget(name: "chorus-demo", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Examples/chorus-demo"),

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Open MPI's MPI_Allreduce over TCP on loopback, same sweep and JSON fields as chorus-bench.
+# Usage: run-openmpi.sh PEERS JSON_FILE [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
+set -euo pipefail
+peers=$1 json=$2
+shift 2
+here=$(cd "$(dirname "$0")" && pwd)
+if ! command -v mpicc >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev
+fi
+build=${TMPDIR:-/tmp}/chorus-peers
+mkdir -p "$build"
+mpicc -O2 -o "$build/openmpi_allreduce" "$here/openmpi_allreduce.c"
+# Root is allowed here because the machines of this project run everything as root.
+mpirun --allow-run-as-root --oversubscribe -np "$peers" \
+    --mca btl tcp,self --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
+    "$build/openmpi_allreduce" "$@" --json "$json"
