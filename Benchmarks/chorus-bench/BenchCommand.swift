@@ -38,7 +38,7 @@ struct ChorusBench: ParsableCommand {
         guard ReduceOp.allCases.contains(where: { $0.description == redop }) else { throw ValidationError("unknown --redop \(redop)") }
         guard ["ring", "auto"].contains(algorithm) else { throw ValidationError("--algorithm \(algorithm) is not available; have: ring, auto") }
         guard transport == "tcp" else { throw ValidationError("--transport \(transport): only tcp is built so far (RDMA lands with its backend)") }
-        guard connections == 1 else { throw ValidationError("--connections \(connections): only 1 connection per neighbour so far") }
+        guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
         _ = try parseSize(minBytes)
         _ = try parseSize(maxBytes)
@@ -49,13 +49,16 @@ struct ChorusBench: ParsableCommand {
             try launchLocal(peers: local)
             return
         }
-        let communicator = try Communicator(master: master)
+        var configuration = try Configuration.fromEnvironment()
+        configuration.connectionsPerPeer = connections
+        let communicator = try Communicator(master: master, configuration: configuration)
         let wanted = world ?? local ?? 1
         while communicator.worldSize < wanted { try communicator.updateTopology(minimumWorldSize: wanted) }
         let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
                           op: ReduceOp.allCases.first { $0.description == redop }!,
                           sizes: try sizes(), iterations: iterations, warmup: warmup, inPlace: inPlace,
                           check: check, algorithm: algorithm == "auto" ? "ring" : algorithm, transport: transport,
+                          connections: connections,
                           injectWrongResult: injectWrongResult, jsonPath: json)
         let wrong = try sweep.run(on: communicator)
         try communicator.leave()

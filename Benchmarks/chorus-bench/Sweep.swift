@@ -16,6 +16,7 @@ struct Sweep {
     let check: Bool
     let algorithm: String
     let transport: String
+    let connections: Int
     let injectWrongResult: Bool
     let jsonPath: String?
 
@@ -26,7 +27,7 @@ struct Sweep {
         let leader = rank == 0
         let progress = leader && isatty(2) == 1
         if leader {
-            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport), algorithm \(algorithm), \(inPlace ? "in place" : "out of place")")
+            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(algorithm), \(inPlace ? "in place" : "out of place")")
             print(Row.header)
         }
         var totalWrong = 0
@@ -65,7 +66,8 @@ struct Sweep {
             let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
             totalWrong += wrong
             if leader {
-                let row = Row(collective: collective.rawValue, algorithm: algorithm, transport: transport, peers: world,
+                let row = Row(collective: collective.rawValue, algorithm: algorithm, transport: transport,
+                              connections: connections, peers: world,
                               dtype: dataType.rawValue, op: op.description, bytes: count * elementSize, count: count,
                               inPlace: inPlace, times: slowest.sorted(), wrong: check ? Int(wrongEverywhere) : -1)
                 print(row.text)
@@ -95,6 +97,7 @@ private func seconds(_ d: Duration) -> Double {
 /// One result line, in the table and in JSON.
 struct Row {
     let collective: String, algorithm: String, transport: String
+    let connections: Int
     let peers: Int
     let dtype: String, op: String
     let bytes: Int, count: Int
@@ -117,7 +120,7 @@ struct Row {
 
     func appendJSON(to path: String) throws {
         let fields = [
-            "\"collective\":\"\(collective)\"", "\"algorithm\":\"\(algorithm)\"", "\"transport\":\"\(transport)\"",
+            "\"collective\":\"\(collective)\"", "\"algorithm\":\"\(algorithm)\"", "\"transport\":\"\(transport)\"", "\"connections\":\(connections)",
             "\"library\":\"chorus\"", "\"peers\":\(peers)", "\"dtype\":\"\(dtype)\"", "\"op\":\"\(op)\"",
             "\"bytes\":\(bytes)", "\"count\":\(count)", "\"in_place\":\(inPlace)",
             "\"time_us_median\":\(fixed(median * 1e6, 2))", "\"time_us_min\":\(fixed(times[0] * 1e6, 2))",

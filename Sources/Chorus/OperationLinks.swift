@@ -20,8 +20,8 @@ final class OperationLinks: CollectiveLinks {
     let rank: Int
     let worldSize: Int
     private let session: PeerSession
-    private let left: ConnectionID
-    private let right: ConnectionID
+    private let left: [ConnectionID]
+    private let right: [ConnectionID]
     private let epoch: UInt64
     private let opID: UInt64
     private let deadline: ContinuousClock.Instant
@@ -41,7 +41,7 @@ final class OperationLinks: CollectiveLinks {
 
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
         precondition(peer == (rank + 1) % worldSize, "ring links send to the right neighbour only")
-        let link = right
+        let link = right[Int(tag) % right.count]
         return try track(link) { () throws(TransportError) in
             try session.engine.postSend(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
         }
@@ -49,7 +49,7 @@ final class OperationLinks: CollectiveLinks {
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
         precondition(peer == (rank + worldSize - 1) % worldSize, "ring links receive from the left neighbour only")
-        let link = left
+        let link = left[Int(tag) % left.count]
         return try track(link) { () throws(TransportError) in
             try session.engine.postReceive(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), into: buffer)
         }
@@ -74,7 +74,7 @@ final class OperationLinks: CollectiveLinks {
         default:
             break
         }
-        let side = link == left ? "left" : "right"
+        let side = left.contains(link) ? "left" : "right"
         return .linkFailed(reporter: session.peerID, detail: "\(side) link: \(cause)")
     }
 
@@ -86,7 +86,7 @@ final class OperationLinks: CollectiveLinks {
             case .completed:
                 return
             case .failed(let error):
-                let link = outstanding.first { $0.request === request }?.link ?? right
+                let link = outstanding.first { $0.request === request }?.link ?? right[0]
                 throw OperationInterruption.local(linkFailure(link, error))
             case .interrupted, .timedOut:
                 session.drainEvents()

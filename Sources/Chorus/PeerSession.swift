@@ -13,8 +13,9 @@ final class PeerSession {
     private(set) var peerID: PeerID = 0
     private(set) var topology = Topology(epoch: 0, members: [])
     private(set) var rank = 0
-    /// The ring links of the current epoch (nil for a world of one or before admission).
-    private(set) var links: (left: ConnectionID, right: ConnectionID)?
+    /// The ring links of the current epoch, `connectionsPerPeer` lanes each way (nil for a world of
+    /// one or before admission).
+    private(set) var links: RingLinks?
     /// Set when a collective aborted in this epoch: links are gone until the next topology.
     var needsTopologyUpdate = false
     private(set) var nextOpID: UInt64 = 1
@@ -24,7 +25,7 @@ final class PeerSession {
     private var offeredTopology: Topology?
     private var leaveAcknowledged = false
     private var masterFailure: String?
-    private var hellos: [ConnectionID: (epoch: UInt64, from: PeerID, to: PeerID)] = [:]
+    private var hellos: [ConnectionID: Hello] = [:]
     private var failedLinks: [ConnectionID: TransportError] = [:]
     private let onPendingPeers: (Int) -> Void
 
@@ -79,19 +80,17 @@ final class PeerSession {
                 masterFailure = "master sent a malformed message: \(error)"
             }
         case .control(let connection, _, let payload):
-            guard case .hello(let epoch, let from, let to)? = try? PeerToPeer(decoding: payload),
+            guard case .hello(let epoch, let from, let to, let lane, let lanes)? = try? PeerToPeer(decoding: payload),
                   to == peerID, epoch >= topology.epoch else {
                 engine.close(connection) // not for us, or from an epoch that is over
                 return
             }
-            hellos[connection] = (epoch, from, to)
+            hellos[connection] = Hello(epoch: epoch, from: from, lane: Int(lane), lanes: Int(lanes))
         case .failed(let connection, let error) where connection == master:
             masterFailure = "connection to the master failed: \(error)"
         case .failed(let connection, let error):
             hellos[connection] = nil
-            if let links, links.left == connection || links.right == connection {
-                failedLinks[connection] = error
-            }
+            if let links, links.contains(connection) { failedLinks[connection] = error }
         }
     }
 
@@ -154,36 +153,46 @@ final class PeerSession {
             return
         }
         let right = next.members[(index + 1) % n], left = next.members[(index + n - 1) % n]
+        let lanes = configuration.connectionsPerPeer
         let deadline = ContinuousClock.now + configuration.connectTimeout
-        let rightConnection: ConnectionID
+        var rightLanes: [ConnectionID] = []
         do {
-            rightConnection = try engine.connect(host: right.address.host, port: right.address.port,
-                                                 timeout: configuration.connectTimeout)
-            try engine.sendControl(rightConnection, address: FrameAddress(epoch: next.epoch, opID: 0),
-                                   payload: PeerToPeer.hello(epoch: next.epoch, from: peerID, to: right.id).encoded())
-        } catch {
-            throw .topologyFailed("cannot reach right neighbour \(right.id) at \(right.address): \(error)")
-        }
-        let leftConnection: ConnectionID
-        do {
-            leftConnection = try waitFor("left neighbour \(left.id) to connect", deadline: deadline) {
-                hellos.first { $0.value.epoch == next.epoch && $0.value.from == left.id }?.key
+            for lane in 0 ..< lanes {
+                let connection = try engine.connect(host: right.address.host, port: right.address.port,
+                                                    timeout: configuration.connectTimeout)
+                rightLanes.append(connection)
+                let hello = PeerToPeer.hello(epoch: next.epoch, from: peerID, to: right.id,
+                                             lane: UInt16(lane), lanes: UInt16(lanes))
+                try engine.sendControl(connection, address: FrameAddress(epoch: next.epoch, opID: 0), payload: hello.encoded())
             }
         } catch {
-            engine.close(rightConnection)
+            rightLanes.forEach(engine.close)
+            throw .topologyFailed("cannot reach right neighbour \(right.id) at \(right.address): \(error)")
+        }
+        let leftLanes: [ConnectionID]
+        do {
+            leftLanes = try waitFor("left neighbour \(left.id) to connect", deadline: deadline) { () throws(ChorusError) -> [ConnectionID]? in
+                let offered = hellos.filter { $0.value.epoch == next.epoch && $0.value.from == left.id }
+                if let mismatch = offered.first(where: { $0.value.lanes != lanes }) {
+                    throw .topologyFailed("left neighbour \(left.id) uses \(mismatch.value.lanes) connections, this peer \(lanes)")
+                }
+                guard offered.count == lanes else { return nil }
+                return offered.sorted { $0.value.lane < $1.value.lane }.map(\.key)
+            }
+        } catch {
+            rightLanes.forEach(engine.close)
             if case .timedOut(let what) = error { throw .topologyFailed("timed out \(what)") }
             throw error
         }
-        hellos[leftConnection] = nil
-        links = (leftConnection, rightConnection)
+        leftLanes.forEach { hellos[$0] = nil }
+        links = RingLinks(left: leftLanes, right: rightLanes)
         needsTopologyUpdate = false
     }
 
     /// Closes the current ring links; requests on them finish with `.cancelled`.
     func closeLinks() {
         guard let current = links else { return }
-        engine.close(current.left)
-        engine.close(current.right)
+        (current.left + current.right).forEach(engine.close)
         failedLinks = [:]
         links = nil
     }
@@ -210,4 +219,21 @@ final class PeerSession {
     func linkFailure(_ connection: ConnectionID) -> TransportError? { failedLinks[connection] }
 
     var masterFailureReason: String? { masterFailure }
+}
+
+/// The connections to both ring neighbours in one epoch: frame `tag` travels on lane `tag % lanes`,
+/// so consecutive segments stripe over parallel TCP streams while each lane keeps its order.
+struct RingLinks {
+    let left: [ConnectionID]
+    let right: [ConnectionID]
+
+    func contains(_ connection: ConnectionID) -> Bool { left.contains(connection) || right.contains(connection) }
+}
+
+/// A neighbour's first frame on a new inbound connection.
+struct Hello {
+    let epoch: UInt64
+    let from: PeerID
+    let lane: Int
+    let lanes: Int
 }

@@ -122,7 +122,8 @@ extension PeerToPeer {
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         switch self {
-        case .hello(let epoch, let from, let to): w.kind(.hello); w.u64(epoch); w.u64(from); w.u64(to)
+        case .hello(let epoch, let from, let to, let lane, let lanes):
+            w.kind(.hello); w.u64(epoch); w.u64(from); w.u64(to); w.u16(lane); w.u16(lanes)
         }
         return w.bytes
     }
@@ -130,7 +131,7 @@ extension PeerToPeer {
     public init(decoding bytes: [UInt8]) throws(DecodeError) {
         var r = ByteReader(bytes)
         switch try r.kind() {
-        case .hello: self = .hello(epoch: try r.u64(), from: try r.u64(), to: try r.u64())
+        case .hello: self = .hello(epoch: try r.u64(), from: try r.u64(), to: try r.u64(), lane: try r.u16(), lanes: try r.u16())
         default: throw DecodeError("not a peer-to-peer message")
         }
         try r.expectEnd()

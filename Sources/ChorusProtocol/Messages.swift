@@ -105,6 +105,7 @@ public enum MasterToPeer: Hashable, Sendable {
 }
 
 public enum PeerToPeer: Hashable, Sendable {
-    /// First frame on a ring link: who connects to whom, for which epoch.
-    case hello(epoch: UInt64, from: PeerID, to: PeerID)
+    /// First frame on a ring link: who connects to whom, for which epoch, and which of the sender's
+    /// `lanes` parallel connections this is.
+    case hello(epoch: UInt64, from: PeerID, to: PeerID, lane: UInt16, lanes: UInt16)
 }

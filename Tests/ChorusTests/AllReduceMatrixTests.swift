@@ -63,6 +63,24 @@ import Testing
         #expect(mismatches.withLock { $0 }.isEmpty, "\(mismatches.withLock { $0 })")
     }
 
+    @Test func stripingOverSeveralConnectionsGivesTheSameBits() throws {
+        var configuration = GroupHarness.testConfiguration(segmentBytes: 64)
+        configuration.connectionsPerPeer = 3
+        let mismatches = Mutex<[String]>([])
+        try GroupHarness.run(worldSize: 3, configuration: configuration) { c in
+            for dataType in [DataType.float32, .bfloat16, .int64] {
+                for count in [0, 5, 1031, 20_011] {
+                    let inputs = (0 ..< 3).map { TestInputs.make(rank: $0, count: count, dataType: dataType, op: .sum) }
+                    let expected = ReferenceReduction.ringAllReduce(inputs, count: count, dataType: dataType, op: .sum)
+                    var values = inputs[c.rank]
+                    try values.withUnsafeMutableBytes { try c.allReduce(inPlace: $0, count: count, dataType: dataType, op: .sum) }
+                    if values != expected { mismatches.withLock { $0.append("rank \(c.rank) \(dataType) \(count)") } }
+                }
+            }
+        }
+        #expect(mismatches.withLock { $0 }.isEmpty, "\(mismatches.withLock { $0 })")
+    }
+
     @Test func typedArrayAndAsyncFormsAgree() async throws {
         let results = Mutex<[Int: [Float]]>([:])
         try GroupHarness.run(worldSize: 3) { c in
