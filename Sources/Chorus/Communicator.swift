@@ -22,6 +22,7 @@ public final class Communicator: Sendable {
         var worldSize = 0
         var epoch: UInt64 = 0
         var pendingPeers = 0
+        var leavingPeers = 0
     }
 
     /// Connects to a master, registers, and waits until admitted (blocking).
@@ -37,8 +38,11 @@ public final class Communicator: Sendable {
         }
         let endpoint = try parseEndpoint(address, defaultPort: Master.defaultPort)
         let statusBox = self.statusBox
-        let session = try PeerSession(master: endpoint, configuration: configuration) { pending in
-            statusBox.status.withLock { $0.pendingPeers = pending }
+        let session = try PeerSession(master: endpoint, configuration: configuration) { joining, leaving in
+            statusBox.status.withLock {
+                $0.pendingPeers = joining
+                $0.leavingPeers = leaving
+            }
         }
         try session.awaitTopology(deadline: .now + configuration.admissionTimeout)
         core = Core(session: session)
@@ -62,6 +66,11 @@ public final class Communicator: Sendable {
     public var epoch: UInt64 { statusBox.status.withLock { $0.epoch } }
     /// Peers waiting to be admitted at the next `updateTopology()`. Cheap: no round trip.
     public var pendingPeerCount: Int { statusBox.status.withLock { $0.pendingPeers } }
+    /// Members waiting to leave at the next `updateTopology()`. Cheap: no round trip.
+    public var leavingPeerCount: Int { statusBox.status.withLock { $0.leavingPeers } }
+    /// True when peers wait to join or leave: a training loop checks this between steps and calls
+    /// `updateTopology()` when it is set, so it need not re-form the ring every step.
+    public var topologyChangePending: Bool { statusBox.status.withLock { $0.pendingPeers + $0.leavingPeers > 0 } }
 
     private func withCore<Result>(_ body: (Core) throws -> Result) throws -> Result {
         let outcome: Swift.Result<Result, any Error> = coreLock.withLock { _ in

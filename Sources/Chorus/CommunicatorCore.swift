@@ -77,10 +77,10 @@ final class Core: @unchecked Sendable {
                 switch error as? OperationInterruption {
                 case .verdict(let reason): verdict = .aborted(reason)
                 case .local(let reason): local = .aborted(reason)
-                case .masterLost(let why):
+                case .masterLost(let error):
                     abandonEpoch(session)
                     onMasterLoss()
-                    throw .masterUnreachable(why)
+                    throw error
                 case nil: local = .aborted(.linkFailed(reporter: session.peerID, detail: "\(error)"))
                 }
             }

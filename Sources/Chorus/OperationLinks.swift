@@ -8,8 +8,8 @@ enum OperationInterruption: Error {
     case verdict(AbortReason)
     /// A link failed or the operation deadline passed: this peer reports it as the reason.
     case local(AbortReason)
-    /// The master connection died.
-    case masterLost(String)
+    /// The master connection died, or the master dropped this peer.
+    case masterLost(ChorusError)
 }
 
 /// The ring links of the current epoch, bound to one operation: every frame carries its epoch and
@@ -91,7 +91,7 @@ final class OperationLinks: CollectiveLinks {
             case .interrupted, .timedOut:
                 session.drainEvents()
                 if case .aborted(let reason)? = session.verdict(for: opID) { throw OperationInterruption.verdict(reason) }
-                if let failure = session.masterFailureReason { throw OperationInterruption.masterLost(failure) }
+                if let error = session.masterLossError { throw OperationInterruption.masterLost(error) }
             }
         }
     }

@@ -27,13 +27,15 @@ final class PeerSession {
     private var masterFailure: String?
     private var hellos: [ConnectionID: Hello] = [:]
     private var failedLinks: [ConnectionID: TransportError] = [:]
-    private let onPendingPeers: (Int) -> Void
+    private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
+    private let masterEndpoint: (host: String, port: UInt16)
 
     /// Connects to the master and registers; does not wait for admission.
     init(master endpoint: (host: String, port: UInt16), configuration: Configuration,
-         onPendingPeers: @escaping (Int) -> Void) throws(ChorusError) {
+         onMembershipPending: @escaping (_ joining: Int, _ leaving: Int) -> Void) throws(ChorusError) {
         self.configuration = configuration
-        self.onPendingPeers = onPendingPeers
+        self.onMembershipPending = onMembershipPending
+        self.masterEndpoint = endpoint
         do {
             engine = try TransportEngine(settings: configuration.transportSettings)
             let port = try engine.listen(host: configuration.bindHost, port: 0)
@@ -62,7 +64,7 @@ final class PeerSession {
                     _ condition: () throws(ChorusError) -> T?) throws(ChorusError) -> T {
         while true {
             if let value = try condition() { return value }
-            if let failure = masterFailure { throw .masterUnreachable(failure) }
+            if let error = masterLossError { throw error }
             let remaining = deadline - .now
             guard remaining > .zero else { throw .timedOut("waiting for \(what)") }
             if let event = engine.nextEvent(timeout: min(remaining, .milliseconds(250))) { handle(event) }
@@ -87,7 +89,7 @@ final class PeerSession {
             }
             hellos[connection] = Hello(epoch: epoch, from: from, lane: Int(lane), lanes: Int(lanes))
         case .failed(let connection, let error) where connection == master:
-            masterFailure = "connection to the master failed: \(error)"
+            masterFailure = diagnoseMasterLoss(error)
         case .failed(let connection, let error):
             hellos[connection] = nil
             if let links, links.contains(connection) { failedLinks[connection] = error }
@@ -104,8 +106,8 @@ final class PeerSession {
             verdicts[opID] = outcome
         case .verdict:
             break // from an epoch that is over
-        case .pendingPeers(let count):
-            onPendingPeers(Int(count))
+        case .membershipPending(let joining, let leaving):
+            onMembershipPending(Int(joining), Int(leaving))
         case .left:
             leaveAcknowledged = true
         case .rejected(let why):
@@ -113,11 +115,32 @@ final class PeerSession {
         }
     }
 
+    /// The master connection failed: either the master is gone, or it dropped us (we were silent past
+    /// the peer timeout, e.g. stopped). One quick dial tells which.
+    private func diagnoseMasterLoss(_ error: TransportError) -> String {
+        if let probe = try? engine.connect(host: masterEndpoint.host, port: masterEndpoint.port, timeout: .seconds(1)) {
+            engine.close(probe)
+            evicted = true
+            return "the master dropped this peer (\(error)); create a new Communicator to rejoin"
+        }
+        return "connection to the master failed: \(error)"
+    }
+
+    /// True when the master is alive but no longer counts this peer.
+    private(set) var evicted = false
+
+    /// The error for a lost master connection.
+    var masterLossError: ChorusError? {
+        guard let masterFailure else { return nil }
+        return evicted ? .evicted(masterFailure) : .masterUnreachable(masterFailure)
+    }
+
     func sendToMaster(_ message: PeerToMaster) throws(ChorusError) {
         do {
             try engine.sendControl(master, address: FrameAddress(epoch: topology.epoch, opID: 0), payload: message.encoded())
         } catch {
-            throw .masterUnreachable("cannot send to the master: \(error)")
+            drainEvents() // the failure event says whether the master died or dropped us
+            throw masterLossError ?? .masterUnreachable("cannot send to the master: \(error)")
         }
     }
 
@@ -217,8 +240,6 @@ final class PeerSession {
 
     /// The failure of a current link, if it failed.
     func linkFailure(_ connection: ConnectionID) -> TransportError? { failedLinks[connection] }
-
-    var masterFailureReason: String? { masterFailure }
 }
 
 /// The connections to both ring neighbours in one epoch: frame `tag` travels on lane `tag % lanes`,

@@ -77,7 +77,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             }
             peers[connection]?.role = .leaving
             peers[connection]?.requestedMinimum = 0
-            return formTopologyIfReady()
+            // The leaver takes part in no further operation: abort the next one (members that check
+            // `membershipPending` first call updateTopology instead and never see it).
+            var actions: [Action] = []
+            if brokenReason == nil { actions += abort(opID: lastDecidedOp + 1, .peerLeft(peer.id)) }
+            return actions + pendingChanged() + formTopologyIfReady()
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
@@ -116,8 +120,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     private func pendingChanged() -> [Action] {
-        let count = UInt32(pendingCount)
-        return ring.map { .send($0, .pendingPeers(count)) }
+        let leaving = UInt32(peers.values.filter { $0.role == .leaving }.count)
+        let message = MasterToPeer.membershipPending(joining: UInt32(pendingCount), leaving: leaving)
+        return ring.map { .send($0, message) }
     }
 
     private mutating func formTopologyIfReady() -> [Action] {
@@ -148,7 +153,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             Member(id: $0.id, address: $0.address)
         })
         actions += ring.map { .send($0, .topology(topology)) }
-        return actions
+        return actions + pendingChanged()
     }
 
     // MARK: - Verdicts

@@ -2,7 +2,7 @@
 
 private enum Kind: UInt8 {
     case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04
-    case registered = 0x41, topology = 0x42, verdict = 0x43, pendingPeers = 0x44, left = 0x45, rejected = 0x46
+    case registered = 0x41, topology = 0x42, verdict = 0x43, membershipPending = 0x44, left = 0x45, rejected = 0x46
     case hello = 0x81
 }
 
@@ -22,6 +22,7 @@ extension ByteWriter {
             case .timedOut(let reporter): u8(3); u64(reporter)
             case .argumentMismatch: u8(4)
             case .staleEpoch: u8(5)
+            case .peerLeft(let id): u8(6); u64(id)
             }
         }
     }
@@ -39,6 +40,7 @@ extension ByteReader {
         case 3: return .aborted(.timedOut(reporter: try u64()))
         case 4: return .aborted(.argumentMismatch)
         case 5: return .aborted(.staleEpoch)
+        case 6: return .aborted(.peerLeft(try u64()))
         case let other: throw DecodeError("unknown outcome \(other)")
         }
     }
@@ -89,7 +91,7 @@ extension MasterToPeer {
             w.kind(.topology); w.u64(t.epoch); w.u32(UInt32(t.members.count))
             for m in t.members { w.u64(m.id); w.address(m.address) }
         case .verdict(let epoch, let opID, let outcome): w.kind(.verdict); w.u64(epoch); w.u64(opID); w.outcome(outcome)
-        case .pendingPeers(let n): w.kind(.pendingPeers); w.u32(n)
+        case .membershipPending(let joining, let leaving): w.kind(.membershipPending); w.u32(joining); w.u32(leaving)
         case .left: w.kind(.left)
         case .rejected(let why): w.kind(.rejected); w.string(why)
         }
@@ -109,7 +111,7 @@ extension MasterToPeer {
             for _ in 0 ..< n { members.append(Member(id: try r.u64(), address: try r.address())) }
             self = .topology(Topology(epoch: epoch, members: members))
         case .verdict: self = .verdict(epoch: try r.u64(), opID: try r.u64(), outcome: try r.outcome())
-        case .pendingPeers: self = .pendingPeers(try r.u32())
+        case .membershipPending: self = .membershipPending(joining: try r.u32(), leaving: try r.u32())
         case .left: self = .left
         case .rejected: self = .rejected(try r.string())
         default: throw DecodeError("not a master-to-peer message")

@@ -39,6 +39,8 @@ public struct Topology: Hashable, Sendable {
 public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
     /// The master lost a member (its connection closed or went silent).
     case peerLost(PeerID)
+    /// A member asked to leave while the others had started this operation.
+    case peerLeft(PeerID)
     /// A member's data link to a neighbour failed.
     case linkFailed(reporter: PeerID, detail: String)
     /// A member's wait passed the operation deadline.
@@ -51,6 +53,7 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .peerLost(let id): "peer \(id) was lost"
+        case .peerLeft(let id): "peer \(id) left the group"
         case .linkFailed(let reporter, let detail): "peer \(reporter) lost a link: \(detail)"
         case .timedOut(let reporter): "peer \(reporter) timed out waiting for data"
         case .argumentMismatch: "peers called the collective with different arguments"
@@ -96,8 +99,9 @@ public enum MasterToPeer: Hashable, Sendable {
     case topology(Topology)
     /// The one outcome of operation `opID` that every member returns.
     case verdict(epoch: UInt64, opID: UInt64, outcome: Outcome)
-    /// How many peers wait for admission (sent to members when it changes).
-    case pendingPeers(UInt32)
+    /// How many peers wait to be admitted and how many members wait to leave (sent to members when
+    /// either changes): a training loop that sees a non-zero count calls `updateTopology()`.
+    case membershipPending(joining: UInt32, leaving: UInt32)
     /// The peer's leave is complete.
     case left
     /// The master refuses the peer's message; the connection is closed after this.

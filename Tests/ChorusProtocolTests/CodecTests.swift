@@ -12,9 +12,9 @@ import Testing
             .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, detail: "reset"))),
         ]
         for message in toMaster { #expect(try PeerToMaster(decoding: message.encoded()) == message) }
-        let reasons: [AbortReason] = [.peerLost(2), .timedOut(reporter: 4), .argumentMismatch, .staleEpoch,
+        let reasons: [AbortReason] = [.peerLost(2), .peerLeft(3), .timedOut(reporter: 4), .argumentMismatch, .staleEpoch,
                                       .linkFailed(reporter: 1, detail: "x")]
-        var toPeer: [MasterToPeer] = [.registered(42), .pendingPeers(3), .left, .rejected("no"),
+        var toPeer: [MasterToPeer] = [.registered(42), .membershipPending(joining: 3, leaving: 1), .left, .rejected("no"),
                                       .topology(Topology(epoch: 5, members: [Member(id: 1, address: Self.address),
                                                                              Member(id: 9, address: PeerAddress(host: "::1", port: 1))]))]
         toPeer += reasons.map { .verdict(epoch: 2, opID: 8, outcome: .aborted($0)) }

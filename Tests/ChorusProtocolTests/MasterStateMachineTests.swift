@@ -36,7 +36,7 @@ import Testing
         #expect(topologies(first)[1]?.members.map(\.id) == [1])
         let second = m.received(.register(listen: address(2)), from: 2)
         #expect(second.contains(.send(2, .registered(2))))
-        #expect(second.contains(.send(1, .pendingPeers(1))))
+        #expect(second.contains(.send(1, .membershipPending(joining: 1, leaving: 0))))
         #expect(topologies(second).isEmpty, "no admission before the members reach a safe point")
         let update = m.received(.updateTopology(epoch: 1, minimumWorldSize: 1), from: 1)
         let t = topologies(update)
@@ -105,10 +105,11 @@ import Testing
         #expect(actions == [.send(1, .verdict(epoch: 1, opID: 1, outcome: .aborted(.staleEpoch)))])
     }
 
-    @Test func gracefulLeaveReformsWithoutAnAbort() {
+    @Test func gracefulLeaveReformsTheRingAndAbortsOnlyAnOperationItRaces() {
         var m = formed(3)
         let leaving = m.received(.leave(epoch: 2), from: 2)
-        #expect(verdicts(leaving).isEmpty)
+        #expect(leaving.contains(.send(1, .membershipPending(joining: 0, leaving: 1))))
+        #expect(Set(verdicts(leaving).values) == [.aborted(.peerLeft(2))], "an op started by the others cannot finish")
         _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 1)
         let actions = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 3)
         #expect(actions.contains(.send(2, .left)))

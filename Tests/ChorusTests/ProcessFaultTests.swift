@@ -110,7 +110,8 @@ import Glibc
         peers[2].signal(SIGCONT)
         let code = peers[2].waitForExit(timeoutMilliseconds: 60_000)
         let output = peers[2].output(timeoutMilliseconds: 2_000)
-        #expect(code == 2 || code == 3, "the resumed peer must fail, not hang or succeed: \(String(describing: code))\n\(output)")
+        #expect(code == 3, "the resumed peer must fail, not hang or succeed: \(String(describing: code))\n\(output)")
+        #expect(output.contains("evicted"), "it learns that it was evicted:\n\(output)")
         #expect(!Self.lines(output).contains { $0.kind == "OK" && $0.fields["world"] == "2" }, "\(output)")
     }
 
