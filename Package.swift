@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "chorus-master", targets: ["chorus-master"]),
         .executable(name: "chorus-bench", targets: ["chorus-bench"]),
         .executable(name: "chorus-demo", targets: ["chorus-demo"]),
+        .executable(name: "chorus-stress", targets: ["chorus-stress"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -29,6 +30,9 @@ let package = Package(
         // Executables.
         .executableTarget(name: "chorus-master", dependencies: [
             "Chorus", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "chorus-stress", dependencies: [
+            "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "chorus-bench", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),

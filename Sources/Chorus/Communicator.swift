@@ -23,6 +23,8 @@ public final class Communicator: Sendable {
         var epoch: UInt64 = 0
         var pendingPeers = 0
         var leavingPeers = 0
+        var members: [PeerID] = []
+        var lastOperationID: UInt64 = 0
     }
 
     /// Connects to a master, registers, and waits until admitted (blocking).
@@ -62,6 +64,11 @@ public final class Communicator: Sendable {
     public var rank: Int { statusBox.status.withLock { $0.rank } }
     /// Members in the current epoch.
     public var worldSize: Int { statusBox.status.withLock { $0.worldSize } }
+    /// The members of the current epoch by peer id, in ring order (index = rank).
+    public var members: [PeerID] { statusBox.status.withLock { $0.members } }
+    /// The id the master knows the most recent collective of this epoch by (0 before the first);
+    /// `(epoch, lastOperationID)` names one collective across the group, e.g. in logs.
+    public var lastOperationID: UInt64 { statusBox.status.withLock { $0.lastOperationID } }
     /// The membership epoch; it grows with every topology update.
     public var epoch: UInt64 { statusBox.status.withLock { $0.epoch } }
     /// Peers waiting to be admitted at the next `updateTopology()`. Cheap: no round trip.
@@ -89,6 +96,8 @@ public final class Communicator: Sendable {
             $0.rank = session.rank
             $0.worldSize = session.topology.members.count
             $0.epoch = session.topology.epoch
+            $0.members = session.topology.members.map(\.id)
+            $0.lastOperationID = session.nextOpID - 1
         }
     }
 
@@ -153,6 +162,7 @@ public final class Communicator: Sendable {
             throw ChorusError.invalidArgument("send and receive buffers overlap without being the same memory")
         }
         try withCore { core throws in
+            defer { if let session = core.session { publishStatus(of: session) } }
             try core.allReduce(input: send.baseAddress, output: receive.baseAddress, count: count, dataType: dataType, op: op)
         }
     }

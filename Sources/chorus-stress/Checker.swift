@@ -1,0 +1,179 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads every peer's log and the driver's, and judges the run:
+/// - a collective is (epoch, op id); its outcome at a peer is `ok` or `abort:REASON` (a verdict);
+///   `local:` lines (refused before any operation) and `fatal:` lines (an evicted or orphaned peer,
+///   which is not a survivor) are counted but take no part in the verdict checks;
+/// - split outcome: the peers that logged one collective disagree (ok vs abort, or two reasons), or
+///   name different participants;
+/// - wrong result: an `ok` whose output hash differs from the sum over its participants' inputs;
+/// - hang: an operation that took longer than the bound, or a peer that did not finish when told;
+/// - recovery: from each kill or stop to the end of the first successful collective that started after it.
+struct Checker {
+    let directory: String
+    let count: Int
+    let hangBoundMs: Int
+
+    struct Operation {
+        let peer: UInt64, epoch: UInt64, op: UInt64
+        let participants: String
+        let outcome: String
+        let hash: UInt64
+        let start: UInt64, end: UInt64
+    }
+
+    private func lines(of file: String) -> [[String: String]] {
+        guard let handle = fopen(directory + "/" + file, "r") else { return [] }
+        defer { fclose(handle) }
+        var result: [[String: String]] = []
+        var buffer = [CChar](repeating: 0, count: 4096)
+        while fgets(&buffer, 4096, handle) != nil {
+            let text = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            var fields: [String: String] = [:]
+            let parts = text.split(separator: " ")
+            fields["type"] = parts.first.map(String.init)
+            for part in parts.dropFirst() {
+                if let eq = part.firstIndex(of: "=") { fields[String(part[..<eq])] = String(part[part.index(after: eq)...]) }
+            }
+            result.append(fields)
+        }
+        return result
+    }
+
+    private func peerLogs() -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix("peer-") && name.hasSuffix(".log") { names.append(name) }
+        }
+        return names
+    }
+
+    func operations() -> [Operation] {
+        peerLogs().flatMap { lines(of: $0) }.compactMap { f in
+            guard f["type"] == "op", let peer = UInt64(f["peer"] ?? ""), let epoch = UInt64(f["epoch"] ?? ""),
+                  let op = UInt64(f["op"] ?? ""), let start = UInt64(f["start"] ?? ""), let end = UInt64(f["end"] ?? "") else { return nil }
+            return Operation(peer: peer, epoch: epoch, op: op, participants: f["participants"] ?? "", outcome: f["outcome"] ?? "",
+                             hash: UInt64(f["hash"] ?? "") ?? 0, start: start, end: end)
+        }
+    }
+
+    /// Collectives with at least one verdict logged.
+    func decidedOperations() -> Int {
+        Set(operations().filter { $0.outcome == "ok" || $0.outcome.hasPrefix("abort:") }.map { "\($0.epoch)/\($0.op)" }).count
+    }
+
+    func report(stragglers: Int, resourcesBefore: Resources, resourcesAfter: Resources) -> StressReport {
+        let all = operations()
+        let verdicts = all.filter { $0.outcome == "ok" || $0.outcome.hasPrefix("abort:") }
+        let byCollective = Dictionary(grouping: verdicts) { "\($0.epoch)/\($0.op)" }
+        var split = 0, wrong = 0, succeeded = 0, aborted = 0
+        var examples: [String] = []
+        for (key, group) in byCollective {
+            let outcomes = Set(group.map(\.outcome)), participants = Set(group.map(\.participants))
+            if outcomes.count > 1 || participants.count > 1 {
+                split += 1
+                if examples.count < 5 { examples.append("split \(key): \(outcomes.sorted()) \(participants.sorted())") }
+                continue
+            }
+            if outcomes.first == "ok" {
+                succeeded += 1
+                let expected = expectedHash(epoch: group[0].epoch, op: group[0].op, participants: group[0].participants)
+                let bad = group.filter { $0.hash != expected }.count
+                if bad > 0 {
+                    wrong += 1
+                    if examples.count < 5 { examples.append("wrong \(key) at \(bad) peer(s)") }
+                }
+            } else {
+                aborted += 1
+            }
+        }
+        let slow = all.filter { ($0.end - $0.start) / 1000 > UInt64(hangBoundMs) }
+        for op in slow.prefix(3) { examples.append("hang \(op.epoch)/\(op.op) at peer \(op.peer): \((op.end - op.start) / 1000) ms") }
+        let driver = lines(of: "driver.log")
+        func count(_ kind: String) -> Int { driver.filter { $0["kind"] == kind }.count }
+        let faults = driver.filter { $0["kind"] == "kill" || $0["kind"] == "stop" }.compactMap { UInt64($0["t"] ?? "") }
+        let successes = verdicts.filter { $0.outcome == "ok" }.sorted { $0.end < $1.end }
+        var recoveries: [Double] = []
+        for t in faults {
+            if let next = successes.first(where: { $0.start >= t }) { recoveries.append(Double(next.end - t) / 1000) }
+        }
+        recoveries.sort()
+        func percentile(_ p: Double) -> Double {
+            recoveries.isEmpty ? 0 : recoveries[min(recoveries.count - 1, Int((Double(recoveries.count) * p).rounded(.up)) - 1)]
+        }
+        return StressReport(
+            opsAttempted: Set(all.filter { !$0.outcome.hasPrefix("local:") }.map { "\($0.epoch)/\($0.op)" }).count,
+            opsSucceeded: succeeded, opsAborted: aborted,
+            peerOperations: all.count, localRefusals: all.filter { $0.outcome.hasPrefix("local:") }.count,
+            fatalAtEvictedPeers: all.filter { $0.outcome.hasPrefix("fatal:") }.count,
+            kills: count("kill"), stops: count("stop"), joins: count("join"), leaves: count("leave"),
+            splitOutcomes: split, wrongResults: wrong, hangs: slow.count + stragglers,
+            recoveryP50: percentile(0.5), recoveryP99: percentile(0.99), recoveryMax: recoveries.last ?? 0,
+            recoveredFaults: recoveries.count, faults: faults.count,
+            before: resourcesBefore, after: resourcesAfter, examples: examples)
+    }
+
+    private func expectedHash(epoch: UInt64, op: UInt64, participants: String) -> UInt64 {
+        var sum = [Float](repeating: 0, count: count)
+        for peer in participants.split(separator: ",").compactMap({ UInt64($0) }) {
+            let input = stressInput(peer: peer, epoch: epoch, op: op, count: count)
+            for i in 0 ..< count { sum[i] += input[i] }
+        }
+        return stressHash(sum)
+    }
+}
+
+struct StressReport {
+    let opsAttempted, opsSucceeded, opsAborted, peerOperations, localRefusals, fatalAtEvictedPeers: Int
+    let kills, stops, joins, leaves: Int
+    let splitOutcomes, wrongResults, hangs: Int
+    let recoveryP50, recoveryP99, recoveryMax: Double
+    let recoveredFaults, faults: Int
+    let before, after: Resources
+    let examples: [String]
+
+    var churnEvents: Int { kills + stops + joins + leaves }
+    var passed: Bool { splitOutcomes == 0 && wrongResults == 0 && hangs == 0 }
+
+    var table: String {
+        func row(_ name: String, _ value: String) -> String { "  " + name + String(repeating: " ", count: max(1, 34 - name.count)) + value }
+        let ms = { (v: Double) in String(Int(v.rounded())) + " ms" }
+        return (["chorus-stress report (\(passed ? "PASS" : "FAIL"))",
+                 row("collectives attempted", "\(opsAttempted)"),
+                 row("  succeeded / aborted", "\(opsSucceeded) / \(opsAborted)"),
+                 row("peer-side operations logged", "\(peerOperations) (\(localRefusals) refused locally, \(fatalAtEvictedPeers) at evicted peers)"),
+                 row("churn events", "\(churnEvents): \(joins) joins, \(leaves) leaves, \(kills) kills, \(stops) stops"),
+                 row("split outcomes", "\(splitOutcomes)"),
+                 row("wrong results", "\(wrongResults)"),
+                 row("hangs", "\(hangs)"),
+                 row("recovery after kill/stop", "p50 \(ms(recoveryP50)), p99 \(ms(recoveryP99)), max \(ms(recoveryMax)) (\(recoveredFaults) of \(faults) faults)"),
+                 row("master process before", before.description),
+                 row("master process after", after.description)] + examples.map { "  ! " + $0 }).joined(separator: "\n")
+    }
+
+    func writeJSON(to path: String) throws {
+        let fields: [(String, String)] = [
+            ("passed", "\(passed)"), ("ops_attempted", "\(opsAttempted)"), ("ops_succeeded", "\(opsSucceeded)"),
+            ("ops_aborted", "\(opsAborted)"), ("peer_operations", "\(peerOperations)"), ("churn_events", "\(churnEvents)"),
+            ("kills", "\(kills)"), ("stops", "\(stops)"), ("joins", "\(joins)"), ("leaves", "\(leaves)"),
+            ("split_outcomes", "\(splitOutcomes)"), ("wrong_results", "\(wrongResults)"), ("hangs", "\(hangs)"),
+            ("recovery_ms_p50", "\(recoveryP50)"), ("recovery_ms_p99", "\(recoveryP99)"), ("recovery_ms_max", "\(recoveryMax)"),
+            ("fds_before", "\(before.descriptors)"), ("fds_after", "\(after.descriptors)"),
+            ("threads_before", "\(before.threads)"), ("threads_after", "\(after.threads)"),
+            ("rss_kib_before", "\(before.residentKiB)"), ("rss_kib_after", "\(after.residentKiB)"),
+        ]
+        guard let file = fopen(path, "w") else { throw CheckerError("cannot write \(path)") }
+        defer { fclose(file) }
+        fputs("{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n", file)
+    }
+}
+
+struct CheckerError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Chorus
+import ChorusLauncher
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The driver: an embedded master, a changing set of peer processes, and a seeded schedule of
+/// joins, graceful leaves, SIGKILLs and SIGSTOP/SIGCONT; then the checker over every peer's log.
+struct Drive: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a churn stress test (default).")
+
+    @Option(help: "Most peers alive at once.") var peers = 4
+    @Option(help: "Fewest peers the schedule leaves alive.") var minPeers = 2
+    @Option(help: "Run this long (seconds).") var duration: Int?
+    @Option(help: "Run until this many collectives have been decided.") var ops: Int?
+    @Option(help: "Seed of the churn schedule.") var seed: UInt64 = 1
+    @Option(help: "Mean time between churn events (ms).") var eventIntervalMs = 400
+    @Option(help: "Heartbeat silence that evicts a peer (ms); the hang bound derives from it.") var peerTimeoutMs = 1500
+    @Option(help: "Elements per all-reduce (f32).") var count = 1024
+    @Option(help: "Write the report as JSON here.") var json: String?
+    @Option(help: "Keep the peer logs here (default: a fresh directory under /tmp).") var logDir: String?
+
+    func validate() throws {
+        guard (duration == nil) != (ops == nil) else { throw ValidationError("give exactly one of --duration and --ops") }
+        guard minPeers >= 2, peers >= minPeers + 1 else { throw ValidationError("need --min-peers >= 2 and --peers > --min-peers") }
+    }
+
+    func run() throws {
+        let directory = logDir ?? makeTemporaryDirectory()
+        let stopFile = directory + "/stop"
+        unlink(stopFile)
+        var masterConfiguration = Configuration()
+        masterConfiguration.peerTimeout = .milliseconds(peerTimeoutMs)
+        masterConfiguration.heartbeatInterval = .milliseconds(max(50, peerTimeoutMs / 6))
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: masterConfiguration)
+        let baseline = Resources.current()
+        let events = try StressLog(path: directory + "/driver.log")
+        var random = SplitMix64(seed: seed)
+        var alive: [Int: ChildProcess] = [:], stopped: [Int: UInt64] = [:], next = 0
+        let environment = ["CHORUS_PEER_TIMEOUT_MS": "\(peerTimeoutMs)", "CHORUS_HEARTBEAT_MS": "\(max(50, peerTimeoutMs / 6))",
+                           "CHORUS_OP_TIMEOUT_MS": "\(peerTimeoutMs * 20)"]
+        func spawn() throws {
+            alive[next] = try ChildProcess(executable: ChildProcess.currentExecutable(),
+                                           arguments: ["peer", "--master", master.endpoint, "--log", "\(directory)/peer-\(next).log",
+                                                       "--stop-file", stopFile, "--count", "\(count)"],
+                                           environment: environment)
+            events.write("event kind=join slot=\(next) t=\(monotonicMicroseconds())")
+            next += 1
+        }
+        for _ in 0 ..< peers { try spawn() }
+        print("chorus-stress: \(peers) peers, seed \(seed), logs in \(directory)")
+        let started = monotonicMicroseconds()
+        var lastProgress = started
+        while true {
+            let elapsed = monotonicMicroseconds() - started
+            if let duration, elapsed >= UInt64(duration) * 1_000_000 { break }
+            if let ops, monotonicMicroseconds() - lastProgress > 2_000_000 {
+                lastProgress = monotonicMicroseconds()
+                let decided = Checker(directory: directory, count: count, hangBoundMs: 0).decidedOperations()
+                print("  \(elapsed / 1_000_000) s: \(decided) collectives decided")
+                if decided >= ops { break }
+            }
+            usleep(UInt32(random.next(below: UInt64(eventIntervalMs) * 2) + 1) * 1000)
+            // Reap peers that exited (evicted after a stop, or finished a leave); resume stopped ones.
+            for (slot, child) in alive where child.waitForExit(timeoutMilliseconds: 0) != nil { alive[slot] = nil; stopped[slot] = nil }
+            for (slot, since) in stopped where monotonicMicroseconds() - since > UInt64(peerTimeoutMs) * 2000 {
+                alive[slot]?.signal(SIGCONT)
+                events.write("event kind=cont slot=\(slot) t=\(monotonicMicroseconds())")
+                stopped[slot] = nil
+            }
+            let running = alive.keys.filter { stopped[$0] == nil }.sorted()
+            let choice = random.next(below: 8)
+            if alive.count < peers && (choice < 2 || running.count <= minPeers) {
+                try spawn()
+            } else if running.count > minPeers, let slot = running.randomElement(using: &random) {
+                switch choice {
+                case 2, 3, 4:
+                    alive[slot]?.signal(SIGKILL)
+                    events.write("event kind=kill slot=\(slot) t=\(monotonicMicroseconds())")
+                case 5, 6:
+                    alive[slot]?.signal(SIGSTOP)
+                    stopped[slot] = monotonicMicroseconds()
+                    events.write("event kind=stop slot=\(slot) t=\(monotonicMicroseconds())")
+                default:
+                    alive[slot]?.signal(SIGUSR1)
+                    events.write("event kind=leave slot=\(slot) t=\(monotonicMicroseconds())")
+                }
+            }
+        }
+        // Stop: resume everyone, ask them to finish, and count any that do not as hung.
+        for slot in stopped.keys { alive[slot]?.signal(SIGCONT) }
+        close(open(stopFile, O_CREAT | O_WRONLY, 0o644))
+        var stragglers = 0
+        let bound = peerTimeoutMs * 10 + 10_000
+        for (_, child) in alive where child.waitForExit(timeoutMilliseconds: bound) == nil {
+            stragglers += 1
+            child.signal(SIGKILL)
+            _ = child.waitForExit(timeoutMilliseconds: 5000)
+        }
+        events.close()
+        master.shutdown()
+        usleep(200_000) // let the master's sockets close
+        let report = Checker(directory: directory, count: count, hangBoundMs: peerTimeoutMs * 4 + 5000)
+            .report(stragglers: stragglers, resourcesBefore: baseline, resourcesAfter: Resources.current())
+        print(report.table)
+        if let json { try report.writeJSON(to: json) }
+        if !report.passed { throw ExitCode.failure }
+    }
+
+    private func makeTemporaryDirectory() -> String {
+        var template = Array("/tmp/chorus-stress-XXXXXX".utf8CString)
+        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    }
+}
+
+/// A small seeded generator (SplitMix64), so a schedule replays from its seed.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func next(below bound: UInt64) -> UInt64 { next() % bound }
+}
