@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol"]),
         .testTarget(name: "ChorusAlgorithmsTests", dependencies: ["ChorusAlgorithms", "ChorusTestSupport"]),
         .testTarget(name: "ChorusTests", dependencies: [
-            "Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer", "chorus-master", "chorus-bench", "chorus-demo",
+            "Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer", "chorus-master", "chorus-bench", "chorus-demo", "chorus-stress",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -39,7 +39,7 @@ struct StressPeer: ParsableCommand {
             var pending = sigset_t()
             sigpending(&pending)
             if sigismember(&pending, SIGUSR1) == 1 {
-                try c.leave()
+                try leave(c)
                 out.write("event kind=left peer=\(c.peerID) t=\(monotonicMicroseconds())")
                 return
             }
@@ -55,6 +55,19 @@ struct StressPeer: ParsableCommand {
                 continue // the ring could not be connected (a neighbour died meanwhile): try again
             }
             try step(c, out)
+        }
+        try leave(c)
+    }
+
+    /// Leaves, asking again while the others are slow to reach their safe point (the admission
+    /// timeout is short here so that the loop keeps watching the stop file).
+    private func leave(_ c: Communicator) throws {
+        for _ in 0 ..< 30 {
+            do {
+                return try c.leave()
+            } catch ChorusError.timedOut(_) {
+                continue
+            }
         }
         try c.leave()
     }

@@ -162,6 +162,29 @@ import Glibc
         #expect(code != 0 && code != nil, "\(output)")
     }
 
+    /// A short churn run: a few dozen joins, leaves, kills and stops while peers all-reduce.
+    @Test func stressRunHasNoSplitOutcomesWrongResultsOrHangs() throws {
+        let json = "/tmp/chorus-stress-ci-\(getpid()).json"
+        defer { unlink(json) }
+        let (code, output) = try run("chorus-stress", ["--peers", "4", "--duration", "40", "--seed", "11",
+                                                       "--event-interval-ms", "400", "--json", json])
+        #expect(code == 0, "\(output)")
+        guard let file = fopen(json, "r") else {
+            Issue.record("no JSON report")
+            return
+        }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        _ = fgets(&buffer, 4096, file)
+        let report = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for zero in ["\"split_outcomes\":0", "\"wrong_results\":0", "\"hangs\":0"] {
+            #expect(report.contains(zero), "\(report)")
+        }
+        let events = Int(report.split(separator: ",").first { $0.hasPrefix("\"churn_events\"") }?.split(separator: ":").last ?? "") ?? 0
+        #expect(events >= 24, "a few dozen churn events: \(report)")
+        print(output)
+    }
+
     @Test func demoRunsKillsAPeerAndRecovers() throws {
         let (code, output) = try run("chorus-demo", ["--peers", "3", "--rounds", "4", "--count", "10000"])
         #expect(code == 0, "\(output)")
