@@ -28,6 +28,7 @@ struct Drive: ParsableCommand {
 
     func run() throws {
         let directory = logDir ?? makeTemporaryDirectory()
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw CheckerError("cannot create \(directory)") }
         let stopFile = directory + "/stop"
         unlink(stopFile)
         var masterConfiguration = Configuration()
