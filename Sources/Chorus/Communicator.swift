@@ -148,73 +148,179 @@ public final class Communicator: Sendable {
 
     /// All-reduces `count` elements from `send` into `receive` (out of place), or in place when both
     /// are the same memory.
-    /// - Throws: `invalidArgument` if a buffer is shorter than `count` elements; `aborted` (retryable,
-    ///   `send` intact, and `receive` restored too when in place); `topologyUpdateRequired`;
-    ///   `masterUnreachable`.
+    /// - Parameter algorithm: `.auto` (default) picks by size; every peer must pass the same.
+    /// - Throws: `ChorusError`: `invalidArgument` if a buffer is shorter than `count` elements;
+    ///   `aborted` (retryable; `send` intact, and restored too when in place);
+    ///   `topologyUpdateRequired`; `masterUnreachable`; `evicted`.
     public func allReduce(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
-                          count: Int, dataType: DataType, op: ReduceOp = .sum) throws {
-        let bytes = count * dataType.size
-        guard count >= 0, send.count >= bytes, receive.count >= bytes else {
-            throw ChorusError.invalidArgument("buffers of \(send.count) and \(receive.count) bytes cannot hold \(count) \(dataType) elements")
-        }
-        if bytes > 0, let s = send.baseAddress, let r = receive.baseAddress,
-           s != UnsafeRawPointer(r), s < UnsafeRawPointer(r + bytes), UnsafeRawPointer(r) < s + bytes {
-            throw ChorusError.invalidArgument("send and receive buffers overlap without being the same memory")
-        }
+                          count: Int, dataType: DataType, op: ReduceOp = .sum,
+                          algorithm: AllReduceAlgorithm = .auto) throws {
+        let bytes = try checkedBytes(count, dataType, send.count, receive.count, "send", "receive")
+        try checkNoPartialOverlap(send, bytes, receive, bytes)
         try withCore { core throws in
-            defer { if let session = core.session { publishStatus(of: session) } }
-            try core.allReduce(input: send.baseAddress, output: receive.baseAddress, count: count, dataType: dataType, op: op)
+            try core.allReduce(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
+                               count: count, dataType: dataType, op: op, algorithm: algorithm)
         }
     }
 
     /// All-reduces a buffer in place.
     public func allReduce(inPlace buffer: UnsafeMutableRawBufferPointer, count: Int, dataType: DataType,
-                          op: ReduceOp = .sum) throws {
-        try allReduce(send: UnsafeRawBufferPointer(buffer), receive: buffer, count: count, dataType: dataType, op: op)
+                          op: ReduceOp = .sum, algorithm: AllReduceAlgorithm = .auto) throws {
+        try allReduce(send: UnsafeRawBufferPointer(buffer), receive: buffer, count: count, dataType: dataType,
+                      op: op, algorithm: algorithm)
     }
 
     /// All-reduces an array in place.
-    public func allReduce<Element: ChorusElement>(_ values: inout [Element], op: ReduceOp = .sum) throws {
+    public func allReduce<Element: ChorusElement>(_ values: inout [Element], op: ReduceOp = .sum,
+                                                  algorithm: AllReduceAlgorithm = .auto) throws {
         let count = values.count
         try values.withUnsafeMutableBytes { buffer in
-            try allReduce(inPlace: buffer, count: count, dataType: Element.dataType, op: op)
+            try allReduce(inPlace: buffer, count: count, dataType: Element.dataType, op: op, algorithm: algorithm)
         }
     }
 
     /// All-reduces an array out of place.
     /// - Returns: the reduced values; `values` is untouched.
-    public func allReduce<Element: ChorusElement>(_ values: [Element], op: ReduceOp = .sum) throws -> [Element] {
+    public func allReduce<Element: ChorusElement>(_ values: [Element], op: ReduceOp = .sum,
+                                                  algorithm: AllReduceAlgorithm = .auto) throws -> [Element] {
         try [Element](unsafeUninitializedCapacity: values.count) { output, initialized in
             try values.withUnsafeBytes { input in
                 try allReduce(send: input, receive: UnsafeMutableRawBufferPointer(output), count: values.count,
-                              dataType: Element.dataType, op: op)
+                              dataType: Element.dataType, op: op, algorithm: algorithm)
             }
             initialized = values.count
         }
     }
 
     /// Async, in place on an array. The array is moved to the communicator's queue and back, not copied.
-    public func allReduce<Element: ChorusElement>(_ values: inout [Element], op: ReduceOp = .sum) async throws {
+    public func allReduce<Element: ChorusElement>(_ values: inout [Element], op: ReduceOp = .sum,
+                                                  algorithm: AllReduceAlgorithm = .auto) async throws {
         let box = ArrayBox(values)
         values = []
         defer { values = box.values }
-        try await offload(queue) { () throws in try self.allReduce(&box.values, op: op) }
+        try await offload(queue) { () throws in try self.allReduce(&box.values, op: op, algorithm: algorithm) }
     }
 
     /// Async, out of place on an array.
-    public func allReduce<Element: ChorusElement>(_ values: [Element], op: ReduceOp = .sum) async throws -> [Element] {
-        try await offload(queue) { () throws in try self.allReduce(values, op: op) }
+    public func allReduce<Element: ChorusElement>(_ values: [Element], op: ReduceOp = .sum,
+                                                  algorithm: AllReduceAlgorithm = .auto) async throws -> [Element] {
+        try await offload(queue) { () throws in try self.allReduce(values, op: op, algorithm: algorithm) }
     }
 
     /// Async form of the raw-buffer all-reduce. The buffers must stay valid until it returns.
     public func allReduce(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
-                          count: Int, dataType: DataType, op: ReduceOp = .sum) async throws {
+                          count: Int, dataType: DataType, op: ReduceOp = .sum,
+                          algorithm: AllReduceAlgorithm = .auto) async throws {
         nonisolated(unsafe) let send = send, receive = receive
         try await offload(queue) { () throws in
-            try self.allReduce(send: send, receive: receive, count: count, dataType: dataType, op: op)
+            try self.allReduce(send: send, receive: receive, count: count, dataType: dataType, op: op, algorithm: algorithm)
+        }
+    }
+
+    // MARK: - Other collectives
+
+    /// Reduce-scatter: `send` holds `worldSize` blocks of `count` elements; block `rank` of their
+    /// reduction lands in `receive` (`count` elements). Ring algorithm.
+    /// - Throws: as `allReduce`; on an abort `send` is intact and `receive` unspecified.
+    public func reduceScatter(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
+                              count: Int, dataType: DataType, op: ReduceOp = .sum) throws {
+        let n = worldSize
+        _ = try checkedBytes(count * n, dataType, send.count, receive.count * n, "send", "receive (times the world size)")
+        try checkNoPartialOverlap(send, count * n * dataType.size, receive, count * dataType.size)
+        try withCore { core throws in
+            try core.reduceScatter(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
+                                   count: count, dataType: dataType, op: op)
+        }
+    }
+
+    /// Reduce-scatter on arrays: `values.count` must be a multiple of the world size.
+    /// - Returns: this rank's block of the reduction.
+    public func reduceScatter<Element: ChorusElement>(_ values: [Element], op: ReduceOp = .sum) throws -> [Element] {
+        let n = worldSize
+        guard values.count % n == 0 else {
+            throw ChorusError.invalidArgument("\(values.count) elements do not split into \(n) equal blocks")
+        }
+        let count = values.count / n
+        return try [Element](unsafeUninitializedCapacity: count) { output, initialized in
+            try values.withUnsafeBytes { input in
+                try reduceScatter(send: input, receive: UnsafeMutableRawBufferPointer(output), count: count,
+                                  dataType: Element.dataType, op: op)
+            }
+            initialized = count
+        }
+    }
+
+    /// All-gather: every rank's `count` elements of `send` land in block `rank` of `receive`
+    /// (`worldSize` blocks). Ring algorithm.
+    public func allGather(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
+                          count: Int, dataType: DataType) throws {
+        let n = worldSize
+        _ = try checkedBytes(count * n, dataType, send.count * n, receive.count, "send (times the world size)", "receive")
+        try checkNoPartialOverlap(send, count * dataType.size, receive, count * n * dataType.size)
+        try withCore { core throws in
+            try core.allGather(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
+                               count: count, dataType: dataType)
+        }
+    }
+
+    /// All-gather on arrays: every rank passes the same number of elements.
+    /// - Returns: the concatenation of every rank's values, in rank order.
+    public func allGather<Element: ChorusElement>(_ values: [Element]) throws -> [Element] {
+        let total = values.count * worldSize
+        return try [Element](unsafeUninitializedCapacity: total) { output, initialized in
+            try values.withUnsafeBytes { input in
+                try allGather(send: input, receive: UnsafeMutableRawBufferPointer(output), count: values.count,
+                              dataType: Element.dataType)
+            }
+            initialized = total
+        }
+    }
+
+    /// Broadcast: `root`'s bytes replace everyone's (pipelined down the ring).
+    /// - Throws: as `allReduce`; on an abort every buffer is as it was before the call.
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        try withCore { core throws in
+            try core.broadcast(buffer: buffer.baseAddress ?? placeholder, bytes: buffer.count, root: root)
+        }
+    }
+
+    /// Broadcast of an array: every rank passes an array of the root's length.
+    public func broadcast<Element: ChorusElement>(_ values: inout [Element], root: Int) throws {
+        try values.withUnsafeMutableBytes { try broadcast($0, root: root) }
+    }
+
+    /// Returns once every member has called it (one verdict round trip, no data).
+    public func barrier() throws {
+        try withCore { core throws in try core.barrier() }
+    }
+
+    /// Async form of `barrier()`.
+    public func barrier() async throws {
+        try await offload(queue) { () throws in try self.barrier() }
+    }
+
+    private func checkedBytes(_ count: Int, _ dataType: DataType, _ sendBytes: Int, _ receiveBytes: Int,
+                              _ sendName: String, _ receiveName: String) throws -> Int {
+        let bytes = count * dataType.size
+        guard count >= 0 else { throw ChorusError.invalidArgument("negative count \(count)") }
+        guard sendBytes >= bytes, receiveBytes >= bytes else {
+            throw ChorusError.invalidArgument("\(sendName) (\(sendBytes) bytes) and \(receiveName) (\(receiveBytes) bytes) cannot hold \(count) \(dataType) elements")
+        }
+        return bytes
+    }
+
+    /// The two extents must be the same memory or disjoint.
+    private func checkNoPartialOverlap(_ send: UnsafeRawBufferPointer, _ sendBytes: Int,
+                                       _ receive: UnsafeMutableRawBufferPointer, _ receiveBytes: Int) throws {
+        if sendBytes > 0, receiveBytes > 0, let s = send.baseAddress, let r = receive.baseAddress,
+           s != UnsafeRawPointer(r), s < UnsafeRawPointer(r + receiveBytes), UnsafeRawPointer(r) < s + sendBytes {
+            throw ChorusError.invalidArgument("send and receive buffers overlap without being the same memory")
         }
     }
 }
+
+/// Stands in for the base address of an empty buffer (never read or written).
+private nonisolated(unsafe) let placeholder = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
 
 private final class StatusBox: Sendable {
     let status = Mutex(Communicator.Status())

@@ -6,7 +6,7 @@ import Glibc
 
 /// Collective kinds, as reported to the master in each operation's descriptor.
 enum Collective: UInt8 {
-    case allReduce = 1
+    case allReduce = 1, reduceScatter = 2, allGather = 3, broadcast = 4, barrier = 5
 }
 
 /// What the communicator's lock protects: the session and reusable memory for collectives.
@@ -15,6 +15,7 @@ final class Core: @unchecked Sendable {
     var session: PeerSession?
     private var scratch = Workspace()
     private var backup = Workspace()
+    private var gathered = Workspace()
 
     init(session: PeerSession) { self.session = session }
 
@@ -23,52 +24,124 @@ final class Core: @unchecked Sendable {
         return session
     }
 
-    /// Runs one all-reduce to its verdict. `input == output` means in place.
-    func allReduce(input: UnsafeRawPointer?, output: UnsafeMutableRawPointer?, count: Int,
-                   dataType: DataType, op: ReduceOp) throws(ChorusError) {
+    /// A session ready for a collective.
+    private func readySession() throws(ChorusError) -> PeerSession {
         let session = try openSession()
         if session.needsTopologyUpdate { throw .topologyUpdateRequired }
+        return session
+    }
+
+    /// Runs one all-reduce to its verdict. `input == output` means in place.
+    func allReduce(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
+                   dataType: DataType, op: ReduceOp, algorithm: AllReduceAlgorithm) throws(ChorusError) {
+        let session = try readySession()
         let bytes = count * dataType.size
         let worldSize = session.topology.members.count
-        if worldSize == 1 || bytes == 0 {
+        if worldSize == 1 {
             // Alone, the reduction is the input itself; nothing to agree on.
-            if bytes > 0, let input, let output, input != UnsafeRawPointer(output) { memcpy(output, input, bytes) }
-            if worldSize == 1 { return }
+            if bytes > 0, input != UnsafeRawPointer(output) { output.copyMemory(from: input, byteCount: bytes) }
+            return
         }
-        let input = input ?? UnsafeRawPointer(scratch.pointer(bytes: 1))
-        let output = output ?? scratch.pointer(bytes: 1)
-        let inPlace = input == UnsafeRawPointer(output)
-        if inPlace && bytes > 0 { memcpy(backup.pointer(bytes: bytes), input, bytes) }
-        func restoreInput() {
-            if inPlace && bytes > 0 { memcpy(output, backup.pointer(bytes: bytes), bytes) }
-        }
-
-        let ring = RingAllReduce(count: count, dataType: dataType, op: op, segmentBytes: session.configuration.segmentBytes)
-        let opID = session.takeOperationID()
-        let deadline = ContinuousClock.now + session.configuration.operationTimeout
+        let chosen = algorithm.resolved(bytes: bytes, worldSize: worldSize, configuration: session.configuration)
         let descriptor = OperationDescriptor(collective: Collective.allReduce.rawValue, dataType: dataType.rawValue,
+                                             reduceOp: op.rawValue, count: UInt64(count), detail: chosen.wireValue)
+        let restore = preserve(output, bytes: input == UnsafeRawPointer(output) ? bytes : 0)
+        try runToVerdict(session: session, descriptor: descriptor, route: chosen == .ring ? .ring : .mesh,
+                         restore: restore) { links in
+            switch chosen {
+            case .recursiveDoubling:
+                let rd = RecursiveDoublingAllReduce(count: count, dataType: dataType, op: op)
+                try rd.run(links: links, input: input, output: output, scratch: scratch.pointer(bytes: rd.scratchBytes))
+            default:
+                let ring = RingCollective(.allReduce, count: count, dataType: dataType, op: op,
+                                          segmentBytes: session.configuration.segmentBytes)
+                try ring.run(links: links, input: input, output: output,
+                             scratch: scratch.pointer(bytes: ring.scratchBytes(worldSize: worldSize)))
+            }
+        }
+    }
+
+    /// Reduce-scatter: `input` holds worldSize blocks of `count`; block `rank` of the reduction lands in `output`.
+    func reduceScatter(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
+                       dataType: DataType, op: ReduceOp) throws(ChorusError) {
+        let session = try readySession()
+        let n = session.topology.members.count, bytes = count * dataType.size
+        if n == 1 {
+            if bytes > 0 { output.copyMemory(from: input, byteCount: bytes) }
+            return
+        }
+        let descriptor = OperationDescriptor(collective: Collective.reduceScatter.rawValue, dataType: dataType.rawValue,
                                              reduceOp: op.rawValue, count: UInt64(count))
-        let outcome = try runToVerdict(session: session, opID: opID, descriptor: descriptor, deadline: deadline,
-                                       onMasterLoss: restoreInput) { links in
-            try ring.run(links: links, input: input, output: output,
-                         scratch: scratch.pointer(bytes: ring.scratchBytes(worldSize: worldSize)))
+        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: nil) { links in
+            let ring = RingCollective(.reduceScatter, count: count * n, dataType: dataType, op: op,
+                                      segmentBytes: session.configuration.segmentBytes)
+            let whole = gathered.pointer(bytes: bytes * n)
+            try ring.run(links: links, input: input, output: whole,
+                         scratch: scratch.pointer(bytes: ring.scratchBytes(worldSize: n)))
+            output.copyMemory(from: whole + session.rank * bytes, byteCount: bytes)
         }
-        if case .aborted(let reason) = outcome {
-            restoreInput()
-            throw .aborted(reason)
+    }
+
+    /// All-gather: every rank's `count` elements land in block `rank` of `output` (worldSize blocks).
+    func allGather(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, dataType: DataType) throws(ChorusError) {
+        let session = try readySession()
+        let n = session.topology.members.count, bytes = count * dataType.size
+        if bytes > 0 { (output + session.rank * bytes).copyMemory(from: input, byteCount: bytes) }
+        if n == 1 { return }
+        let descriptor = OperationDescriptor(collective: Collective.allGather.rawValue, dataType: dataType.rawValue,
+                                             reduceOp: 0, count: UInt64(count))
+        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: nil) { links in
+            let ring = RingCollective(.allGather, count: count * n, dataType: dataType,
+                                      segmentBytes: session.configuration.segmentBytes)
+            try ring.run(links: links, input: output, output: output, scratch: nil)
         }
+    }
+
+    /// Broadcast of `bytes` from `root`'s buffer into everyone's.
+    func broadcast(buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(ChorusError) {
+        let session = try readySession()
+        let n = session.topology.members.count
+        guard (0 ..< n).contains(root) else { throw .invalidArgument("root \(root) is not a rank of a world of \(n)") }
+        if n == 1 { return }
+        let descriptor = OperationDescriptor(collective: Collective.broadcast.rawValue, dataType: 0, reduceOp: 0,
+                                             count: UInt64(bytes), detail: UInt64(root))
+        let restore = preserve(buffer, bytes: session.rank == root ? 0 : bytes)
+        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: restore) { links in
+            try ChainBroadcast(bytes: bytes, root: root, segmentBytes: session.configuration.segmentBytes)
+                .run(links: links, buffer: buffer)
+        }
+    }
+
+    /// Barrier: no data, only the verdict, which the master gives once every member has arrived.
+    func barrier() throws(ChorusError) {
+        let session = try readySession()
+        if session.topology.members.count == 1 { return }
+        let descriptor = OperationDescriptor(collective: Collective.barrier.rawValue, dataType: 0, reduceOp: 0, count: 0)
+        try runToVerdict(session: session, descriptor: descriptor, route: nil, restore: nil) { _ in }
+    }
+
+    /// Copies `bytes` of `buffer` aside and returns what puts them back (nil when nothing needs it).
+    private func preserve(_ buffer: UnsafeMutableRawPointer, bytes: Int) -> (() -> Void)? {
+        guard bytes > 0 else { return nil }
+        let saved = backup.pointer(bytes: bytes)
+        saved.copyMemory(from: buffer, byteCount: bytes)
+        return { buffer.copyMemory(from: saved, byteCount: bytes) }
     }
 
     /// The protocol every collective follows: move the data, report the local outcome to the master,
     /// and return the master's verdict. On any abort the epoch's links are torn down (no request
     /// can write a caller's buffer afterwards) and the session wants a topology update.
-    private func runToVerdict(session: PeerSession, opID: UInt64, descriptor: OperationDescriptor,
-                              deadline: ContinuousClock.Instant, onMasterLoss: () -> Void,
-                              dataPhase: (OperationLinks) throws -> Void) throws(ChorusError) -> Outcome {
+    /// `restore` puts back an input the operation overwrites (in-place buffers); it runs on every
+    /// failure. Throws the verdict's abort as `ChorusError.aborted`.
+    private func runToVerdict(session: PeerSession, descriptor: OperationDescriptor, route: Route?,
+                              restore: (() -> Void)?, dataPhase: (OperationLinks) throws -> Void) throws(ChorusError) {
+        let opID = session.takeOperationID()
+        let deadline = ContinuousClock.now + session.configuration.operationTimeout
+        let onMasterLoss = { restore?() }
         var local = Outcome.success
         var verdict: Outcome?
-        if session.links != nil {
-            let links = OperationLinks(session: session, opID: opID, deadline: deadline)
+        if let route, session.links != nil {
+            let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline)
             do {
                 try dataPhase(links)
                 links.finish()
@@ -95,8 +168,11 @@ final class Core: @unchecked Sendable {
             onMasterLoss()
             throw error
         }
-        if case .aborted = verdict! { abandonEpoch(session) }
-        return verdict!
+        if case .aborted(let reason) = verdict! {
+            abandonEpoch(session)
+            restore?()
+            throw .aborted(reason)
+        }
     }
 
     private func abandonEpoch(_ session: PeerSession) {

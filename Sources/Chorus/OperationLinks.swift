@@ -12,44 +12,60 @@ enum OperationInterruption: Error {
     case masterLost(ChorusError)
 }
 
-/// The ring links of the current epoch, bound to one operation: every frame carries its epoch and
-/// op id, and every wait also watches the master for an early abort verdict.
+/// Which of an epoch's connections an algorithm talks over.
+enum Route {
+    /// Ring lanes: send to the right neighbour, receive from the left one.
+    case ring
+    /// The mesh: one connection per pair of members, both ways.
+    case mesh
+}
+
+/// The links of the current epoch, bound to one operation: every frame carries its epoch and op id,
+/// and every wait also watches the master for an early abort verdict.
 final class OperationLinks: CollectiveLinks {
     typealias Request = TransportRequest
 
     let rank: Int
     let worldSize: Int
     private let session: PeerSession
-    private let left: [ConnectionID]
-    private let right: [ConnectionID]
+    private let links: EpochLinks
+    private let route: Route
     private let epoch: UInt64
     private let opID: UInt64
     private let deadline: ContinuousClock.Instant
     private var outstanding: [(request: TransportRequest, link: ConnectionID)] = []
 
-    init(session: PeerSession, opID: UInt64, deadline: ContinuousClock.Instant) {
-        precondition(session.links != nil, "a ring operation needs links")
+    init(session: PeerSession, route: Route, opID: UInt64, deadline: ContinuousClock.Instant) {
+        precondition(session.links != nil, "an operation needs links")
         self.session = session
         self.rank = session.rank
         self.worldSize = session.topology.members.count
-        self.left = session.links!.left
-        self.right = session.links!.right
+        self.links = session.links!
+        self.route = route
         self.epoch = session.topology.epoch
         self.opID = opID
         self.deadline = deadline
     }
 
+    private func connection(to peer: Int, tag: UInt32, ringSide: [ConnectionID], neighbour: Int) -> ConnectionID {
+        switch route {
+        case .ring:
+            precondition(peer == neighbour, "ring links reach the ring neighbours only")
+            return ringSide[Int(tag) % ringSide.count]
+        case .mesh:
+            return links.mesh[peer]!
+        }
+    }
+
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
-        precondition(peer == (rank + 1) % worldSize, "ring links send to the right neighbour only")
-        let link = right[Int(tag) % right.count]
+        let link = connection(to: peer, tag: tag, ringSide: links.right, neighbour: (rank + 1) % worldSize)
         return try track(link) { () throws(TransportError) in
             try session.engine.postSend(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
         }
     }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
-        precondition(peer == (rank + worldSize - 1) % worldSize, "ring links receive from the left neighbour only")
-        let link = left[Int(tag) % left.count]
+        let link = connection(to: peer, tag: tag, ringSide: links.left, neighbour: (rank + worldSize - 1) % worldSize)
         return try track(link) { () throws(TransportError) in
             try session.engine.postReceive(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), into: buffer)
         }
@@ -74,7 +90,7 @@ final class OperationLinks: CollectiveLinks {
         default:
             break
         }
-        let side = left.contains(link) ? "left" : "right"
+        let side = links.left.contains(link) ? "left" : (links.right.contains(link) ? "right" : "mesh")
         return .linkFailed(reporter: session.peerID, detail: "\(side) link: \(cause)")
     }
 
@@ -86,7 +102,7 @@ final class OperationLinks: CollectiveLinks {
             case .completed:
                 return
             case .failed(let error):
-                let link = outstanding.first { $0.request === request }?.link ?? right[0]
+                let link = outstanding.first { $0.request === request }?.link ?? links.right[0]
                 throw OperationInterruption.local(linkFailure(link, error))
             case .interrupted, .timedOut:
                 session.drainEvents()

@@ -13,9 +13,9 @@ final class PeerSession {
     private(set) var peerID: PeerID = 0
     private(set) var topology = Topology(epoch: 0, members: [])
     private(set) var rank = 0
-    /// The ring links of the current epoch, `connectionsPerPeer` lanes each way (nil for a world of
-    /// one or before admission).
-    private(set) var links: RingLinks?
+    /// The links of the current epoch: `connectionsPerPeer` ring lanes each way and one mesh
+    /// connection to every other member (nil for a world of one or before admission).
+    private(set) var links: EpochLinks?
     /// Set when a collective aborted in this epoch: links are gone until the next topology.
     var needsTopologyUpdate = false
     private(set) var nextOpID: UInt64 = 1
@@ -82,12 +82,12 @@ final class PeerSession {
                 masterFailure = "master sent a malformed message: \(error)"
             }
         case .control(let connection, _, let payload):
-            guard case .hello(let epoch, let from, let to, let lane, let lanes)? = try? PeerToPeer(decoding: payload),
+            guard case .hello(let epoch, let from, let to, let link)? = try? PeerToPeer(decoding: payload),
                   to == peerID, epoch >= topology.epoch else {
                 engine.close(connection) // not for us, or from an epoch that is over
                 return
             }
-            hellos[connection] = Hello(epoch: epoch, from: from, lane: Int(lane), lanes: Int(lanes))
+            hellos[connection] = Hello(epoch: epoch, from: from, link: link)
         case .failed(let connection, let error) where connection == master:
             masterFailure = diagnoseMasterLoss(error)
         case .failed(let connection, let error):
@@ -178,44 +178,66 @@ final class PeerSession {
         let right = next.members[(index + 1) % n], left = next.members[(index + n - 1) % n]
         let lanes = configuration.connectionsPerPeer
         let deadline = ContinuousClock.now + configuration.connectTimeout
-        var rightLanes: [ConnectionID] = []
-        do {
-            for lane in 0 ..< lanes {
-                let connection = try engine.connect(host: right.address.host, port: right.address.port,
+        // Dial: the ring lanes to the right neighbour, and the mesh to every member after this one.
+        var dialed: [ConnectionID] = []
+        func dial(_ member: Member, _ link: LinkKind) throws(ChorusError) -> ConnectionID {
+            do {
+                let connection = try engine.connect(host: member.address.host, port: member.address.port,
                                                     timeout: configuration.connectTimeout)
-                rightLanes.append(connection)
-                let hello = PeerToPeer.hello(epoch: next.epoch, from: peerID, to: right.id,
-                                             lane: UInt16(lane), lanes: UInt16(lanes))
+                dialed.append(connection)
+                let hello = PeerToPeer.hello(epoch: next.epoch, from: peerID, to: member.id, link: link)
                 try engine.sendControl(connection, address: FrameAddress(epoch: next.epoch, opID: 0), payload: hello.encoded())
+                return connection
+            } catch {
+                throw .topologyFailed("cannot reach peer \(member.id) at \(member.address): \(error)")
             }
-        } catch {
-            rightLanes.forEach(engine.close)
-            throw .topologyFailed("cannot reach right neighbour \(right.id) at \(right.address): \(error)")
         }
-        let leftLanes: [ConnectionID]
+        var rightLanes: [ConnectionID] = [], mesh: [Int: ConnectionID] = [:]
         do {
-            leftLanes = try waitFor("left neighbour \(left.id) to connect", deadline: deadline) { () throws(ChorusError) -> [ConnectionID]? in
-                let offered = hellos.filter { $0.value.epoch == next.epoch && $0.value.from == left.id }
-                if let mismatch = offered.first(where: { $0.value.lanes != lanes }) {
-                    throw .topologyFailed("left neighbour \(left.id) uses \(mismatch.value.lanes) connections, this peer \(lanes)")
+            for lane in 0 ..< lanes { rightLanes.append(try dial(right, .ring(lane: UInt16(lane), lanes: UInt16(lanes)))) }
+            for j in index + 1 ..< n { mesh[j] = try dial(next.members[j], .mesh) }
+        } catch {
+            dialed.forEach(engine.close)
+            throw error
+        }
+        // Accept: the left neighbour's lanes, and the mesh from every member before this one.
+        let earlier = Dictionary(uniqueKeysWithValues: next.members[..<index].enumerated().map { ($0.element.id, $0.offset) })
+        let inbound: (left: [ConnectionID], mesh: [Int: ConnectionID])
+        do {
+            inbound = try waitFor("the neighbours of epoch \(next.epoch) to connect", deadline: deadline) {
+                () throws(ChorusError) -> (left: [ConnectionID], mesh: [Int: ConnectionID])? in
+                let current = hellos.filter { $0.value.epoch == next.epoch }
+                var leftLanes: [(Int, ConnectionID)] = [], meshIn: [Int: ConnectionID] = [:]
+                for (connection, hello) in current {
+                    switch hello.link {
+                    case .ring(let lane, let theirLanes) where hello.from == left.id:
+                        guard Int(theirLanes) == lanes else {
+                            throw .topologyFailed("left neighbour \(left.id) uses \(theirLanes) connections, this peer \(lanes)")
+                        }
+                        leftLanes.append((Int(lane), connection))
+                    case .mesh:
+                        if let rank = earlier[hello.from] { meshIn[rank] = connection }
+                    default:
+                        break
+                    }
                 }
-                guard offered.count == lanes else { return nil }
-                return offered.sorted { $0.value.lane < $1.value.lane }.map(\.key)
+                guard leftLanes.count == lanes, meshIn.count == index else { return nil }
+                return (leftLanes.sorted { $0.0 < $1.0 }.map(\.1), meshIn)
             }
         } catch {
-            rightLanes.forEach(engine.close)
+            dialed.forEach(engine.close)
             if case .timedOut(let what) = error { throw .topologyFailed("timed out \(what)") }
             throw error
         }
-        leftLanes.forEach { hellos[$0] = nil }
-        links = RingLinks(left: leftLanes, right: rightLanes)
+        (inbound.left + Array(inbound.mesh.values)).forEach { hellos[$0] = nil }
+        links = EpochLinks(left: inbound.left, right: rightLanes, mesh: mesh.merging(inbound.mesh) { a, _ in a })
         needsTopologyUpdate = false
     }
 
     /// Closes the current ring links; requests on them finish with `.cancelled`.
     func closeLinks() {
         guard let current = links else { return }
-        (current.left + current.right).forEach(engine.close)
+        current.all.forEach(engine.close)
         failedLinks = [:]
         links = nil
     }
@@ -242,19 +264,22 @@ final class PeerSession {
     func linkFailure(_ connection: ConnectionID) -> TransportError? { failedLinks[connection] }
 }
 
-/// The connections to both ring neighbours in one epoch: frame `tag` travels on lane `tag % lanes`,
-/// so consecutive segments stripe over parallel TCP streams while each lane keeps its order.
-struct RingLinks {
+/// The connections of one epoch. Ring algorithms use the lanes (frame `tag` travels on lane
+/// `tag % lanes`, so consecutive segments stripe over parallel streams while each lane keeps its
+/// order); other algorithms use the mesh, one connection per pair of members, both ways.
+struct EpochLinks {
     let left: [ConnectionID]
     let right: [ConnectionID]
+    /// By rank.
+    let mesh: [Int: ConnectionID]
 
-    func contains(_ connection: ConnectionID) -> Bool { left.contains(connection) || right.contains(connection) }
+    var all: [ConnectionID] { left + right + Array(mesh.values) }
+    func contains(_ connection: ConnectionID) -> Bool { all.contains(connection) }
 }
 
-/// A neighbour's first frame on a new inbound connection.
+/// A peer's first frame on a new inbound connection.
 struct Hello {
     let epoch: UInt64
     let from: PeerID
-    let lane: Int
-    let lanes: Int
+    let link: LinkKind
 }

@@ -59,7 +59,7 @@ extension PeerToMaster {
         case .updateTopology(let epoch, let minimum): w.kind(.updateTopology); w.u64(epoch); w.u32(minimum)
         case .report(let epoch, let opID, let d, let outcome):
             w.kind(.report); w.u64(epoch); w.u64(opID)
-            w.u8(d.collective); w.u8(d.dataType); w.u8(d.reduceOp); w.u64(d.count)
+            w.u8(d.collective); w.u8(d.dataType); w.u8(d.reduceOp); w.u64(d.count); w.u64(d.detail)
             w.outcome(outcome)
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
         }
@@ -73,7 +73,8 @@ extension PeerToMaster {
         case .updateTopology: self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32())
         case .report:
             let epoch = try r.u64(), opID = try r.u64()
-            let d = OperationDescriptor(collective: try r.u8(), dataType: try r.u8(), reduceOp: try r.u8(), count: try r.u64())
+            let d = OperationDescriptor(collective: try r.u8(), dataType: try r.u8(), reduceOp: try r.u8(), count: try r.u64(),
+                                        detail: try r.u64())
             self = .report(epoch: epoch, opID: opID, descriptor: d, outcome: try r.outcome())
         case .leave: self = .leave(epoch: try r.u64())
         default: throw DecodeError("not a peer-to-master message")
@@ -124,8 +125,12 @@ extension PeerToPeer {
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         switch self {
-        case .hello(let epoch, let from, let to, let lane, let lanes):
-            w.kind(.hello); w.u64(epoch); w.u64(from); w.u64(to); w.u16(lane); w.u16(lanes)
+        case .hello(let epoch, let from, let to, let link):
+            w.kind(.hello); w.u64(epoch); w.u64(from); w.u64(to)
+            switch link {
+            case .ring(let lane, let lanes): w.u8(0); w.u16(lane); w.u16(lanes)
+            case .mesh: w.u8(1); w.u16(0); w.u16(0)
+            }
         }
         return w.bytes
     }
@@ -133,7 +138,14 @@ extension PeerToPeer {
     public init(decoding bytes: [UInt8]) throws(DecodeError) {
         var r = ByteReader(bytes)
         switch try r.kind() {
-        case .hello: self = .hello(epoch: try r.u64(), from: try r.u64(), to: try r.u64(), lane: try r.u16(), lanes: try r.u16())
+        case .hello:
+            let epoch = try r.u64(), from = try r.u64(), to = try r.u64()
+            let kind = try r.u8(), lane = try r.u16(), lanes = try r.u16()
+            switch kind {
+            case 0: self = .hello(epoch: epoch, from: from, to: to, link: .ring(lane: lane, lanes: lanes))
+            case 1: self = .hello(epoch: epoch, from: from, to: to, link: .mesh)
+            default: throw DecodeError("unknown link kind \(kind)")
+            }
         default: throw DecodeError("not a peer-to-peer message")
         }
         try r.expectEnd()

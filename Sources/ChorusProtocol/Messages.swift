@@ -74,11 +74,14 @@ public struct OperationDescriptor: Hashable, Sendable {
     public var dataType: UInt8
     public var reduceOp: UInt8
     public var count: UInt64
-    public init(collective: UInt8, dataType: UInt8, reduceOp: UInt8, count: UInt64) {
+    /// Whatever else members must agree on: the algorithm of an all-reduce, the root of a broadcast.
+    public var detail: UInt64
+    public init(collective: UInt8, dataType: UInt8, reduceOp: UInt8, count: UInt64, detail: UInt64 = 0) {
         self.collective = collective
         self.dataType = dataType
         self.reduceOp = reduceOp
         self.count = count
+        self.detail = detail
     }
 }
 
@@ -108,8 +111,15 @@ public enum MasterToPeer: Hashable, Sendable {
     case rejected(String)
 }
 
+/// What a peer-to-peer connection carries.
+public enum LinkKind: Hashable, Sendable {
+    /// Lane `lane` of the sender's `lanes` parallel connections to its right ring neighbour.
+    case ring(lane: UInt16, lanes: UInt16)
+    /// The one connection between two members that non-ring algorithms use both ways.
+    case mesh
+}
+
 public enum PeerToPeer: Hashable, Sendable {
-    /// First frame on a ring link: who connects to whom, for which epoch, and which of the sender's
-    /// `lanes` parallel connections this is.
-    case hello(epoch: UInt64, from: PeerID, to: PeerID, lane: UInt16, lanes: UInt16)
+    /// First frame on a link: who connects to whom, for which epoch, and what the link is for.
+    case hello(epoch: UInt64, from: PeerID, to: PeerID, link: LinkKind)
 }

@@ -19,8 +19,10 @@ import Testing
                                                                              Member(id: 9, address: PeerAddress(host: "::1", port: 1))]))]
         toPeer += reasons.map { .verdict(epoch: 2, opID: 8, outcome: .aborted($0)) }
         for message in toPeer { #expect(try MasterToPeer(decoding: message.encoded()) == message) }
-        let hello = PeerToPeer.hello(epoch: 4, from: 1, to: 2, lane: 1, lanes: 2)
-        #expect(try PeerToPeer(decoding: hello.encoded()) == hello)
+        for link in [LinkKind.ring(lane: 1, lanes: 2), .mesh] {
+            let hello = PeerToPeer.hello(epoch: 4, from: 1, to: 2, link: link)
+            #expect(try PeerToPeer(decoding: hello.encoded()) == hello)
+        }
     }
 
     @Test func truncatedAndTrailingBytesAreRejected() {

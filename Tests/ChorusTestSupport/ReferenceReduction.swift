@@ -96,20 +96,53 @@ public enum ReferenceReduction {
     /// What a ring all-reduce over `inputs` (one byte array per rank, in rank order) must produce:
     /// element i of chunk c is folded c, c+1, ..., c-1 (mod n), then divided for avg.
     public static func ringAllReduce(_ inputs: [[UInt8]], count: Int, dataType: DataType, op: ReduceOp) -> [UInt8] {
+        ringFold(inputs, count: count, dataType: dataType, op: op, firstRank: { $0 })
+    }
+
+    /// What a ring reduce-scatter must produce, all blocks: block b is folded b+1, b+2, ..., b.
+    public static func ringReduceScatter(_ inputs: [[UInt8]], count: Int, dataType: DataType, op: ReduceOp) -> [UInt8] {
+        ringFold(inputs, count: count, dataType: dataType, op: op, firstRank: { $0 + 1 })
+    }
+
+    private static func ringFold(_ inputs: [[UInt8]], count: Int, dataType: DataType, op: ReduceOp,
+                                 firstRank: (Int) -> Int) -> [UInt8] {
         let n = inputs.count, size = dataType.size
         guard n > 1 else { return inputs[0] }
         let chunks = Partition(count: count, parts: n)
         var output = [UInt8](repeating: 0, count: count * size)
         for c in 0 ..< n {
+            let first = firstRank(c) % n
             for i in chunks.start(of: c) ..< chunks.start(of: c) + chunks.length(of: c) {
                 let element = i * size ..< (i + 1) * size
-                var acc = Array(inputs[c][element])
-                for j in 1 ..< n { acc = combine(op, dataType, acc, Array(inputs[(c + j) % n][element])) }
+                var acc = Array(inputs[first][element])
+                for j in 1 ..< n { acc = combine(op, dataType, acc, Array(inputs[(first + j) % n][element])) }
                 if op == .avg { acc = divide(dataType, acc, by: n) }
                 output.replaceSubrange(element, with: acc)
             }
         }
         return output
+    }
+
+    /// What recursive doubling must produce: extras fold into rank r-p first, then each round
+    /// combines (lower rank's partial, upper rank's partial).
+    public static func recursiveDoublingAllReduce(_ inputs: [[UInt8]], count: Int, dataType: DataType, op: ReduceOp) -> [UInt8] {
+        let n = inputs.count, size = dataType.size
+        var p = 1
+        while p * 2 <= n { p *= 2 }
+        func fold(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] {
+            (0 ..< count).flatMap { i in combine(op, dataType, Array(a[i * size ..< (i + 1) * size]), Array(b[i * size ..< (i + 1) * size])) }
+        }
+        var partial = (0 ..< p).map { r in r + p < n ? fold(inputs[r], inputs[r + p]) : inputs[r] }
+        var distance = 1
+        while distance < p {
+            partial = (0 ..< p).map { r in
+                let partner = r ^ distance
+                return r < partner ? fold(partial[r], partial[partner]) : fold(partial[partner], partial[r])
+            }
+            distance *= 2
+        }
+        guard op == .avg else { return partial[0] }
+        return (0 ..< count).flatMap { i in divide(dataType, Array(partial[0][i * size ..< (i + 1) * size]), by: n) }
     }
 
     public static func load<T>(_ bytes: [UInt8], _: T.Type) -> T {

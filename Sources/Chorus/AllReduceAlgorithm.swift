@@ -1,0 +1,23 @@
+/// How an all-reduce moves its data. Results are bit-identical across peers for a given algorithm
+/// (the two fold in different orders, so floats may differ between algorithms).
+public enum AllReduceAlgorithm: String, Sendable, CaseIterable {
+    /// Recursive doubling up to `Configuration.recursiveDoublingMaxBytes`, the ring above.
+    case auto
+    /// Reduce-scatter then all-gather around the ring: 2(n-1) steps, bandwidth-optimal.
+    case ring
+    /// log2(n) exchanges of the whole buffer over the mesh: latency-optimal for small messages.
+    case recursiveDoubling
+
+    func resolved(bytes: Int, worldSize: Int, configuration: Configuration) -> AllReduceAlgorithm {
+        guard self == .auto else { return self }
+        return bytes <= configuration.recursiveDoublingMaxBytes ? .recursiveDoubling : .ring
+    }
+
+    var wireValue: UInt64 {
+        switch self {
+        case .auto: 0
+        case .ring: 1
+        case .recursiveDoubling: 2
+        }
+    }
+}
