@@ -23,7 +23,7 @@ struct ChorusBench: ParsableCommand {
     @Option(name: .customShort("w"), help: "Warm-up iterations per size.") var warmup = 5
     @Option(help: "Element type: f32 f64 f16 bf16 i32 i64 u8.") var dtype = "f32"
     @Option(help: "Reduction: sum prod min max avg.") var redop = "sum"
-    @Option(help: "Algorithm: ring or auto (auto picks ring today).") var algorithm = "auto"
+    @Option(help: "All-reduce algorithm: ring, tree (recursive doubling) or auto.") var algorithm = "auto"
     @Option(help: "Transport: tcp (rdma arrives with its backend).") var transport = "tcp"
     @Option(help: "Connections per neighbour.") var connections = 1
     @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
@@ -36,7 +36,8 @@ struct ChorusBench: ParsableCommand {
     func validate() throws {
         guard BenchDataType(rawValue: dtype) != nil else { throw ValidationError("unknown --dtype \(dtype)") }
         guard ReduceOp.allCases.contains(where: { $0.description == redop }) else { throw ValidationError("unknown --redop \(redop)") }
-        guard ["ring", "auto"].contains(algorithm) else { throw ValidationError("--algorithm \(algorithm) is not available; have: ring, auto") }
+        guard Self.algorithms[algorithm] != nil else { throw ValidationError("--algorithm \(algorithm) is not available; have: ring, tree, auto") }
+        guard !inPlace || collective == .allreduce else { throw ValidationError("--in-place applies to allreduce only") }
         guard transport == "tcp" else { throw ValidationError("--transport \(transport): only tcp is built so far (RDMA lands with its backend)") }
         guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
@@ -57,13 +58,15 @@ struct ChorusBench: ParsableCommand {
         let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
                           op: ReduceOp.allCases.first { $0.description == redop }!,
                           sizes: try sizes(), iterations: iterations, warmup: warmup, inPlace: inPlace,
-                          check: check, algorithm: algorithm == "auto" ? "ring" : algorithm, transport: transport,
+                          check: check, algorithm: Self.algorithms[algorithm]!, algorithmName: algorithm, transport: transport,
                           connections: connections,
                           injectWrongResult: injectWrongResult, jsonPath: json)
         let wrong = try sweep.run(on: communicator)
         try communicator.leave()
         if wrong > 0 { throw ExitCode(2) }
     }
+
+    static let algorithms: [String: AllReduceAlgorithm] = ["auto": .auto, "ring": .ring, "tree": .recursiveDoubling, "rd": .recursiveDoubling]
 
     private func sizes() throws -> [Int] {
         let low = try parseSize(minBytes), high = try parseSize(maxBytes)
@@ -89,9 +92,7 @@ struct ChorusBench: ParsableCommand {
     }
 }
 
-enum BenchCollective: String, CaseIterable, ExpressibleByArgument {
-    case allreduce
-}
+extension BenchCollective: ExpressibleByArgument {}
 
 /// "4K", "64M", "1G" (powers of two) or a plain byte count.
 func parseSize(_ text: String) throws -> Int {

@@ -14,7 +14,8 @@ struct Sweep {
     let warmup: Int
     let inPlace: Bool
     let check: Bool
-    let algorithm: String
+    let algorithm: AllReduceAlgorithm
+    let algorithmName: String
     let transport: String
     let connections: Int
     let injectWrongResult: Bool
@@ -23,26 +24,28 @@ struct Sweep {
     /// Runs the sweep; rank 0 prints. Returns the number of wrong elements seen by this rank.
     func run(on communicator: Communicator) throws -> Int {
         let rank = communicator.rank, world = communicator.worldSize
-        let elementSize = dataType.dataType.size
         let leader = rank == 0
         let progress = leader && isatty(2) == 1
         if leader {
-            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(algorithm), \(inPlace ? "in place" : "out of place")")
+            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(algorithmName), \(inPlace ? "in place" : "out of place")")
             print(Row.header)
         }
         var totalWrong = 0
-        for bytes in sizes {
-            let count = bytes / elementSize
-            let input = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, count * elementSize), alignment: 64)
-            let output = inPlace ? input : UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, count * elementSize), alignment: 64)
+        let kind = collective.benchCase
+        let elementSize = dataType.dataType.size
+        for bytes in collective == .barrier ? [0] : sizes {
+            let (inputCount, outputCount) = kind.counts(bytes: bytes, elementSize: elementSize, world: world)
+            let input = UnsafeMutableRawPointer.allocate(byteCount: max(1, inputCount * elementSize), alignment: 64)
+            let output = inPlace ? input : UnsafeMutableRawPointer.allocate(byteCount: max(1, outputCount * elementSize), alignment: 64)
             defer {
                 input.deallocate()
                 if !inPlace { output.deallocate() }
             }
+            let buffers = BenchBuffers(rank: rank, world: world, dataType: dataType, op: op, algorithm: algorithm,
+                                       inPlace: inPlace, inputCount: inputCount, outputCount: outputCount,
+                                       input: input, output: output)
             func fill() {
-                for i in 0 ..< count {
-                    dataType.store(Double(BenchDataType.input(rank: rank, index: i, op: op)), at: i, in: input.baseAddress!)
-                }
+                for i in 0 ..< inputCount { dataType.store(kind.input(buffers, index: i), at: i, in: input) }
             }
             fill()
             var times: [Double] = []
@@ -50,26 +53,26 @@ struct Sweep {
             for iteration in 0 ..< warmup + iterations {
                 if progress { writeProgress("\r  \(bytes) bytes: iteration \(iteration + 1)/\(warmup + iterations)   ") }
                 let started = ContinuousClock.now
-                try communicator.allReduce(send: UnsafeRawBufferPointer(input), receive: output, count: count,
-                                           dataType: dataType.dataType, op: op)
+                try kind.run(communicator, buffers)
                 let elapsed = ContinuousClock.now - started
                 if iteration >= warmup { times.append(seconds(elapsed)) }
                 if check {
-                    if injectWrongResult && leader && count > 0 { dataType.store(99, at: 0, in: output.baseAddress!) }
-                    wrong += countWrong(output.baseAddress!, count: count, world: world)
+                    if injectWrongResult && leader && outputCount > 0 { dataType.store(99, at: 0, in: output) }
+                    wrong += countWrong(kind, buffers)
                 }
-                if inPlace { fill() }
+                if kind.overwritesInput(buffers) { fill() }
             }
             if progress { writeProgress("\r\u{1B}[K") }
             // The collective's time per iteration is its slowest rank's; wrong counts add up.
-            let slowest = try communicator.allReduce(times, op: .max)
+            let slowest = try communicator.allReduce(times, op: .max, algorithm: .ring)
             let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
             totalWrong += wrong
             if leader {
-                let row = Row(collective: collective.rawValue, algorithm: algorithm, transport: transport,
-                              connections: connections, peers: world,
-                              dtype: dataType.rawValue, op: op.description, bytes: count * elementSize, count: count,
-                              inPlace: inPlace, times: slowest.sorted(), wrong: check ? Int(wrongEverywhere) : -1)
+                let row = Row(collective: collective.rawValue, algorithm: algorithmName, transport: transport,
+                              connections: connections, peers: world, dtype: dataType.rawValue, op: op.description,
+                              bytes: max(inputCount, outputCount) * elementSize, count: max(inputCount, outputCount),
+                              inPlace: inPlace, times: slowest.sorted(), wrong: check ? Int(wrongEverywhere) : -1,
+                              busFactor: kind.busFactor(world: world))
                 print(row.text)
                 if let jsonPath { try row.appendJSON(to: jsonPath) }
             }
@@ -77,14 +80,13 @@ struct Sweep {
         return totalWrong
     }
 
-    private func countWrong(_ output: UnsafeMutableRawPointer, count: Int, world: Int) -> Int {
-        let expected = UnsafeMutableRawPointer.allocate(byteCount: max(1, count * dataType.dataType.size), alignment: 64)
-        defer { expected.deallocate() }
+    private func countWrong(_ kind: any BenchCase.Type, _ b: BenchBuffers) -> Int {
+        var expected = [UInt8](repeating: 0, count: 8)
         var wrong = 0
-        let size = dataType.dataType.size
-        for i in 0 ..< count {
-            dataType.store(dataType.expected(index: i, worldSize: world, op: op), at: i, in: expected)
-            if memcmp(expected + i * size, output + i * size, size) != 0 { wrong += 1 }
+        let size = b.elementSize
+        for i in 0 ..< b.outputCount {
+            expected.withUnsafeMutableBytes { dataType.store(kind.expected(b, index: i), at: 0, in: $0.baseAddress!) }
+            if memcmp(expected, b.output + i * size, size) != 0 { wrong += 1 }
         }
         return wrong
     }
@@ -104,14 +106,15 @@ struct Row {
     let inPlace: Bool
     let times: [Double] // sorted, seconds
     let wrong: Int       // -1 when not checked
+    let busFactor: Double
 
     static let header = pad(["size(B)", "count", "type", "redop", "time(us)", "min(us)", "p99(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong"])
 
     var median: Double { times[times.count / 2] }
     var p99: Double { times[min(times.count - 1, Int((Double(times.count) * 0.99).rounded(.up)) - 1)] }
     var algbw: Double { median > 0 ? Double(bytes) / median / 1e9 : 0 }
-    /// nccl-tests' bus bandwidth for all-reduce: algbw * 2(n-1)/n (docs/benchmarks.md derives it).
-    var busbw: Double { algbw * (peers > 1 ? 2 * Double(peers - 1) / Double(peers) : 1) }
+    /// nccl-tests' bus bandwidth: algbw times the collective's factor (docs/benchmarks.md).
+    var busbw: Double { algbw * busFactor }
 
     var text: String {
         Self.pad(["\(bytes)", "\(count)", dtype, op, fixed(median * 1e6, 1), fixed(times[0] * 1e6, 1), fixed(p99 * 1e6, 1),

@@ -46,9 +46,23 @@ public final class Communicator: Sendable {
                 $0.leavingPeers = leaving
             }
         }
-        try session.awaitTopology(deadline: .now + configuration.admissionTimeout)
+        let deadline = ContinuousClock.now + configuration.admissionTimeout
+        while !(try Self.admitted(session, deadline: deadline)) {
+            // Admitted, but a neighbour vanished while the ring formed: ask for the next epoch.
+            try session.sendToMaster(.updateTopology(epoch: session.topology.epoch, minimumWorldSize: 1))
+        }
         core = Core(session: session)
         publishStatus(of: session)
+    }
+
+    /// Waits for a topology; false when it came but its ring could not be connected.
+    private static func admitted(_ session: PeerSession, deadline: ContinuousClock.Instant) throws -> Bool {
+        do {
+            try session.awaitTopology(deadline: deadline)
+            return true
+        } catch ChorusError.topologyFailed(_) {
+            return false
+        }
     }
 
     /// Connects without blocking the caller's thread; see `init(master:configuration:)`.
@@ -81,6 +95,8 @@ public final class Communicator: Sendable {
 
     private func withCore<Result>(_ body: (Core) throws -> Result) throws -> Result {
         let outcome: Swift.Result<Result, any Error> = coreLock.withLock { _ in
+            // Every call may change the epoch, the members or the operation counter.
+            defer { if let session = core.session { publishStatus(of: session) } }
             do {
                 return .success(try body(core))
             } catch {

@@ -100,4 +100,18 @@ import Testing
             try c.barrier()
         }
     }
+
+    @Test func everyCollectiveTakesTheNextOperationID() throws {
+        try GroupHarness.run(worldSize: 2) { c in
+            let epoch = c.epoch
+            #expect(c.lastOperationID == 0)
+            _ = try c.allReduce([Float(1)], op: .sum)
+            #expect(c.lastOperationID == 1)
+            _ = try c.allGather([Int32(c.rank)])
+            try c.barrier()
+            #expect(c.lastOperationID == 3 && c.epoch == epoch)
+            try c.updateTopology()
+            #expect(c.lastOperationID == 0 && c.epoch == epoch + 1)
+        }
+    }
 }
