@@ -206,6 +206,8 @@ final class PeerSession {
         do {
             inbound = try waitFor("the neighbours of epoch \(next.epoch) to connect", deadline: deadline) {
                 () throws(ChorusError) -> (left: [ConnectionID], mesh: [Int: ConnectionID])? in
+                // A member lost while the ring forms never dials: the master's abort says so at once.
+                if case .aborted(let reason)? = verdicts[1] { throw .topologyFailed("\(reason) while the ring formed") }
                 let current = hellos.filter { $0.value.epoch == next.epoch }
                 var leftLanes: [(Int, ConnectionID)] = [], meshIn: [Int: ConnectionID] = [:]
                 for (connection, hello) in current {
