@@ -26,13 +26,14 @@ import Testing
                         var output = [UInt8](repeating: 0xEE, count: mine.count)
                         try mine.withUnsafeBytes { send in
                             try output.withUnsafeMutableBytes { receive in
-                                try communicator.allReduce(send: send, receive: receive, count: count, dataType: dataType, op: op)
+                                try communicator.allReduce(send: send, receive: receive, count: count, dataType: dataType, op: op,
+                                                               algorithm: .ring)
                             }
                         }
                         // In place.
                         var inPlace = mine
                         try inPlace.withUnsafeMutableBytes {
-                            try communicator.allReduce(inPlace: $0, count: count, dataType: dataType, op: op)
+                            try communicator.allReduce(inPlace: $0, count: count, dataType: dataType, op: op, algorithm: .ring)
                         }
                         if output != expected || inPlace != expected {
                             mismatches.withLock { $0.append("n=\(n) rank=\(rank) \(dataType) \(op) count=\(count)") }
@@ -53,10 +54,17 @@ import Testing
             for dataType in [DataType.float32, .float64, .float16, .bfloat16] {
                 for op in ReduceOp.allCases {
                     let inputs = (0 ..< worldSize).map { TestInputs.make(rank: $0, count: count, dataType: dataType, op: op, specials: true) }
-                    let expected = ReferenceReduction.ringAllReduce(inputs, count: count, dataType: dataType, op: op)
-                    var values = inputs[c.rank]
-                    try values.withUnsafeMutableBytes { try c.allReduce(inPlace: $0, count: count, dataType: dataType, op: op) }
-                    if values != expected { mismatches.withLock { $0.append("rank \(c.rank) \(dataType) \(op)") } }
+                    let references: [(AllReduceAlgorithm, [UInt8])] = [
+                        (.ring, ReferenceReduction.ringAllReduce(inputs, count: count, dataType: dataType, op: op)),
+                        (.recursiveDoubling, ReferenceReduction.recursiveDoublingAllReduce(inputs, count: count, dataType: dataType, op: op)),
+                    ]
+                    for (algorithm, expected) in references {
+                        var values = inputs[c.rank]
+                        try values.withUnsafeMutableBytes {
+                            try c.allReduce(inPlace: $0, count: count, dataType: dataType, op: op, algorithm: algorithm)
+                        }
+                        if values != expected { mismatches.withLock { $0.append("rank \(c.rank) \(dataType) \(op) \(algorithm)") } }
+                    }
                 }
             }
         }
@@ -73,7 +81,9 @@ import Testing
                     let inputs = (0 ..< 3).map { TestInputs.make(rank: $0, count: count, dataType: dataType, op: .sum) }
                     let expected = ReferenceReduction.ringAllReduce(inputs, count: count, dataType: dataType, op: .sum)
                     var values = inputs[c.rank]
-                    try values.withUnsafeMutableBytes { try c.allReduce(inPlace: $0, count: count, dataType: dataType, op: .sum) }
+                    try values.withUnsafeMutableBytes {
+                        try c.allReduce(inPlace: $0, count: count, dataType: dataType, op: .sum, algorithm: .ring)
+                    }
                     if values != expected { mismatches.withLock { $0.append("rank \(c.rank) \(dataType) \(count)") } }
                 }
             }
