@@ -22,7 +22,7 @@ let package = Package(
         // Swift layers, lowest first. DESIGN.md lists which may import which.
         .target(name: "ChorusTransport", dependencies: ["CChorusTransport"]),
         .target(name: "ChorusProtocol"),
-        .target(name: "ChorusAlgorithms", dependencies: ["CChorusKernels"]),
+        .target(name: "ChorusAlgorithms", dependencies: ["CChorusKernels"], linkerSettings: [.linkedLibrary("m")]),
         .target(name: "Chorus", dependencies: ["ChorusTransport", "ChorusProtocol", "ChorusAlgorithms"]),
         // Starts and signals local peer processes, for the demo, the bench and the tests.
         .target(name: "ChorusLauncher", dependencies: ["Chorus"]),

@@ -76,3 +76,28 @@ int chorus_divide(int dtype, void *buffer, size_t count, uint32_t divisor) {
     default: return -1;
     }
 }
+
+#define AFFINE(T, LOAD, STORE)                                                                      \
+    do {                                                                                            \
+        const T *g = (const T *)decay, *xv = (const T *)x, *sv = (const T *)s;                     \
+        T *o = (T *)out;                                                                            \
+        for (size_t i = 0; i < count; i++) {                                                       \
+            o[i] = STORE(LOAD(g[i / decay_stride]) * LOAD(xv[i]) + LOAD(sv[i]));                   \
+        }                                                                                           \
+    } while (0)
+
+#define IDENTITY(v) (v)
+#define F16_LOAD(v) ((float)(v))
+#define F16_STORE(v) ((_Float16)(v))
+
+int chorus_affine_step(int dtype, void *out, const void *decay, const void *x, const void *s, size_t count,
+                       size_t decay_stride) {
+    if (decay_stride == 0) return -1;
+    switch (dtype) {
+    case CHORUS_DTYPE_F32: AFFINE(float, IDENTITY, IDENTITY); return 0;
+    case CHORUS_DTYPE_F64: AFFINE(double, IDENTITY, IDENTITY); return 0;
+    case CHORUS_DTYPE_F16: AFFINE(_Float16, F16_LOAD, F16_STORE); return 0;
+    case CHORUS_DTYPE_BF16: AFFINE(uint16_t, bf16_to_f32, f32_to_bf16); return 0;
+    default: return -1;
+    }
+}

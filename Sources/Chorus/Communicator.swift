@@ -305,6 +305,74 @@ public final class Communicator: Sendable {
         try values.withUnsafeMutableBytes { try broadcast($0, root: root) }
     }
 
+    // MARK: - All-Scan
+
+    /// All-Scan (ZeCO): rank p gets the fold of the states of ranks before it (`exclusive`; rank 0
+    /// gets the operator's identity) and that fold combined with its own state (`inclusive`).
+    /// `reverse` folds from the last rank down (the backward pass).
+    /// - Parameters:
+    ///   - state: this rank's `count` elements (read only).
+    ///   - op: `.affine` reads elements as `h -> g*h + s`: `decay` holds `decayCount` elements, a leading
+    ///     prefix of the state's shape (so `count` is a multiple of it), broadcast over the rest;
+    ///     float dtypes only. A decay of 0 resets the scan.
+    ///   - exclusive, inclusive: `count` elements each, or nil when not wanted.
+    ///   - blocks: how many pieces pipeline down the chain; nil picks from the cost model. Every
+    ///     rank must pass the same; the result is bit-identical for every value.
+    /// - Throws: `ChorusError` as `allReduce`; on an abort the outputs are unspecified.
+    public func allScan(state: UnsafeRawBufferPointer, count: Int, dataType: DataType, op: ScanOperator = .sum,
+                        decay: UnsafeRawBufferPointer? = nil, decayCount: Int = 1,
+                        exclusive: UnsafeMutableRawBufferPointer?, inclusive: UnsafeMutableRawBufferPointer?,
+                        reverse: Bool = false, blocks: Int? = nil) throws {
+        let bytes = try checkedBytes(count, dataType, state.count, min(exclusive?.count ?? .max, inclusive?.count ?? .max),
+                                     "state", "outputs")
+        if op == .affine {
+            guard [.float32, .float64, .float16, .bfloat16].contains(dataType) else {
+                throw ChorusError.invalidArgument("the affine scan needs a float dtype, not \(dataType)")
+            }
+            guard decayCount >= 1, count % decayCount == 0, (decay?.count ?? 0) >= decayCount * dataType.size else {
+                throw ChorusError.invalidArgument("decay of \(decayCount) elements must divide the state's \(count) and fit its buffer")
+            }
+        }
+        if let blocks, blocks < 1 { throw ChorusError.invalidArgument("blocks must be at least 1") }
+        for output in [exclusive, inclusive].compactMap({ $0 }) { try checkNoPartialOverlap(state, bytes, output, bytes) }
+        try withCore { core throws in
+            try core.allScan(state: state.baseAddress ?? UnsafeRawPointer(placeholder), decay: decay?.baseAddress,
+                             decayCount: decayCount, count: count, dataType: dataType, op: op, reverse: reverse,
+                             blocks: blocks, exclusive: exclusive?.baseAddress, inclusive: inclusive?.baseAddress)
+        }
+    }
+
+    /// All-Scan on arrays. `decay` is used by `.affine` only (its count divides `state.count`).
+    /// - Returns: this rank's exclusive and inclusive results.
+    public func allScan<Element: ChorusElement>(_ state: [Element], op: ScanOperator = .sum, decay: [Element] = [],
+                                                reverse: Bool = false, blocks: Int? = nil) throws
+        -> (exclusive: [Element], inclusive: [Element]) {
+        var exclusive = [Element](), inclusive = [Element]()
+        exclusive.reserveCapacity(state.count)
+        inclusive = try [Element](unsafeUninitializedCapacity: state.count) { incl, inclCount in
+            exclusive = try [Element](unsafeUninitializedCapacity: state.count) { excl, exclCount in
+                try state.withUnsafeBytes { s in
+                    try decay.withUnsafeBytes { d in
+                        try allScan(state: s, count: state.count, dataType: Element.dataType, op: op,
+                                    decay: op == .affine ? d : nil, decayCount: max(1, decay.count),
+                                    exclusive: UnsafeMutableRawBufferPointer(excl), inclusive: UnsafeMutableRawBufferPointer(incl),
+                                    reverse: reverse, blocks: blocks)
+                    }
+                }
+                exclCount = state.count
+            }
+            inclCount = state.count
+        }
+        return (exclusive, inclusive)
+    }
+
+    /// Async All-Scan on arrays: start it, compute what does not need the result, then await it.
+    public func allScan<Element: ChorusElement>(_ state: [Element], op: ScanOperator = .sum, decay: [Element] = [],
+                                                reverse: Bool = false, blocks: Int? = nil) async throws
+        -> (exclusive: [Element], inclusive: [Element]) {
+        try await offload(queue) { () throws in try self.allScan(state, op: op, decay: decay, reverse: reverse, blocks: blocks) }
+    }
+
     /// Returns once every member has called it (one verdict round trip, no data).
     public func barrier() throws {
         try withCore { core throws in try core.barrier() }

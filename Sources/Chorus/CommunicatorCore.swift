@@ -6,7 +6,7 @@ import Glibc
 
 /// Collective kinds, as reported to the master in each operation's descriptor.
 enum Collective: UInt8 {
-    case allReduce = 1, reduceScatter = 2, allGather = 3, broadcast = 4, barrier = 5
+    case allReduce = 1, reduceScatter = 2, allGather = 3, broadcast = 4, barrier = 5, allScan = 6
 }
 
 /// What the communicator's lock protects: the session and reusable memory for collectives.
@@ -109,6 +109,30 @@ final class Core: @unchecked Sendable {
         try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: restore) { links in
             try ChainBroadcast(bytes: bytes, root: root, segmentBytes: session.configuration.segmentBytes)
                 .run(links: links, buffer: buffer)
+        }
+    }
+
+    /// All-Scan (chain): X and I of this rank's position land in `exclusive` and `inclusive`
+    /// (either may be nil: workspace stands in).
+    func allScan(state: UnsafeRawPointer, decay: UnsafeRawPointer?, decayCount: Int, count: Int, dataType: DataType,
+                 op: ScanOperator, reverse: Bool, blocks: Int?,
+                 exclusive: UnsafeMutableRawPointer?, inclusive: UnsafeMutableRawPointer?) throws(ChorusError) {
+        let session = try readySession()
+        let n = session.topology.members.count, bytes = count * dataType.size
+        let exclusive = exclusive ?? backup.pointer(bytes: max(1, bytes))
+        let inclusive = inclusive ?? gathered.pointer(bytes: max(1, bytes))
+        if n == 1 {
+            op.fillIdentity(exclusive, count: count, dataType: dataType)
+            if bytes > 0 { inclusive.copyMemory(from: state, byteCount: bytes) }
+            return
+        }
+        let k = max(1, blocks ?? ChainScan.defaultBlocks(bytes: bytes, worldSize: n))
+        let scan = ChainScan(count: count, dataType: dataType, op: op, decayCount: decayCount, reverse: reverse, blocks: k)
+        let descriptor = OperationDescriptor(collective: Collective.allScan.rawValue, dataType: dataType.rawValue,
+                                             reduceOp: op.rawValue, count: UInt64(count),
+                                             detail: UInt64(decayCount) << 32 | UInt64(k) << 1 | (reverse ? 1 : 0))
+        try runToVerdict(session: session, descriptor: descriptor, route: .mesh, restore: nil) { links in
+            try scan.run(links: links, state: state, decay: decay, exclusive: exclusive, inclusive: inclusive)
         }
     }
 

@@ -152,3 +152,64 @@ public enum ReferenceReduction {
         withUnsafeBytes(of: value) { Array($0) }
     }
 }
+
+/// The sequential left fold an All-Scan must reproduce bit for bit.
+public enum ReferenceScan {
+    /// Per rank: (exclusive, inclusive).
+    public static func scan(states: [[UInt8]], decays: [[UInt8]], count: Int, decayCount: Int, dataType: DataType,
+                            op: ScanOperator, reverse: Bool) -> [(exclusive: [UInt8], inclusive: [UInt8])] {
+        let n = states.count, size = dataType.size
+        var identity = [UInt8](repeating: 0, count: max(1, count * size))
+        identity.withUnsafeMutableBytes { op.fillIdentity($0.baseAddress!, count: count, dataType: dataType) }
+        identity = Array(identity.prefix(count * size))
+        var results = [(exclusive: [UInt8], inclusive: [UInt8])](repeating: ([], []), count: n)
+        var carried = identity
+        for q in 0 ..< n {
+            let rank = reverse ? n - 1 - q : q
+            let state = states[rank]
+            var inclusive = state
+            if q > 0 {
+                inclusive = (0 ..< count).flatMap { i -> [UInt8] in
+                    let x = Array(carried[i * size ..< (i + 1) * size]), s = Array(state[i * size ..< (i + 1) * size])
+                    if op == .affine {
+                        let gIndex = i / (count / decayCount)
+                        return affine(dataType, Array(decays[rank][gIndex * size ..< (gIndex + 1) * size]), x, s)
+                    }
+                    let reduceOp: ReduceOp = switch op {
+                    case .sum: .sum
+                    case .prod: .prod
+                    case .max: .max
+                    default: .min
+                    }
+                    return ReferenceReduction.combine(reduceOp, dataType, x, s)
+                }
+            }
+            results[rank] = (q == 0 ? identity : carried, inclusive)
+            carried = inclusive
+        }
+        return results
+    }
+
+    /// g*x + s, widened to f32 for 16-bit floats, rounded once, no fused multiply-add.
+    static func affine(_ dataType: DataType, _ g: [UInt8], _ x: [UInt8], _ s: [UInt8]) -> [UInt8] {
+        typealias R = ReferenceReduction
+        switch dataType {
+        case .float32:
+            let product = R.load(g, Float.self) * R.load(x, Float.self)
+            return R.bytes(product + R.load(s, Float.self))
+        case .float64:
+            let product = R.load(g, Double.self) * R.load(x, Double.self)
+            return R.bytes(product + R.load(s, Double.self))
+        case .float16:
+            let f = { (b: [UInt8]) in Float(Float16(bitPattern: R.load(b, UInt16.self))) }
+            let product = f(g) * f(x)
+            return R.bytes(Float16(product + f(s)).bitPattern)
+        case .bfloat16:
+            let f = { (b: [UInt8]) in R.bf16ToFloat(R.load(b, UInt16.self)) }
+            let product = f(g) * f(x)
+            return R.bytes(R.floatToBF16(product + f(s)))
+        default:
+            fatalError("affine needs a float dtype")
+        }
+    }
+}

@@ -42,6 +42,12 @@ int chorus_reduce(int dtype, int op, void *out, const void *a, const void *b, si
 /// f16/bf16 divide in f32 and round once. Returns 0, or -1 for an unknown dtype or a zero divisor.
 int chorus_divide(int dtype, void *buffer, size_t count, uint32_t divisor);
 
+/// One step of a decayed (affine) scan: out[i] = decay[i / decay_stride] * x[i] + s[i], computed in
+/// f32 for f16/bf16 (rounded once) and without fused multiply-add. Float dtypes only; `out` may be
+/// `x` or `s`. Returns 0, or -1 for a non-float dtype or a zero stride.
+int chorus_affine_step(int dtype, void *out, const void *decay, const void *x, const void *s, size_t count,
+                       size_t decay_stride);
+
 /// The instruction set the kernels dispatched to on this machine ("avx2+f16c" or "baseline").
 const char *chorus_kernels_isa(void);
 
