@@ -7,6 +7,7 @@ struct BenchBuffers {
     let op: ReduceOp
     let algorithm: AllReduceAlgorithm
     let inPlace: Bool
+    let blocks: Int?
     let inputCount: Int, outputCount: Int
     let input: UnsafeMutableRawPointer
     let output: UnsafeMutableRawPointer
@@ -14,6 +15,15 @@ struct BenchBuffers {
     var elementSize: Int { dataType.dataType.size }
     var inputBuffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: input, count: inputCount * elementSize) }
     var outputBuffer: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: output, count: outputCount * elementSize) }
+    /// The scan operator matching `op` (avg has none; the harness refuses it for allscan).
+    var scanOperator: ScanOperator {
+        switch op {
+        case .prod: .prod
+        case .min: .min
+        case .max: .max
+        default: .sum
+        }
+    }
     /// The exact test pattern (see BenchDataType) of `rank` at element `index`.
     func pattern(rank: Int, index: Int) -> Double { Double(BenchDataType.input(rank: rank, index: index, op: op)) }
 }
@@ -41,7 +51,7 @@ extension BenchCase {
 }
 
 enum BenchCollective: String, CaseIterable {
-    case allreduce, reducescatter, allgather, broadcast, barrier
+    case allreduce, reducescatter, allgather, broadcast, barrier, allscan
 
     var benchCase: any BenchCase.Type {
         switch self {
@@ -50,6 +60,7 @@ enum BenchCollective: String, CaseIterable {
         case .allgather: AllGatherBench.self
         case .broadcast: BroadcastBench.self
         case .barrier: BarrierBench.self
+        case .allscan: AllScanBench.self
         }
     }
 }

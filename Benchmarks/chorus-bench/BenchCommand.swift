@@ -27,6 +27,7 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "Transport: tcp (rdma arrives with its backend).") var transport = "tcp"
     @Option(help: "Connections per neighbour.") var connections = 1
     @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
+    @Option(help: "allscan: blocks pipelined down the chain (default: from the cost model).") var blocks: Int?
     @Flag(help: "Verify every result bitwise against the exact expected value.") var check = false
     @Option(help: "Append one JSON object per row to FILE.") var json: String?
     @Option(help: "World size to wait for when joining a master (default: --local, else 1).") var world: Int?
@@ -38,6 +39,8 @@ struct ChorusBench: ParsableCommand {
         guard ReduceOp.allCases.contains(where: { $0.description == redop }) else { throw ValidationError("unknown --redop \(redop)") }
         guard Self.algorithms[algorithm] != nil else { throw ValidationError("--algorithm \(algorithm) is not available; have: ring, tree, auto") }
         guard !inPlace || collective == .allreduce else { throw ValidationError("--in-place applies to allreduce only") }
+        guard collective != .allscan || redop != "avg" else { throw ValidationError("allscan has no avg operator") }
+        if let blocks, blocks < 1 { throw ValidationError("--blocks must be at least 1") }
         guard transport == "tcp" else { throw ValidationError("--transport \(transport): only tcp is built so far (RDMA lands with its backend)") }
         guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
@@ -57,7 +60,7 @@ struct ChorusBench: ParsableCommand {
         while communicator.worldSize < wanted { try communicator.updateTopology(minimumWorldSize: wanted) }
         let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
                           op: ReduceOp.allCases.first { $0.description == redop }!,
-                          sizes: try sizes(), iterations: iterations, warmup: warmup, inPlace: inPlace,
+                          sizes: try sizes(), iterations: iterations, warmup: warmup, inPlace: inPlace, blocks: blocks,
                           check: check, algorithm: Self.algorithms[algorithm]!, algorithmName: algorithm, transport: transport,
                           connections: connections,
                           injectWrongResult: injectWrongResult, jsonPath: json)

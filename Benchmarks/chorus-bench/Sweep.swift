@@ -13,6 +13,7 @@ struct Sweep {
     let iterations: Int
     let warmup: Int
     let inPlace: Bool
+    let blocks: Int?
     let check: Bool
     let algorithm: AllReduceAlgorithm
     let algorithmName: String
@@ -42,7 +43,7 @@ struct Sweep {
                 if !inPlace { output.deallocate() }
             }
             let buffers = BenchBuffers(rank: rank, world: world, dataType: dataType, op: op, algorithm: algorithm,
-                                       inPlace: inPlace, inputCount: inputCount, outputCount: outputCount,
+                                       inPlace: inPlace, blocks: blocks, inputCount: inputCount, outputCount: outputCount,
                                        input: input, output: output)
             func fill() {
                 for i in 0 ..< inputCount { dataType.store(kind.input(buffers, index: i), at: i, in: input) }
@@ -59,6 +60,8 @@ struct Sweep {
                 if check {
                     if injectWrongResult && leader && outputCount > 0 { dataType.store(99, at: 0, in: output) }
                     wrong += countWrong(kind, buffers)
+                    // Checking takes rank-dependent time; realign so it does not leak into the next timing.
+                    try communicator.barrier()
                 }
                 if kind.overwritesInput(buffers) { fill() }
             }
