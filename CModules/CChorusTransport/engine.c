@@ -360,6 +360,23 @@ static int begin_payload(chorus_engine *e, conn *c) {
     }
 }
 
+/// Reads what the socket holds, up to `length`. Returns the bytes read, 0 when the socket is drained
+/// (EAGAIN), or -1 when the connection failed (and has been failed here).
+static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length) {
+    for (;;) {
+        ssize_t got = recv(c->fd, buffer, length, 0);
+        if (got > 0) {
+            c->last_recv_ms = chorus_now_ms();
+            return got;
+        }
+        int error = got == 0 ? 0 : errno;
+        if (error == EINTR) continue;
+        if (error == EAGAIN || error == EWOULDBLOCK) return 0;
+        fail_conn(e, c, error == 0 || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
+        return -1;
+    }
+}
+
 static void read_conn(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&e->lock);
     int failed = c->failed;
@@ -367,14 +384,8 @@ static void read_conn(chorus_engine *e, conn *c) {
     if (failed) return;
     for (;;) {
         if (!c->have_header) {
-            ssize_t got = recv(c->fd, c->header_raw + c->header_got, CHORUS_FRAME_HEADER_BYTES - c->header_got, 0);
-            if (got == 0) { fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, 0); return; }
-            if (got < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-                { fail_conn(e, c, errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, errno); return; }
-            }
-            c->last_recv_ms = chorus_now_ms();
+            ssize_t got = read_some(e, c, c->header_raw + c->header_got, CHORUS_FRAME_HEADER_BYTES - c->header_got);
+            if (got <= 0) return;
             c->header_got += (uint32_t)got;
             if (c->header_got < CHORUS_FRAME_HEADER_BYTES) continue;
             int status = chorus_frame_decode(c->header_raw, e->config.max_control_bytes, &c->header);
@@ -395,14 +406,8 @@ static void read_conn(chorus_engine *e, conn *c) {
         }
         uint8_t *target = c->header.type == CHORUS_FRAME_CONTROL ? c->control_payload : c->active_recv->buffer;
         if (c->payload_got < c->header.length) {
-            ssize_t got = recv(c->fd, target + c->payload_got, c->header.length - c->payload_got, 0);
-            if (got == 0) { fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, 0); return; }
-            if (got < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-                { fail_conn(e, c, errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, errno); return; }
-            }
-            c->last_recv_ms = chorus_now_ms();
+            ssize_t got = read_some(e, c, target + c->payload_got, c->header.length - c->payload_got);
+            if (got <= 0) return;
             c->payload_got += (uint32_t)got;
             if (c->payload_got < c->header.length) continue;
         }
