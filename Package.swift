@@ -40,6 +40,9 @@ let package = Package(
         .target(name: "KernelBaseline", path: "Benchmarks/CKernelBaseline"),
         .executableTarget(name: "chorus-kernel-bench", dependencies: ["ChorusAlgorithms", "KernelBaseline"],
                           path: "Benchmarks/chorus-kernel-bench"),
+        .executableTarget(name: "chorus-linear-attention", dependencies: [
+            "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Examples/linear-attention"),
         .executableTarget(name: "chorus-demo", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Examples/chorus-demo"),
@@ -51,7 +54,7 @@ let package = Package(
         .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol"]),
         .testTarget(name: "ChorusAlgorithmsTests", dependencies: ["ChorusAlgorithms", "ChorusTestSupport"]),
         .testTarget(name: "ChorusTests", dependencies: [
-            "Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer", "chorus-master", "chorus-bench", "chorus-demo", "chorus-stress",
+            "Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer", "chorus-master", "chorus-bench", "chorus-demo", "chorus-stress", "chorus-linear-attention",
         ]),
     ],
     swiftLanguageModes: [.v6]

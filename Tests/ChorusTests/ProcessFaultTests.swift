@@ -185,6 +185,12 @@ import Glibc
         print(output)
     }
 
+    @Test func sequenceParallelLinearAttentionMatchesOneProcess() throws {
+        let (code, output) = try run("chorus-linear-attention", ["--peers", "4", "--tokens", "32"])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("all 4 shards match"), "\(output)")
+    }
+
     @Test func demoRunsKillsAPeerAndRecovers() throws {
         let (code, output) = try run("chorus-demo", ["--peers", "3", "--rounds", "4", "--count", "10000"])
         #expect(code == 0, "\(output)")
