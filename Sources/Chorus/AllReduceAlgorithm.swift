@@ -22,3 +22,19 @@ public enum AllReduceAlgorithm: String, Sendable, CaseIterable {
         }
     }
 }
+
+/// How an All-Scan moves its data.
+public enum ScanAlgorithm: String, Sendable, CaseIterable {
+    /// Recursive doubling for three or more peers up to `Configuration.scanRecursiveDoublingMaxBytes`,
+    /// the chain otherwise.
+    case auto
+    /// The pipelined chain: every rank sends one state; the sequential fold, bit-identical for every K.
+    case chain
+    /// ceil(log2 n) rounds of whole windows: fewer hops for small states (rounds differently).
+    case recursiveDoubling
+
+    func resolved(bytes: Int, worldSize: Int, configuration: Configuration) -> ScanAlgorithm {
+        guard self == .auto else { return self }
+        return worldSize > 2 && bytes <= configuration.scanRecursiveDoublingMaxBytes ? .recursiveDoubling : .chain
+    }
+}

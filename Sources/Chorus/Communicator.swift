@@ -318,11 +318,12 @@ public final class Communicator: Sendable {
     ///   - exclusive, inclusive: `count` elements each, or nil when not wanted.
     ///   - blocks: how many pieces pipeline down the chain; nil picks from the cost model. Every
     ///     rank must pass the same; the result is bit-identical for every value.
+    ///   - algorithm: `.auto` (default) picks by size; every rank must pass the same.
     /// - Throws: `ChorusError` as `allReduce`; on an abort the outputs are unspecified.
     public func allScan(state: UnsafeRawBufferPointer, count: Int, dataType: DataType, op: ScanOperator = .sum,
                         decay: UnsafeRawBufferPointer? = nil, decayCount: Int = 1,
                         exclusive: UnsafeMutableRawBufferPointer?, inclusive: UnsafeMutableRawBufferPointer?,
-                        reverse: Bool = false, blocks: Int? = nil) throws {
+                        reverse: Bool = false, blocks: Int? = nil, algorithm: ScanAlgorithm = .auto) throws {
         let bytes = try checkedBytes(count, dataType, state.count, min(exclusive?.count ?? .max, inclusive?.count ?? .max),
                                      "state", "outputs")
         if op == .affine {
@@ -338,14 +339,16 @@ public final class Communicator: Sendable {
         try withCore { core throws in
             try core.allScan(state: state.baseAddress ?? UnsafeRawPointer(placeholder), decay: decay?.baseAddress,
                              decayCount: decayCount, count: count, dataType: dataType, op: op, reverse: reverse,
-                             blocks: blocks, exclusive: exclusive?.baseAddress, inclusive: inclusive?.baseAddress)
+                             blocks: blocks, algorithm: algorithm, exclusive: exclusive?.baseAddress,
+                             inclusive: inclusive?.baseAddress)
         }
     }
 
     /// All-Scan on arrays. `decay` is used by `.affine` only (its count divides `state.count`).
     /// - Returns: this rank's exclusive and inclusive results.
     public func allScan<Element: ChorusElement>(_ state: [Element], op: ScanOperator = .sum, decay: [Element] = [],
-                                                reverse: Bool = false, blocks: Int? = nil) throws
+                                                reverse: Bool = false, blocks: Int? = nil,
+                                                algorithm: ScanAlgorithm = .auto) throws
         -> (exclusive: [Element], inclusive: [Element]) {
         var exclusive = [Element](), inclusive = [Element]()
         exclusive.reserveCapacity(state.count)
@@ -356,7 +359,7 @@ public final class Communicator: Sendable {
                         try allScan(state: s, count: state.count, dataType: Element.dataType, op: op,
                                     decay: op == .affine ? d : nil, decayCount: max(1, decay.count),
                                     exclusive: UnsafeMutableRawBufferPointer(excl), inclusive: UnsafeMutableRawBufferPointer(incl),
-                                    reverse: reverse, blocks: blocks)
+                                    reverse: reverse, blocks: blocks, algorithm: algorithm)
                     }
                 }
                 exclCount = state.count
@@ -368,9 +371,12 @@ public final class Communicator: Sendable {
 
     /// Async All-Scan on arrays: start it, compute what does not need the result, then await it.
     public func allScan<Element: ChorusElement>(_ state: [Element], op: ScanOperator = .sum, decay: [Element] = [],
-                                                reverse: Bool = false, blocks: Int? = nil) async throws
+                                                reverse: Bool = false, blocks: Int? = nil,
+                                                algorithm: ScanAlgorithm = .auto) async throws
         -> (exclusive: [Element], inclusive: [Element]) {
-        try await offload(queue) { () throws in try self.allScan(state, op: op, decay: decay, reverse: reverse, blocks: blocks) }
+        try await offload(queue) { () throws in
+            try self.allScan(state, op: op, decay: decay, reverse: reverse, blocks: blocks, algorithm: algorithm)
+        }
     }
 
     /// Returns once every member has called it (one verdict round trip, no data).

@@ -115,7 +115,7 @@ final class Core: @unchecked Sendable {
     /// All-Scan (chain): X and I of this rank's position land in `exclusive` and `inclusive`
     /// (either may be nil: workspace stands in).
     func allScan(state: UnsafeRawPointer, decay: UnsafeRawPointer?, decayCount: Int, count: Int, dataType: DataType,
-                 op: ScanOperator, reverse: Bool, blocks: Int?,
+                 op: ScanOperator, reverse: Bool, blocks: Int?, algorithm: ScanAlgorithm,
                  exclusive: UnsafeMutableRawPointer?, inclusive: UnsafeMutableRawPointer?) throws(ChorusError) {
         let session = try readySession()
         let n = session.topology.members.count, bytes = count * dataType.size
@@ -126,13 +126,21 @@ final class Core: @unchecked Sendable {
             if bytes > 0 { inclusive.copyMemory(from: state, byteCount: bytes) }
             return
         }
-        let k = max(1, blocks ?? ChainScan.defaultBlocks(bytes: bytes, worldSize: n))
-        let scan = ChainScan(count: count, dataType: dataType, op: op, decayCount: decayCount, reverse: reverse, blocks: k)
+        let chosen = algorithm.resolved(bytes: bytes, worldSize: n, configuration: session.configuration)
+        // K = 0 stands for recursive doubling in the descriptor (every member must agree on both).
+        let k = chosen == .chain ? max(1, blocks ?? ChainScan.defaultBlocks(bytes: bytes, worldSize: n)) : 0
         let descriptor = OperationDescriptor(collective: Collective.allScan.rawValue, dataType: dataType.rawValue,
                                              reduceOp: op.rawValue, count: UInt64(count),
                                              detail: UInt64(decayCount) << 32 | UInt64(k) << 1 | (reverse ? 1 : 0))
         try runToVerdict(session: session, descriptor: descriptor, route: .mesh, restore: nil) { links in
-            try scan.run(links: links, state: state, decay: decay, exclusive: exclusive, inclusive: inclusive)
+            if k == 0 {
+                let scan = RecursiveDoublingScan(count: count, dataType: dataType, op: op, decayCount: decayCount, reverse: reverse)
+                try scan.run(links: links, state: state, decay: decay, exclusive: exclusive, inclusive: inclusive,
+                             scratch: scratch.pointer(bytes: scan.scratchBytes))
+            } else {
+                let scan = ChainScan(count: count, dataType: dataType, op: op, decayCount: decayCount, reverse: reverse, blocks: k)
+                try scan.run(links: links, state: state, decay: decay, exclusive: exclusive, inclusive: inclusive)
+            }
         }
     }
 

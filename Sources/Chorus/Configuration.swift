@@ -31,6 +31,9 @@ public struct Configuration: Sendable {
     /// peers) and the ring above. Every peer of a group must use the same value (it decides which
     /// connections carry the data). Measured crossover on 2 cores, 4 peers: between 256 KiB and 1 MiB.
     public var recursiveDoublingMaxBytes = 256 << 10
+    /// `ScanAlgorithm.auto` uses the recursive-doubling scan up to this many bytes of state (with three
+    /// or more peers), the chain above. Every peer must use the same value.
+    public var scanRecursiveDoublingMaxBytes = 64 << 10
     /// Parallel TCP connections to each ring neighbour; segments stripe across them. Every peer
     /// of a group must use the same number.
     public var connectionsPerPeer = 1

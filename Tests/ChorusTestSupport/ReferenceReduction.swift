@@ -190,6 +190,54 @@ public enum ReferenceScan {
         return results
     }
 
+    /// What the recursive-doubling scan must produce: rounds d = 1, 2, 4, ... fold the window d
+    /// positions back into both the window and the exclusive part (see RecursiveDoublingScan).
+    public static func recursiveDoublingScan(states: [[UInt8]], decays: [[UInt8]], count: Int, decayCount: Int,
+                                             dataType: DataType, op: ScanOperator, reverse: Bool)
+        -> [(exclusive: [UInt8], inclusive: [UInt8])] {
+        let n = states.count, size = dataType.size, affineOp = op == .affine
+        let stride = affineOp ? count / decayCount : 1
+        func filled(_ o: ScanOperator, _ elements: Int) -> [UInt8] {
+            var b = [UInt8](repeating: 0, count: max(1, elements * size))
+            b.withUnsafeMutableBytes { o.fillIdentity($0.baseAddress!, count: elements, dataType: dataType) }
+            return Array(b.prefix(elements * size))
+        }
+        func element(_ b: [UInt8], _ i: Int) -> [UInt8] { Array(b[i * size ..< (i + 1) * size]) }
+        func step(_ a: [UInt8], _ x: [UInt8], _ s: [UInt8]) -> [UInt8] {
+            (0 ..< count).flatMap { i in affine(dataType, element(a, i / stride), element(x, i), element(s, i)) }
+        }
+        func combine(_ o: ReduceOp, _ x: [UInt8], _ y: [UInt8], _ elements: Int) -> [UInt8] {
+            (0 ..< elements).flatMap { i in ReferenceReduction.combine(o, dataType, element(x, i), element(y, i)) }
+        }
+        let reduceOp: ReduceOp = switch op {
+        case .sum: .sum
+        case .prod, .affine: .prod
+        case .max: .max
+        case .min: .min
+        }
+        func rank(_ q: Int) -> Int { reverse ? n - 1 - q : q }
+        var window = (0 ..< n).map { q in (a: affineOp ? decays[rank(q)] : [], b: states[rank(q)]) }
+        var exclusive = (0 ..< n).map { _ in (a: affineOp ? filled(.prod, decayCount) : [], b: filled(op, count)) }
+        var d = 1
+        while d < n {
+            let before = window
+            for q in d ..< n {
+                let received = before[q - d]
+                if affineOp {
+                    exclusive[q] = (combine(.prod, exclusive[q].a, received.a, decayCount), step(exclusive[q].a, received.b, exclusive[q].b))
+                    window[q] = (combine(.prod, window[q].a, received.a, decayCount), step(window[q].a, received.b, window[q].b))
+                } else {
+                    exclusive[q].b = combine(reduceOp, received.b, exclusive[q].b, count)
+                    window[q].b = combine(reduceOp, received.b, window[q].b, count)
+                }
+            }
+            d *= 2
+        }
+        var results = [(exclusive: [UInt8], inclusive: [UInt8])](repeating: ([], []), count: n)
+        for q in 0 ..< n { results[rank(q)] = (exclusive[q].b, window[q].b) }
+        return results
+    }
+
     /// g*x + s, widened to f32 for 16-bit floats, rounded once, no fused multiply-add.
     static func affine(_ dataType: DataType, _ g: [UInt8], _ x: [UInt8], _ s: [UInt8]) -> [UInt8] {
         typealias R = ReferenceReduction
