@@ -1,6 +1,6 @@
 import Chorus
 
-/// All-Scan (chain) with the sum operator: rank p's inclusive result is the sum over ranks 0..p of
+/// All-Scan with the sum operator (chain or recursive doubling): rank p's inclusive result is the sum over ranks 0..p of
 /// the pattern. Time is the whole chain's; the bus-bandwidth factor is 1 (each rank sends one state).
 enum AllScanBench: BenchCase {
     static func counts(bytes: Int, elementSize: Int, world: Int) -> (input: Int, output: Int) {
@@ -13,6 +13,6 @@ enum AllScanBench: BenchCase {
     }
     static func run(_ c: Communicator, _ b: BenchBuffers) throws {
         try c.allScan(state: b.inputBuffer, count: b.inputCount, dataType: b.dataType.dataType, op: b.scanOperator,
-                      exclusive: nil, inclusive: b.outputBuffer, blocks: b.blocks)
+                      exclusive: nil, inclusive: b.outputBuffer, blocks: b.blocks, algorithm: b.scanAlgorithm)
     }
 }

@@ -23,7 +23,7 @@ struct ChorusBench: ParsableCommand {
     @Option(name: .customShort("w"), help: "Warm-up iterations per size.") var warmup = 5
     @Option(help: "Element type: f32 f64 f16 bf16 i32 i64 u8.") var dtype = "f32"
     @Option(help: "Reduction: sum prod min max avg.") var redop = "sum"
-    @Option(help: "All-reduce algorithm: ring, tree (recursive doubling) or auto.") var algorithm = "auto"
+    @Option(help: "Algorithm: allreduce ring, tree (recursive doubling) or auto; allscan chain, tree or auto.") var algorithm = "auto"
     @Option(help: "Transport: tcp (rdma arrives with its backend).") var transport = "tcp"
     @Option(help: "Connections per neighbour.") var connections = 1
     @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
@@ -37,7 +37,9 @@ struct ChorusBench: ParsableCommand {
     func validate() throws {
         guard BenchDataType(rawValue: dtype) != nil else { throw ValidationError("unknown --dtype \(dtype)") }
         guard ReduceOp.allCases.contains(where: { $0.description == redop }) else { throw ValidationError("unknown --redop \(redop)") }
-        guard Self.algorithms[algorithm] != nil else { throw ValidationError("--algorithm \(algorithm) is not available; have: ring, tree, auto") }
+        guard Self.algorithms[algorithm] != nil || (collective == .allscan && algorithm == "chain") else {
+            throw ValidationError("--algorithm \(algorithm) is not available; have: ring, tree, auto (allscan: chain, tree, auto)")
+        }
         guard !inPlace || collective == .allreduce else { throw ValidationError("--in-place applies to allreduce only") }
         guard collective != .allscan || redop != "avg" else { throw ValidationError("allscan has no avg operator") }
         if let blocks, blocks < 1 { throw ValidationError("--blocks must be at least 1") }
@@ -61,7 +63,8 @@ struct ChorusBench: ParsableCommand {
         let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
                           op: ReduceOp.allCases.first { $0.description == redop }!,
                           sizes: try sizes(), iterations: iterations, warmup: warmup, inPlace: inPlace, blocks: blocks,
-                          check: check, algorithm: Self.algorithms[algorithm]!, algorithmName: algorithm, transport: transport,
+                          check: check, algorithm: Self.algorithms[algorithm] ?? .auto,
+                          scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm, transport: transport,
                           connections: connections,
                           injectWrongResult: injectWrongResult, jsonPath: json)
         let wrong = try sweep.run(on: communicator)
@@ -70,6 +73,8 @@ struct ChorusBench: ParsableCommand {
     }
 
     static let algorithms: [String: AllReduceAlgorithm] = ["auto": .auto, "ring": .ring, "tree": .recursiveDoubling, "rd": .recursiveDoubling]
+    static let scanAlgorithms: [String: ScanAlgorithm] = ["auto": .auto, "chain": .chain, "ring": .chain, "tree": .recursiveDoubling,
+                                                          "rd": .recursiveDoubling]
 
     private func sizes() throws -> [Int] {
         let low = try parseSize(minBytes), high = try parseSize(maxBytes)

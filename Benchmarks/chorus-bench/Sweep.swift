@@ -16,6 +16,7 @@ struct Sweep {
     let blocks: Int?
     let check: Bool
     let algorithm: AllReduceAlgorithm
+    let scanAlgorithm: ScanAlgorithm
     let algorithmName: String
     let transport: String
     let connections: Int
@@ -43,6 +44,7 @@ struct Sweep {
                 if !inPlace { output.deallocate() }
             }
             let buffers = BenchBuffers(rank: rank, world: world, dataType: dataType, op: op, algorithm: algorithm,
+                                       scanAlgorithm: scanAlgorithm,
                                        inPlace: inPlace, blocks: blocks, inputCount: inputCount, outputCount: outputCount,
                                        input: input, output: output)
             func fill() {

@@ -6,7 +6,7 @@ extension Configuration {
     /// The defaults with `CHORUS_*` environment overrides applied:
     /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
     /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
-    /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`.
+    /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`.
     /// - Throws: `ChorusError.invalidArgument` naming a variable whose value is not a number.
     public static func fromEnvironment(_ environment: [String: String] = currentEnvironment()) throws -> Configuration {
         var c = Configuration()
@@ -28,6 +28,7 @@ extension Configuration {
         if let v = try number("CHORUS_SOCKET_BUFFER_BYTES") { c.socketBufferBytes = v }
         if let v = try number("CHORUS_SPIN_US") { c.spinWait = .microseconds(v) }
         if let v = try number("CHORUS_RD_MAX_BYTES") { c.recursiveDoublingMaxBytes = v }
+        if let v = try number("CHORUS_SCAN_RD_MAX_BYTES") { c.scanRecursiveDoublingMaxBytes = v }
         if let v = try number("CHORUS_CONNECTIONS") {
             guard (1 ... 64).contains(v) else { throw ChorusError.invalidArgument("CHORUS_CONNECTIONS=\(v) is not in 1...64") }
             c.connectionsPerPeer = v
