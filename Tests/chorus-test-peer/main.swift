@@ -6,6 +6,7 @@
 //   TOPOLOGY epoch=E world=N rank=R
 //   DONE
 // Inputs are small integers (rank + round + i % 13), so every expected sum is exact.
+// With --scan the collective is an All-Scan (sum); "correct" checks the inclusive prefix.
 import Chorus
 #if canImport(Glibc)
 import Glibc
@@ -30,6 +31,7 @@ let master = CommandLine.arguments[masterIndex + 1]
 let world = argument("world", default: 2)
 let count = argument("count", default: 1 << 20)
 let rounds = argument("rounds", default: 5)
+let scan = CommandLine.arguments.contains("--scan")
 
 func inputs(rank: Int, round: Int) -> [Float] {
     (0 ..< count).map { Float(rank + round + $0 % 13) }
@@ -51,13 +53,19 @@ do {
         let original = inputs(rank: rank, round: round)
         var values = original
         do {
-            try communicator.allReduce(&values, op: .sum)
-            let rankSum = size * (size - 1) / 2
-            let correct = values.indices.allSatisfy { values[$0] == Float(rankSum + size * (round + $0 % 13)) }
+            // The sum over the ranks that count: all of them, or those up to this one for a scan.
+            let counted = scan ? rank + 1 : size
+            if scan {
+                values = try communicator.allScan(original, op: .sum, algorithm: .chain).inclusive
+            } else {
+                try communicator.allReduce(&values, op: .sum)
+            }
+            let rankSum = counted * (counted - 1) / 2
+            let correct = values.indices.allSatisfy { values[$0] == Float(rankSum + counted * (round + $0 % 13)) }
             say("OK round=\(round) epoch=\(epoch) world=\(size) correct=\(correct) hash=\(hash(values))")
             round += 1
         } catch let error as ChorusError {
-            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(values == original) error=\(error)")
+            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(values == original || scan) error=\(error)")
             guard error.isRetryable else { exit(3) }
             try communicator.updateTopology()
             say("TOPOLOGY epoch=\(communicator.epoch) world=\(communicator.worldSize) rank=\(communicator.rank)")
