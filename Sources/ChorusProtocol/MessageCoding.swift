@@ -143,7 +143,7 @@ extension PeerToPeer {
             let kind = try r.u8(), lane = try r.u16(), lanes = try r.u16()
             switch kind {
             case 0: self = .hello(epoch: epoch, from: from, to: to, link: .ring(lane: lane, lanes: lanes))
-            case 1: self = .hello(epoch: epoch, from: from, to: to, link: .mesh)
+            case 1 where lane == 0 && lanes == 0: self = .hello(epoch: epoch, from: from, to: to, link: .mesh)
             default: throw DecodeError("unknown link kind \(kind)")
             }
         default: throw DecodeError("not a peer-to-peer message")

@@ -15,8 +15,14 @@ struct ByteWriter {
     mutating func u16(_ v: UInt16) { integer(v) }
     mutating func u32(_ v: UInt32) { integer(v) }
     mutating func u64(_ v: UInt64) { integer(v) }
+    /// Writes at most `ByteReader.maxStringBytes` of UTF-8, cut at a character boundary.
     mutating func string(_ s: String) {
-        let utf8 = Array(s.utf8.prefix(Int(ByteReader.maxStringBytes)))
+        var utf8: [UInt8] = []
+        for character in s {
+            let encoded = Array(character.utf8)
+            if utf8.count + encoded.count > Int(ByteReader.maxStringBytes) { break }
+            utf8 += encoded
+        }
         u16(UInt16(utf8.count))
         bytes.append(contentsOf: utf8)
     }
@@ -44,7 +50,10 @@ struct ByteReader {
         guard count <= Int(Self.maxStringBytes) else { throw DecodeError("string longer than \(Self.maxStringBytes) bytes") }
         guard count <= remaining else { throw DecodeError("string runs past the end") }
         defer { offset += count }
-        return String(decoding: bytes[offset ..< offset + count], as: UTF8.self)
+        guard let text = String(validating: bytes[offset ..< offset + count], as: UTF8.self) else {
+            throw DecodeError("string is not valid UTF-8")
+        }
+        return text
     }
 
     /// Reads a count of items that each take at least `minimumItemBytes`, refusing counts the

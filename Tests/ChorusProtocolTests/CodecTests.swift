@@ -33,6 +33,16 @@ import Testing
         #expect(throws: DecodeError.self) { try PeerToMaster(decoding: bytes + [0]) }
     }
 
+    /// Found by Tests/Fuzz: invalid UTF-8 used to be repaired on decode, so it did not round-trip.
+    @Test func invalidUTF8AndNonCanonicalFieldsAreRejected() {
+        #expect(throws: DecodeError.self) { try MasterToPeer(decoding: [0x46, 0x01, 0x00, 0xF1]) }
+        let mesh = PeerToPeer.hello(epoch: 1, from: 2, to: 3, link: .mesh).encoded()
+        #expect(throws: DecodeError.self) { try PeerToPeer(decoding: Array(mesh.dropLast(4)) + [1, 0, 0, 0]) }
+        // Long strings are cut at a character boundary, so they stay valid.
+        let long = MasterToPeer.rejected(String(repeating: "é", count: 700))
+        #expect((try? MasterToPeer(decoding: long.encoded())) != nil)
+    }
+
     @Test func unknownKindsAndWrongDirectionsAreRejected() {
         #expect(throws: DecodeError.self) { try PeerToMaster(decoding: [0xEE]) }
         #expect(throws: DecodeError.self) { try PeerToMaster(decoding: MasterToPeer.left.encoded()) }
