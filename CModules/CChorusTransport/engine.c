@@ -506,6 +506,7 @@ static void *io_main(void *arg) {
         tick = e->config.idle_timeout_ms / 4;
     if (tick == 0) tick = 1000;
     uint64_t next_timers = chorus_now_ms() + tick;
+    uint64_t last_activity_us = 0;
     struct epoll_event events[64];
     for (;;) {
         pthread_mutex_lock(&e->lock);
@@ -514,7 +515,12 @@ static void *io_main(void *arg) {
         if (stopping) break;
         uint64_t now = chorus_now_ms();
         int wait_ms = now >= next_timers ? 0 : (int)(next_timers - now);
-        int n = epoll_wait(e->epfd, events, 64, wait_ms);
+        // Right after traffic, poll briefly (yielding) instead of sleeping: the next frame of a
+        // collective usually follows within microseconds, and a sleeping thread costs a wake-up.
+        int busy = e->config.spin_wait_us > 0 && chorus_now_us() - last_activity_us < e->config.spin_wait_us;
+        int n = epoll_wait(e->epfd, events, 64, busy ? 0 : wait_ms);
+        if (n > 0) last_activity_us = chorus_now_us();
+        else if (busy) sched_yield();
         for (int i = 0; i < n; i++) {
             if (events[i].data.u64 == WAKE_ID) {
                 uint64_t drained;
