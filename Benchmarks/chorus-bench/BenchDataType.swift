@@ -23,7 +23,7 @@ enum BenchDataType: String {
     /// The input of `rank` at element `index` for `op`.
     static func input(rank: Int, index: Int, op: ReduceOp) -> Int {
         switch op {
-        case .prod: (rank + index) % 3 == 0 ? 1 : ((rank + index) % 3 == 1 ? -1 : 1) // products stay ±1
+        case .prod: (rank + index) % 3 == 1 ? -1 : 1 // products stay ±1
         default: (rank * 7 + index) % 4
         }
     }

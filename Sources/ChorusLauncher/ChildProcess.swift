@@ -121,9 +121,12 @@ public struct LaunchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// CLOCK_MONOTONIC in milliseconds.
-public func monotonicMilliseconds() -> Int {
+/// CLOCK_MONOTONIC in microseconds: comparable across the processes of one machine (logs, timeouts).
+public func monotonicMicroseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
-    return now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+    return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
 }
+
+/// CLOCK_MONOTONIC in milliseconds.
+public func monotonicMilliseconds() -> Int { Int(monotonicMicroseconds() / 1000) }

@@ -22,13 +22,6 @@ struct StressLog {
     func close() { fclose(file) }
 }
 
-/// CLOCK_MONOTONIC in microseconds: comparable across the processes of one machine.
-func monotonicMicroseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
-}
-
 /// The input of peer `peer` in operation (epoch, op): small integers, so any sum of up to a few
 /// thousand of them is exact in f32 and the expected output is independent of reduction order.
 func stressInput(peer: PeerID, epoch: UInt64, op: UInt64, count: Int) -> [Float] {

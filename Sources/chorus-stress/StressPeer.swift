@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chorus
+import ChorusLauncher
 #if canImport(Glibc)
 import Glibc
 #endif

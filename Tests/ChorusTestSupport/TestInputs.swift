@@ -31,7 +31,7 @@ public enum TestInputs {
             if let special { return encode(special, dataType) }
         }
         switch dataType {
-        case .int32: return r.bytes(Int32(truncatingIfNeeded: rank * 100_003 + i * 7 - 5000) &* (op == .prod ? 1 : 1))
+        case .int32: return r.bytes(Int32(truncatingIfNeeded: rank * 100_003 + i * 7 - 5000))
         case .int64: return r.bytes(Int64(rank) << 33 &+ Int64(i) &* 977 &- 12345)
         case .uint8: return r.bytes(UInt8(truncatingIfNeeded: rank * 13 + i * 3 + 1))
         default: return encode(value, dataType)
