@@ -99,8 +99,8 @@ public struct RingCollective {
             }
         }
         func postScatterReceives(step s: Int) throws {
-            let chunkStart = segments(of: scatterChunk(s)).first?.lowerBound ?? 0
-            scatterReceives[s] = try segments(of: scatterChunk(s)).map { seg in
+            let segs = segments(of: scatterChunk(s)), chunkStart = segs.first?.lowerBound ?? 0
+            scatterReceives[s] = try segs.map { seg in
                 try expect(UnsafeMutableRawBufferPointer(start: scratchSlot(s) + (seg.lowerBound - chunkStart) * elementSize,
                                                          count: seg.count * elementSize))
             }
