@@ -206,8 +206,6 @@ final class PeerSession {
         do {
             inbound = try waitFor("the neighbours of epoch \(next.epoch) to connect", deadline: deadline) {
                 () throws(ChorusError) -> (left: [ConnectionID], mesh: [Int: ConnectionID])? in
-                // A member lost while the ring forms never dials: the master's abort says so at once.
-                if case .aborted(let reason)? = verdicts[1] { throw .topologyFailed("\(reason) while the ring formed") }
                 let current = hellos.filter { $0.value.epoch == next.epoch }
                 var leftLanes: [(Int, ConnectionID)] = [], meshIn: [Int: ConnectionID] = [:]
                 for (connection, hello) in current {
@@ -223,7 +221,12 @@ final class PeerSession {
                         break
                     }
                 }
-                guard leftLanes.count == lanes, meshIn.count == index else { return nil }
+                guard leftLanes.count == lanes, meshIn.count == index else {
+                    // A member lost while the ring forms never dials: the master's abort says so at once.
+                    // (A ring that did connect is kept; the abort then surfaces on the next collective.)
+                    if case .aborted(let reason)? = verdicts[1] { throw .topologyFailed("\(reason) while the ring formed") }
+                    return nil
+                }
                 return (leftLanes.sorted { $0.0 < $1.0 }.map(\.1), meshIn)
             }
         } catch {

@@ -112,6 +112,9 @@ import Testing
             #expect(c.lastOperationID == 3 && c.epoch == epoch)
             try c.updateTopology()
             #expect(c.lastOperationID == 0 && c.epoch == epoch + 1)
+            // Neither peer leaves before both have connected the new ring (leaving mid-formation
+            // rightly fails the other's update).
+            try c.barrier()
         }
     }
 }
