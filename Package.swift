@@ -18,12 +18,14 @@ let package = Package(
         // C layer: sockets, epoll, framing (CChorusTransport) and reduction kernels (CChorusKernels).
         .target(name: "CChorusTransport", path: "CModules/CChorusTransport"),
         .target(name: "CChorusKernels", path: "CModules/CChorusKernels"),
+        // Debian's libxxhash (apt: libxxhash-dev), for shared-state hashes.
+        .systemLibrary(name: "CXXHash", path: "CModules/CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
 
         // Swift layers, lowest first. DESIGN.md lists which may import which.
         .target(name: "ChorusTransport", dependencies: ["CChorusTransport"]),
         .target(name: "ChorusProtocol"),
         .target(name: "ChorusAlgorithms", dependencies: ["CChorusKernels"], linkerSettings: [.linkedLibrary("m")]),
-        .target(name: "Chorus", dependencies: ["ChorusTransport", "ChorusProtocol", "ChorusAlgorithms"]),
+        .target(name: "Chorus", dependencies: ["ChorusTransport", "ChorusProtocol", "ChorusAlgorithms", "CXXHash"]),
         // Starts and signals local peer processes, for the demo, the bench and the tests.
         .target(name: "ChorusLauncher", dependencies: ["Chorus"]),
 

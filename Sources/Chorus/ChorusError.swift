@@ -33,7 +33,8 @@ public enum ChorusError: Error, Hashable, Sendable, CustomStringConvertible {
     /// True when the caller should call `updateTopology()` and try the collective again.
     public var isRetryable: Bool {
         switch self {
-        case .aborted(let reason): reason != .argumentMismatch
+        case .aborted(.argumentMismatch), .aborted(.stateMismatch), .aborted(.stateSenderOutdated): false
+        case .aborted: true
         case .topologyUpdateRequired, .topologyFailed: true
         default: false
         }

@@ -14,7 +14,7 @@ public final class Communicator: Sendable {
     private let core: Core
     private let coreLock = Mutex<Void>(())
     private let statusBox = StatusBox()
-    private let queue = DispatchQueue(label: "chorus.communicator")
+    let queue = DispatchQueue(label: "chorus.communicator")
 
     struct Status: Sendable {
         var peerID: PeerID = 0
@@ -93,7 +93,7 @@ public final class Communicator: Sendable {
     /// `updateTopology()` when it is set, so it need not re-form the ring every step.
     public var topologyChangePending: Bool { statusBox.status.withLock { $0.pendingPeers + $0.leavingPeers > 0 } }
 
-    private func withCore<Result>(_ body: (Core) throws -> Result) throws -> Result {
+    func withCore<Result>(_ body: (Core) throws -> Result) throws -> Result {
         let outcome: Swift.Result<Result, any Error> = coreLock.withLock { _ in
             // Every call may change the epoch, the members or the operation counter.
             defer { if let session = core.session { publishStatus(of: session) } }
@@ -423,7 +423,7 @@ private final class ArrayBox<Element>: @unchecked Sendable {
 }
 
 /// Runs a blocking body on `queue` and suspends until it finishes.
-private func offload<Result: Sendable>(_ queue: DispatchQueue,
+func offload<Result: Sendable>(_ queue: DispatchQueue,
                                        _ body: @escaping @Sendable () throws -> Result) async throws -> Result {
     let outcome: Swift.Result<Result, any Error> = await withCheckedContinuation { continuation in
         queue.async {
@@ -435,4 +435,36 @@ private func offload<Result: Sendable>(_ queue: DispatchQueue,
         }
     }
     return try outcome.get()
+}
+
+// MARK: - Shared state
+
+extension Communicator {
+    /// Makes every member's shared state bit-identical at a safe point; every member calls it.
+    /// The master elects the state most members hold at the highest valid revision (see
+    /// `SharedState`); outdated members receive it in place, striped across every member that holds
+    /// it, and verify its hash. When nobody is outdated this costs one small round trip.
+    /// - Parameters:
+    ///   - strategy: `.elect` (default), `.receiveOnly` (a joiner that must not vote), or `.sendOnly`
+    ///     (fails the synchronization if this peer does not hold the elected state).
+    ///   - progress: called on this thread as an outdated peer's chunks arrive.
+    /// - Returns: what happened here (elected revision, whether this peer was outdated, what it received).
+    /// - Throws: `ChorusError.aborted` with `stateMismatch` or `stateSenderOutdated` (not retryable),
+    ///   or a retryable abort (a member lost before the transfer, every source lost, a hash that did
+    ///   not verify): after a retryable abort an outdated peer's tensors may be partly written and its
+    ///   revision is unchanged, so the retry after `updateTopology()` repairs them. An up-to-date
+    ///   peer's tensors are never written. A source lost during the transfer does not fail it (the
+    ///   next collective aborts once, so that the members re-form).
+    @discardableResult
+    public func synchronize(_ state: SharedState, strategy: SyncStrategy = .elect,
+                            progress: ((SyncProgress) -> Void)? = nil) throws -> SyncResult {
+        try withCore { core throws in try core.synchronize(state, strategy: strategy, progress: progress) }
+    }
+
+    /// Async form of `synchronize(_:strategy:progress:)`.
+    @discardableResult
+    public func synchronize(_ state: SharedState, strategy: SyncStrategy = .elect,
+                            progress: (@Sendable (SyncProgress) -> Void)? = nil) async throws -> SyncResult {
+        try await offload(queue) { () throws in try self.synchronize(state, strategy: strategy, progress: progress) }
+    }
 }

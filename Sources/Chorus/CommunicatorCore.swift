@@ -7,6 +7,7 @@ import Glibc
 /// Collective kinds, as reported to the master in each operation's descriptor.
 enum Collective: UInt8 {
     case allReduce = 1, reduceScatter = 2, allGather = 3, broadcast = 4, barrier = 5, allScan = 6
+    case synchronize = 7
 }
 
 /// What the communicator's lock protects: the session and reusable memory for collectives.
@@ -167,8 +168,15 @@ final class Core: @unchecked Sendable {
     /// failure. Throws the verdict's abort as `ChorusError.aborted`.
     private func runToVerdict(session: PeerSession, descriptor: OperationDescriptor, route: Route?,
                               restore: (() -> Void)?, dataPhase: (OperationLinks) throws -> Void) throws(ChorusError) {
-        let opID = session.takeOperationID()
-        let deadline = ContinuousClock.now + session.configuration.operationTimeout
+        try runToVerdict(session: session, opID: session.takeOperationID(),
+                         deadline: .now + session.configuration.operationTimeout,
+                         descriptor: descriptor, route: route, restore: restore, dataPhase: dataPhase)
+    }
+
+    /// `runToVerdict` for an operation that already has its id (a synchronization, after the election).
+    func runToVerdict(session: PeerSession, opID: UInt64, deadline: ContinuousClock.Instant,
+                      descriptor: OperationDescriptor, route: Route?,
+                      restore: (() -> Void)?, dataPhase: (OperationLinks) throws -> Void) throws(ChorusError) {
         let onMasterLoss = { restore?() }
         var local = Outcome.success
         var verdict: Outcome?
@@ -207,7 +215,7 @@ final class Core: @unchecked Sendable {
         }
     }
 
-    private func abandonEpoch(_ session: PeerSession) {
+    func abandonEpoch(_ session: PeerSession) {
         session.closeLinks()
         session.needsTopologyUpdate = true
     }

@@ -41,6 +41,13 @@ public struct Configuration: Sendable {
     public var connectionsPerPeer = 1
     /// Largest control message accepted.
     public var maxControlBytes = 1 << 20
+    /// Shared-state transfer: an outdated peer asks its sources for pieces of this size (each one
+    /// frame, received straight into the tensor)...
+    public var syncChunkBytes = 4 << 20
+    /// ...and keeps this many pieces in flight per source.
+    public var syncChunksInFlight = 2
+    /// Requests from other members that may wait for this peer before the sender is cut off.
+    var maxQueuedPeerMessages = 4096
 
     public init() {}
 

@@ -27,12 +27,12 @@ final class OperationLinks: CollectiveLinks {
 
     let rank: Int
     let worldSize: Int
-    private let session: PeerSession
-    private let links: EpochLinks
+    let session: PeerSession
+    let links: EpochLinks
     private let route: Route
-    private let epoch: UInt64
-    private let opID: UInt64
-    private let deadline: ContinuousClock.Instant
+    let epoch: UInt64
+    let opID: UInt64
+    let deadline: ContinuousClock.Instant
     private var outstanding: [(request: TransportRequest, link: ConnectionID)] = []
 
     init(session: PeerSession, route: Route, opID: UInt64, deadline: ContinuousClock.Instant) {
@@ -81,7 +81,7 @@ final class OperationLinks: CollectiveLinks {
         }
     }
 
-    private func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
+    func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
         let cause = session.linkFailure(link) ?? error
         switch cause.code {
         case .opMismatch, .tagMismatch, .lengthMismatch:

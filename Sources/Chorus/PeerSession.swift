@@ -22,6 +22,9 @@ final class PeerSession {
 
     // Filled as events arrive.
     private var verdicts: [UInt64: Outcome] = [:]
+    private var syncPlans: [UInt64: SyncPlan] = [:]
+    /// Shared-state requests from members, with the operation their frame named.
+    private var peerMessages: [(connection: ConnectionID, opID: UInt64, message: PeerToPeer)] = []
     private var offeredTopology: Topology?
     private var leaveAcknowledged = false
     private var masterFailure: String?
@@ -58,6 +61,11 @@ final class PeerSession {
         while let event = engine.nextEvent(timeout: .zero) { handle(event) }
     }
 
+    /// Blocks until one event arrives (or `timeout` passes) and handles it.
+    func awaitEvent(timeout: Duration) {
+        if let event = engine.nextEvent(timeout: timeout) { handle(event) }
+    }
+
     /// Waits (blocking, deadline-bound) until `condition` yields a value, handling events meanwhile.
     /// - Throws: `masterUnreachable` if the master connection dies, `timedOut` at the deadline.
     func waitFor<T>(_ what: String, deadline: ContinuousClock.Instant,
@@ -81,13 +89,16 @@ final class PeerSession {
             } catch {
                 masterFailure = "master sent a malformed message: \(error)"
             }
-        case .control(let connection, _, let payload):
-            guard case .hello(let epoch, let from, let to, let link)? = try? PeerToPeer(decoding: payload),
-                  to == peerID, epoch >= topology.epoch else {
-                engine.close(connection) // not for us, or from an epoch that is over
-                return
+        case .control(let connection, let address, let payload):
+            switch try? PeerToPeer(decoding: payload) {
+            case .hello(let epoch, let from, let to, let link)? where to == peerID && epoch >= topology.epoch:
+                hellos[connection] = Hello(epoch: epoch, from: from, link: link)
+            case let message? where links?.contains(connection) == true && address.epoch == topology.epoch
+                && peerMessages.count < configuration.maxQueuedPeerMessages:
+                peerMessages.append((connection, address.opID, message))
+            default:
+                engine.close(connection) // malformed, not for us, or from an epoch that is over
             }
-            hellos[connection] = Hello(epoch: epoch, from: from, link: link)
         case .failed(let connection, let error) where connection == master:
             masterFailure = diagnoseMasterLoss(error)
         case .failed(let connection, let error):
@@ -106,6 +117,8 @@ final class PeerSession {
             verdicts[opID] = outcome
         case .verdict:
             break // from an epoch that is over
+        case .syncPlan(let epoch, let opID, let plan):
+            if epoch == topology.epoch { syncPlans[opID] = plan }
         case .membershipPending(let joining, let leaving):
             onMembershipPending(Int(joining), Int(leaving))
         case .left:
@@ -160,6 +173,8 @@ final class PeerSession {
         closeLinks()
         topology = next
         verdicts = [:]
+        syncPlans = [:]
+        peerMessages = []
         nextOpID = 1
         guard let index = next.members.firstIndex(where: { $0.id == peerID }) else {
             throw .evicted("epoch \(next.epoch) does not include peer \(peerID)")
@@ -244,6 +259,7 @@ final class PeerSession {
         guard let current = links else { return }
         current.all.forEach(engine.close)
         failedLinks = [:]
+        peerMessages = []
         links = nil
     }
 
@@ -264,6 +280,17 @@ final class PeerSession {
 
     /// The verdict for `opID` if it has arrived.
     func verdict(for opID: UInt64) -> Outcome? { verdicts[opID] }
+
+    /// The shared-state transfer plan for `opID` if it has arrived.
+    func syncPlan(for opID: UInt64) -> SyncPlan? { syncPlans[opID] }
+
+    /// The oldest message a member sent for operation `opID` (older operations' are dropped).
+    func takePeerMessage(opID: UInt64) -> (connection: ConnectionID, message: PeerToPeer)? {
+        peerMessages.removeAll { $0.opID < opID }
+        guard let index = peerMessages.firstIndex(where: { $0.opID == opID }) else { return nil }
+        let entry = peerMessages.remove(at: index)
+        return (entry.connection, entry.message)
+    }
 
     /// The failure of a current link, if it failed.
     func linkFailure(_ connection: ConnectionID) -> TransportError? { failedLinks[connection] }

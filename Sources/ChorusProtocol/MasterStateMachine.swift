@@ -12,6 +12,10 @@
 ///   every member with identical descriptors; the first failure report or lost member aborts it.
 ///   After an abort the epoch is broken: every later operation in it aborts with the same reason,
 ///   until the members re-form the ring with an update.
+/// - synchronization: an operation whose members first send their shared-state digests; once all
+///   have, the master elects (`StateElection`) and either decides success at once (nobody outdated)
+///   or sends the plan. From then on a lost member does not abort it (receivers replace a lost
+///   source); the epoch is still broken for the operations after it.
 public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public enum Action: Hashable, Sendable {
         case send(Connection, MasterToPeer)
@@ -46,6 +50,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var lastDecidedOp: UInt64 = 0
     private var reports: [Connection: Report] = [:]
     private var brokenReason: AbortReason?
+    /// Digests of the synchronization that is electing (operation `lastDecidedOp + 1`).
+    private var syncDigests: [Connection: StateDigest] = [:]
+    /// The synchronization whose plan went out, and the revision it elected.
+    private var syncInTransfer: (opID: UInt64, revision: UInt64)?
+    /// The revision of the last successful synchronization (kept across epochs).
+    public private(set) var lastSyncedRevision: UInt64?
 
     public init() {}
 
@@ -85,6 +95,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
+        case .syncState(let reportEpoch, let opID, let digest):
+            return syncState(from: connection, epoch: reportEpoch, opID: opID, digest)
         }
     }
 
@@ -100,7 +112,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         ring.removeAll { $0 == connection }
         reports[connection] = nil
         var actions: [Action] = []
-        if brokenReason == nil {
+        if let transfer = syncInTransfer {
+            // The transfer goes on without it; the operations after it abort.
+            if brokenReason == nil { brokenReason = .peerLost(peer.id) }
+            actions += decideIfAllReported(opID: transfer.opID)
+        } else if brokenReason == nil {
             brokenReason = .peerLost(peer.id)
             actions += decide(opID: lastDecidedOp + 1, .aborted(.peerLost(peer.id)))
         }
@@ -144,6 +160,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         epoch += 1
         lastDecidedOp = 0
         reports = [:]
+        syncDigests = [:]
+        syncInTransfer = nil
         brokenReason = nil
         for connection in ring {
             peers[connection]?.role = .member
@@ -166,13 +184,48 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         }
         if opID <= lastDecidedOp { return [] } // decided already; the verdict is on its way
         guard opID == lastDecidedOp + 1 else { return abort(opID: opID, .argumentMismatch) }
-        if let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
+        let transferring = syncInTransfer?.opID == opID
+        if !transferring, let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
+        // Some members entered a synchronization and this one another collective.
+        guard syncDigests.isEmpty else { return abort(opID: opID, .argumentMismatch) }
         if case .aborted(let reason) = report.outcome { return abort(opID: opID, reason) }
         reports[connection] = report
-        guard reports.count == ring.count else { return [] }
+        return decideIfAllReported(opID: opID)
+    }
+
+    private mutating func decideIfAllReported(opID: UInt64) -> [Action] {
+        guard !ring.isEmpty, reports.count == ring.count else { return [] }
         let first = reports.values.first!.descriptor
-        let agreed = reports.values.allSatisfy { $0.descriptor == first }
-        return agreed ? decide(opID: opID, .success) : abort(opID: opID, .argumentMismatch)
+        guard reports.values.allSatisfy({ $0.descriptor == first }) else { return abort(opID: opID, .argumentMismatch) }
+        if let transfer = syncInTransfer, transfer.opID == opID { lastSyncedRevision = transfer.revision }
+        return decide(opID: opID, .success)
+    }
+
+    private mutating func syncState(from connection: Connection, epoch reportEpoch: UInt64, opID: UInt64,
+                                    _ digest: StateDigest) -> [Action] {
+        guard peers[connection]?.role == .member else { return [] }
+        guard reportEpoch == epoch else {
+            return [.send(connection, .verdict(epoch: reportEpoch, opID: opID, outcome: .aborted(.staleEpoch)))]
+        }
+        if opID <= lastDecidedOp { return [] }
+        guard opID == lastDecidedOp + 1, reports.isEmpty, syncInTransfer == nil, syncDigests[connection] == nil else {
+            return abort(opID: opID, .argumentMismatch)
+        }
+        if let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
+        syncDigests[connection] = digest
+        guard syncDigests.count == ring.count else { return [] }
+        let digests = ring.map { (peer: peers[$0]!.id, digest: syncDigests[$0]!) }
+        syncDigests = [:]
+        switch StateElection.elect(digests, lastRevision: lastSyncedRevision) {
+        case .rejected(let reason):
+            return abort(opID: opID, reason)
+        case .upToDate(let revision):
+            lastSyncedRevision = revision
+            return decide(opID: opID, .success)
+        case .transfer(let plan):
+            syncInTransfer = (opID, plan.revision)
+            return ring.map { .send($0, .syncPlan(epoch: epoch, opID: opID, plan)) }
+        }
     }
 
     private mutating func abort(opID: UInt64, _ reason: AbortReason) -> [Action] {
@@ -183,6 +236,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private mutating func decide(opID: UInt64, _ outcome: Outcome) -> [Action] {
         lastDecidedOp = opID
         reports = [:]
+        syncDigests = [:]
+        syncInTransfer = nil
         return ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) }
     }
 }

@@ -1,9 +1,10 @@
 /// Encoding and decoding of the control messages (layout in DESIGN.md, "Control messages").
 
 private enum Kind: UInt8 {
-    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04
+    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05
     case registered = 0x41, topology = 0x42, verdict = 0x43, membershipPending = 0x44, left = 0x45, rejected = 0x46
-    case hello = 0x81
+    case syncPlan = 0x47
+    case hello = 0x81, stateRequest = 0x82, stateDone = 0x83
 }
 
 /// The largest topology a message may describe.
@@ -23,6 +24,9 @@ extension ByteWriter {
             case .argumentMismatch: u8(4)
             case .staleEpoch: u8(5)
             case .peerLeft(let id): u8(6); u64(id)
+            case .stateMismatch(let why): u8(7); string(why)
+            case .stateSenderOutdated(let id): u8(8); u64(id)
+            case .stateTransferFailed(let reporter, let detail): u8(9); u64(reporter); string(detail)
             }
         }
     }
@@ -41,6 +45,9 @@ extension ByteReader {
         case 4: return .aborted(.argumentMismatch)
         case 5: return .aborted(.staleEpoch)
         case 6: return .aborted(.peerLeft(try u64()))
+        case 7: return .aborted(.stateMismatch(try string()))
+        case 8: return .aborted(.stateSenderOutdated(try u64()))
+        case 9: return .aborted(.stateTransferFailed(reporter: try u64(), detail: try string()))
         case let other: throw DecodeError("unknown outcome \(other)")
         }
     }
@@ -62,6 +69,7 @@ extension PeerToMaster {
             w.u8(d.collective); w.u8(d.dataType); w.u8(d.reduceOp); w.u64(d.count); w.u64(d.detail)
             w.outcome(outcome)
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
+        case .syncState(let epoch, let opID, let digest): w.kind(.syncState); w.u64(epoch); w.u64(opID); w.digest(digest)
         }
         return w.bytes
     }
@@ -77,6 +85,7 @@ extension PeerToMaster {
                                         detail: try r.u64())
             self = .report(epoch: epoch, opID: opID, descriptor: d, outcome: try r.outcome())
         case .leave: self = .leave(epoch: try r.u64())
+        case .syncState: self = .syncState(epoch: try r.u64(), opID: try r.u64(), try r.digest())
         default: throw DecodeError("not a peer-to-master message")
         }
         try r.expectEnd()
@@ -95,6 +104,7 @@ extension MasterToPeer {
         case .membershipPending(let joining, let leaving): w.kind(.membershipPending); w.u32(joining); w.u32(leaving)
         case .left: w.kind(.left)
         case .rejected(let why): w.kind(.rejected); w.string(why)
+        case .syncPlan(let epoch, let opID, let plan): w.kind(.syncPlan); w.u64(epoch); w.u64(opID); w.plan(plan)
         }
         return w.bytes
     }
@@ -115,6 +125,7 @@ extension MasterToPeer {
         case .membershipPending: self = .membershipPending(joining: try r.u32(), leaving: try r.u32())
         case .left: self = .left
         case .rejected: self = .rejected(try r.string())
+        case .syncPlan: self = .syncPlan(epoch: try r.u64(), opID: try r.u64(), try r.plan())
         default: throw DecodeError("not a master-to-peer message")
         }
         try r.expectEnd()
@@ -131,6 +142,9 @@ extension PeerToPeer {
             case .ring(let lane, let lanes): w.u8(0); w.u16(lane); w.u16(lanes)
             case .mesh: w.u8(1); w.u16(0); w.u16(0)
             }
+        case .stateRequest(let tensor, let offset, let length, let tag):
+            w.kind(.stateRequest); w.u32(tensor); w.u64(offset); w.u32(length); w.u32(tag)
+        case .stateDone: w.kind(.stateDone)
         }
         return w.bytes
     }
@@ -146,6 +160,8 @@ extension PeerToPeer {
             case 1 where lane == 0 && lanes == 0: self = .hello(epoch: epoch, from: from, to: to, link: .mesh)
             default: throw DecodeError("unknown link kind \(kind)")
             }
+        case .stateRequest: self = .stateRequest(tensor: try r.u32(), offset: try r.u64(), length: try r.u32(), tag: try r.u32())
+        case .stateDone: self = .stateDone
         default: throw DecodeError("not a peer-to-peer message")
         }
         try r.expectEnd()

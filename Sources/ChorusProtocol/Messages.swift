@@ -49,6 +49,14 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
     case argumentMismatch
     /// The report named an epoch that is no longer current.
     case staleEpoch
+    /// A shared-state synchronization cannot succeed: the members' tensors differ in shape, no
+    /// member holds a valid revision, or nobody may send.
+    case stateMismatch(String)
+    /// A send-only member does not hold the elected shared state.
+    case stateSenderOutdated(PeerID)
+    /// A receiver could not complete a shared-state transfer (every source lost, or a hash that
+    /// did not verify).
+    case stateTransferFailed(reporter: PeerID, detail: String)
 
     public var description: String {
         switch self {
@@ -58,6 +66,9 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
         case .timedOut(let reporter): "peer \(reporter) timed out waiting for data"
         case .argumentMismatch: "peers called the collective with different arguments"
         case .staleEpoch: "the operation belongs to an old epoch"
+        case .stateMismatch(let why): "shared states cannot be synchronized: \(why)"
+        case .stateSenderOutdated(let id): "send-only peer \(id) does not hold the elected shared state"
+        case .stateTransferFailed(let reporter, let detail): "peer \(reporter) could not receive the shared state: \(detail)"
         }
     }
 }
@@ -94,6 +105,8 @@ public enum PeerToMaster: Hashable, Sendable {
     case report(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor, outcome: Outcome)
     /// The peer leaves at the next safe point.
     case leave(epoch: UInt64)
+    /// The peer entered shared-state synchronization `opID` holding this state.
+    case syncState(epoch: UInt64, opID: UInt64, StateDigest)
 }
 
 public enum MasterToPeer: Hashable, Sendable {
@@ -109,6 +122,9 @@ public enum MasterToPeer: Hashable, Sendable {
     case left
     /// The master refuses the peer's message; the connection is closed after this.
     case rejected(String)
+    /// Some member of synchronization `opID` is outdated: move the state as planned, then report.
+    /// (When nobody is outdated the master sends the success verdict instead.)
+    case syncPlan(epoch: UInt64, opID: UInt64, SyncPlan)
 }
 
 /// What a peer-to-peer connection carries.
@@ -122,4 +138,9 @@ public enum LinkKind: Hashable, Sendable {
 public enum PeerToPeer: Hashable, Sendable {
     /// First frame on a link: who connects to whom, for which epoch, and what the link is for.
     case hello(epoch: UInt64, from: PeerID, to: PeerID, link: LinkKind)
+    /// A shared-state receiver asks a source for `length` bytes of tensor `tensor` from `offset`,
+    /// to come back as the data frame `tag` of the current operation.
+    case stateRequest(tensor: UInt32, offset: UInt64, length: UInt32, tag: UInt32)
+    /// The receiver needs nothing more from this source.
+    case stateDone
 }

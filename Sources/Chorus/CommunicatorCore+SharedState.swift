@@ -1,0 +1,63 @@
+import ChorusProtocol
+
+extension Core {
+    /// Shared-state synchronization: send the digest, let the master elect, then move the state as
+    /// planned and report, like any collective. When nobody is outdated the master's answer is the
+    /// verdict itself (one round trip).
+    func synchronize(_ state: SharedState, strategy: SyncStrategy,
+                     progress: ((SyncProgress) -> Void)?) throws(ChorusError) -> SyncResult {
+        let session = try openSession()
+        if session.needsTopologyUpdate { throw .topologyUpdateRequired }
+        let digest = state.digest(strategy: strategy)
+        let opID = session.takeOperationID()
+        let deadline = ContinuousClock.now + session.configuration.operationTimeout
+        enum Answer { case verdict(Outcome), plan(SyncPlan) }
+        let answer: Answer
+        do {
+            try session.sendToMaster(.syncState(epoch: session.topology.epoch, opID: opID, digest))
+            answer = try session.waitFor("the master's election for op \(opID)", deadline: deadline) { () -> Answer? in
+                if let verdict = session.verdict(for: opID) { return .verdict(verdict) }
+                return session.syncPlan(for: opID).map { .plan($0) }
+            }
+        } catch {
+            abandonEpoch(session)
+            throw error
+        }
+        let plan: SyncPlan
+        switch answer {
+        case .verdict(.success):
+            return SyncResult(revision: state.revision, wasOutdated: false, receivedTensors: [], bytesReceived: 0, sources: [])
+        case .verdict(.aborted(let reason)):
+            abandonEpoch(session)
+            throw .aborted(reason)
+        case .plan(let p):
+            plan = p
+        }
+        guard plan.hashes.count == state.tensors.count else {
+            abandonEpoch(session)
+            throw .invalidArgument("the master's plan names \(plan.hashes.count) tensors, this state holds \(state.tensors.count)")
+        }
+        let members = session.topology.members.map(\.id)
+        let rankOf = Dictionary(uniqueKeysWithValues: members.enumerated().map { ($0.element, $0.offset) })
+        let sources = plan.sources.compactMap { rankOf[$0] }
+        let mine = plan.receivers.first { $0.id == session.peerID }
+        let received = (mine?.tensors ?? []).filter { Int($0) < state.tensors.count }
+            .map { (index: $0, tensor: state.tensors[Int($0)], electedHash: plan.hashes[Int($0)]) }
+        let descriptor = OperationDescriptor(collective: Collective.synchronize.rawValue, dataType: 0, reduceOp: 0,
+                                             count: UInt64(state.tensors.count), detail: plan.revision)
+        try runToVerdict(session: session, opID: opID, deadline: deadline, descriptor: descriptor, route: .mesh,
+                         restore: nil) { links in
+            if mine != nil {
+                try StateReceiver(tensors: received, sources: sources, chunkBytes: session.configuration.syncChunkBytes,
+                                  chunksInFlight: session.configuration.syncChunksInFlight, progress: progress).run(links: links)
+            } else {
+                var receivers: [Int: Set<UInt32>] = [:]
+                for receiver in plan.receivers { if let rank = rankOf[receiver.id] { receivers[rank] = Set(receiver.tensors) } }
+                try StateSource(tensors: state.tensors, receivers: receivers).run(links: links)
+            }
+        }
+        state.revision = plan.revision
+        return SyncResult(revision: plan.revision, wasOutdated: mine != nil, receivedTensors: received.map(\.tensor.name),
+                          bytesReceived: received.reduce(0) { $0 + $1.tensor.byteCount }, sources: plan.sources)
+    }
+}
