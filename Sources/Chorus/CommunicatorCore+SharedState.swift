@@ -26,7 +26,8 @@ extension Core {
         let plan: SyncPlan
         switch answer {
         case .verdict(.success):
-            return SyncResult(revision: state.revision, wasOutdated: false, receivedTensors: [], bytesReceived: 0, sources: [])
+            return SyncResult(revision: state.revision, wasOutdated: false, receivedTensors: [], bytesReceived: 0, sources: [],
+                              lostSources: [])
         case .verdict(.aborted(let reason)):
             abandonEpoch(session)
             throw .aborted(reason)
@@ -45,10 +46,11 @@ extension Core {
             .map { (index: $0, tensor: state.tensors[Int($0)], electedHash: plan.hashes[Int($0)]) }
         let descriptor = OperationDescriptor(collective: Collective.synchronize.rawValue, dataType: 0, reduceOp: 0,
                                              count: UInt64(state.tensors.count), detail: plan.revision)
+        var lost: [Int] = []
         try runToVerdict(session: session, opID: opID, deadline: deadline, descriptor: descriptor, route: .mesh,
                          restore: nil) { links in
             if mine != nil {
-                try StateReceiver(tensors: received, sources: sources, chunkBytes: session.configuration.syncChunkBytes,
+                lost = try StateReceiver(tensors: received, sources: sources, chunkBytes: session.configuration.syncChunkBytes,
                                   chunksInFlight: session.configuration.syncChunksInFlight, progress: progress).run(links: links)
             } else {
                 var receivers: [Int: Set<UInt32>] = [:]
@@ -58,6 +60,7 @@ extension Core {
         }
         state.revision = plan.revision
         return SyncResult(revision: plan.revision, wasOutdated: mine != nil, receivedTensors: received.map(\.tensor.name),
-                          bytesReceived: received.reduce(0) { $0 + $1.tensor.byteCount }, sources: plan.sources)
+                          bytesReceived: received.reduce(0) { $0 + $1.tensor.byteCount }, sources: plan.sources,
+                          lostSources: lost.map { members[$0] })
     }
 }

@@ -115,6 +115,11 @@ public final class SharedTensor: @unchecked Sendable {
         return try body(UnsafeMutableBufferPointer(start: base.assumingMemoryBound(to: Element.self), count: count))
     }
 
+    /// Reads and writes the raw bytes in place, whatever the data type.
+    public func withUnsafeMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws -> Result) rethrows -> Result {
+        try body(UnsafeMutableRawBufferPointer(start: base, count: byteCount))
+    }
+
     /// A copy of the elements.
     public func values<Element: ChorusElement>(as type: Element.Type) -> [Element] {
         withUnsafeMutableBufferPointer(as: type) { Array($0) }
@@ -142,10 +147,16 @@ public struct SyncResult: Sendable, Hashable {
     public let bytesReceived: Int
     /// The members that held the elected state and served it (empty when nobody was outdated).
     public let sources: [PeerID]
+    /// Sources this peer lost during its transfer (their chunks came from the others).
+    public let lostSources: [PeerID]
 }
 
 /// How far an outdated peer's transfer has come; passed to `synchronize`'s progress callback.
 public struct SyncProgress: Sendable, Hashable {
     public let bytesReceived: Int
     public let bytesTotal: Int
+    public init(bytesReceived: Int, bytesTotal: Int) {
+        self.bytesReceived = bytesReceived
+        self.bytesTotal = bytesTotal
+    }
 }

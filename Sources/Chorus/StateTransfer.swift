@@ -42,7 +42,8 @@ struct StateReceiver {
     var totalBytes: Int { received.reduce(0) { $0 + $1.tensor.byteCount } }
 
     /// Pulls every chunk, then verifies the hashes.
-    func run(links: OperationLinks) throws {
+    /// - Returns: the ranks of the sources lost on the way.
+    func run(links: OperationLinks) throws -> [Int] {
         var queue = Array(chunks.indices.reversed()) // popLast takes the lowest index first
         var open: [(chunk: Int, source: Int, request: TransportRequest)] = [] // oldest first
         var live = sources
@@ -104,6 +105,7 @@ struct StateReceiver {
             throw OperationInterruption.local(.stateTransferFailed(
                 reporter: reporter, detail: "tensor '\(tensor.name)' hashes to \(tensor.hash) after the transfer, not the elected \(electedHash)"))
         }
+        return sources.filter { !live.contains($0) }
     }
 }
 

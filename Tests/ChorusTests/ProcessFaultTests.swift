@@ -105,6 +105,44 @@ import Glibc
         Self.checkRecovery(survivors: [peers[0], peers[2], peers[3]], expectedWorld: 3, sameOutputs: false)
     }
 
+    /// Three sources serve 64 MiB to a joiner; one source is SIGKILLed while the joiner is 30% in.
+    /// The joiner finishes from the other two, bit-exact; the survivors' states hash the same; the
+    /// next all-reduce aborts once (the lost member) and the smaller world goes on.
+    @Test func aSourceKilledMidTransferIsReplacedWithoutFailingTheJoiner() throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let pauseFile = "/tmp/chorus-pause-\(getpid())-\(monotonicMicroseconds())"
+        defer { unlink(pauseFile) }
+        func start(_ role: String) throws -> ChildProcess {
+            try ChildProcess(executable: Self.binaries + "/chorus-test-peer",
+                             arguments: ["--master", master.endpoint, "--world", "4", "--count", "4096", "--rounds", "2",
+                                         "--state-mib", "64", "--role", role, "--pause-file", pauseFile],
+                             environment: Self.environment, captureOutput: true)
+        }
+        let sources = try (0 ..< 3).map { _ in try start("source") }
+        let joiner = try start("joiner")
+        let deadline = monotonicMilliseconds() + 120_000
+        while !joiner.outputSoFar(waitMilliseconds: 10).contains("PAUSED"), monotonicMilliseconds() < deadline {}
+        #expect(joiner.outputSoFar(waitMilliseconds: 0).contains("PAUSED"))
+        sources[0].signal(SIGKILL)
+        #expect(sources[0].waitForExit(timeoutMilliseconds: 10_000) == 128 + SIGKILL)
+        _ = open(pauseFile, O_CREAT | O_WRONLY, 0o600)
+        var hashes: Set<String> = []
+        for (peer, isJoiner) in [(joiner, true), (sources[1], false), (sources[2], false)] {
+            let code = peer.waitForExit(timeoutMilliseconds: 120_000)
+            let output = peer.output(timeoutMilliseconds: 2_000)
+            #expect(code == 0, "exit \(String(describing: code)):\n\(output)")
+            let synced = Self.lines(output).first { $0.kind == "SYNCED" }
+            #expect(synced?.fields["outdated"] == "\(isJoiner)" && synced?.fields["exact"] == "true"
+                    && synced?.fields["revision"] == "9", "\(output)")
+            if isJoiner { #expect(synced?.fields["lost"] == "1", "the joiner lost one source:\n\(output)") }
+            hashes.insert(synced?.fields["hash"] ?? "none")
+            #expect(Self.lines(output).filter { $0.kind == "ABORT" }.count == 1, "one abort for the lost member:\n\(output)")
+            #expect(Self.lines(output).contains { $0.kind == "OK" && $0.fields["world"] == "3" && $0.fields["correct"] == "true" }, "\(output)")
+        }
+        #expect(hashes.count == 1, "survivors' states differ: \(hashes)")
+    }
+
     @Test func stoppedPeerIsEvictedWithinTheBoundAndItsLateFramesAreRejected() throws {
         let master = try Master(host: "127.0.0.1", port: 0, configuration: {
             var c = Configuration()

@@ -7,6 +7,7 @@
 //   DONE
 // Inputs are small integers (rank + round + i % 13), so every expected sum is exact.
 // With --scan the collective is an All-Scan (sum); "correct" checks the inclusive prefix.
+// With --state-mib the peer synchronizes shared state first (StatePeer.swift).
 import Chorus
 #if canImport(Glibc)
 import Glibc
@@ -47,6 +48,7 @@ do {
     let communicator = try Communicator(master: master)
     while communicator.worldSize < world { try communicator.updateTopology(minimumWorldSize: world) }
     say("READY rank=\(communicator.rank) world=\(communicator.worldSize) epoch=\(communicator.epoch)")
+    if CommandLine.arguments.contains("--state-mib") { try synchronizeState(communicator) }
     var round = 0
     while round < rounds {
         let rank = communicator.rank, size = communicator.worldSize, epoch = communicator.epoch
