@@ -9,6 +9,8 @@ struct BenchBuffers {
     let scanAlgorithm: ScanAlgorithm
     let inPlace: Bool
     let blocks: Int?
+    /// syncstate: how many of the last ranks are outdated.
+    let syncReceivers: Int
     let inputCount: Int, outputCount: Int
     let input: UnsafeMutableRawPointer
     let output: UnsafeMutableRawPointer
@@ -45,14 +47,18 @@ protocol BenchCase {
     static func run(_ c: Communicator, _ b: BenchBuffers) throws
     /// True when every call overwrites the input (so it is refilled between iterations, untimed).
     static func overwritesInput(_ b: BenchBuffers) -> Bool
+    /// True when only some ranks refill: the ranks then realign (untimed) so the refill's skew does
+    /// not count as the next iteration's time.
+    static var refillIsRankDependent: Bool { get }
 }
 
 extension BenchCase {
     static func overwritesInput(_ b: BenchBuffers) -> Bool { b.inPlace }
+    static var refillIsRankDependent: Bool { false }
 }
 
 enum BenchCollective: String, CaseIterable {
-    case allreduce, reducescatter, allgather, broadcast, barrier, allscan
+    case allreduce, reducescatter, allgather, broadcast, barrier, allscan, syncstate
 
     var benchCase: any BenchCase.Type {
         switch self {
@@ -62,6 +68,7 @@ enum BenchCollective: String, CaseIterable {
         case .broadcast: BroadcastBench.self
         case .barrier: BarrierBench.self
         case .allscan: AllScanBench.self
+        case .syncstate: SyncStateBench.self
         }
     }
 }

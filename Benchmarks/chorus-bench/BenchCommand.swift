@@ -28,6 +28,7 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "Connections per neighbour.") var connections = 1
     @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
     @Option(help: "allscan: blocks pipelined down the chain (default: from the cost model).") var blocks: Int?
+    @Option(help: "syncstate: how many peers are outdated (the last ranks); the others serve.") var joiners = 1
     @Flag(help: "Verify every result bitwise against the exact expected value.") var check = false
     @Option(help: "Append one JSON object per row to FILE.") var json: String?
     @Option(help: "World size to wait for when joining a master (default: --local, else 1).") var world: Int?
@@ -43,6 +44,7 @@ struct ChorusBench: ParsableCommand {
         guard !inPlace || collective == .allreduce else { throw ValidationError("--in-place applies to allreduce only") }
         guard collective != .allscan || redop != "avg" else { throw ValidationError("allscan has no avg operator") }
         if let blocks, blocks < 1 { throw ValidationError("--blocks must be at least 1") }
+        guard joiners >= 0, joiners < max(2, local ?? world ?? 2) else { throw ValidationError("--joiners must leave at least one peer to serve") }
         guard transport == "tcp" else { throw ValidationError("--transport \(transport): only tcp is built so far (RDMA lands with its backend)") }
         guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
@@ -62,7 +64,8 @@ struct ChorusBench: ParsableCommand {
         while communicator.worldSize < wanted { try communicator.updateTopology(minimumWorldSize: wanted) }
         let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
                           op: ReduceOp.allCases.first { $0.description == redop }!,
-                          sizes: try sizes(), iterations: iterations, warmup: warmup, inPlace: inPlace, blocks: blocks,
+                          sizes: try sizes(), iterations: iterations, warmup: warmup,
+                          inPlace: inPlace || collective == .syncstate, blocks: blocks, syncReceivers: joiners,
                           check: check, algorithm: Self.algorithms[algorithm] ?? .auto,
                           scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm, transport: transport,
                           connections: connections,

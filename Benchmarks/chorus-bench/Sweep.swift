@@ -14,6 +14,7 @@ struct Sweep {
     let warmup: Int
     let inPlace: Bool
     let blocks: Int?
+    let syncReceivers: Int
     let check: Bool
     let algorithm: AllReduceAlgorithm
     let scanAlgorithm: ScanAlgorithm
@@ -45,7 +46,7 @@ struct Sweep {
             }
             let buffers = BenchBuffers(rank: rank, world: world, dataType: dataType, op: op, algorithm: algorithm,
                                        scanAlgorithm: scanAlgorithm,
-                                       inPlace: inPlace, blocks: blocks, inputCount: inputCount, outputCount: outputCount,
+                                       inPlace: inPlace, blocks: blocks, syncReceivers: syncReceivers, inputCount: inputCount, outputCount: outputCount,
                                        input: input, output: output)
             func fill() {
                 for i in 0 ..< inputCount { dataType.store(kind.input(buffers, index: i), at: i, in: input) }
@@ -66,6 +67,7 @@ struct Sweep {
                     try communicator.barrier()
                 }
                 if kind.overwritesInput(buffers) { fill() }
+                if kind.refillIsRankDependent { try communicator.barrier() }
             }
             if progress { writeProgress("\r\u{1B}[K") }
             // The collective's time per iteration is its slowest rank's; wrong counts add up.

@@ -6,7 +6,8 @@ extension Configuration {
     /// The defaults with `CHORUS_*` environment overrides applied:
     /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
     /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
-    /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`.
+    /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`,
+    /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`.
     /// - Throws: `ChorusError.invalidArgument` naming a variable whose value is not a number.
     public static func fromEnvironment(_ environment: [String: String] = currentEnvironment()) throws -> Configuration {
         var c = Configuration()
@@ -29,6 +30,8 @@ extension Configuration {
         if let v = try number("CHORUS_SPIN_US") { c.spinWait = .microseconds(v) }
         if let v = try number("CHORUS_RD_MAX_BYTES") { c.recursiveDoublingMaxBytes = v }
         if let v = try number("CHORUS_SCAN_RD_MAX_BYTES") { c.scanRecursiveDoublingMaxBytes = v }
+        if let v = try number("CHORUS_SYNC_CHUNK_BYTES"), v > 0 { c.syncChunkBytes = min(v, Int(UInt32.max)) }
+        if let v = try number("CHORUS_SYNC_CHUNKS_IN_FLIGHT"), v > 0 { c.syncChunksInFlight = v }
         if let v = try number("CHORUS_CONNECTIONS") {
             guard (1 ... 64).contains(v) else { throw ChorusError.invalidArgument("CHORUS_CONNECTIONS=\(v) is not in 1...64") }
             c.connectionsPerPeer = v
