@@ -45,6 +45,9 @@ let package = Package(
         .executableTarget(name: "chorus-linear-attention", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Examples/linear-attention"),
+        .executableTarget(name: "chorus-diloco", dependencies: [
+            "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Examples/diloco"),
         .executableTarget(name: "chorus-demo", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Examples/chorus-demo"),

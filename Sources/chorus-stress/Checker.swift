@@ -20,7 +20,10 @@ struct Checker {
         let peer: UInt64, epoch: UInt64, op: UInt64
         let participants: String
         let outcome: String
+        let kind: String
         let hash: UInt64
+        /// The shared state's hash after the operation.
+        let state: String
         let start: UInt64, end: UInt64
     }
 
@@ -58,7 +61,8 @@ struct Checker {
             guard f["type"] == "op", let peer = UInt64(f["peer"] ?? ""), let epoch = UInt64(f["epoch"] ?? ""),
                   let op = UInt64(f["op"] ?? ""), let start = UInt64(f["start"] ?? ""), let end = UInt64(f["end"] ?? "") else { return nil }
             return Operation(peer: peer, epoch: epoch, op: op, participants: f["participants"] ?? "", outcome: f["outcome"] ?? "",
-                             hash: UInt64(f["hash"] ?? "") ?? 0, start: start, end: end)
+                             kind: f["kind"] ?? "allreduce", hash: UInt64(f["hash"] ?? "") ?? 0, state: f["state"] ?? "",
+                             start: start, end: end)
         }
     }
 
@@ -71,7 +75,7 @@ struct Checker {
         let all = operations()
         let verdicts = all.filter { $0.outcome == "ok" || $0.outcome.hasPrefix("abort:") }
         let byCollective = Dictionary(grouping: verdicts) { "\($0.epoch)/\($0.op)" }
-        var split = 0, wrong = 0, succeeded = 0, aborted = 0
+        var split = 0, wrong = 0, succeeded = 0, aborted = 0, stateDivergences = 0, syncs = 0
         var examples: [String] = []
         for (key, group) in byCollective {
             let outcomes = Set(group.map(\.outcome)), participants = Set(group.map(\.participants))
@@ -82,6 +86,14 @@ struct Checker {
             }
             if outcomes.first == "ok" {
                 succeeded += 1
+                if Set(group.map(\.state)).count > 1 {
+                    stateDivergences += 1
+                    if examples.count < 5 { examples.append("shared state differs after \(key): \(Set(group.map(\.state)).sorted())") }
+                }
+                if group[0].kind == "sync" {
+                    syncs += 1
+                    continue
+                }
                 let expected = expectedHash(epoch: group[0].epoch, op: group[0].op, participants: group[0].participants)
                 let bad = group.filter { $0.hash != expected }.count
                 if bad > 0 {
@@ -112,7 +124,8 @@ struct Checker {
             peerOperations: all.count, localRefusals: all.filter { $0.outcome.hasPrefix("local:") }.count,
             fatalAtEvictedPeers: all.filter { $0.outcome.hasPrefix("fatal:") }.count,
             kills: count("kill"), stops: count("stop"), joins: count("join"), leaves: count("leave"),
-            splitOutcomes: split, wrongResults: wrong, hangs: slow.count + stragglers,
+            splitOutcomes: split, wrongResults: wrong, stateDivergences: stateDivergences, syncs: syncs,
+            hangs: slow.count + stragglers,
             recoveryP50: percentile(0.5), recoveryP99: percentile(0.99), recoveryMax: recoveries.last ?? 0,
             recoveredFaults: recoveries.count, faults: faults.count,
             before: resourcesBefore, after: resourcesAfter, examples: examples)
@@ -131,14 +144,14 @@ struct Checker {
 struct StressReport {
     let opsAttempted, opsSucceeded, opsAborted, peerOperations, localRefusals, fatalAtEvictedPeers: Int
     let kills, stops, joins, leaves: Int
-    let splitOutcomes, wrongResults, hangs: Int
+    let splitOutcomes, wrongResults, stateDivergences, syncs, hangs: Int
     let recoveryP50, recoveryP99, recoveryMax: Double
     let recoveredFaults, faults: Int
     let before, after: Resources
     let examples: [String]
 
     var churnEvents: Int { kills + stops + joins + leaves }
-    var passed: Bool { splitOutcomes == 0 && wrongResults == 0 && hangs == 0 }
+    var passed: Bool { splitOutcomes == 0 && wrongResults == 0 && stateDivergences == 0 && hangs == 0 }
 
     var table: String {
         func row(_ name: String, _ value: String) -> String { "  " + name + String(repeating: " ", count: max(1, 34 - name.count)) + value }
@@ -150,6 +163,7 @@ struct StressReport {
                  row("churn events", "\(churnEvents): \(joins) joins, \(leaves) leaves, \(kills) kills, \(stops) stops"),
                  row("split outcomes", "\(splitOutcomes)"),
                  row("wrong results", "\(wrongResults)"),
+                 row("shared-state syncs / divergences", "\(syncs) / \(stateDivergences)"),
                  row("hangs", "\(hangs)"),
                  row("recovery after kill/stop", "p50 \(ms(recoveryP50)), p99 \(ms(recoveryP99)), max \(ms(recoveryMax)) (\(recoveredFaults) of \(faults) faults)"),
                  row("master process before", before.description),
@@ -162,6 +176,7 @@ struct StressReport {
             ("ops_aborted", "\(opsAborted)"), ("peer_operations", "\(peerOperations)"), ("churn_events", "\(churnEvents)"),
             ("kills", "\(kills)"), ("stops", "\(stops)"), ("joins", "\(joins)"), ("leaves", "\(leaves)"),
             ("split_outcomes", "\(splitOutcomes)"), ("wrong_results", "\(wrongResults)"), ("hangs", "\(hangs)"),
+            ("state_syncs", "\(syncs)"), ("state_divergences", "\(stateDivergences)"),
             ("recovery_ms_p50", "\(recoveryP50)"), ("recovery_ms_p99", "\(recoveryP99)"), ("recovery_ms_max", "\(recoveryMax)"),
             ("fds_before", "\(before.descriptors)"), ("fds_after", "\(after.descriptors)"),
             ("threads_before", "\(before.threads)"), ("threads_after", "\(after.threads)"),

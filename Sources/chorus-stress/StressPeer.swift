@@ -6,7 +6,10 @@ import Glibc
 #endif
 
 /// One churning peer: all-reduces until the driver creates the stop file, re-forming the ring when
-/// peers wait to join or leave or after an abort; SIGUSR1 asks it to leave gracefully.
+/// peers wait to join or leave or after an abort; SIGUSR1 asks it to leave gracefully. It keeps a
+/// shared state (`count` f32 weights) that every successful all-reduce updates the same way, and
+/// synchronizes it as the first operation of every epoch, so a joiner catches up; every logged line
+/// carries the state's hash.
 struct StressPeer: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "peer", abstract: "One stress peer (started by the driver).")
 
@@ -36,6 +39,7 @@ struct StressPeer: ParsableCommand {
         }
         let c = communicator!
         out.write("event kind=admitted peer=\(c.peerID) t=\(monotonicMicroseconds())")
+        var state = try StressState(count: count)
         while access(stopFile, F_OK) != 0 {
             var pending = sigset_t()
             sigpending(&pending)
@@ -55,7 +59,7 @@ struct StressPeer: ParsableCommand {
             } catch let error as ChorusError where error.isRetryable {
                 continue // the ring could not be connected (a neighbour died meanwhile): try again
             }
-            try step(c, out)
+            try step(c, &state, out)
         }
         try leave(c)
     }
@@ -73,16 +77,22 @@ struct StressPeer: ParsableCommand {
         try c.leave()
     }
 
-    private func step(_ c: Communicator, _ out: StressLog) throws {
+    private func step(_ c: Communicator, _ state: inout StressState, _ out: StressLog) throws {
         let epoch = c.epoch, members = c.members
-        // The op id this all-reduce gets: the master numbers operations per epoch from 1.
+        // The op id this operation gets: the master numbers operations per epoch from 1.
         let opID = c.lastOperationID + 1
         let input = stressInput(peer: c.peerID, epoch: epoch, op: opID, count: count)
         var values = input
         let start = monotonicMicroseconds()
         var outcome = "ok"
+        let synchronizing = state.syncedEpoch != epoch
         do {
-            try c.allReduce(&values, op: .sum)
+            if synchronizing {
+                try state.synchronize(c)
+            } else {
+                try c.allReduce(&values, op: .sum)
+                state.apply(values)
+            }
         } catch let error as ChorusError {
             // A verdict's abort is "abort:"; a local refusal (no operation took place) is "local:".
             switch error {
@@ -93,7 +103,9 @@ struct StressPeer: ParsableCommand {
             if values != input { outcome = "fatal:input_not_restored" }
         }
         out.write("op peer=\(c.peerID) epoch=\(epoch) op=\(opID) participants=\(members.map(String.init).joined(separator: ","))"
-                  + " outcome=\(outcome) hash=\(outcome == "ok" ? stressHash(values) : 0) start=\(start) end=\(monotonicMicroseconds())")
+                  + " kind=\(synchronizing ? "sync" : "allreduce") outcome=\(outcome)"
+                  + " hash=\(outcome == "ok" && !synchronizing ? stressHash(values) : 0) state=\(state.shared.contentHash)"
+                  + " start=\(start) end=\(monotonicMicroseconds())")
         if outcome.hasPrefix("fatal:") { throw ExitCode(3) }
         if outcome != "ok" {
             do {
@@ -102,6 +114,37 @@ struct StressPeer: ParsableCommand {
                 if case .timedOut = error { return } // the next step asks again
                 guard error.isRetryable else { throw error }
             }
+        }
+    }
+}
+
+/// The shared state a stress peer keeps: weights that start the same everywhere (revision 0) and
+/// change with every successful all-reduce. The revision moves by one per synchronization (after a
+/// successful one), as `StateElection` wants; a joiner starts at 0 and is outdated.
+struct StressState {
+    let shared = SharedState()
+    private let weights: SharedTensor
+    /// The epoch whose first operation was a successful synchronization.
+    private(set) var syncedEpoch: UInt64 = 0
+    private var bumpBeforeNextSync = false
+
+    init(count: Int) throws {
+        weights = try shared.add("weights", values: (0 ..< count).map { Float($0 % 1000) * 0.5 })
+    }
+
+    mutating func synchronize(_ c: Communicator) throws {
+        let epoch = c.epoch
+        if bumpBeforeNextSync { shared.revision += 1 }
+        bumpBeforeNextSync = false
+        try c.synchronize(shared)
+        bumpBeforeNextSync = true
+        syncedEpoch = epoch
+    }
+
+    /// The same deterministic update at every member: w = w/2 + sum.
+    func apply(_ sum: [Float]) {
+        weights.withUnsafeMutableBufferPointer(as: Float.self) { w in
+            for i in w.indices { w[i] = w[i] * 0.5 + sum[i] }
         }
     }
 }
