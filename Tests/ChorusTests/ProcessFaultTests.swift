@@ -226,7 +226,7 @@ import Glibc
         var buffer = [CChar](repeating: 0, count: 4096)
         _ = fgets(&buffer, 4096, file)
         let report = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        for zero in ["\"split_outcomes\":0", "\"wrong_results\":0", "\"hangs\":0"] {
+        for zero in ["\"split_outcomes\":0", "\"wrong_results\":0", "\"hangs\":0", "\"state_divergences\":0"] {
             #expect(report.contains(zero), "\(report)")
         }
         let events = Int(report.split(separator: ",").first { $0.hasPrefix("\"churn_events\"") }?.split(separator: ":").last ?? "") ?? 0
@@ -244,5 +244,20 @@ import Glibc
         let (code, output) = try run("chorus-demo", ["--peers", "3", "--rounds", "4", "--count", "10000"])
         #expect(code == 0, "\(output)")
         #expect(output.contains("failed on every survivor") && output.contains("0 wrong"), "\(output)")
+    }
+
+    /// The training example: the loss falls, a joiner catches up, the world grows and shrinks, and
+    /// every peer that finishes holds the same state.
+    @Test func dilocoTrainsThroughAJoinAKillAndALeave() throws {
+        let (code, output) = try run("chorus-diloco", ["--steps", "30", "--kill-at", "12", "--leave-at", "20"])
+        #expect(code == 0, "\(output)")
+        let steps = output.split(separator: "\n").filter { $0.hasPrefix("step ") }.map { $0.split(separator: " ") }
+        let losses = steps.compactMap { Float($0[6]) }, worlds = Set(steps.map { String($0[3]) })
+        #expect(steps.count == 30 && losses.count == 30, "\(output)")
+        #expect((losses.last ?? 1) < (losses.first ?? 0) * 0.8, "the held-out loss falls: \(losses)")
+        #expect(worlds.isSuperset(of: ["3", "4", "2"]), "the world grows to 4 and shrinks to 2: \(worlds)")
+        #expect(output.contains("caught up to step"), "\(output)")
+        let finals = output.split(separator: "\n").filter { $0.contains(": done at step 30, state ") }.map { $0.split(separator: " ").last! }
+        #expect(finals.count == 2 && Set(finals).count == 1, "the two finishers hold the same state: \(finals)")
     }
 }
