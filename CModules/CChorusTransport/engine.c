@@ -11,7 +11,7 @@
 // receive to be posted (then the connection is "paused" and its idle timer stops, because the stall
 // is ours, not the peer's).
 #define _GNU_SOURCE
-#include "sockets.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -24,87 +24,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define WAKE_ID 0u
-
-typedef struct send_item {
-    struct send_item *next;
-    uint8_t header[CHORUS_FRAME_HEADER_BYTES];
-    uint32_t header_sent;
-    const uint8_t *payload;
-    uint32_t length;
-    uint32_t payload_sent;
-    chorus_request *request; // data sends; NULL for control and heartbeat frames
-    int heap_owned;          // control frames: item and payload copy in one allocation
-} send_item;
-
-struct chorus_request {
-    struct chorus_request *next; // posted-receive queue
-    int done;
-    int status;
-    uint64_t epoch;
-    uint64_t op_id;
-    uint32_t tag;
-    uint32_t length;
-    uint8_t *buffer;
-    send_item item; // data sends
-};
-
-typedef struct conn {
-    chorus_conn_id id;
-    int fd;
-    int is_listener;
-    int refs;            // engine->lock
-    int failed;          // engine->lock
-    int owner_closed;    // engine->lock: the owner closed it, so no FAILED event
-    int needs_attention; // engine->lock: close requested, send error, or a receive posted while paused
-    int send_error;      // engine->lock
-    int sys_errno;       // engine->lock
-
-    pthread_mutex_t send_lock;
-    send_item *send_head, *send_tail; // send_lock
-    int send_closed;                  // send_lock
-    uint64_t last_send_ms;            // send_lock
-    send_item heartbeat;              // send_lock; reused, never freed
-
-    chorus_request *recv_head, *recv_tail; // engine->lock
-    int paused;                            // engine->lock
-
-    // I/O thread only.
-    uint8_t header_raw[CHORUS_FRAME_HEADER_BYTES];
-    uint32_t header_got;
-    int have_header;
-    chorus_frame_header header;
-    uint8_t *control_payload;
-    uint32_t payload_got;
-    chorus_request *active_recv;
-    uint64_t last_recv_ms;
-} conn;
-
-typedef struct event_node {
-    struct event_node *next;
-    chorus_event event;
-} event_node;
-
-struct chorus_engine {
-    chorus_engine_config config;
-    int epfd;
-    int wakefd;
-    pthread_t thread;
-    int stopping; // lock
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    conn **conns;
-    size_t conn_count, conn_capacity;
-    chorus_conn_id next_id;
-    int attention; // some conn needs_attention
-    event_node *event_head, *event_tail;
-    uint32_t event_count;
-};
-
 // MARK: - Small helpers
 
-static void wake_io_thread(chorus_engine *e) {
+void engine_wake(chorus_engine *e) {
     uint64_t one = 1;
     ssize_t ignored = write(e->wakefd, &one, sizeof one);
     (void)ignored;
@@ -116,7 +38,7 @@ static conn *find_locked(chorus_engine *e, chorus_conn_id id) {
     return NULL;
 }
 
-static conn *acquire(chorus_engine *e, chorus_conn_id id) {
+conn *engine_acquire(chorus_engine *e, chorus_conn_id id) {
     pthread_mutex_lock(&e->lock);
     conn *c = find_locked(e, id);
     if (c != NULL) c->refs++;
@@ -126,24 +48,25 @@ static conn *acquire(chorus_engine *e, chorus_conn_id id) {
 
 static void free_conn(conn *c) {
     pthread_mutex_destroy(&c->send_lock);
+    pthread_mutex_destroy(&c->rdma_lock);
     free(c->control_payload);
     free(c);
 }
 
-static void release(chorus_engine *e, conn *c) {
+void engine_release(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&e->lock);
     int last = --c->refs == 0;
     pthread_mutex_unlock(&e->lock);
     if (last) free_conn(c);
 }
 
-static void complete_locked(chorus_engine *e, chorus_request *r, int status) {
+void engine_complete_locked(chorus_engine *e, chorus_request *r, int status) {
     r->status = status;
     __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE); // also read without the lock while spinning
     pthread_cond_broadcast(&e->cond);
 }
 
-static void push_event_locked(chorus_engine *e, event_node *node) {
+void engine_push_event_locked(chorus_engine *e, event_node *node) {
     node->next = NULL;
     if (e->event_tail) e->event_tail->next = node; else e->event_head = node;
     e->event_tail = node;
@@ -151,12 +74,12 @@ static void push_event_locked(chorus_engine *e, event_node *node) {
     pthread_cond_broadcast(&e->cond);
 }
 
-static void flag_attention(chorus_engine *e, conn *c) {
+void engine_flag_attention(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&e->lock);
     c->needs_attention = 1;
     e->attention = 1;
     pthread_mutex_unlock(&e->lock);
-    wake_io_thread(e);
+    engine_wake(e);
 }
 
 // MARK: - Sending (caller holds c->send_lock)
@@ -170,7 +93,7 @@ static void enqueue_send(conn *c, send_item *item) {
 static void finish_item(chorus_engine *e, send_item *item, int status) {
     if (item->request != NULL) {
         pthread_mutex_lock(&e->lock);
-        complete_locked(e, item->request, status);
+        engine_complete_locked(e, item->request, status);
         pthread_mutex_unlock(&e->lock);
     } else if (item->heap_owned) {
         free(item);
@@ -214,7 +137,7 @@ static int flush_sends(chorus_engine *e, conn *c) {
 
 /// Queues an item and writes what the socket takes now; a write error is handed to the I/O thread,
 /// which fails the connection (it owns the read side, which must be torn down too).
-static int submit(chorus_engine *e, conn *c, send_item *item) {
+int engine_submit(chorus_engine *e, conn *c, send_item *item) {
     pthread_mutex_lock(&c->send_lock);
     if (c->send_closed) {
         pthread_mutex_unlock(&c->send_lock);
@@ -229,14 +152,14 @@ static int submit(chorus_engine *e, conn *c, send_item *item) {
         c->send_error = CHORUS_ERR_SYSTEM;
         c->sys_errno = error;
         pthread_mutex_unlock(&e->lock);
-        flag_attention(e, c);
+        engine_flag_attention(e, c);
     }
     return CHORUS_OK;
 }
 
 // MARK: - Failing and closing (I/O thread)
 
-static void fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
+void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
     pthread_mutex_lock(&e->lock);
     if (c->failed) {
         pthread_mutex_unlock(&e->lock);
@@ -246,11 +169,11 @@ static void fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
     int request_status = c->owner_closed ? CHORUS_ERR_CANCELLED : status;
     for (chorus_request *r = c->recv_head; r != NULL;) {
         chorus_request *next = r->next;
-        complete_locked(e, r, request_status);
+        engine_complete_locked(e, r, request_status);
         r = next;
     }
     c->recv_head = c->recv_tail = NULL;
-    if (c->active_recv) complete_locked(e, c->active_recv, request_status);
+    if (c->active_recv) engine_complete_locked(e, c->active_recv, request_status);
     c->active_recv = NULL;
     for (size_t i = 0; i < e->conn_count; i++) {
         if (e->conns[i] == c) {
@@ -263,11 +186,17 @@ static void fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
         if (node != NULL) {
             node->event = (chorus_event){.kind = CHORUS_EVENT_FAILED, .conn = c->id, .status = status,
                                          .sys_errno = sys_errno};
-            push_event_locked(e, node);
+            engine_push_event_locked(e, node);
         }
     }
     pthread_mutex_unlock(&e->lock);
 
+    if (c->uses_rdma) rdma_teardown(e, c, request_status);
+    if (c->rdma_listener != NULL) {
+        epoll_ctl(e->epfd, EPOLL_CTL_DEL, rdma_listener_fd(c->rdma_listener), NULL);
+        rdma_listener_destroy(c->rdma_listener);
+        c->rdma_listener = NULL;
+    }
     pthread_mutex_lock(&c->send_lock);
     c->send_closed = 1;
     for (send_item *item = c->send_head; item != NULL;) {
@@ -280,12 +209,12 @@ static void fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
     close(c->fd);
     c->fd = -1;
     pthread_mutex_unlock(&c->send_lock);
-    release(e, c); // the table's reference
+    engine_release(e, c); // the table's reference
 }
 
 // MARK: - Receiving (I/O thread)
 
-static int match_receive(const chorus_frame_header *h, const chorus_request *r) {
+int engine_match_receive(const chorus_frame_header *h, const chorus_request *r) {
     if (h->epoch < r->epoch) return CHORUS_ERR_STALE_EPOCH;
     if (h->epoch != r->epoch) return CHORUS_ERR_EPOCH_MISMATCH;
     if (h->op_id != r->op_id) return CHORUS_ERR_OP_MISMATCH;
@@ -313,11 +242,11 @@ static int deliver(chorus_engine *e, conn *c) {
         } else {
             node->event = (chorus_event){.kind = CHORUS_EVENT_CONTROL, .conn = c->id, .header = c->header,
                                          .payload = c->control_payload};
-            push_event_locked(e, node);
+            engine_push_event_locked(e, node);
             c->control_payload = NULL;
         }
     } else if (c->active_recv != NULL) {
-        complete_locked(e, c->active_recv, CHORUS_OK);
+        engine_complete_locked(e, c->active_recv, CHORUS_OK);
     }
     pthread_mutex_unlock(&e->lock);
     if (status == CHORUS_OK) frame_done(c);
@@ -348,7 +277,7 @@ static int begin_payload(chorus_engine *e, conn *c) {
             pthread_mutex_unlock(&e->lock);
             return CHORUS_ERR_INTERRUPTED;
         }
-        int status = match_receive(&c->header, r);
+        int status = engine_match_receive(&c->header, r);
         if (status == CHORUS_OK) {
             c->recv_head = r->next;
             if (c->recv_head == NULL) c->recv_tail = NULL;
@@ -372,7 +301,7 @@ static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length)
         int error = got == 0 ? 0 : errno;
         if (error == EINTR) continue;
         if (error == EAGAIN || error == EWOULDBLOCK) return 0;
-        fail_conn(e, c, error == 0 || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
+        engine_fail_conn(e, c, error == 0 || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
         return -1;
     }
 }
@@ -389,9 +318,17 @@ static void read_conn(chorus_engine *e, conn *c) {
             c->header_got += (uint32_t)got;
             if (c->header_got < CHORUS_FRAME_HEADER_BYTES) continue;
             int status = chorus_frame_decode(c->header_raw, e->config.max_control_bytes, &c->header);
-            if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+            if (status != CHORUS_OK) { engine_fail_conn(e, c, status, 0); return; }
             c->have_header = 1;
             if (c->header.type == CHORUS_FRAME_HEARTBEAT) {
+                frame_done(c);
+                continue;
+            }
+            if (c->header.type == CHORUS_FRAME_CREDIT || (c->header.type == CHORUS_FRAME_DATA && c->uses_rdma)) {
+                // Credits belong to RDMA connections, whose data never travels on the socket.
+                status = c->uses_rdma && c->header.type == CHORUS_FRAME_CREDIT ? rdma_on_credit(e, c, c->header.tag)
+                                                                               : CHORUS_ERR_UNEXPECTED_CONTROL;
+                if (status != CHORUS_OK) { engine_fail_conn(e, c, status, 0); return; }
                 frame_done(c);
                 continue;
             }
@@ -399,10 +336,10 @@ static void read_conn(chorus_engine *e, conn *c) {
         if (c->header.type == CHORUS_FRAME_DATA && c->active_recv == NULL) {
             int status = begin_payload(e, c);
             if (status == CHORUS_ERR_INTERRUPTED) return; // paused until a receive is posted
-            if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+            if (status != CHORUS_OK) { engine_fail_conn(e, c, status, 0); return; }
         } else if (c->header.type == CHORUS_FRAME_CONTROL && c->control_payload == NULL) {
             int status = begin_payload(e, c);
-            if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+            if (status != CHORUS_OK) { engine_fail_conn(e, c, status, 0); return; }
         }
         uint8_t *target = c->header.type == CHORUS_FRAME_CONTROL ? c->control_payload : c->active_recv->buffer;
         if (c->payload_got < c->header.length) {
@@ -412,20 +349,18 @@ static void read_conn(chorus_engine *e, conn *c) {
             if (c->payload_got < c->header.length) continue;
         }
         int status = deliver(e, c);
-        if (status != CHORUS_OK) { fail_conn(e, c, status, 0); return; }
+        if (status != CHORUS_OK) { engine_fail_conn(e, c, status, 0); return; }
     }
 }
 
 // MARK: - I/O thread
 
-static void accept_all(chorus_engine *e, conn *listener);
-static int add_conn(chorus_engine *e, int fd, int is_listener, chorus_conn_id *out);
 
 static void flush_from_io(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&c->send_lock);
     int error = flush_sends(e, c);
     pthread_mutex_unlock(&c->send_lock);
-    if (error != 0) fail_conn(e, c, error == EPIPE || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
+    if (error != 0) engine_fail_conn(e, c, error == EPIPE || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
 }
 
 /// Handles what owners asked for (close, resume a paused reader) and what their inline sends hit.
@@ -454,11 +389,17 @@ static void serve_attention(chorus_engine *e) {
         int closing = c->owner_closed, send_error = c->send_error, sys_errno = c->sys_errno;
         int resume = c->paused && c->recv_head != NULL;
         if (resume) c->paused = 0;
+        int rdma_resume = c->rdma_paused && c->recv_head != NULL;
+        if (rdma_resume) c->rdma_paused = 0;
         pthread_mutex_unlock(&e->lock);
-        if (closing) fail_conn(e, c, CHORUS_ERR_CANCELLED, 0);
-        else if (send_error) fail_conn(e, c, sys_errno == EPIPE || sys_errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : send_error, sys_errno);
+        if (closing) engine_fail_conn(e, c, CHORUS_ERR_CANCELLED, 0);
+        else if (send_error) engine_fail_conn(e, c, sys_errno == EPIPE || sys_errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : send_error, sys_errno);
         else if (resume) read_conn(e, c);
-        release(e, c);
+        else if (rdma_resume) {
+            int status = rdma_consume(e, c);
+            if (status != CHORUS_OK) engine_fail_conn(e, c, status, 0);
+        }
+        engine_release(e, c);
     }
     free(todo);
 }
@@ -482,7 +423,7 @@ static void serve_timers(chorus_engine *e, uint64_t now) {
             pthread_mutex_unlock(&e->lock);
             uint32_t idle = e->config.idle_timeout_ms;
             if (!failed && idle > 0 && !paused && now > c->last_recv_ms + idle) {
-                fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
+                engine_fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
             } else if (!failed && e->config.heartbeat_interval_ms > 0 && pthread_mutex_trylock(&c->send_lock) == 0) {
                 int error = 0;
                 if (!c->send_closed && c->send_head == NULL && now >= c->last_send_ms + e->config.heartbeat_interval_ms) {
@@ -491,10 +432,10 @@ static void serve_timers(chorus_engine *e, uint64_t now) {
                     error = flush_sends(e, c);
                 }
                 pthread_mutex_unlock(&c->send_lock);
-                if (error != 0) fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, error);
+                if (error != 0) engine_fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, error);
             }
         }
-        release(e, c);
+        engine_release(e, c);
     }
     free(all);
 }
@@ -528,10 +469,17 @@ static void *io_main(void *arg) {
                 (void)ignored;
                 continue;
             }
-            conn *c = acquire(e, events[i].data.u64);
+            uint64_t key = events[i].data.u64 & ~KEY_ID_MASK;
+            conn *c = engine_acquire(e, events[i].data.u64 & KEY_ID_MASK);
             if (c == NULL) continue;
-            if (c->is_listener) {
-                accept_all(e, c);
+            if (key == KEY_RDMA_CQ) {
+                rdma_on_completions(e, c);
+            } else if (key == KEY_RDMA_CM) {
+                rdma_on_cm_events(e, c);
+            } else if (key == KEY_RDMA_LISTENER) {
+                rdma_on_listener(e, c);
+            } else if (c->is_listener) {
+                engine_accept_all(e, c);
             } else {
                 if (events[i].events & EPOLLOUT) flush_from_io(e, c);
                 if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -541,7 +489,7 @@ static void *io_main(void *arg) {
                     if (readable) read_conn(e, c);
                 }
             }
-            release(e, c);
+            engine_release(e, c);
         }
         serve_attention(e);
         now = chorus_now_ms();
@@ -555,11 +503,14 @@ static void *io_main(void *arg) {
 
 // MARK: - Connections
 
-static int add_conn(chorus_engine *e, int fd, int is_listener, chorus_conn_id *out) {
+/// Registers a socket. `uses_rdma`: its data frames travel on an RDMA link attached afterwards.
+static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, chorus_conn_id *out) {
     conn *c = calloc(1, sizeof *c);
     if (c == NULL) return CHORUS_ERR_SYSTEM;
     c->fd = fd;
     c->is_listener = is_listener;
+    c->uses_rdma = uses_rdma && !is_listener;
+    pthread_mutex_init(&c->rdma_lock, NULL);
     c->refs = 1; // the table's
     c->last_recv_ms = c->last_send_ms = chorus_now_ms();
     pthread_mutex_init(&c->send_lock, NULL);
@@ -589,14 +540,14 @@ static int add_conn(chorus_engine *e, int fd, int is_listener, chorus_conn_id *o
         pthread_mutex_lock(&e->lock);
         c->owner_closed = 1;
         pthread_mutex_unlock(&e->lock);
-        fail_conn(e, c, CHORUS_ERR_SYSTEM, saved);
+        engine_fail_conn(e, c, CHORUS_ERR_SYSTEM, saved);
         return CHORUS_ERR_SYSTEM;
     }
     *out = c->id;
     return CHORUS_OK;
 }
 
-static void accept_all(chorus_engine *e, conn *listener) {
+void engine_accept_all(chorus_engine *e, conn *listener) {
     for (;;) {
         int fd = accept4(listener->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -608,22 +559,31 @@ static void accept_all(chorus_engine *e, conn *listener) {
         int flooded = e->event_count >= e->config.max_queued_events;
         pthread_mutex_unlock(&e->lock);
         chorus_conn_id id;
-        if (flooded || add_conn(e, fd, 0, &id) != CHORUS_OK) {
+        int rdma = listener->rdma_listener != NULL;
+        if (flooded || add_conn(e, fd, 0, rdma, &id) != CHORUS_OK) {
             if (flooded) close(fd);
             continue;
+        }
+        if (rdma) { // remember the dialer's address: its RDMA link names this connection by it
+            struct sockaddr_storage peer;
+            socklen_t size = sizeof peer;
+            conn *accepted = engine_acquire(e, id);
+            if (accepted != NULL && getpeername(fd, (struct sockaddr *)&peer, &size) == 0)
+                chorus_socket_describe(&peer, accepted->peer_host, sizeof accepted->peer_host, &accepted->peer_port);
+            if (accepted != NULL) engine_release(e, accepted);
         }
         event_node *node = calloc(1, sizeof *node);
         pthread_mutex_lock(&e->lock);
         if (node != NULL) {
             node->event = (chorus_event){.kind = CHORUS_EVENT_ACCEPTED, .conn = id};
-            push_event_locked(e, node);
+            engine_push_event_locked(e, node);
         }
         pthread_mutex_unlock(&e->lock);
         // The socket may already hold the peer's first frame; with edge triggering nobody else reads it.
-        conn *c = acquire(e, id);
+        conn *c = engine_acquire(e, id);
         if (c != NULL) {
             read_conn(e, c);
-            release(e, c);
+            engine_release(e, c);
         }
     }
 }
@@ -662,7 +622,7 @@ void chorus_engine_destroy(chorus_engine *e) {
     pthread_mutex_lock(&e->lock);
     e->stopping = 1;
     pthread_mutex_unlock(&e->lock);
-    wake_io_thread(e);
+    engine_wake(e);
     pthread_join(e->thread, NULL);
     for (;;) {
         pthread_mutex_lock(&e->lock);
@@ -670,7 +630,7 @@ void chorus_engine_destroy(chorus_engine *e) {
         if (c != NULL) c->owner_closed = 1;
         pthread_mutex_unlock(&e->lock);
         if (c == NULL) break;
-        fail_conn(e, c, CHORUS_ERR_SHUTDOWN, 0);
+        engine_fail_conn(e, c, CHORUS_ERR_SHUTDOWN, 0);
     }
     for (event_node *node = e->event_head; node != NULL;) {
         event_node *next = node->next;
@@ -686,19 +646,64 @@ void chorus_engine_destroy(chorus_engine *e) {
     free(e);
 }
 
-int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, int backlog, uint16_t *bound_port) {
+int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, int backlog, int rdma, uint16_t *bound_port) {
+    rdma_listener *listener = NULL;
+    if (rdma) { // fail before binding anything when RDMA is not there
+        int status = chorus_rdma_check(NULL, 0);
+        if (status != CHORUS_OK) return status;
+    }
     int fd;
     int status = chorus_socket_listen(host, port, backlog, &fd, bound_port);
     if (status != CHORUS_OK) return status;
+    if (rdma && (status = rdma_listener_create(host, *bound_port, &listener, NULL, 0)) != CHORUS_OK) {
+        close(fd);
+        return status;
+    }
     chorus_conn_id id;
-    return add_conn(e, fd, 1, &id);
+    if ((status = add_conn(e, fd, 1, 0, &id)) != CHORUS_OK) {
+        rdma_listener_destroy(listener);
+        return status;
+    }
+    if (listener == NULL) return CHORUS_OK;
+    conn *c = engine_acquire(e, id);
+    c->rdma_listener = listener;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = KEY_RDMA_LISTENER | id};
+    status = epoll_ctl(e->epfd, EPOLL_CTL_ADD, rdma_listener_fd(listener), &ev) == 0 ? CHORUS_OK : CHORUS_ERR_SYSTEM;
+    engine_release(e, c);
+    if (status != CHORUS_OK) chorus_engine_close(e, id);
+    return status;
 }
 
-int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int timeout_ms, chorus_conn_id *out) {
+int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int timeout_ms, int rdma, chorus_conn_id *out) {
     int fd;
-    int status = chorus_socket_connect(host, port, timeout_ms, e->config.socket_buffer_bytes, &fd);
+    int status = rdma ? chorus_rdma_check(NULL, 0) : CHORUS_OK;
     if (status != CHORUS_OK) return status;
-    return add_conn(e, fd, 0, out);
+    uint64_t deadline = chorus_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    if ((status = chorus_socket_connect(host, port, timeout_ms, e->config.socket_buffer_bytes, &fd)) != CHORUS_OK) return status;
+    rdma_link *link = NULL;
+    if (rdma) { // the link names this connection by its local port
+        struct sockaddr_storage local;
+        socklen_t size = sizeof local;
+        char ignored[64], why[256];
+        uint16_t local_port = 0;
+        if (getsockname(fd, (struct sockaddr *)&local, &size) == 0) chorus_socket_describe(&local, ignored, sizeof ignored, &local_port);
+        uint64_t now = chorus_now_ms();
+        status = rdma_link_connect(host, port, local_port, now < deadline ? (int)(deadline - now) : 1, &link, why, sizeof why);
+        if (status != CHORUS_OK) {
+            close(fd);
+            return status;
+        }
+    }
+    if ((status = add_conn(e, fd, 0, rdma, out)) != CHORUS_OK) {
+        rdma_link_destroy(link);
+        return status;
+    }
+    if (link == NULL) return CHORUS_OK;
+    conn *c = engine_acquire(e, *out);
+    status = c != NULL ? rdma_attach(e, c, link) : CHORUS_ERR_NO_SUCH_CONNECTION;
+    if (c != NULL) engine_release(e, c);
+    if (status != CHORUS_OK) chorus_engine_close(e, *out);
+    return status;
 }
 
 int chorus_engine_close(chorus_engine *e, chorus_conn_id id) {
@@ -710,38 +715,38 @@ int chorus_engine_close(chorus_engine *e, chorus_conn_id id) {
         e->attention = 1;
     }
     pthread_mutex_unlock(&e->lock);
-    if (c != NULL) wake_io_thread(e);
+    if (c != NULL) engine_wake(e);
     return c != NULL ? CHORUS_OK : CHORUS_ERR_NO_SUCH_CONNECTION;
 }
 
 int chorus_engine_send_control(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,
                                const void *payload, uint32_t length) {
     if (length > e->config.max_control_bytes || (length > 0 && payload == NULL)) return CHORUS_ERR_INVALID_ARGUMENT;
-    conn *c = acquire(e, id);
+    conn *c = engine_acquire(e, id);
     if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
     send_item *item = malloc(sizeof *item + length);
     if (item == NULL) {
-        release(e, c);
+        engine_release(e, c);
         return CHORUS_ERR_SYSTEM;
     }
     chorus_frame_header h = {.type = CHORUS_FRAME_CONTROL, .length = length, .epoch = epoch, .op_id = op_id};
     *item = (send_item){.payload = (const uint8_t *)(item + 1), .length = length, .heap_owned = 1};
     chorus_frame_encode(&h, item->header);
     if (length > 0) memcpy(item + 1, payload, length);
-    int status = submit(e, c, item);
+    int status = engine_submit(e, c, item);
     if (status != CHORUS_OK) free(item);
-    release(e, c);
+    engine_release(e, c);
     return status;
 }
 
 int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,
                             const void *buffer, uint32_t length, chorus_request **out) {
     if (out == NULL || (length > 0 && buffer == NULL)) return CHORUS_ERR_INVALID_ARGUMENT;
-    conn *c = acquire(e, id);
+    conn *c = engine_acquire(e, id);
     if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
     chorus_request *r = calloc(1, sizeof *r);
     if (r == NULL) {
-        release(e, c);
+        engine_release(e, c);
         return CHORUS_ERR_SYSTEM;
     }
     chorus_frame_header h = {.type = CHORUS_FRAME_DATA, .tag = tag, .length = length, .epoch = epoch, .op_id = op_id};
@@ -749,8 +754,8 @@ int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch,
     r->item.payload = buffer;
     r->item.length = length;
     r->item.request = r;
-    int status = submit(e, c, &r->item);
-    release(e, c);
+    int status = c->uses_rdma ? rdma_queue_send(e, c, r) : engine_submit(e, c, &r->item);
+    engine_release(e, c);
     if (status != CHORUS_OK) {
         free(r);
         return status;
@@ -774,13 +779,13 @@ int chorus_engine_post_recv(chorus_engine *e, chorus_conn_id id, uint64_t epoch,
     }
     if (c->recv_tail) c->recv_tail->next = r; else c->recv_head = r;
     c->recv_tail = r;
-    int wake = c->paused;
+    int wake = c->paused || c->rdma_paused;
     if (wake) {
         c->needs_attention = 1;
         e->attention = 1;
     }
     pthread_mutex_unlock(&e->lock);
-    if (wake) wake_io_thread(e);
+    if (wake) engine_wake(e);
     *out = r;
     return CHORUS_OK;
 }

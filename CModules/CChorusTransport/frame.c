@@ -48,6 +48,7 @@ int chorus_frame_decode(const uint8_t raw[CHORUS_FRAME_HEADER_BYTES], uint32_t m
         if (h.length > max_control_bytes) return CHORUS_ERR_CONTROL_TOO_LARGE;
         break;
     case CHORUS_FRAME_HEARTBEAT:
+    case CHORUS_FRAME_CREDIT:
         if (h.length != 0) return CHORUS_ERR_BAD_LENGTH;
         break;
     case CHORUS_FRAME_DATA:
@@ -86,6 +87,7 @@ const char *chorus_status_string(int status) {
     case CHORUS_ERR_NO_SUCH_CONNECTION: return "no such connection (closed or failed)";
     case CHORUS_ERR_ADDRESS: return "address could not be resolved or bound";
     case CHORUS_ERR_SHUTDOWN: return "engine is shutting down";
+    case CHORUS_ERR_NO_RDMA: return "RDMA is not available here";
     default: return "unknown status";
     }
 }

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -112,4 +113,16 @@ int chorus_socket_connect(const char *host, uint16_t port, int timeout_ms, int b
         status = connect_one(ai, deadline, buffer_bytes, fd_out);
     freeaddrinfo(list);
     return status;
+}
+
+void chorus_socket_describe(const struct sockaddr_storage *address, char *host, size_t host_size, uint16_t *port) {
+    if (address->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
+        inet_ntop(AF_INET6, &v6->sin6_addr, host, (socklen_t)host_size);
+        *port = ntohs(v6->sin6_port);
+    } else {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)address;
+        inet_ntop(AF_INET, &v4->sin_addr, host, (socklen_t)host_size);
+        *port = ntohs(v4->sin_port);
+    }
 }

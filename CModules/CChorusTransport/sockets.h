@@ -8,4 +8,7 @@ uint64_t chorus_now_us(void);
 void chorus_socket_configure(int fd, int buffer_bytes);
 int chorus_socket_listen(const char *host, uint16_t port, int backlog, int *fd_out, uint16_t *bound_port);
 int chorus_socket_connect(const char *host, uint16_t port, int timeout_ms, int buffer_bytes, int *fd_out);
+struct sockaddr_storage;
+/// The numeric host and port of an address.
+void chorus_socket_describe(const struct sockaddr_storage *address, char *host, size_t host_size, uint16_t *port);
 #endif

@@ -52,6 +52,7 @@ public final class Communicator: Sendable {
             try session.sendToMaster(.updateTopology(epoch: session.topology.epoch, minimumWorldSize: 1))
         }
         core = Core(session: session)
+        transport = session.usesRDMA ? .rdma : .tcp
         publishStatus(of: session)
     }
 
@@ -71,6 +72,9 @@ public final class Communicator: Sendable {
             try Communicator(master: master, configuration: configuration)
         }
     }
+
+    /// What carries this peer's collective data: `.tcp` or `.rdma` (`.auto` resolved).
+    public let transport: TransportKind
 
     /// This peer's id, stable for the life of the communicator.
     public var peerID: PeerID { statusBox.status.withLock { $0.peerID } }

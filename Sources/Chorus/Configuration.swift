@@ -39,6 +39,9 @@ public struct Configuration: Sendable {
     /// Parallel TCP connections to each ring neighbour; segments stripe across them. Every peer
     /// of a group must use the same number.
     public var connectionsPerPeer = 1
+    /// What carries collective data between peers (the master always uses TCP). Every peer of a
+    /// group must resolve to the same transport.
+    public var transport: TransportKind = .auto
     /// Largest control message accepted.
     public var maxControlBytes = 1 << 20
     /// Shared-state transfer: an outdated peer asks its sources for pieces of this size (each one
@@ -51,9 +54,46 @@ public struct Configuration: Sendable {
 
     public init() {}
 
+    /// Whether this peer's data goes over RDMA.
+    /// - Throws: `setupFailed` when `.rdma` was asked for and this machine cannot do RDMA.
+    func usesRDMA() throws(ChorusError) -> Bool {
+        switch transport {
+        case .tcp:
+            return false
+        case .rdma:
+            if let why = TransportEngine.rdmaUnavailableReason { throw .setupFailed("transport rdma was asked for, but \(why)") }
+            return true
+        case .auto:
+            // RDMA devices do not serve loopback addresses, so a loopback group stays on TCP.
+            return TransportEngine.rdmaUnavailableReason == nil && !isLoopback(bindHost)
+        }
+    }
+
     var transportSettings: TransportSettings {
         TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,
                           maxControlBytes: maxControlBytes, maxQueuedEvents: 4096,
                           socketBufferBytes: socketBufferBytes, spinWait: spinWait)
     }
+}
+
+/// What carries collective data between peers.
+public enum TransportKind: String, Sendable, CaseIterable {
+    /// Framed TCP (the default everywhere RDMA is absent).
+    case tcp
+    /// Reliable-connected RDMA queue pairs set up with rdma_cm (RoCE or InfiniBand); control frames
+    /// and heartbeats stay on a TCP connection beside each link. Fails with a clear error where no
+    /// RDMA device exists.
+    case rdma
+    /// RDMA when this machine has a device and the bind address is not loopback, else TCP.
+    case auto
+}
+
+extension TransportKind {
+    /// Nil when this machine can use RDMA; otherwise why not (no libraries, a kernel without RDMA,
+    /// no device).
+    public static var rdmaUnavailableReason: String? { TransportEngine.rdmaUnavailableReason }
+}
+
+private func isLoopback(_ host: String) -> Bool {
+    host == "localhost" || host.hasPrefix("127.") || host == "::1"
 }

@@ -7,7 +7,7 @@ extension Configuration {
     /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
     /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
     /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`,
-    /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`.
+    /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`, `CHORUS_TRANSPORT` (tcp, rdma, auto).
     /// - Throws: `ChorusError.invalidArgument` naming a variable whose value is not a number.
     public static func fromEnvironment(_ environment: [String: String] = currentEnvironment()) throws -> Configuration {
         var c = Configuration()
@@ -20,6 +20,12 @@ extension Configuration {
         }
         if let v = environment["CHORUS_BIND"] { c.bindHost = v }
         if let v = environment["CHORUS_ADVERTISE"] { c.advertisedHost = v }
+        if let v = environment["CHORUS_TRANSPORT"] {
+            guard let kind = TransportKind(rawValue: v) else {
+                throw ChorusError.invalidArgument("CHORUS_TRANSPORT=\(v) is not one of tcp, rdma, auto")
+            }
+            c.transport = kind
+        }
         if let v = try number("CHORUS_HEARTBEAT_MS") { c.heartbeatInterval = .milliseconds(v) }
         if let v = try number("CHORUS_PEER_TIMEOUT_MS") { c.peerTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_CONNECT_TIMEOUT_MS") { c.connectTimeout = .milliseconds(v) }

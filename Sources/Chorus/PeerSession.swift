@@ -32,6 +32,8 @@ final class PeerSession {
     private var failedLinks: [ConnectionID: TransportError] = [:]
     private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
     private let masterEndpoint: (host: String, port: UInt16)
+    /// Data links go over RDMA (links to the master never do).
+    let usesRDMA: Bool
 
     /// Connects to the master and registers; does not wait for admission.
     init(master endpoint: (host: String, port: UInt16), configuration: Configuration,
@@ -39,12 +41,13 @@ final class PeerSession {
         self.configuration = configuration
         self.onMembershipPending = onMembershipPending
         self.masterEndpoint = endpoint
+        usesRDMA = try configuration.usesRDMA()
         do {
             engine = try TransportEngine(settings: configuration.transportSettings)
-            let port = try engine.listen(host: configuration.bindHost, port: 0)
+            let port = try engine.listen(host: configuration.bindHost, port: 0, rdma: usesRDMA)
             listenAddress = PeerAddress(host: configuration.advertisedHost ?? configuration.bindHost, port: port)
         } catch {
-            throw .setupFailed("cannot listen on \(configuration.bindHost): \(error)")
+            throw .setupFailed("cannot listen on \(configuration.bindHost)\(usesRDMA ? " (with RDMA)" : ""): \(error)")
         }
         do {
             master = try engine.connect(host: endpoint.host, port: endpoint.port, timeout: configuration.connectTimeout)
@@ -198,7 +201,7 @@ final class PeerSession {
         func dial(_ member: Member, _ link: LinkKind) throws(ChorusError) -> ConnectionID {
             do {
                 let connection = try engine.connect(host: member.address.host, port: member.address.port,
-                                                    timeout: configuration.connectTimeout)
+                                                    timeout: configuration.connectTimeout, rdma: usesRDMA)
                 dialed.append(connection)
                 let hello = PeerToPeer.hello(epoch: next.epoch, from: peerID, to: member.id, link: link)
                 try engine.sendControl(connection, address: FrameAddress(epoch: next.epoch, opID: 0), payload: hello.encoded())

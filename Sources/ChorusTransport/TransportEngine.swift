@@ -104,18 +104,29 @@ public final class TransportEngine: @unchecked Sendable {
     deinit { chorus_engine_destroy(engine) }
 
     /// Listens on `host:port` (port 0 picks an ephemeral port).
+    /// - Parameter rdma: also listen with rdma_cm; accepted connections then carry data frames over
+    ///   RDMA (the dialer must connect with `rdma` too).
     /// - Returns: the bound port.
-    public func listen(host: String, port: UInt16) throws(TransportError) -> UInt16 {
+    public func listen(host: String, port: UInt16, rdma: Bool = false) throws(TransportError) -> UInt16 {
         var bound: UInt16 = 0
-        try check(chorus_engine_listen(engine, host, port, 128, &bound))
+        try check(chorus_engine_listen(engine, host, port, 128, rdma ? 1 : 0, &bound))
         return bound
     }
 
     /// Connects within `timeout`.
-    public func connect(host: String, port: UInt16, timeout: Duration) throws(TransportError) -> ConnectionID {
+    /// - Parameter rdma: also open an RDMA link to the same address, which carries the data frames.
+    public func connect(host: String, port: UInt16, timeout: Duration, rdma: Bool = false) throws(TransportError) -> ConnectionID {
         var id: UInt64 = 0
-        try check(chorus_engine_connect(engine, host, port, milliseconds(timeout), &id))
+        try check(chorus_engine_connect(engine, host, port, milliseconds(timeout), rdma ? 1 : 0, &id))
         return ConnectionID(rawValue: id)
+    }
+
+    /// Nil when RDMA can be used on this machine; otherwise why not (no libraries, a kernel without
+    /// RDMA, no device).
+    public static var rdmaUnavailableReason: String? {
+        var why = [CChar](repeating: 0, count: 256)
+        guard chorus_rdma_probe(&why, why.count) != 0 else { return nil }
+        return String(decoding: why.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Closes a connection; its pending requests finish with `.cancelled`. Closing twice is harmless.

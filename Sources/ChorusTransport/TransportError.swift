@@ -11,6 +11,7 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
         case peerClosed = -120, idleTimeout = -121, cancelled = -122, connectFailed = -123, system = -124
         case timedOut = -130, interrupted = -131, invalidArgument = -132, noSuchConnection = -133
         case address = -134, shutdown = -135
+        case noRDMA = -140
     }
 
     public let code: Code

@@ -41,12 +41,13 @@ import Glibc
         output.split(separator: "\n").compactMap(Line.init)
     }
 
-    static func startPeers(_ count: Int, master: String, rounds: Int, elements: Int, scan: Bool = false) throws -> [ChildProcess] {
+    static func startPeers(_ count: Int, master: String, rounds: Int, elements: Int, scan: Bool = false,
+                           extraEnvironment: [String: String] = [:]) throws -> [ChildProcess] {
         try (0 ..< count).map { _ in
             try ChildProcess(executable: binaries + "/chorus-test-peer",
                              arguments: ["--master", master, "--world", "\(count)", "--count", "\(elements)", "--rounds", "\(rounds)"]
                                  + (scan ? ["--scan"] : []),
-                             environment: environment, captureOutput: true)
+                             environment: environment.merging(extraEnvironment) { $1 }, captureOutput: true)
         }
     }
 

@@ -52,6 +52,8 @@ typedef enum chorus_status {
     CHORUS_ERR_NO_SUCH_CONNECTION = -133,
     CHORUS_ERR_ADDRESS = -134,
     CHORUS_ERR_SHUTDOWN = -135,
+    // RDMA was asked for and is not available here (no libraries, no kernel support, no device).
+    CHORUS_ERR_NO_RDMA = -140,
 } chorus_status;
 
 /// A short, static, human-readable description of a status code.
@@ -67,6 +69,7 @@ typedef enum chorus_frame_type {
     CHORUS_FRAME_CONTROL = 1,   // small message for the protocol layer, delivered as an event
     CHORUS_FRAME_DATA = 2,      // payload of a collective, matched against a posted receive
     CHORUS_FRAME_HEARTBEAT = 3, // liveness only, empty
+    CHORUS_FRAME_CREDIT = 4,    // RDMA connections: `tag` more message slots are free at the sender; empty
 } chorus_frame_type;
 
 /// The decoded header. On the wire every field is little-endian:
@@ -102,6 +105,10 @@ typedef struct chorus_engine_config {
     uint32_t spin_wait_us;          // poll (yielding the core) this long before blocking in a wait
 } chorus_engine_config;
 
+/// CHORUS_OK when RDMA can be used here; else CHORUS_ERR_NO_RDMA with the reason (no libraries, a
+/// kernel without RDMA, no device) in `why`.
+int chorus_rdma_probe(char *why, size_t why_size);
+
 /// Creates an engine and starts its I/O thread.
 int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out);
 /// Stops the I/O thread, fails every pending request, closes every socket and frees the engine.
@@ -109,11 +116,16 @@ int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out
 void chorus_engine_destroy(chorus_engine *engine);
 
 /// Listens on host:port (port 0 = ephemeral). Accepted connections arrive as CHORUS_EVENT_ACCEPTED.
-int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port, int backlog,
+/// With `rdma`, it also listens with rdma_cm on the same address and port, and every accepted
+/// connection carries its data frames over the RDMA link its dialer opens.
+int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port, int backlog, int rdma,
                          uint16_t *bound_port);
 
-/// Connects to host:port within timeout_ms, from the calling thread, then hands the socket to the engine.
-int chorus_engine_connect(chorus_engine *engine, const char *host, uint16_t port, int timeout_ms,
+/// Connects to host:port within timeout_ms, from the calling thread, then hands the socket to the
+/// engine. With `rdma`, it then opens an RDMA link (rdma_cm, reliable connected) to the same
+/// address and port, which carries the connection's data frames; control frames, heartbeats and
+/// credits stay on TCP.
+int chorus_engine_connect(chorus_engine *engine, const char *host, uint16_t port, int timeout_ms, int rdma,
                           chorus_conn_id *out);
 
 /// Closes a connection: pending requests on it complete with CHORUS_ERR_CANCELLED, no event follows.

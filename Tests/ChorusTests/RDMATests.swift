@@ -1,0 +1,101 @@
+import Chorus
+import ChorusLauncher
+import ChorusTestSupport
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The RDMA transport, end to end. These run where an RDMA device exists, e.g. inside
+/// `../shared/tools/run-in-softroce-vm.sh` (Soft-RoCE on 10.99.0.1; `CHORUS_RDMA_TEST_HOST` names
+/// another address on an RDMA interface); elsewhere they are skipped, and the fallback tests run.
+@Suite(.serialized, .enabled(if: TransportKind.rdmaUnavailableReason == nil, "no RDMA device on this machine"))
+struct RDMATests {
+    static let host = Configuration.currentEnvironment()["CHORUS_RDMA_TEST_HOST"] ?? "10.99.0.1"
+
+    static func configuration() -> Configuration {
+        var c = GroupHarness.testConfiguration(segmentBytes: 40_000)
+        c.transport = .rdma
+        c.bindHost = host
+        return c
+    }
+
+    @Test(arguments: 2 ... 4)
+    func allReduceOfEveryDataTypeMatchesTheReference(worldSize n: Int) throws {
+        let problems = Mutex<[String]>([])
+        try GroupHarness.run(worldSize: n, configuration: Self.configuration()) { c in
+            if c.transport != .rdma { problems.withLock { $0.append("rank \(c.rank) is on \(c.transport)") } }
+            for dataType in DataType.allCases {
+                // 0 bytes, less than one RDMA message, and several messages per frame and segment.
+                for count in [0, 13, 20_011] {
+                    for (op, algorithm) in [(ReduceOp.sum, AllReduceAlgorithm.ring), (.max, .recursiveDoubling)] {
+                        let inputs = (0 ..< n).map { TestInputs.make(rank: $0, count: count, dataType: dataType, op: op) }
+                        let expected = algorithm == .ring
+                            ? ReferenceReduction.ringAllReduce(inputs, count: count, dataType: dataType, op: op)
+                            : ReferenceReduction.recursiveDoublingAllReduce(inputs, count: count, dataType: dataType, op: op)
+                        var values = inputs[c.rank]
+                        try values.withUnsafeMutableBytes {
+                            try c.allReduce(inPlace: $0, count: count, dataType: dataType, op: op, algorithm: algorithm)
+                        }
+                        if values != expected { problems.withLock { $0.append("n=\(n) rank \(c.rank) \(dataType) \(op) \(count)") } }
+                    }
+                }
+            }
+        }
+        #expect(problems.withLock { $0 } == [])
+    }
+
+    @Test func sharedStateCatchesUpOverRDMA() throws {
+        let problems = Mutex<[String]>([])
+        try GroupHarness.run(worldSize: 3, configuration: Self.configuration()) { c in
+            let state = SharedState(revision: c.rank == 2 ? 0 : 4)
+            let weights = try state.add("w", values: (0 ..< 300_000).map { c.rank == 2 ? Float(-1) : Float($0) * 0.5 })
+            let result = try c.synchronize(state)
+            let exact = weights.values(as: Float.self).enumerated().allSatisfy { $0.element == Float($0.offset) * 0.5 }
+            if result.wasOutdated != (c.rank == 2) || !exact || state.revision != 4 {
+                problems.withLock { $0.append("rank \(c.rank): \(result) exact=\(exact)") }
+            }
+        }
+        #expect(problems.withLock { $0 } == [])
+    }
+
+    @Test func aKilledPeerGivesOneVerdictAndTheRetrySucceeds() throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let peers = try ProcessFaultTests.startPeers(3, master: master.endpoint, rounds: 6, elements: 1 << 16,
+                                                     extraEnvironment: ["CHORUS_TRANSPORT": "rdma", "CHORUS_BIND": Self.host])
+        #expect(ProcessFaultTests.waitForRound(1, peers))
+        peers[2].signal(SIGKILL)
+        #expect(peers[2].waitForExit(timeoutMilliseconds: 10_000) == 128 + SIGKILL)
+        ProcessFaultTests.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
+    }
+}
+
+/// Where RDMA is absent: asking for it is a clear error, and the default falls back to TCP.
+@Suite(.enabled(if: TransportKind.rdmaUnavailableReason != nil, "this machine has an RDMA device"))
+struct RDMAFallbackTests {
+    @Test func askingForRDMAIsAClearErrorAndAutoFallsBackToTCP() throws {
+        let reason = try #require(TransportKind.rdmaUnavailableReason)
+        #expect(reason.contains("RDMA"), "the reason names RDMA: \(reason)")
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        var rdma = GroupHarness.testConfiguration()
+        rdma.transport = .rdma
+        do {
+            _ = try Communicator(master: master.endpoint, configuration: rdma)
+            Issue.record("an RDMA communicator was created without RDMA")
+        } catch let error as ChorusError {
+            #expect(error == .setupFailed("transport rdma was asked for, but \(reason)"), "\(error)")
+        }
+        #expect(throws: ChorusError.self) { try Configuration.fromEnvironment(["CHORUS_TRANSPORT": "infiniband"]) }
+        #expect(try Configuration.fromEnvironment(["CHORUS_TRANSPORT": "rdma"]).transport == .rdma)
+        let seen = Mutex<[String]>([])
+        try GroupHarness.run(worldSize: 2) { c in
+            var values = [Float(c.rank + 1), 2]
+            try c.allReduce(&values)
+            seen.withLock { $0.append("\(c.transport) \(values)") }
+        }
+        #expect(seen.withLock { $0 } == ["tcp [3.0, 4.0]", "tcp [3.0, 4.0]"])
+    }
+}
