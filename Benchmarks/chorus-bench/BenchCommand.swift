@@ -24,7 +24,8 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "Element type: f32 f64 f16 bf16 i32 i64 u8.") var dtype = "f32"
     @Option(help: "Reduction: sum prod min max avg.") var redop = "sum"
     @Option(help: "Algorithm: allreduce ring, tree (recursive doubling) or auto; allscan chain, tree or auto.") var algorithm = "auto"
-    @Option(help: "Transport: tcp (rdma arrives with its backend).") var transport = "tcp"
+    @Option(help: "Transport: tcp, rdma or auto (rdma needs an RDMA device and --bind on its interface).") var transport = "tcp"
+    @Option(help: "Address peers listen on (default: CHORUS_BIND, else 127.0.0.1).") var bind: String?
     @Option(help: "Connections per neighbour.") var connections = 1
     @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
     @Option(help: "allscan: blocks pipelined down the chain (default: from the cost model).") var blocks: Int?
@@ -45,7 +46,8 @@ struct ChorusBench: ParsableCommand {
         guard collective != .allscan || redop != "avg" else { throw ValidationError("allscan has no avg operator") }
         if let blocks, blocks < 1 { throw ValidationError("--blocks must be at least 1") }
         guard joiners >= 0, joiners < max(2, local ?? world ?? 2) else { throw ValidationError("--joiners must leave at least one peer to serve") }
-        guard transport == "tcp" else { throw ValidationError("--transport \(transport): only tcp is built so far (RDMA lands with its backend)") }
+        guard let kind = TransportKind(rawValue: transport) else { throw ValidationError("--transport must be tcp, rdma or auto") }
+        if kind == .rdma, let why = TransportKind.rdmaUnavailableReason { throw ValidationError("--transport rdma: \(why)") }
         guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
         _ = try parseSize(minBytes)
@@ -59,6 +61,8 @@ struct ChorusBench: ParsableCommand {
         }
         var configuration = try Configuration.fromEnvironment()
         configuration.connectionsPerPeer = connections
+        configuration.transport = TransportKind(rawValue: transport)!
+        if let bind { configuration.bindHost = bind }
         let communicator = try Communicator(master: master, configuration: configuration)
         let wanted = world ?? local ?? 1
         while communicator.worldSize < wanted { try communicator.updateTopology(minimumWorldSize: wanted) }
@@ -67,7 +71,8 @@ struct ChorusBench: ParsableCommand {
                           sizes: try sizes(), iterations: iterations, warmup: warmup,
                           inPlace: inPlace || collective == .syncstate, blocks: blocks, syncReceivers: joiners,
                           check: check, algorithm: Self.algorithms[algorithm] ?? .auto,
-                          scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm, transport: transport,
+                          scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm,
+                          transport: communicator.transport.rawValue,
                           connections: connections,
                           injectWrongResult: injectWrongResult, jsonPath: json)
         let wrong = try sweep.run(on: communicator)

@@ -175,6 +175,8 @@ void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
     c->recv_head = c->recv_tail = NULL;
     if (c->active_recv) engine_complete_locked(e, c->active_recv, request_status);
     c->active_recv = NULL;
+    if (c->rdma_active) engine_complete_locked(e, c->rdma_active, request_status);
+    c->rdma_active = NULL;
     for (size_t i = 0; i < e->conn_count; i++) {
         if (e->conns[i] == c) {
             e->conns[i] = e->conns[--e->conn_count];

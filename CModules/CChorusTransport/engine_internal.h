@@ -67,7 +67,8 @@ typedef struct conn {
     int pending_slot[CHORUS_RDMA_SLOTS]; // received messages not yet consumed, oldest first
     uint32_t pending_bytes[CHORUS_RDMA_SLOTS];
     int pending_first, pending_count;
-    uint32_t recv_offset;         // of the frame being received into active_recv
+    chorus_request *rdma_active;  // engine->lock: the receive being filled from RDMA messages
+    uint32_t recv_offset;         // of the frame being received into rdma_active
     uint32_t returned;            // slots reposted since the last credit frame
     int rdma_paused;              // engine->lock: a message waits for a receive to be posted
 

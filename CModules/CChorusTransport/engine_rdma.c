@@ -89,11 +89,16 @@ int rdma_flush_sends(chorus_engine *e, conn *c) {
 }
 
 int rdma_queue_send(chorus_engine *e, conn *c, chorus_request *r) {
+    // Checked under rdma_lock: engine_fail_conn marks the connection failed before its teardown takes
+    // that lock to fail the queue, so a send either sees the failure or is failed by the teardown.
+    pthread_mutex_lock(&c->rdma_lock);
     pthread_mutex_lock(&e->lock);
     int failed = c->failed;
     pthread_mutex_unlock(&e->lock);
-    if (failed) return CHORUS_ERR_NO_SUCH_CONNECTION;
-    pthread_mutex_lock(&c->rdma_lock);
+    if (failed) {
+        pthread_mutex_unlock(&c->rdma_lock);
+        return CHORUS_ERR_NO_SUCH_CONNECTION;
+    }
     r->next = NULL;
     if (c->rdma_send_tail) c->rdma_send_tail->next = r; else c->rdma_send_head = r;
     c->rdma_send_tail = r;
@@ -117,9 +122,11 @@ static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32
     if (status != CHORUS_OK) return status;
     if (h.type != CHORUS_FRAME_DATA) return CHORUS_ERR_UNEXPECTED_CONTROL;
     uint32_t offset = get_u32(message + CHORUS_FRAME_HEADER_BYTES), chunk = get_u32(message + CHORUS_FRAME_HEADER_BYTES + 4);
-    if (bytes != CHORUS_RDMA_MESSAGE_HEADER + chunk || offset > h.length || chunk > h.length - offset) return CHORUS_ERR_BAD_LENGTH;
+    if (bytes != CHORUS_RDMA_MESSAGE_HEADER + chunk || offset > h.length || chunk > h.length - offset) {
+        return CHORUS_ERR_BAD_LENGTH;
+    }
     pthread_mutex_lock(&e->lock);
-    chorus_request *r = c->active_recv;
+    chorus_request *r = c->rdma_active;
     if (r == NULL && offset == 0) {
         r = c->recv_head;
         if (r == NULL) {
@@ -133,7 +140,7 @@ static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32
         }
         c->recv_head = r->next;
         if (c->recv_head == NULL) c->recv_tail = NULL;
-        c->active_recv = r;
+        c->rdma_active = r;
         c->recv_offset = 0;
     } else if (r == NULL || offset != c->recv_offset || engine_match_receive(&h, r) != CHORUS_OK) {
         pthread_mutex_unlock(&e->lock);
@@ -143,7 +150,7 @@ static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32
     c->recv_offset = offset + chunk;
     if (c->recv_offset == r->length) {
         engine_complete_locked(e, r, CHORUS_OK);
-        c->active_recv = NULL;
+        c->rdma_active = NULL;
     }
     pthread_mutex_unlock(&e->lock);
     return CHORUS_OK;

@@ -54,6 +54,7 @@ static struct {
     void (*destroy_qp)(struct rdma_cm_id *);
     int (*migrate_id)(struct rdma_cm_id *, struct rdma_event_channel *);
     const char *(*event_str)(enum rdma_cm_event_type);
+    int (*set_option)(struct rdma_cm_id *, int, int, void *, size_t);
 } V;
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -86,7 +87,7 @@ static void load_libraries(void) {
     LOAD(cm, disconnect, "rdma_disconnect") LOAD(cm, get_cm_event, "rdma_get_cm_event")
     LOAD(cm, ack_cm_event, "rdma_ack_cm_event") LOAD(cm, create_qp, "rdma_create_qp")
     LOAD(cm, destroy_qp, "rdma_destroy_qp") LOAD(cm, migrate_id, "rdma_migrate_id")
-    LOAD(cm, event_str, "rdma_event_str")
+    LOAD(cm, event_str, "rdma_event_str") LOAD(cm, set_option, "rdma_set_option")
 #undef LOAD
     errno = 0;
     int count = 0;
@@ -139,8 +140,14 @@ static int set_nonblocking(int fd) {
     return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+/// Local ACK timeout 4.096 µs * 2^14 = 67 ms: a lost packet is retransmitted (retry_count times)
+/// instead of waiting forever, and a dead peer turns the QP to error.
+static const uint8_t ack_timeout = 14;
+
 static int setup_resources(rdma_link *l) {
     struct ibv_context *verbs = l->id->verbs;
+    uint8_t timeout = ack_timeout;
+    V.set_option(l->id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &timeout, sizeof timeout);
     size_t bytes = 2u * CHORUS_RDMA_SLOTS * CHORUS_RDMA_SLOT_BYTES;
     if ((l->pd = V.alloc_pd(verbs)) == NULL) return CHORUS_ERR_SYSTEM;
     if ((l->completions = V.create_comp_channel(verbs)) == NULL || set_nonblocking(l->completions->fd) != 0) return CHORUS_ERR_SYSTEM;
