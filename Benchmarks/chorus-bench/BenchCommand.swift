@@ -31,6 +31,7 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "allscan: blocks pipelined down the chain (default: from the cost model).") var blocks: Int?
     @Option(help: "syncstate: how many peers are outdated (the last ranks); the others serve.") var joiners = 1
     @Flag(help: "Verify every result bitwise against the exact expected value.") var check = false
+    @Flag(help: "Register the buffers for zero-copy RDMA sends (Communicator.registerMemory).") var register = false
     @Option(help: "Append one JSON object per row to FILE.") var json: String?
     @Option(help: "World size to wait for when joining a master (default: --local, else 1).") var world: Int?
     @Flag(help: .hidden) var injectWrongResult = false
@@ -69,7 +70,7 @@ struct ChorusBench: ParsableCommand {
         let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
                           op: ReduceOp.allCases.first { $0.description == redop }!,
                           sizes: try sizes(), iterations: iterations, warmup: warmup,
-                          inPlace: inPlace || collective == .syncstate, blocks: blocks, syncReceivers: joiners,
+                          inPlace: inPlace || collective == .syncstate, blocks: blocks, syncReceivers: joiners, registerBuffers: register,
                           check: check, algorithm: Self.algorithms[algorithm] ?? .auto,
                           scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm,
                           transport: communicator.transport.rawValue,

@@ -15,6 +15,8 @@ struct Sweep {
     let inPlace: Bool
     let blocks: Int?
     let syncReceivers: Int
+    /// Register the buffers for zero-copy RDMA sends.
+    let registerBuffers: Bool
     let check: Bool
     let algorithm: AllReduceAlgorithm
     let scanAlgorithm: ScanAlgorithm
@@ -40,7 +42,15 @@ struct Sweep {
             let (inputCount, outputCount) = kind.counts(bytes: bytes, elementSize: elementSize, world: world)
             let input = UnsafeMutableRawPointer.allocate(byteCount: max(1, inputCount * elementSize), alignment: 64)
             let output = inPlace ? input : UnsafeMutableRawPointer.allocate(byteCount: max(1, outputCount * elementSize), alignment: 64)
+            var registrations: [MemoryRegistration] = []
+            if registerBuffers {
+                registrations.append(try communicator.registerMemory(UnsafeRawBufferPointer(start: input, count: max(1, inputCount * elementSize))))
+                if !inPlace {
+                    registrations.append(try communicator.registerMemory(UnsafeRawBufferPointer(start: output, count: max(1, outputCount * elementSize))))
+                }
+            }
             defer {
+                registrations.forEach { $0.unregister() }
                 input.deallocate()
                 if !inPlace { output.deallocate() }
             }

@@ -61,6 +61,8 @@ typedef struct conn {
     rdma_link *rdma;              // NULL until connected (accepting side: until the dialer's link arrives)
     chorus_request *rdma_send_head, *rdma_send_tail; // data sends waiting for slots and credits
     uint32_t rdma_send_offset;    // bytes of the head already sent
+    int head_zero_copy;           // a chunk of the head went from registered memory, uncopied
+    chorus_request *slot_request[CHORUS_RDMA_SLOTS]; // a zero-copy send completing with this slot's message
     int free_slots[CHORUS_RDMA_SLOTS];
     int free_slot_count;
     uint32_t credits;             // messages the peer has room for

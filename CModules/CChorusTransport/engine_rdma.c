@@ -4,7 +4,9 @@
 // frame against the head posted receive exactly as the socket path does (epoch, op, tag, length),
 // copies chunks into the caller's buffer, reposts the slot and returns credits on the socket.
 // Messages that arrive before their receive is posted wait in their slots (the sender runs out of
-// credits: that is the flow control). Locking: c->rdma_lock, then engine->lock.
+// credits: that is the flow control). A chunk that lies in memory the caller registered is sent
+// from there (the slot carries only its header), and its request completes with the last chunk's
+// work completion instead of when the last chunk is copied. Locking: c->rdma_lock, then engine->lock.
 #define _GNU_SOURCE
 #include "engine_internal.h"
 
@@ -46,6 +48,12 @@ void rdma_teardown(chorus_engine *e, conn *c, int request_status) {
     }
     pthread_mutex_unlock(&e->lock);
     c->rdma_send_head = c->rdma_send_tail = NULL;
+    pthread_mutex_lock(&e->lock);
+    for (int slot = 0; slot < CHORUS_RDMA_SLOTS; slot++) {
+        if (c->slot_request[slot] != NULL) engine_complete_locked(e, c->slot_request[slot], request_status);
+        c->slot_request[slot] = NULL;
+    }
+    pthread_mutex_unlock(&e->lock);
     if (c->rdma != NULL) {
         epoll_ctl(e->epfd, EPOLL_CTL_DEL, rdma_link_cq_fd(c->rdma), NULL);
         epoll_ctl(e->epfd, EPOLL_CTL_DEL, rdma_link_cm_fd(c->rdma), NULL);
@@ -68,20 +76,36 @@ int rdma_flush_sends(chorus_engine *e, conn *c) {
         memcpy(message, r->item.header, CHORUS_FRAME_HEADER_BYTES);
         put_u32(message + CHORUS_FRAME_HEADER_BYTES, offset);
         put_u32(message + CHORUS_FRAME_HEADER_BYTES + 4, chunk);
-        if (chunk > 0) memcpy(message + CHORUS_RDMA_MESSAGE_HEADER, r->item.payload + offset, chunk);
-        if ((status = rdma_link_post_send(c->rdma, slot, CHORUS_RDMA_MESSAGE_HEADER + chunk)) != CHORUS_OK) {
+        uint32_t lkey;
+        const uint8_t *payload = r->item.payload + offset;
+        int zero_copy = chunk > 0 && rdma_link_registered_key(c->rdma, payload, chunk, &lkey);
+        if (zero_copy) {
+            status = rdma_link_post_send_gather(c->rdma, slot, payload, chunk, lkey);
+        } else {
+            if (chunk > 0) memcpy(message + CHORUS_RDMA_MESSAGE_HEADER, payload, chunk);
+            status = rdma_link_post_send(c->rdma, slot, CHORUS_RDMA_MESSAGE_HEADER + chunk);
+        }
+        if (status != CHORUS_OK) {
             c->free_slots[c->free_slot_count++] = slot;
             break;
         }
         c->credits--;
+        c->head_zero_copy |= zero_copy;
         c->rdma_send_offset = offset + chunk;
-        if (c->rdma_send_offset == r->item.length) { // copied out: the caller's buffer is free again
+        if (c->rdma_send_offset == r->item.length) {
             c->rdma_send_head = r->next;
             if (c->rdma_send_head == NULL) c->rdma_send_tail = NULL;
             c->rdma_send_offset = 0;
-            pthread_mutex_lock(&e->lock);
-            engine_complete_locked(e, r, CHORUS_OK);
-            pthread_mutex_unlock(&e->lock);
+            if (c->head_zero_copy) {
+                // The NIC still reads the caller's buffer: done with this message's completion
+                // (completions come in order, so every earlier chunk is done by then).
+                c->slot_request[slot] = r;
+                c->head_zero_copy = 0;
+            } else { // copied out: the caller's buffer is free again
+                pthread_mutex_lock(&e->lock);
+                engine_complete_locked(e, r, CHORUS_OK);
+                pthread_mutex_unlock(&e->lock);
+            }
         }
     }
     pthread_mutex_unlock(&c->rdma_lock);
@@ -191,10 +215,22 @@ int rdma_on_credit(chorus_engine *e, conn *c, uint32_t credits) {
     return valid ? rdma_flush_sends(e, c) : CHORUS_ERR_BAD_LENGTH; // more credits than slots: a broken peer
 }
 
+typedef struct completion_context {
+    chorus_engine *e;
+    conn *c;
+} completion_context;
+
 static void on_completion(void *context, int is_send, int slot, uint32_t bytes) {
-    conn *c = context; // c->rdma_lock is held by rdma_on_completions
+    chorus_engine *e = ((completion_context *)context)->e;
+    conn *c = ((completion_context *)context)->c; // c->rdma_lock is held by rdma_on_completions
     if (is_send) {
         c->free_slots[c->free_slot_count++] = slot;
+        if (c->slot_request[slot] != NULL) {
+            pthread_mutex_lock(&e->lock);
+            engine_complete_locked(e, c->slot_request[slot], CHORUS_OK);
+            pthread_mutex_unlock(&e->lock);
+            c->slot_request[slot] = NULL;
+        }
     } else {
         int at = (c->pending_first + c->pending_count) % CHORUS_RDMA_SLOTS;
         c->pending_slot[at] = slot;
@@ -204,8 +240,9 @@ static void on_completion(void *context, int is_send, int slot, uint32_t bytes) 
 }
 
 void rdma_on_completions(chorus_engine *e, conn *c) {
+    completion_context context = {e, c};
     pthread_mutex_lock(&c->rdma_lock);
-    int status = c->rdma != NULL ? rdma_link_poll(c->rdma, on_completion, c) : CHORUS_OK;
+    int status = c->rdma != NULL ? rdma_link_poll(c->rdma, on_completion, &context) : CHORUS_OK;
     pthread_mutex_unlock(&c->rdma_lock);
     if (status == CHORUS_OK) status = rdma_consume(e, c);
     if (status == CHORUS_OK) status = rdma_flush_sends(e, c);

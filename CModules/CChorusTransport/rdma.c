@@ -110,12 +110,84 @@ int chorus_rdma_check(char *why, size_t why_size) {
 
 int chorus_rdma_probe(char *why, size_t why_size) { return chorus_rdma_check(why, why_size); }
 
+// MARK: - Protection domains and registered memory
+
+/// One protection domain per device for the process's life, shared by every link on that device
+/// (rdma_cm opens each device once per process), so a caller's registered buffer needs one memory
+/// region per device, not one per link.
+#define MAX_DEVICES 8
+static pthread_mutex_t memory_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ibv_context *pd_contexts[MAX_DEVICES];
+static struct ibv_pd *pds[MAX_DEVICES];
+static int pd_count;
+
+/// Memory a caller registered: its regions are made lazily, once per device, at the first send
+/// from it, and kept until it is deregistered.
+typedef struct registration {
+    struct registration *next;
+    uint64_t handle;
+    uintptr_t base;
+    size_t length;
+    struct ibv_mr *regions[MAX_DEVICES];
+} registration;
+static registration *registrations;
+static uint64_t next_handle = 1;
+
+/// The device's shared PD and its index; NULL when it cannot be made. Caller holds memory_lock.
+static struct ibv_pd *shared_pd_locked(struct ibv_context *context, int *index) {
+    for (int i = 0; i < pd_count; i++) {
+        if (pd_contexts[i] == context) {
+            *index = i;
+            return pds[i];
+        }
+    }
+    if (pd_count == MAX_DEVICES) return NULL;
+    struct ibv_pd *pd = V.alloc_pd(context);
+    if (pd == NULL) return NULL;
+    pd_contexts[pd_count] = context;
+    pds[pd_count] = pd;
+    *index = pd_count;
+    return pds[pd_count++];
+}
+
+int chorus_rdma_register(const void *base, size_t length, uint64_t *handle) {
+    if (base == NULL || length == 0 || handle == NULL) return CHORUS_ERR_INVALID_ARGUMENT;
+    int status = chorus_rdma_check(NULL, 0);
+    if (status != CHORUS_OK) return status;
+    registration *r = calloc(1, sizeof *r);
+    if (r == NULL) return CHORUS_ERR_SYSTEM;
+    r->base = (uintptr_t)base;
+    r->length = length;
+    pthread_mutex_lock(&memory_lock);
+    r->handle = next_handle++;
+    r->next = registrations;
+    registrations = r;
+    pthread_mutex_unlock(&memory_lock);
+    *handle = r->handle;
+    return CHORUS_OK;
+}
+
+int chorus_rdma_deregister(uint64_t handle) {
+    pthread_mutex_lock(&memory_lock);
+    registration **at = &registrations;
+    while (*at != NULL && (*at)->handle != handle) at = &(*at)->next;
+    registration *r = *at;
+    if (r != NULL) *at = r->next;
+    pthread_mutex_unlock(&memory_lock);
+    if (r == NULL) return CHORUS_ERR_INVALID_ARGUMENT;
+    for (int i = 0; i < MAX_DEVICES; i++)
+        if (r->regions[i] != NULL) V.dereg_mr(r->regions[i]);
+    free(r);
+    return CHORUS_OK;
+}
+
 // MARK: - Links
 
 struct rdma_link {
     struct rdma_event_channel *events;
     struct rdma_cm_id *id;
-    struct ibv_pd *pd;
+    struct ibv_pd *pd; // the device's shared PD
+    int pd_index;
     struct ibv_comp_channel *completions;
     struct ibv_cq *cq;
     struct ibv_mr *mr;
@@ -149,13 +221,16 @@ static int setup_resources(rdma_link *l) {
     uint8_t timeout = ack_timeout;
     V.set_option(l->id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &timeout, sizeof timeout);
     size_t bytes = 2u * CHORUS_RDMA_SLOTS * CHORUS_RDMA_SLOT_BYTES;
-    if ((l->pd = V.alloc_pd(verbs)) == NULL) return CHORUS_ERR_SYSTEM;
+    pthread_mutex_lock(&memory_lock);
+    l->pd = shared_pd_locked(verbs, &l->pd_index);
+    pthread_mutex_unlock(&memory_lock);
+    if (l->pd == NULL) return CHORUS_ERR_SYSTEM;
     if ((l->completions = V.create_comp_channel(verbs)) == NULL || set_nonblocking(l->completions->fd) != 0) return CHORUS_ERR_SYSTEM;
     if ((l->cq = V.create_cq(verbs, 2 * CHORUS_RDMA_SLOTS + 2, NULL, l->completions, 0)) == NULL) return CHORUS_ERR_SYSTEM;
     if (ibv_req_notify_cq(l->cq, 0) != 0) return CHORUS_ERR_SYSTEM;
     struct ibv_qp_init_attr attr = {
         .send_cq = l->cq, .recv_cq = l->cq, .qp_type = IBV_QPT_RC, .sq_sig_all = 1,
-        .cap = {.max_send_wr = CHORUS_RDMA_SLOTS, .max_recv_wr = CHORUS_RDMA_SLOTS, .max_send_sge = 1, .max_recv_sge = 1},
+        .cap = {.max_send_wr = CHORUS_RDMA_SLOTS, .max_recv_wr = CHORUS_RDMA_SLOTS, .max_send_sge = 2, .max_recv_sge = 1},
     };
     if (V.create_qp(l->id, l->pd, &attr) != 0) return CHORUS_ERR_SYSTEM;
     if ((l->memory = aligned_alloc(4096, bytes)) == NULL) return CHORUS_ERR_SYSTEM;
@@ -175,7 +250,6 @@ void rdma_link_destroy(rdma_link *l) {
     free(l->memory);
     if (l->cq != NULL) V.destroy_cq(l->cq);
     if (l->completions != NULL) V.destroy_comp_channel(l->completions);
-    if (l->pd != NULL) V.dealloc_pd(l->pd);
     if (l->id != NULL) V.destroy_id(l->id);
     if (l->events != NULL) V.destroy_event_channel(l->events);
     free(l);
@@ -361,6 +435,33 @@ const uint8_t *rdma_link_recv_slot(rdma_link *l, int slot) {
 int rdma_link_post_send(rdma_link *l, int slot, uint32_t bytes) {
     struct ibv_sge sge = {.addr = (uintptr_t)rdma_link_send_slot(l, slot), .length = bytes, .lkey = l->mr->lkey};
     struct ibv_send_wr wr = {.wr_id = (1u << 16) | (uint32_t)slot, .sg_list = &sge, .num_sge = 1,
+                             .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED}, *bad;
+    return ibv_post_send(l->id->qp, &wr, &bad) == 0 ? CHORUS_OK : CHORUS_ERR_PEER_CLOSED;
+}
+
+int rdma_link_registered_key(rdma_link *l, const void *address, size_t length, uint32_t *lkey) {
+    uintptr_t start = (uintptr_t)address;
+    int found = 0;
+    pthread_mutex_lock(&memory_lock);
+    for (registration *r = registrations; r != NULL && !found; r = r->next) {
+        if (start < r->base || start - r->base > r->length || length > r->length - (start - r->base)) continue;
+        if (r->regions[l->pd_index] == NULL)
+            r->regions[l->pd_index] = V.reg_mr(l->pd, (void *)r->base, r->length, IBV_ACCESS_LOCAL_WRITE);
+        if (r->regions[l->pd_index] != NULL) {
+            *lkey = r->regions[l->pd_index]->lkey;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&memory_lock);
+    return found;
+}
+
+int rdma_link_post_send_gather(rdma_link *l, int slot, const void *payload, uint32_t bytes, uint32_t lkey) {
+    struct ibv_sge sge[2] = {
+        {.addr = (uintptr_t)rdma_link_send_slot(l, slot), .length = CHORUS_RDMA_MESSAGE_HEADER, .lkey = l->mr->lkey},
+        {.addr = (uintptr_t)payload, .length = bytes, .lkey = lkey},
+    };
+    struct ibv_send_wr wr = {.wr_id = (1u << 16) | (uint32_t)slot, .sg_list = sge, .num_sge = 2,
                              .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED}, *bad;
     return ibv_post_send(l->id->qp, &wr, &bad) == 0 ? CHORUS_OK : CHORUS_ERR_PEER_CLOSED;
 }

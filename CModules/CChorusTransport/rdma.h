@@ -50,4 +50,9 @@ uint8_t *rdma_link_send_slot(rdma_link *link, int slot);
 const uint8_t *rdma_link_recv_slot(rdma_link *link, int slot);
 int rdma_link_post_send(rdma_link *link, int slot, uint32_t bytes);
 int rdma_link_post_recv(rdma_link *link, int slot);
+/// True (with the key) when [address, address + length) lies in memory a caller registered
+/// (`chorus_rdma_register`); its region on this link's device is made at the first call.
+int rdma_link_registered_key(rdma_link *link, const void *address, size_t length, uint32_t *lkey);
+/// Sends the slot's message header followed by `bytes` of registered memory, without copying.
+int rdma_link_post_send_gather(rdma_link *link, int slot, const void *payload, uint32_t bytes, uint32_t lkey);
 #endif

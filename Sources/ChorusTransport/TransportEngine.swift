@@ -121,6 +121,20 @@ public final class TransportEngine: @unchecked Sendable {
         return ConnectionID(rawValue: id)
     }
 
+    /// Registers memory for zero-copy RDMA sends (`chorus_rdma_register`): frames sent from inside it
+    /// skip the copy into the link's slots. Keep it allocated, and send nothing from it, until
+    /// `deregisterMemory`.
+    /// - Returns: the handle for `deregisterMemory`.
+    public static func registerMemory(_ buffer: UnsafeRawBufferPointer) throws(TransportError) -> UInt64 {
+        var handle: UInt64 = 0
+        try check(chorus_rdma_register(buffer.baseAddress, buffer.count, &handle))
+        return handle
+    }
+
+    public static func deregisterMemory(_ handle: UInt64) {
+        _ = chorus_rdma_deregister(handle)
+    }
+
     /// Nil when RDMA can be used on this machine; otherwise why not (no libraries, a kernel without
     /// RDMA, no device).
     public static var rdmaUnavailableReason: String? {

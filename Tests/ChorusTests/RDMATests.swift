@@ -47,6 +47,28 @@ struct RDMATests {
         #expect(problems.withLock { $0 } == [])
     }
 
+    /// Frames sent from registered memory skip the copy into the slots; results stay bitwise exact.
+    @Test func registeredBuffersSendWithoutCopyingAndGiveTheSameBits() throws {
+        let problems = Mutex<[String]>([])
+        try GroupHarness.run(worldSize: 3, configuration: Self.configuration()) { c in
+            for (dataType, count) in [(DataType.float32, 150_001), (.bfloat16, 7), (.int64, 40_000)] {
+                let inputs = (0 ..< 3).map { TestInputs.make(rank: $0, count: count, dataType: dataType, op: .sum) }
+                let expected = ReferenceReduction.ringAllReduce(inputs, count: count, dataType: dataType, op: .sum)
+                var values = inputs[c.rank]
+                try values.withUnsafeMutableBytes { buffer in
+                    let registration = try c.registerMemory(UnsafeRawBufferPointer(buffer))
+                    defer { registration.unregister() }
+                    for _ in 0 ..< 2 { // the second round reuses the regions made in the first
+                        buffer.copyBytes(from: inputs[c.rank])
+                        try c.allReduce(inPlace: buffer, count: count, dataType: dataType, op: .sum, algorithm: .ring)
+                        if Array(buffer) != expected { problems.withLock { $0.append("rank \(c.rank) \(dataType) \(count)") } }
+                    }
+                }
+            }
+        }
+        #expect(problems.withLock { $0 } == [])
+    }
+
     @Test func sharedStateCatchesUpOverRDMA() throws {
         let problems = Mutex<[String]>([])
         try GroupHarness.run(worldSize: 3, configuration: Self.configuration()) { c in

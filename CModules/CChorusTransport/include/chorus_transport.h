@@ -109,6 +109,14 @@ typedef struct chorus_engine_config {
 /// kernel without RDMA, no device) in `why`.
 int chorus_rdma_probe(char *why, size_t why_size);
 
+/// Registers memory for zero-copy RDMA sends: data frames sent from inside it go to the NIC straight
+/// from it instead of being copied into the link's slots, and their requests complete when the NIC is
+/// done with them. Regions are made once per device, at the first send, and kept until
+/// `chorus_rdma_deregister`; the memory must stay allocated until then, and no send from it may be in
+/// flight when it is deregistered. CHORUS_ERR_NO_RDMA where RDMA is absent.
+int chorus_rdma_register(const void *base, size_t length, uint64_t *handle);
+int chorus_rdma_deregister(uint64_t handle);
+
 /// Creates an engine and starts its I/O thread.
 int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out);
 /// Stops the I/O thread, fails every pending request, closes every socket and frees the engine.
