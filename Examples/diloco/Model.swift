@@ -1,19 +1,6 @@
 // A two-layer MLP (tanh hidden layer, sigmoid output, binary cross-entropy) on generated data, in
 // plain Swift: small enough for CPUs, deterministic, so every peer computes the same update bitwise.
-
-/// SplitMix64: a tiny deterministic generator, so data depends only on its seed.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    mutating func symmetric() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
-}
+import ChorusLauncher
 
 struct Batch {
     var inputs: [Float] // rows of `Model.inputs`
@@ -23,7 +10,7 @@ struct Batch {
     /// A batch drawn from the teacher rule: the label says whether a fixed nonlinear function of the
     /// input is positive (with 5% of labels flipped, so the loss cannot reach zero).
     static func generate(count: Int, seed: UInt64) -> Batch {
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         var inputs: [Float] = [], labels: [Float] = []
         for _ in 0 ..< count {
             let x = (0 ..< Model.inputs).map { _ in rng.symmetric() }
@@ -43,7 +30,7 @@ enum Model {
     static let parameterCount = hidden * inputs + hidden + hidden + 1
 
     static func initialParameters(seed: UInt64) -> [Float] {
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         return (0 ..< parameterCount).map { _ in rng.symmetric() * 0.3 }
     }
 

@@ -49,6 +49,9 @@ public struct Configuration: Sendable {
     public var syncChunkBytes = 4 << 20
     /// ...and keeps this many pieces in flight per source.
     public var syncChunksInFlight = 2
+    /// A peer whose link was closed by its neighbour waits this long for the master's verdict before
+    /// reporting the closed link, so the verdict names the cause (a crash, a mismatched call).
+    var linkFailureGrace: Duration = .milliseconds(200)
     /// Requests from other members that may wait for this peer before the sender is cut off.
     var maxQueuedPeerMessages = 4096
 

@@ -77,8 +77,25 @@ final class OperationLinks: CollectiveLinks {
             outstanding.append((request, link))
             return request
         } catch {
-            throw OperationInterruption.local(linkFailure(link, error))
+            throw linkInterruption(link, error)
         }
+    }
+
+    /// What to throw for a failed link. A link the peer closed is usually the effect of a cause the
+    /// master hears about at once (that peer crashed, or it saw a mismatched frame and reported it),
+    /// so wait briefly for the master's verdict before reporting the effect: the verdict then names
+    /// the cause, the same at every member, whichever report would have reached the master first.
+    func linkInterruption(_ link: ConnectionID, _ error: TransportError) -> OperationInterruption {
+        session.drainEvents() // the link's failure event carries its cause (a post only sees "no such connection")
+        let reason = linkFailure(link, error)
+        guard [.peerClosed, .noSuchConnection].contains((session.linkFailure(link) ?? error).code) else { return .local(reason) }
+        let graceEnd = min(deadline, .now + session.configuration.linkFailureGrace)
+        while ContinuousClock.now < graceEnd {
+            session.awaitEvent(timeout: graceEnd - .now)
+            if case .aborted(let verdict)? = session.verdict(for: opID) { return .verdict(verdict) }
+            if let error = session.masterLossError { return .masterLost(error) }
+        }
+        return .local(reason)
     }
 
     func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
@@ -103,7 +120,7 @@ final class OperationLinks: CollectiveLinks {
                 return
             case .failed(let error):
                 let link = outstanding.first { $0.request === request }?.link ?? links.right[0]
-                throw OperationInterruption.local(linkFailure(link, error))
+                throw linkInterruption(link, error)
             case .interrupted, .timedOut:
                 session.drainEvents()
                 if case .aborted(let reason)? = session.verdict(for: opID) { throw OperationInterruption.verdict(reason) }

@@ -16,7 +16,7 @@ extension OperationLinks {
         do {
             try session.engine.sendControl(link, address: FrameAddress(epoch: epoch, opID: opID), payload: message.encoded())
         } catch {
-            throw OperationInterruption.local(linkFailure(link, error))
+            throw linkInterruption(link, error)
         }
     }
 

@@ -167,6 +167,6 @@ import Testing
         }
         let seen = errors.withLock { $0 }
         #expect(seen.count == 3 && Set(seen).count == 1, "\(seen)")
-        #expect(seen.first?.isRetryable == false)
+        #expect(seen.first?.isRetryable == false, "\(seen)")
     }
 }
