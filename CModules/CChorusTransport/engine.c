@@ -6,6 +6,8 @@
 //                      (the owner posts and writes inline when the queue is empty, which saves a
 //                      thread hop per message; the I/O thread flushes the rest on EPOLLOUT).
 //   engine->lock     – the connection table, posted receives, request completion, the event queue.
+//   conn->rdma_lock  – an RDMA connection's link, slots, credits and queued data sends (engine_rdma.c);
+//                      taken before engine->lock, never together with send_lock.
 // The read side (header and payload progress, the receive being filled) belongs to the I/O thread only.
 // Sockets are edge-triggered: a reader stops only at EAGAIN, or when a data header waits for a
 // receive to be posted (then the connection is "paused" and its idle timer stops, because the stall
