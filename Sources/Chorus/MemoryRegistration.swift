@@ -22,7 +22,13 @@ public final class MemoryRegistration: @unchecked Sendable {
         }
     }
 
-    deinit { unregister() }
+    /// Dropped without `unregister()`: released at once, without waiting for the communicator (a
+    /// deinit may run while this thread holds it, e.g. inside a progress callback). A send still
+    /// reading the memory would then fail its link (a retryable abort), never read freed memory
+    /// through a stale registration.
+    deinit {
+        if let handle { TransportEngine.deregisterMemory(handle) }
+    }
 }
 
 extension Communicator {
