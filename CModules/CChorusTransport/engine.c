@@ -102,6 +102,14 @@ static void finish_item(chorus_engine *e, send_item *item, int status) {
     }
 }
 
+void engine_arm_credit_locked(conn *c) {
+    chorus_frame_header h = {.type = CHORUS_FRAME_CREDIT, .tag = c->credits_owed};
+    chorus_frame_encode(&h, c->credit.header);
+    c->credit.header_sent = 0;
+    c->credits_owed = 0;
+    c->credit_queued = 1;
+}
+
 /// Writes queued frames until the queue is empty or the socket is full. Returns 0, or errno.
 static int flush_sends(chorus_engine *e, conn *c) {
     while (c->send_head != NULL && !c->send_closed) {
@@ -131,7 +139,15 @@ static int flush_sends(chorus_engine *e, conn *c) {
         if (item->header_sent == CHORUS_FRAME_HEADER_BYTES && item->payload_sent == item->length) {
             c->send_head = item->next;
             if (c->send_head == NULL) c->send_tail = NULL;
-            finish_item(e, item, CHORUS_OK);
+            if (item == &c->credit) {
+                c->credit_queued = 0;
+                if (c->credits_owed > 0) { // more slots were freed while it waited: send those too
+                    engine_arm_credit_locked(c);
+                    enqueue_send(c, item);
+                }
+            } else {
+                finish_item(e, item, CHORUS_OK);
+            }
         }
     }
     return 0;
@@ -205,7 +221,7 @@ void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
     c->send_closed = 1;
     for (send_item *item = c->send_head; item != NULL;) {
         send_item *next = item->next;
-        if (item != &c->heartbeat) finish_item(e, item, request_status);
+        if (item != &c->heartbeat && item != &c->credit) finish_item(e, item, request_status);
         item = next;
     }
     c->send_head = c->send_tail = NULL;
@@ -653,13 +669,13 @@ void chorus_engine_destroy(chorus_engine *e) {
 int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, int backlog, int rdma, uint16_t *bound_port) {
     rdma_listener *listener = NULL;
     if (rdma) { // fail before binding anything when RDMA is not there
-        int status = chorus_rdma_check(NULL, 0);
+        int status = chorus_rdma_probe(NULL, 0);
         if (status != CHORUS_OK) return status;
     }
     int fd;
     int status = chorus_socket_listen(host, port, backlog, &fd, bound_port);
     if (status != CHORUS_OK) return status;
-    if (rdma && (status = rdma_listener_create(host, *bound_port, &listener, NULL, 0)) != CHORUS_OK) {
+    if (rdma && (status = rdma_listener_create(host, *bound_port, &listener)) != CHORUS_OK) {
         close(fd);
         return status;
     }
@@ -680,7 +696,7 @@ int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, int 
 
 int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int timeout_ms, int rdma, chorus_conn_id *out) {
     int fd;
-    int status = rdma ? chorus_rdma_check(NULL, 0) : CHORUS_OK;
+    int status = rdma ? chorus_rdma_probe(NULL, 0) : CHORUS_OK;
     if (status != CHORUS_OK) return status;
     uint64_t deadline = chorus_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     if ((status = chorus_socket_connect(host, port, timeout_ms, e->config.socket_buffer_bytes, &fd)) != CHORUS_OK) return status;
@@ -688,11 +704,11 @@ int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int
     if (rdma) { // the link names this connection by its local port
         struct sockaddr_storage local;
         socklen_t size = sizeof local;
-        char ignored[64], why[256];
+        char ignored[64];
         uint16_t local_port = 0;
         if (getsockname(fd, (struct sockaddr *)&local, &size) == 0) chorus_socket_describe(&local, ignored, sizeof ignored, &local_port);
         uint64_t now = chorus_now_ms();
-        status = rdma_link_connect(host, port, local_port, now < deadline ? (int)(deadline - now) : 1, &link, why, sizeof why);
+        status = rdma_link_connect(host, port, local_port, now < deadline ? (int)(deadline - now) : 1, &link);
         if (status != CHORUS_OK) {
             close(fd);
             return status;

@@ -48,6 +48,9 @@ typedef struct conn {
     int send_closed;                  // send_lock
     uint64_t last_send_ms;            // send_lock
     send_item heartbeat;              // send_lock; reused, never freed
+    send_item credit;                 // send_lock; RDMA credit frame, reused, never freed
+    int credit_queued;                // send_lock: `credit` is in the send queue
+    uint32_t credits_owed;            // send_lock: freed slots not yet in a credit frame
 
     chorus_request *recv_head, *recv_tail; // engine->lock
     int paused;                            // engine->lock
@@ -121,6 +124,8 @@ void engine_complete_locked(chorus_engine *e, chorus_request *r, int status);
 void engine_push_event_locked(chorus_engine *e, event_node *node);
 void engine_flag_attention(chorus_engine *e, conn *c);
 int engine_submit(chorus_engine *e, conn *c, send_item *item);
+/// Encodes the owed credits into `c->credit` and marks it queued (caller holds send_lock, then queues it).
+void engine_arm_credit_locked(conn *c);
 void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno);
 int engine_match_receive(const chorus_frame_header *h, const chorus_request *r);
 void engine_accept_all(chorus_engine *e, conn *listener);

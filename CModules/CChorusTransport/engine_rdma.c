@@ -146,9 +146,7 @@ static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32
     if (status != CHORUS_OK) return status;
     if (h.type != CHORUS_FRAME_DATA) return CHORUS_ERR_UNEXPECTED_CONTROL;
     uint32_t offset = get_u32(message + CHORUS_FRAME_HEADER_BYTES), chunk = get_u32(message + CHORUS_FRAME_HEADER_BYTES + 4);
-    if (bytes != CHORUS_RDMA_MESSAGE_HEADER + chunk || offset > h.length || chunk > h.length - offset) {
-        return CHORUS_ERR_BAD_LENGTH;
-    }
+    if (bytes != CHORUS_RDMA_MESSAGE_HEADER + chunk || offset > h.length || chunk > h.length - offset) return CHORUS_ERR_BAD_LENGTH;
     pthread_mutex_lock(&e->lock);
     chorus_request *r = c->rdma_active;
     if (r == NULL && offset == 0) {
@@ -170,13 +168,17 @@ static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32
         pthread_mutex_unlock(&e->lock);
         return CHORUS_ERR_BAD_LENGTH; // a chunk out of sequence
     }
+    pthread_mutex_unlock(&e->lock);
+    // Copied without the engine lock: only the I/O thread (here, or failing the connection)
+    // completes `rdma_active`, and its owner may not free it before then.
     if (chunk > 0) memcpy(r->buffer + offset, message + CHORUS_RDMA_MESSAGE_HEADER, chunk);
     c->recv_offset = offset + chunk;
     if (c->recv_offset == r->length) {
+        pthread_mutex_lock(&e->lock);
         engine_complete_locked(e, r, CHORUS_OK);
         c->rdma_active = NULL;
+        pthread_mutex_unlock(&e->lock);
     }
-    pthread_mutex_unlock(&e->lock);
     return CHORUS_OK;
 }
 
@@ -198,12 +200,13 @@ int rdma_consume(chorus_engine *e, conn *c) {
     }
     pthread_mutex_unlock(&c->rdma_lock);
     if (status != CHORUS_OK || freed == 0) return status;
-    send_item *credit = calloc(1, sizeof *credit);
-    if (credit == NULL) return CHORUS_ERR_SYSTEM;
-    chorus_frame_header h = {.type = CHORUS_FRAME_CREDIT, .tag = freed};
-    chorus_frame_encode(&h, credit->header);
-    credit->heap_owned = 1;
-    if (engine_submit(e, c, credit) != CHORUS_OK) free(credit);
+    // One credit frame per connection, reused: while it waits to be sent, more credits add to it.
+    pthread_mutex_lock(&c->send_lock);
+    c->credits_owed += freed;
+    int submit = !c->credit_queued;
+    if (submit) engine_arm_credit_locked(c);
+    pthread_mutex_unlock(&c->send_lock);
+    if (submit) engine_submit(e, c, &c->credit);
     return CHORUS_OK;
 }
 

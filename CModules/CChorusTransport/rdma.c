@@ -101,14 +101,13 @@ static void load_libraries(void) {
     if (count == 0) snprintf(load_error, sizeof load_error, "no RDMA device: ibv_get_device_list found none");
 }
 
-int chorus_rdma_check(char *why, size_t why_size) {
+int chorus_rdma_probe(char *why, size_t why_size) {
     pthread_once(&load_once, load_libraries);
     if (load_error[0] == 0) return CHORUS_OK;
     if (why != NULL && why_size > 0) snprintf(why, why_size, "%s", load_error);
     return CHORUS_ERR_NO_RDMA;
 }
 
-int chorus_rdma_probe(char *why, size_t why_size) { return chorus_rdma_check(why, why_size); }
 
 // MARK: - Protection domains and registered memory
 
@@ -131,6 +130,7 @@ typedef struct registration {
     struct ibv_mr *regions[MAX_DEVICES];
 } registration;
 static registration *registrations;
+static int registration_count; // also read without the lock: most programs register nothing
 static uint64_t next_handle = 1;
 
 /// The device's shared PD and its index; NULL when it cannot be made. Caller holds memory_lock.
@@ -152,7 +152,7 @@ static struct ibv_pd *shared_pd_locked(struct ibv_context *context, int *index) 
 
 int chorus_rdma_register(const void *base, size_t length, uint64_t *handle) {
     if (base == NULL || length == 0 || handle == NULL) return CHORUS_ERR_INVALID_ARGUMENT;
-    int status = chorus_rdma_check(NULL, 0);
+    int status = chorus_rdma_probe(NULL, 0);
     if (status != CHORUS_OK) return status;
     registration *r = calloc(1, sizeof *r);
     if (r == NULL) return CHORUS_ERR_SYSTEM;
@@ -162,6 +162,7 @@ int chorus_rdma_register(const void *base, size_t length, uint64_t *handle) {
     r->handle = next_handle++;
     r->next = registrations;
     registrations = r;
+    __atomic_store_n(&registration_count, registration_count + 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&memory_lock);
     *handle = r->handle;
     return CHORUS_OK;
@@ -172,7 +173,10 @@ int chorus_rdma_deregister(uint64_t handle) {
     registration **at = &registrations;
     while (*at != NULL && (*at)->handle != handle) at = &(*at)->next;
     registration *r = *at;
-    if (r != NULL) *at = r->next;
+    if (r != NULL) {
+        *at = r->next;
+        __atomic_store_n(&registration_count, registration_count - 1, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&memory_lock);
     if (r == NULL) return CHORUS_ERR_INVALID_ARGUMENT;
     for (int i = 0; i < MAX_DEVICES; i++)
@@ -266,46 +270,36 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *out
 }
 
 /// Waits (bounded) for the next CM event on a blocking channel and checks it is `expected`.
-static int await_event(rdma_link *l, enum rdma_cm_event_type expected, uint64_t deadline_ms, char *why, size_t why_size) {
+static int await_event(rdma_link *l, enum rdma_cm_event_type expected, uint64_t deadline_ms) {
     uint64_t now = chorus_now_ms();
     struct pollfd p = {.fd = l->events->fd, .events = POLLIN};
-    if (now >= deadline_ms || poll(&p, 1, (int)(deadline_ms - now)) != 1) {
-        snprintf(why, why_size, "timed out waiting for %s", V.event_str(expected));
-        return CHORUS_ERR_CONNECT_FAILED;
-    }
+    if (now >= deadline_ms || poll(&p, 1, (int)(deadline_ms - now)) != 1) return CHORUS_ERR_CONNECT_FAILED;
     struct rdma_cm_event *event;
     if (V.get_cm_event(l->events, &event) != 0) return CHORUS_ERR_SYSTEM;
     enum rdma_cm_event_type got = event->event;
-    int status = event->status;
     V.ack_cm_event(event);
-    if (got == expected) return CHORUS_OK;
-    snprintf(why, why_size, "%s instead of %s (status %d)", V.event_str(got), V.event_str(expected), status);
-    return CHORUS_ERR_CONNECT_FAILED;
+    return got == expected ? CHORUS_OK : CHORUS_ERR_CONNECT_FAILED;
 }
 
-int rdma_link_connect(const char *host, uint16_t port, uint16_t tcp_port, int timeout_ms, rdma_link **out,
-                      char *why, size_t why_size) {
-    int status = chorus_rdma_check(why, why_size);
-    if (status != CHORUS_OK) return status;
+int rdma_link_connect(const char *host, uint16_t port, uint16_t tcp_port, int timeout_ms, rdma_link **out) {
     struct sockaddr_storage address;
-    if ((status = resolve(host, port, &address)) != CHORUS_OK) return status;
+    int status = resolve(host, port, &address);
+    if (status != CHORUS_OK) return status;
     rdma_link *l = calloc(1, sizeof *l);
     if (l == NULL) return CHORUS_ERR_SYSTEM;
     uint64_t deadline = chorus_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 1);
-    snprintf(why, why_size, "rdma_cm set-up failed: %s", strerror(errno));
     if ((l->events = V.create_event_channel()) == NULL || V.create_id(l->events, &l->id, NULL, RDMA_PS_TCP) != 0) {
         status = CHORUS_ERR_SYSTEM;
     } else if (V.resolve_addr(l->id, NULL, (struct sockaddr *)&address, timeout_ms) != 0) {
-        snprintf(why, why_size, "rdma_resolve_addr %s:%u: %s", host, port, strerror(errno));
         status = CHORUS_ERR_CONNECT_FAILED;
-    } else if ((status = await_event(l, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, why, why_size)) == CHORUS_OK &&
+    } else if ((status = await_event(l, RDMA_CM_EVENT_ADDR_RESOLVED, deadline)) == CHORUS_OK &&
                (status = V.resolve_route(l->id, timeout_ms) == 0 ? CHORUS_OK : CHORUS_ERR_CONNECT_FAILED) == CHORUS_OK &&
-               (status = await_event(l, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, why, why_size)) == CHORUS_OK &&
+               (status = await_event(l, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline)) == CHORUS_OK &&
                (status = setup_resources(l)) == CHORUS_OK) {
         link_hello hello = {.magic = CHORUS_FRAME_MAGIC, .tcp_port = tcp_port};
         struct rdma_conn_param param = {.private_data = &hello, .private_data_len = sizeof hello,
                                         .retry_count = 7, .rnr_retry_count = 7};
-        status = V.connect(l->id, &param) == 0 ? await_event(l, RDMA_CM_EVENT_ESTABLISHED, deadline, why, why_size)
+        status = V.connect(l->id, &param) == 0 ? await_event(l, RDMA_CM_EVENT_ESTABLISHED, deadline)
                                                : CHORUS_ERR_CONNECT_FAILED;
     }
     if (status == CHORUS_OK && set_nonblocking(l->events->fd) != 0) status = CHORUS_ERR_SYSTEM;
@@ -318,17 +312,15 @@ int rdma_link_connect(const char *host, uint16_t port, uint16_t tcp_port, int ti
     return CHORUS_OK;
 }
 
-int rdma_listener_create(const char *host, uint16_t port, rdma_listener **out, char *why, size_t why_size) {
-    int status = chorus_rdma_check(why, why_size);
-    if (status != CHORUS_OK) return status;
+int rdma_listener_create(const char *host, uint16_t port, rdma_listener **out) {
     struct sockaddr_storage address;
-    if ((status = resolve(host, port, &address)) != CHORUS_OK) return status;
+    int status = resolve(host, port, &address);
+    if (status != CHORUS_OK) return status;
     rdma_listener *l = calloc(1, sizeof *l);
     if (l == NULL) return CHORUS_ERR_SYSTEM;
     if ((l->events = V.create_event_channel()) == NULL || set_nonblocking(l->events->fd) != 0 ||
         V.create_id(l->events, &l->id, NULL, RDMA_PS_TCP) != 0 || V.bind_addr(l->id, (struct sockaddr *)&address) != 0 ||
         V.listen(l->id, 64) != 0) {
-        snprintf(why, why_size, "cannot listen for RDMA on %s:%u: %s", host, port, strerror(errno));
         rdma_listener_destroy(l);
         return CHORUS_ERR_ADDRESS;
     }
@@ -440,6 +432,7 @@ int rdma_link_post_send(rdma_link *l, int slot, uint32_t bytes) {
 }
 
 int rdma_link_registered_key(rdma_link *l, const void *address, size_t length, uint32_t *lkey) {
+    if (__atomic_load_n(&registration_count, __ATOMIC_ACQUIRE) == 0) return 0; // no lock per chunk
     uintptr_t start = (uintptr_t)address;
     int found = 0;
     pthread_mutex_lock(&memory_lock);

@@ -18,11 +18,9 @@
 typedef struct rdma_link rdma_link;
 typedef struct rdma_listener rdma_listener;
 
-/// Loads libibverbs and librdmacm and checks for a device. CHORUS_OK, or CHORUS_ERR_NO_RDMA with
-/// the reason in `why`.
-int chorus_rdma_check(char *why, size_t why_size);
+// Every function below needs the libraries loaded: call chorus_rdma_probe (public) first.
 
-int rdma_listener_create(const char *host, uint16_t port, rdma_listener **out, char *why, size_t why_size);
+int rdma_listener_create(const char *host, uint16_t port, rdma_listener **out);
 int rdma_listener_fd(const rdma_listener *listener);
 void rdma_listener_destroy(rdma_listener *listener);
 /// Takes the next connect request, if any: the new link (resources set up, not yet accepted), the
@@ -32,8 +30,7 @@ int rdma_link_accept(rdma_link *link);
 void rdma_link_reject(rdma_link *link);
 
 /// Connects to host:port, naming the TCP connection by its local port; blocks until established.
-int rdma_link_connect(const char *host, uint16_t port, uint16_t tcp_port, int timeout_ms, rdma_link **out,
-                      char *why, size_t why_size);
+int rdma_link_connect(const char *host, uint16_t port, uint16_t tcp_port, int timeout_ms, rdma_link **out);
 
 int rdma_link_cq_fd(const rdma_link *link);
 int rdma_link_cm_fd(const rdma_link *link);
