@@ -6,8 +6,7 @@ extension Core {
     /// verdict itself (one round trip).
     func synchronize(_ state: SharedState, strategy: SyncStrategy,
                      progress: ((SyncProgress) -> Void)?) throws(ChorusError) -> SyncResult {
-        let session = try openSession()
-        if session.needsTopologyUpdate { throw .topologyUpdateRequired }
+        let session = try readySession()
         let digest = state.digest(strategy: strategy)
         let opID = session.takeOperationID()
         let deadline = ContinuousClock.now + session.configuration.operationTimeout

@@ -26,7 +26,7 @@ final class Core: @unchecked Sendable {
     }
 
     /// A session ready for a collective.
-    private func readySession() throws(ChorusError) -> PeerSession {
+    func readySession() throws(ChorusError) -> PeerSession {
         let session = try openSession()
         if session.needsTopologyUpdate { throw .topologyUpdateRequired }
         return session

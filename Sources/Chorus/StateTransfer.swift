@@ -47,7 +47,6 @@ struct StateReceiver {
         var queue = Array(chunks.indices.reversed()) // popLast takes the lowest index first
         var open: [(chunk: Int, source: Int, request: TransportRequest)] = [] // oldest first
         var live = sources
-        var inFlight = Dictionary(uniqueKeysWithValues: sources.map { ($0, 0) })
         var done = 0
         let total = totalBytes
 
@@ -65,7 +64,6 @@ struct StateReceiver {
             let buffer = UnsafeMutableRawBufferPointer(start: chunk.tensor.base + chunk.offset, count: chunk.length)
             let request = try links.receive(into: buffer, from: source, tag: UInt32(index))
             open.append((index, source, request))
-            inFlight[source]! += 1
             try links.sendMessage(.stateRequest(tensor: chunk.index, offset: UInt64(chunk.offset),
                                                 length: UInt32(chunk.length), tag: UInt32(index)), to: source)
         }
@@ -73,7 +71,7 @@ struct StateReceiver {
         while true {
             // Top up every live source's window.
             for source in live where !queue.isEmpty {
-                while inFlight[source]! < chunksInFlight, let index = queue.popLast() {
+                while open.count(where: { $0.source == source }) < chunksInFlight, let index = queue.popLast() {
                     do {
                         try post(index, to: source)
                     } catch OperationInterruption.local(.linkFailed) {
@@ -85,7 +83,6 @@ struct StateReceiver {
             }
             guard !open.isEmpty else { break }
             let head = open.removeFirst()
-            inFlight[head.source]! -= 1
             do {
                 try links.wait(head.request)
                 done += chunks[head.chunk].length
@@ -101,9 +98,12 @@ struct StateReceiver {
                 reporter: reporter, detail: "every source was lost with \(queue.count) of \(chunks.count) chunks to go"))
         }
         for source in live { try? links.sendMessage(.stateDone, to: source) }
-        for (_, tensor, electedHash) in received where tensor.hash != electedHash {
-            throw OperationInterruption.local(.stateTransferFailed(
-                reporter: reporter, detail: "tensor '\(tensor.name)' hashes to \(tensor.hash) after the transfer, not the elected \(electedHash)"))
+        for (_, tensor, electedHash) in received {
+            let hash = tensor.hash
+            guard hash == electedHash else {
+                throw OperationInterruption.local(.stateTransferFailed(
+                    reporter: reporter, detail: "tensor '\(tensor.name)' hashes to \(hash) after the transfer, not the elected \(electedHash)"))
+            }
         }
         return sources.filter { !live.contains($0) }
     }
