@@ -109,10 +109,11 @@ import Testing
         for cut in 0 ..< messages[1].count {
             #expect(throws: DecodeError.self) { try MasterToPeer(decoding: Array(messages[1][0 ..< cut])) }
         }
-        // A digest claiming more tensors than its bytes can hold is refused before anything is reserved.
+        // A digest claiming more tensors than its bytes can hold is refused by the count check, before
+        // anything is reserved (not later, as a truncated tensor).
         var huge = Array(messages[0].prefix(1 + 8 + 8 + 8 + 1))
         huge += [0xFF, 0xFF, 0x00, 0x00]
-        #expect(throws: DecodeError.self) { try PeerToMaster(decoding: huge) }
+        #expect(throws: DecodeError("count 65535 runs past the end")) { try PeerToMaster(decoding: huge) }
     }
 
     // MARK: - The master
