@@ -1,9 +1,11 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+// Linux only: the transport is built on epoll, eventfd and Linux socket options, so no Apple platform
+// is declared. Building needs Swift 6 and Debian's libxxhash-dev; the RDMA backend is compiled in when
+// libibverbs-dev and librdmacm-dev are installed too, and left out (reporting itself unavailable) when not.
 let package = Package(
     name: "Chorus",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Chorus", targets: ["Chorus"]),
         .executable(name: "chorus-master", targets: ["chorus-master"]),

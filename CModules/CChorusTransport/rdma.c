@@ -2,6 +2,7 @@
 // transport builds and runs on machines without them; asking for RDMA there gives a clear error.
 #define _GNU_SOURCE
 #include "rdma.h"
+#if CHORUS_HAVE_RDMA_HEADERS
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -464,3 +465,4 @@ int rdma_link_post_recv(rdma_link *l, int slot) {
     struct ibv_recv_wr wr = {.wr_id = (uint32_t)slot, .sg_list = &sge, .num_sge = 1}, *bad;
     return ibv_post_recv(l->id->qp, &wr, &bad) == 0 ? CHORUS_OK : CHORUS_ERR_PEER_CLOSED;
 }
+#endif // CHORUS_HAVE_RDMA_HEADERS

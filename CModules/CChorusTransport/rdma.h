@@ -7,6 +7,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Building the RDMA backend needs the verbs and rdma_cm headers (libibverbs-dev, librdmacm-dev);
+// building Chorus does not. Without them rdma.c compiles to nothing and rdma_absent.c answers every
+// call with CHORUS_ERR_NO_RDMA and the reason, so consumers need no RDMA packages at all.
+#if defined(__has_include)
+#if __has_include(<infiniband/verbs.h>) && __has_include(<rdma/rdma_cma.h>)
+#define CHORUS_HAVE_RDMA_HEADERS 1
+#endif
+#endif
+
 /// Registered message slots per direction and link, and their size. A data frame travels as
 /// messages of one slot each: a 32-byte frame header, the payload offset (u32) and chunk length
 /// (u32), then the chunk.

@@ -15,7 +15,7 @@ status=0
 for target in frame messages; do
     log="$out/$target.log"
     if "$out/fuzz-$target" -max_total_time="$seconds" -max_len=4096 -artifact_prefix="$out/$target-" \
-        "$out/$target-corpus" > "$log" 2>&1; then result="no crash"; else result="CRASH (see $log)"; status=1; fi
+        "$out/$target-corpus" > "$log" 2>&1; then result="no crash"; else result="CRASH (log below)"; status=1; cat "$log"; fi
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
     [ -n "$execs" ] || execs=$(grep -oE '#[0-9]+' "$log" | tail -1 | tr -d '#')
     echo "fuzz $target: $execs executions in ${seconds}s, $result"
