@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // C layer: sockets, epoll, framing (CChorusTransport) and reduction kernels (CChorusKernels).
@@ -27,13 +28,16 @@ let package = Package(
         .target(name: "ChorusTransport", dependencies: ["CChorusTransport"]),
         .target(name: "ChorusProtocol"),
         .target(name: "ChorusAlgorithms", dependencies: ["CChorusKernels"], linkerSettings: [.linkedLibrary("m")]),
-        .target(name: "Chorus", dependencies: ["ChorusTransport", "ChorusProtocol", "ChorusAlgorithms", "CXXHash"]),
+        .target(name: "Chorus", dependencies: [
+            "ChorusTransport", "ChorusProtocol", "ChorusAlgorithms", "CXXHash", .product(name: "Logging", package: "swift-log"),
+        ]),
         // Starts and signals local peer processes, for the demo, the bench and the tests.
         .target(name: "ChorusLauncher", dependencies: ["Chorus"]),
 
         // Executables.
         .executableTarget(name: "chorus-master", dependencies: [
             "Chorus", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "chorus-stress", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -49,8 +49,8 @@ done
 echo "link: ${addr[0]} <-> ${addr[1]}, ${delay} ms each way, $rate"
 if command -v ping >/dev/null; then ip netns exec "${ns[0]}" ping -c 3 -q "${addr[1]}" | tail -1; fi
 
-port=48148
-ip netns exec "${ns[0]}" "$root/.build/release/chorus-master" --host "${addr[0]}" --port "$port" --quiet &
+port=28148
+ip netns exec "${ns[0]}" "$root/.build/release/chorus-master" --host "${addr[0]}" --port "$port" --log-level warning &
 master_pid=$!
 sleep 0.5
 pids=()

@@ -666,14 +666,15 @@ void chorus_engine_destroy(chorus_engine *e) {
     free(e);
 }
 
-int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, int backlog, int rdma, uint16_t *bound_port) {
+int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, uint16_t last_port, int backlog, int rdma,
+                         uint16_t *bound_port) {
     rdma_listener *listener = NULL;
     if (rdma) { // fail before binding anything when RDMA is not there
         int status = chorus_rdma_probe(NULL, 0);
         if (status != CHORUS_OK) return status;
     }
     int fd;
-    int status = chorus_socket_listen(host, port, backlog, &fd, bound_port);
+    int status = chorus_socket_listen(host, port, last_port, backlog, &fd, bound_port);
     if (status != CHORUS_OK) return status;
     if (rdma && (status = rdma_listener_create(host, *bound_port, &listener)) != CHORUS_OK) {
         close(fd);

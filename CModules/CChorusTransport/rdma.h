@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 // Building the RDMA backend needs the verbs and rdma_cm headers (libibverbs-dev, librdmacm-dev);
-// building Chorus does not. Without them rdma.c compiles to nothing and rdma_absent.c answers every
+// building Chorus does not. Without them rdma.c compiles its other half, which answers every
 // call with CHORUS_ERR_NO_RDMA and the reason, so consumers need no RDMA packages at all.
 #if defined(__has_include)
 #if __has_include(<infiniband/verbs.h>) && __has_include(<rdma/rdma_cma.h>)

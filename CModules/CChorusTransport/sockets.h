@@ -6,7 +6,9 @@
 uint64_t chorus_now_ms(void);
 uint64_t chorus_now_us(void);
 void chorus_socket_configure(int fd, int buffer_bytes);
-int chorus_socket_listen(const char *host, uint16_t port, int backlog, int *fd_out, uint16_t *bound_port);
+/// Binds the first free port of port...last_port (0: ephemeral). On failure chorus_last_failure says why.
+int chorus_socket_listen(const char *host, uint16_t port, uint16_t last_port, int backlog, int *fd_out, uint16_t *bound_port);
+/// Connects within timeout_ms. On failure chorus_last_failure says why.
 int chorus_socket_connect(const char *host, uint16_t port, int timeout_ms, int buffer_bytes, int *fd_out);
 struct sockaddr_storage;
 /// The numeric host and port of an address.

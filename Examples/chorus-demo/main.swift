@@ -26,7 +26,9 @@ struct Local: ParsableCommand {
 
     func run() throws {
         guard peers >= 1 else { throw ValidationError("--peers must be at least 1") }
-        let master = try Master(host: "127.0.0.1", port: 0, log: { print("  \($0)"); fflush(nil) })
+        var configuration = Configuration()
+        configuration.logger.logLevel = .info // the master's registrations, epochs and lost peers, on stderr
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
         print("master listening on \(master.endpoint); starting \(peers) peers")
         let victim = noKill || peers < 2 ? -1 : peers - 1
         let children = try (0 ..< peers).map { index in

@@ -4,12 +4,6 @@ import ChorusProtocol
 import Glibc
 #endif
 
-/// Collective kinds, as reported to the master in each operation's descriptor.
-enum Collective: UInt8 {
-    case allReduce = 1, reduceScatter = 2, allGather = 3, broadcast = 4, barrier = 5, allScan = 6
-    case synchronize = 7
-}
-
 /// What the communicator's lock protects: the session and reusable memory for collectives.
 /// Only touched under `Communicator.coreLock`, hence the unchecked Sendable.
 final class Core: @unchecked Sendable {
@@ -183,6 +177,12 @@ final class Core: @unchecked Sendable {
         if let route, session.links != nil {
             let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline)
             do {
+                // Tell the master what this member called before any data moves: it compares the
+                // members' calls and stops a mismatch at once, instead of all waiting for data that
+                // will never come. (A synchronization's digest already told it.)
+                if descriptor.collective != Collective.synchronize.rawValue {
+                    try session.sendToMaster(.begin(epoch: session.topology.epoch, opID: opID, descriptor: descriptor))
+                }
                 try dataPhase(links)
                 links.finish()
             } catch {
@@ -201,7 +201,7 @@ final class Core: @unchecked Sendable {
         do {
             if verdict == nil {
                 try session.sendToMaster(.report(epoch: session.topology.epoch, opID: opID, descriptor: descriptor, outcome: local))
-                verdict = try session.waitFor("the verdict of op \(opID)", deadline: deadline) { session.verdict(for: opID) }
+                verdict = try awaitVerdict(session: session, opID: opID, descriptor: descriptor, deadline: deadline)
             }
         } catch {
             abandonEpoch(session)
@@ -209,9 +209,29 @@ final class Core: @unchecked Sendable {
             throw error
         }
         if case .aborted(let reason) = verdict! {
+            session.logger.warning("operation \(opID) aborted: \(reason)")
             abandonEpoch(session)
             restore?()
             throw .aborted(reason)
+        }
+        session.logger.debug("operation \(opID) (\(OperationDescriptor.apiNames(descriptor).map { "\($0.name) \($0.value)" }.joined(separator: ", "))) succeeded")
+    }
+
+    /// The verdict of `opID`. At the deadline this member reports that it timed out, so the master
+    /// aborts the operation for everyone with one reason naming the ranks that never called it; if
+    /// that verdict does not come either, the local timeout is thrown.
+    private func awaitVerdict(session: PeerSession, opID: UInt64, descriptor: OperationDescriptor,
+                              deadline: ContinuousClock.Instant) throws(ChorusError) -> Outcome {
+        do {
+            return try session.waitFor("the verdict of op \(opID)", deadline: deadline) { session.verdict(for: opID) }
+        } catch .timedOut(let what) {
+            let timedOut = Outcome.aborted(.timedOut(reporter: session.peerID, notArrived: []))
+            try session.sendToMaster(.report(epoch: session.topology.epoch, opID: opID, descriptor: descriptor, outcome: timedOut))
+            let grace = ContinuousClock.now + min(session.configuration.peerTimeout, .seconds(2))
+            guard let verdict = try? session.waitFor("the verdict of op \(opID)", deadline: grace, { session.verdict(for: opID) }) else {
+                throw .timedOut(what)
+            }
+            return verdict
         }
     }
 

@@ -1,4 +1,5 @@
 import ChorusTransport
+import Logging
 
 /// Every knob of a communicator or master, with its default, in one place.
 /// `Configuration.fromEnvironment()` applies the `CHORUS_*` overrides (EnvironmentOverrides.swift).
@@ -8,6 +9,9 @@ public struct Configuration: Sendable {
     public var bindHost = "127.0.0.1"
     /// Address neighbours should dial; defaults to `bindHost` (set it when binding a wildcard).
     public var advertisedHost: String?
+    /// Ports this peer may listen on for its neighbours (the first free one is taken), so a firewall
+    /// needs to open only these; nil takes an ephemeral port (32768-60999 on Linux).
+    public var peerPorts: ClosedRange<UInt16>?
     /// A connection that has sent nothing for this long sends a heartbeat.
     public var heartbeatInterval: Duration = .milliseconds(500)
     /// A connection silent for this long (while we wait on it) is declared dead: this bounds how
@@ -52,6 +56,15 @@ public struct Configuration: Sendable {
     /// A peer whose link was closed by its neighbour waits this long for the master's verdict before
     /// reporting the closed link, so the verdict names the cause (a crash, a mismatched call).
     var linkFailureGrace: Duration = .milliseconds(200)
+    /// Where this peer (or master) logs, through swift-log: the application's `LoggingSystem` backend
+    /// (standard error unless it bootstrapped another). Every line carries the process id and, once
+    /// known, the peer id, rank and epoch. Level `.warning` by default (aborts, lost links, a lost
+    /// master); `.info` adds membership changes, `.debug` every operation. `CHORUS_LOG_LEVEL` sets it.
+    public var logger: Logger = {
+        var logger = Logger(label: "chorus")
+        logger.logLevel = .warning
+        return logger
+    }()
     /// Requests from other members that may wait for this peer before the sender is cut off.
     var maxQueuedPeerMessages = 4096
 

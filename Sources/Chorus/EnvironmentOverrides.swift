@@ -1,13 +1,15 @@
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
 
 extension Configuration {
     /// The defaults with `CHORUS_*` environment overrides applied:
-    /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
+    /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_PEER_PORTS` ("40000-40099" or one port), `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
     /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
     /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`,
-    /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`, `CHORUS_TRANSPORT` (tcp, rdma, auto).
+    /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`, `CHORUS_TRANSPORT` (tcp, rdma, auto), `CHORUS_LOG_LEVEL` (trace, debug, info, notice,
+    /// warning, error, critical).
     /// - Throws: `ChorusError.invalidArgument` naming a variable whose value is not a number.
     public static func fromEnvironment(_ environment: [String: String] = currentEnvironment()) throws -> Configuration {
         var c = Configuration()
@@ -20,6 +22,20 @@ extension Configuration {
         }
         if let v = environment["CHORUS_BIND"] { c.bindHost = v }
         if let v = environment["CHORUS_ADVERTISE"] { c.advertisedHost = v }
+        if let v = environment["CHORUS_PEER_PORTS"] {
+            let bounds = v.split(separator: "-", omittingEmptySubsequences: false).map { UInt16($0) }
+            guard (1 ... 2).contains(bounds.count), let first = bounds.first!, let last = bounds.last!, first > 0, first <= last else {
+                throw ChorusError.invalidArgument("CHORUS_PEER_PORTS=\(v) is not a port or a range like 40000-40099")
+            }
+            c.peerPorts = first ... last
+        }
+        if let v = environment["CHORUS_LOG_LEVEL"] {
+            guard let level = Logger.Level(rawValue: v.lowercased()) else {
+                let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ChorusError.invalidArgument("CHORUS_LOG_LEVEL=\(v) is not one of \(names)")
+            }
+            c.logger.logLevel = level
+        }
         if let v = environment["CHORUS_TRANSPORT"] {
             guard let kind = TransportKind(rawValue: v) else {
                 throw ChorusError.invalidArgument("CHORUS_TRANSPORT=\(v) is not one of tcp, rdma, auto")

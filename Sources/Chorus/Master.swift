@@ -1,13 +1,18 @@
 import ChorusProtocol
 import ChorusTransport
+import Logging
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The membership master, embeddable in any process (`chorus-master` is this plus a command line).
 /// It keeps the registry of peers, admits them at safe points, assigns ring order and epochs, and
 /// issues the verdict of every collective. It never carries a collective's data.
 public final class Master: Sendable {
-    /// The default port of `chorus-master`.
-    public static let defaultPort: UInt16 = 48148
+    /// The default port of `chorus-master`: below Linux's ephemeral range (32768-60999), so no
+    /// outgoing connection of another program can be holding it when the master starts.
+    public static let defaultPort: UInt16 = 28148
 
     /// The host the master listens on.
     public let host: String
@@ -20,7 +25,7 @@ public final class Master: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let stopped = Mutex<Bool>(false)
     private let status = Mutex<MasterStatus>(MasterStatus())
-    private let log: (@Sendable (String) -> Void)?
+    private let logger: Logger
 
     /// What the master currently sees.
     public struct MasterStatus: Sendable {
@@ -33,20 +38,24 @@ public final class Master: Sendable {
     /// - Parameters:
     ///   - host: listening address; loopback by default, "0.0.0.0" only when asked for.
     ///   - port: listening port; 0 picks an ephemeral one.
-    ///   - configuration: heartbeat and timeout settings.
-    ///   - log: called with one line per membership change, or nil for silence.
-    /// - Throws: `ChorusError.setupFailed` if the address cannot be bound.
+    ///   - configuration: heartbeat and timeout settings, and the logger: `.info` logs every
+    ///     registration, epoch and lost peer, `.warning` (the default) aborts and lost peers only.
+    /// - Throws: `ChorusError.setupFailed` if the address cannot be bound (naming the call and why).
     public init(host: String = "127.0.0.1", port: UInt16 = Master.defaultPort,
-                configuration: Configuration = Configuration(),
-                log: (@Sendable (String) -> Void)? = nil) throws {
+                configuration: Configuration = Configuration()) throws {
+        var logger = configuration.logger
+        logger[metadataKey: "role"] = "master"
+        logger[metadataKey: "pid"] = "\(getpid())"
         do {
             engine = try TransportEngine(settings: configuration.transportSettings)
             self.port = try engine.listen(host: host, port: port)
         } catch {
+            logger.error("cannot listen on \(host):\(port): \(error)")
             throw ChorusError.setupFailed("master cannot listen on \(host):\(port): \(error)")
         }
         self.host = host
-        self.log = log
+        self.logger = logger
+        logger.info("listening on \(PeerAddress(host: host, port: self.port))")
         let thread = Thread { [self] in serve() }
         thread.start()
     }
@@ -66,7 +75,12 @@ public final class Master: Sendable {
     }
 
     private func serve() {
-        var machine = MasterStateMachine<ConnectionID>()
+        var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames)
+        /// A connection as the logs call it: the peer id and address once it registered.
+        func name(_ connection: ConnectionID) -> String {
+            guard let id = machine.peerID(of: connection) else { return "an unregistered connection" }
+            return "peer \(id) (\(machine.address(of: connection).map(String.init(describing:)) ?? "?"))"
+        }
         while !stopping.load(ordering: .relaxed) {
             guard let event = engine.nextEvent(timeout: .milliseconds(100)) else { continue }
             let before = (machine.epoch, machine.worldSize, machine.pendingCount)
@@ -76,22 +90,28 @@ public final class Master: Sendable {
                 actions = []
             case .control(let connection, _, let payload):
                 do {
-                    actions = machine.received(try PeerToMaster(decoding: payload), from: connection)
+                    let message = try PeerToMaster(decoding: payload)
+                    actions = machine.received(message, from: connection)
+                    if case .register = message, let id = machine.peerID(of: connection) {
+                        logger.info("\(name(connection)) registered as peer \(id)")
+                    }
                 } catch {
-                    log?("master: \(connection) sent a malformed message (\(error)); disconnecting it")
+                    logger.warning("\(name(connection)) sent a malformed message (\(error)); disconnecting it")
                     actions = machine.receivedMalformed(from: connection, reason: error.description)
                 }
             case .failed(let connection, let error):
+                let who = name(connection)
                 actions = machine.connectionClosed(connection)
-                if !actions.isEmpty { log?("master: lost \(connection): \(error)") }
+                if who != "an unregistered connection" { logger.notice("lost \(who): \(error)") }
             }
+            var abortLogged = Set<UInt64>()
             for action in actions {
                 switch action {
                 case .send(let connection, let message):
                     try? engine.sendControl(connection, address: FrameAddress(epoch: machine.epoch, opID: 0),
                                             payload: message.encoded())
-                    if case .verdict(_, let opID, .aborted(let reason)) = message {
-                        log?("master: epoch \(machine.epoch) op \(opID) aborted for \(connection): \(reason)")
+                    if case .verdict(let epoch, let opID, .aborted(let reason)) = message, abortLogged.insert(opID).inserted {
+                        logger.warning("epoch \(epoch) operation \(opID) aborted: \(reason)")
                     }
                 case .close(let connection):
                     engine.close(connection)
@@ -100,7 +120,7 @@ public final class Master: Sendable {
             let after = (machine.epoch, machine.worldSize, machine.pendingCount)
             if after != before {
                 status.withLock { $0 = MasterStatus(epoch: after.0, worldSize: after.1, pendingPeers: after.2) }
-                if after.0 != before.0 { log?("master: epoch \(after.0) formed with \(after.1) peers") }
+                if after.0 != before.0 { logger.info("epoch \(after.0) formed with \(after.1) peers") }
             }
         }
         stopped.withLock { $0 = true }

@@ -100,21 +100,20 @@ final class OperationLinks: CollectiveLinks {
 
     func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
         let cause = session.linkFailure(link) ?? error
+        let side = links.left.contains(link) ? "left" : (links.right.contains(link) ? "right" : "mesh")
         switch cause.code {
         case .opMismatch, .tagMismatch, .lengthMismatch:
             // A healthy neighbour sent frames of another shape: the peers disagree on the call.
-            return .argumentMismatch
+            return .argumentMismatch("rank \(rank) (peer \(session.peerID)) received, on its \(side) link, a frame its call does not expect: \(cause)")
         default:
-            break
+            return .linkFailed(reporter: session.peerID, detail: "\(side) link: \(cause)")
         }
-        let side = links.left.contains(link) ? "left" : (links.right.contains(link) ? "right" : "mesh")
-        return .linkFailed(reporter: session.peerID, detail: "\(side) link: \(cause)")
     }
 
     func wait(_ request: TransportRequest) throws {
         while true {
             let remaining = deadline - .now
-            guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID)) }
+            guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: [])) }
             switch session.engine.wait(request, timeout: min(remaining, .milliseconds(250)), interruptible: true) {
             case .completed:
                 return

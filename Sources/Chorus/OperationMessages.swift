@@ -33,7 +33,7 @@ extension OperationLinks {
             if case .aborted(let reason)? = session.verdict(for: opID) { throw OperationInterruption.verdict(reason) }
             if let error = session.masterLossError { throw OperationInterruption.masterLost(error) }
             let remaining = deadline - .now
-            guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID)) }
+            guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: [])) }
             session.awaitEvent(timeout: min(remaining, .milliseconds(250)))
         }
     }

@@ -1,5 +1,9 @@
 import ChorusProtocol
 import ChorusTransport
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One peer's side of the control plane: its master connection, the current topology, the ring
 /// links of the current epoch, and the verdicts that arrived. Not thread-safe: `Communicator`
@@ -34,6 +38,8 @@ final class PeerSession {
     private let masterEndpoint: (host: String, port: UInt16)
     /// Data links go over RDMA (links to the master never do).
     let usesRDMA: Bool
+    /// The configuration's logger with this process's identity: pid, then peer id, rank and epoch.
+    private(set) var logger: Logger
 
     /// Connects to the master and registers; does not wait for admission.
     init(master endpoint: (host: String, port: UInt16), configuration: Configuration,
@@ -41,10 +47,13 @@ final class PeerSession {
         self.configuration = configuration
         self.onMembershipPending = onMembershipPending
         self.masterEndpoint = endpoint
+        logger = configuration.logger
+        logger[metadataKey: "pid"] = "\(getpid())"
         usesRDMA = try configuration.usesRDMA()
         do {
             engine = try TransportEngine(settings: configuration.transportSettings)
-            let port = try engine.listen(host: configuration.bindHost, port: 0, rdma: usesRDMA)
+            let ports = configuration.peerPorts ?? 0 ... 0
+            let port = try engine.listen(host: configuration.bindHost, port: ports.lowerBound, lastPort: ports.upperBound, rdma: usesRDMA)
             listenAddress = PeerAddress(host: configuration.advertisedHost ?? configuration.bindHost, port: port)
         } catch {
             throw .setupFailed("cannot listen on \(configuration.bindHost)\(usesRDMA ? " (with RDMA)" : ""): \(error)")
@@ -52,8 +61,10 @@ final class PeerSession {
         do {
             master = try engine.connect(host: endpoint.host, port: endpoint.port, timeout: configuration.connectTimeout)
         } catch {
+            logger.error("cannot reach the master at \(endpoint.host):\(endpoint.port): \(error)")
             throw .masterUnreachable("\(endpoint.host):\(endpoint.port): \(error)")
         }
+        logger.debug("connected to the master at \(endpoint.host):\(endpoint.port); listening on \(listenAddress)")
         try sendToMaster(.register(listen: listenAddress))
     }
 
@@ -90,7 +101,7 @@ final class PeerSession {
             do {
                 handleMaster(try MasterToPeer(decoding: payload))
             } catch {
-                masterFailure = "master sent a malformed message: \(error)"
+                loseMaster("master sent a malformed message: \(error)")
             }
         case .control(let connection, let address, let payload):
             switch try? PeerToPeer(decoding: payload) {
@@ -103,10 +114,13 @@ final class PeerSession {
                 engine.close(connection) // malformed, not for us, or from an epoch that is over
             }
         case .failed(let connection, let error) where connection == master:
-            masterFailure = diagnoseMasterLoss(error)
+            loseMaster(diagnoseMasterLoss(error))
         case .failed(let connection, let error):
             hellos[connection] = nil
-            if let links, links.contains(connection) { failedLinks[connection] = error }
+            if let links, links.contains(connection) {
+                failedLinks[connection] = error
+                logger.notice("a link of epoch \(topology.epoch) failed: \(error)")
+            }
         }
     }
 
@@ -114,6 +128,8 @@ final class PeerSession {
         switch message {
         case .registered(let id):
             peerID = id
+            logger[metadataKey: "peer"] = "\(id)"
+            logger.info("registered with the master at \(masterEndpoint.host):\(masterEndpoint.port) as peer \(id)")
         case .topology(let offered):
             offeredTopology = offered
         case .verdict(let epoch, let opID, let outcome) where epoch == topology.epoch:
@@ -127,8 +143,14 @@ final class PeerSession {
         case .left:
             leaveAcknowledged = true
         case .rejected(let why):
-            masterFailure = "the master rejected us: \(why)"
+            loseMaster("the master rejected us: \(why)")
         }
+    }
+
+    private func loseMaster(_ why: String) {
+        guard masterFailure == nil else { return }
+        masterFailure = why
+        logger.error("\(evicted ? "evicted" : "lost the master"): \(why)")
     }
 
     /// The master connection failed: either the master is gone, or it dropped us (we were silent past
@@ -183,6 +205,9 @@ final class PeerSession {
             throw .evicted("epoch \(next.epoch) does not include peer \(peerID)")
         }
         rank = index
+        logger[metadataKey: "epoch"] = "\(next.epoch)"
+        logger[metadataKey: "rank"] = "\(index)"
+        logger.info("epoch \(next.epoch): rank \(index) of \(next.members.count)")
         needsTopologyUpdate = true // until the ring is connected
         for (connection, hello) in hellos where hello.epoch < next.epoch {
             engine.close(connection)

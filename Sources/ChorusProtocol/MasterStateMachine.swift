@@ -10,6 +10,10 @@
 ///   admit pending peers, drop leavers, and start a new epoch;
 /// - verdict: the one outcome of operation `opID` in an epoch. Success needs a success report from
 ///   every member with identical descriptors; the first failure report or lost member aborts it.
+/// - arrival: the first message of a member for the undecided operation (`begin`, sent before its
+///   data moves; `report`; or `syncState`) with what it was called with. Two arrivals that differ
+///   abort the operation at once (`argumentMismatch` naming the field, the values and the ranks), so
+///   members that called different collectives never wait for each other's data.
 ///   After an abort the epoch is broken: every later operation in it aborts with the same reason,
 ///   until the members re-form the ring with an update.
 /// - synchronization: an operation whose members first send their shared-state digests; once all
@@ -49,6 +53,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var ring: [Connection] = []
     private var lastDecidedOp: UInt64 = 0
     private var reports: [Connection: Report] = [:]
+    /// What each member called the undecided operation with (see "arrival").
+    private var arrivals: [Connection: OperationDescriptor] = [:]
+    private let naming: DescriptorNaming
     private var brokenReason: AbortReason?
     /// Digests of the synchronization that is electing (operation `lastDecidedOp + 1`).
     private var syncDigests: [Connection: StateDigest] = [:]
@@ -57,7 +64,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// The revision of the last successful synchronization (kept across epochs).
     public private(set) var lastSyncedRevision: UInt64?
 
-    public init() {}
+    /// - Parameter naming: how to name a descriptor's fields in a mismatch's message (the public
+    ///   layer knows the collectives, data types and operators; the default prints numbers).
+    public init(naming: @escaping DescriptorNaming = OperationDescriptor.numericFields) {
+        self.naming = naming
+    }
 
     /// Peers waiting for admission.
     public var pendingCount: Int { peers.values.filter { $0.role == .pending }.count }
@@ -65,6 +76,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public var worldSize: Int { ring.count }
     /// Everyone with a live registration.
     public var registeredCount: Int { peers.count }
+    /// The peer registered on `connection`, if any.
+    public func peerID(of connection: Connection) -> PeerID? { peers[connection]?.id }
+    /// The address a registered peer listens on.
+    public func address(of connection: Connection) -> PeerAddress? { peers[connection]?.address }
 
     // MARK: - Events
 
@@ -92,6 +107,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             var actions: [Action] = []
             if brokenReason == nil { actions += abort(opID: lastDecidedOp + 1, .peerLeft(peer.id)) }
             return actions + pendingChanged() + formTopologyIfReady()
+        case .begin(let beginEpoch, let opID, let descriptor):
+            return begin(from: connection, epoch: beginEpoch, opID: opID, descriptor)
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
@@ -111,6 +128,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if peer.role == .pending { return pendingChanged() }
         ring.removeAll { $0 == connection }
         reports[connection] = nil
+        arrivals[connection] = nil
         var actions: [Action] = []
         if let transfer = syncInTransfer {
             // The transfer goes on without it; the operations after it abort.
@@ -160,6 +178,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         epoch += 1
         lastDecidedOp = 0
         reports = [:]
+        arrivals = [:]
         syncDigests = [:]
         syncInTransfer = nil
         brokenReason = nil
@@ -176,42 +195,108 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
 
     // MARK: - Verdicts
 
-    private mutating func report(from connection: Connection, epoch reportEpoch: UInt64, opID: UInt64,
-                                 _ report: Report) -> [Action] {
-        guard peers[connection]?.role == .member else { return [] }
-        guard reportEpoch == epoch else {
-            return [.send(connection, .verdict(epoch: reportEpoch, opID: opID, outcome: .aborted(.staleEpoch)))]
+    /// What decides whether a member's message about operation `opID` counts: nil when it does, or
+    /// the actions that answer it instead (a stale epoch, an operation already decided, one out of order).
+    private mutating func screen(_ connection: Connection, epoch messageEpoch: UInt64, opID: UInt64) -> [Action]? {
+        guard let peer = peers[connection], peer.role == .member else { return [] }
+        guard messageEpoch == epoch else {
+            return [.send(connection, .verdict(epoch: messageEpoch, opID: opID, outcome: .aborted(.staleEpoch)))]
         }
         if opID <= lastDecidedOp { return [] } // decided already; the verdict is on its way
-        guard opID == lastDecidedOp + 1 else { return abort(opID: opID, .argumentMismatch) }
+        guard opID == lastDecidedOp + 1 else {
+            let rank = ring.firstIndex(of: connection) ?? -1
+            return abort(opID: lastDecidedOp + 1, .argumentMismatch(
+                "rank \(rank) (peer \(peer.id)) started its operation \(opID) while the group is at operation \(lastDecidedOp + 1): the members called a different number of collectives"))
+        }
+        return nil
+    }
+
+    /// Records a member's arrival at the undecided operation; the mismatch's abort when its call
+    /// differs from an earlier member's.
+    private mutating func arrive(_ connection: Connection, opID: UInt64, _ descriptor: OperationDescriptor) -> [Action]? {
+        guard arrivals[connection] == nil else { return nil }
+        arrivals[connection] = descriptor
+        guard arrivals.values.contains(where: { $0 != descriptor }) else { return nil }
+        return abort(opID: opID, .argumentMismatch(mismatchDetail(opID: opID)))
+    }
+
+    private mutating func begin(from connection: Connection, epoch beginEpoch: UInt64, opID: UInt64,
+                                _ descriptor: OperationDescriptor) -> [Action] {
+        if let answer = screen(connection, epoch: beginEpoch, opID: opID) { return answer }
+        if let reason = brokenReason, syncInTransfer?.opID != opID { return decide(opID: opID, .aborted(reason)) }
+        return arrive(connection, opID: opID, descriptor) ?? []
+    }
+
+    private mutating func report(from connection: Connection, epoch reportEpoch: UInt64, opID: UInt64,
+                                 _ report: Report) -> [Action] {
+        if let answer = screen(connection, epoch: reportEpoch, opID: opID) { return answer }
         let transferring = syncInTransfer?.opID == opID
         if !transferring, let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
-        // Some members entered a synchronization and this one another collective.
-        guard syncDigests.isEmpty else { return abort(opID: opID, .argumentMismatch) }
-        if case .aborted(let reason) = report.outcome { return abort(opID: opID, reason) }
-        reports[connection] = report
-        return decideIfAllReported(opID: opID)
+        if !transferring, let mismatch = arrive(connection, opID: opID, report.descriptor) { return mismatch }
+        switch report.outcome {
+        case .aborted(.timedOut(let reporter, _)):
+            return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
+        case .aborted(let reason):
+            return abort(opID: opID, reason)
+        case .success:
+            reports[connection] = report
+            return decideIfAllReported(opID: opID)
+        }
+    }
+
+    /// The ranks that have sent nothing for the undecided operation.
+    private func ranksNotArrived() -> [UInt32] {
+        ring.enumerated().filter { arrivals[$0.element] == nil && syncDigests[$0.element] == nil }.map { UInt32($0.offset) }
+    }
+
+    /// Names the first field on which the members' calls differ, its values and who passed which.
+    private func mismatchDetail(opID: UInt64) -> String {
+        let calls = ring.enumerated().compactMap { rank, connection in arrivals[connection].map { (rank, naming($0)) } }
+        var text = "operation \(opID) of epoch \(epoch): "
+        let fieldCount = calls.map(\.1.count).max() ?? 0
+        for index in 0 ..< fieldCount {
+            guard Set(calls.map { index < $0.1.count ? $0.1[index].value : "-" }).count > 1 else { continue }
+            // A different collective (field 0) is shown as the whole call.
+            func value(_ fields: [DescriptorField]) -> String {
+                guard index < fields.count else { return "-" }
+                guard index == 0 else { return fields[index].value }
+                let arguments = fields.dropFirst().map { "\($0.name) \($0.value)" }.joined(separator: ", ")
+                return arguments.isEmpty ? fields[0].value : "\(fields[0].value)(\(arguments))"
+            }
+            let values = calls.map { (rank: $0.0, value: value($0.1)) }
+            let name = calls.first { index < $0.1.count }!.1[index].name
+            var groups: [(value: String, ranks: [Int])] = []
+            for (rank, value) in values {
+                if let at = groups.firstIndex(where: { $0.value == value }) { groups[at].ranks.append(rank) } else { groups.append((value, [rank])) }
+            }
+            text += "\(name) differs: " + groups.map { "\($0.value) at \(rankList($0.ranks))" }.joined(separator: "; ")
+            break
+        }
+        let missing = ranksNotArrived()
+        if !missing.isEmpty { text += " (\(rankList(missing.map(Int.init))) had not called it yet)" }
+        return text
     }
 
     private mutating func decideIfAllReported(opID: UInt64) -> [Action] {
         guard !ring.isEmpty, reports.count == ring.count else { return [] }
         let first = reports.values.first!.descriptor
-        guard reports.values.allSatisfy({ $0.descriptor == first }) else { return abort(opID: opID, .argumentMismatch) }
+        guard reports.values.allSatisfy({ $0.descriptor == first }) else {
+            return abort(opID: opID, .argumentMismatch("operation \(opID) of epoch \(epoch): the members' reports describe different calls"))
+        }
         if let transfer = syncInTransfer, transfer.opID == opID { lastSyncedRevision = transfer.revision }
         return decide(opID: opID, .success)
     }
 
     private mutating func syncState(from connection: Connection, epoch reportEpoch: UInt64, opID: UInt64,
                                     _ digest: StateDigest) -> [Action] {
-        guard peers[connection]?.role == .member else { return [] }
-        guard reportEpoch == epoch else {
-            return [.send(connection, .verdict(epoch: reportEpoch, opID: opID, outcome: .aborted(.staleEpoch)))]
-        }
-        if opID <= lastDecidedOp { return [] }
-        guard opID == lastDecidedOp + 1, reports.isEmpty, syncInTransfer == nil, syncDigests[connection] == nil else {
-            return abort(opID: opID, .argumentMismatch)
-        }
+        if let answer = screen(connection, epoch: reportEpoch, opID: opID) { return answer }
         if let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
+        let call = OperationDescriptor(collective: OperationDescriptor.synchronizeCollective, dataType: 0, reduceOp: 0,
+                                       count: UInt64(digest.tensors.count))
+        if let mismatch = arrive(connection, opID: opID, call) { return mismatch }
+        guard syncInTransfer == nil, syncDigests[connection] == nil else {
+            return abort(opID: opID, .argumentMismatch("operation \(opID) of epoch \(epoch): a second synchronization message from one member"))
+        }
         syncDigests[connection] = digest
         guard syncDigests.count == ring.count else { return [] }
         let digests = ring.map { (peer: peers[$0]!.id, digest: syncDigests[$0]!) }
@@ -236,6 +321,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private mutating func decide(opID: UInt64, _ outcome: Outcome) -> [Action] {
         lastDecidedOp = opID
         reports = [:]
+        arrivals = [:]
         syncDigests = [:]
         syncInTransfer = nil
         return ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) }

@@ -1,7 +1,7 @@
 /// Encoding and decoding of the control messages (layout in DESIGN.md, "Control messages").
 
 private enum Kind: UInt8 {
-    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05
+    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05, begin = 0x06
     case registered = 0x41, topology = 0x42, verdict = 0x43, membershipPending = 0x44, left = 0x45, rejected = 0x46
     case syncPlan = 0x47
     case hello = 0x81, stateRequest = 0x82, stateDone = 0x83
@@ -13,6 +13,9 @@ public let maximumWorldSize = 1 << 16
 extension ByteWriter {
     fileprivate mutating func kind(_ k: Kind) { u8(k.rawValue) }
     mutating func address(_ a: PeerAddress) { string(a.host); u16(a.port) }
+    mutating func descriptor(_ d: OperationDescriptor) {
+        u8(d.collective); u8(d.dataType); u8(d.reduceOp); u64(d.count); u64(d.detail)
+    }
     mutating func outcome(_ o: Outcome) {
         switch o {
         case .success: u8(0)
@@ -20,8 +23,8 @@ extension ByteWriter {
             switch reason {
             case .peerLost(let id): u8(1); u64(id)
             case .linkFailed(let reporter, let detail): u8(2); u64(reporter); string(detail)
-            case .timedOut(let reporter): u8(3); u64(reporter)
-            case .argumentMismatch: u8(4)
+            case .timedOut(let reporter, let notArrived): u8(3); u64(reporter); u32(UInt32(notArrived.count)); notArrived.forEach { u32($0) }
+            case .argumentMismatch(let detail): u8(4); string(detail)
             case .staleEpoch: u8(5)
             case .peerLeft(let id): u8(6); u64(id)
             case .stateMismatch(let why): u8(7); string(why)
@@ -33,6 +36,9 @@ extension ByteWriter {
 }
 
 extension ByteReader {
+    mutating func descriptor() throws(DecodeError) -> OperationDescriptor {
+        OperationDescriptor(collective: try u8(), dataType: try u8(), reduceOp: try u8(), count: try u64(), detail: try u64())
+    }
     mutating func address() throws(DecodeError) -> PeerAddress {
         PeerAddress(host: try string(), port: try u16())
     }
@@ -41,8 +47,14 @@ extension ByteReader {
         case 0: return .success
         case 1: return .aborted(.peerLost(try u64()))
         case 2: return .aborted(.linkFailed(reporter: try u64(), detail: try string()))
-        case 3: return .aborted(.timedOut(reporter: try u64()))
-        case 4: return .aborted(.argumentMismatch)
+        case 3:
+            let reporter = try u64()
+            let n = try count(minimumItemBytes: 4, limit: maximumWorldSize)
+            var ranks: [UInt32] = []
+            ranks.reserveCapacity(n)
+            for _ in 0 ..< n { ranks.append(try u32()) }
+            return .aborted(.timedOut(reporter: reporter, notArrived: ranks))
+        case 4: return .aborted(.argumentMismatch(try string()))
         case 5: return .aborted(.staleEpoch)
         case 6: return .aborted(.peerLeft(try u64()))
         case 7: return .aborted(.stateMismatch(try string()))
@@ -64,10 +76,10 @@ extension PeerToMaster {
         switch self {
         case .register(let listen): w.kind(.register); w.address(listen)
         case .updateTopology(let epoch, let minimum): w.kind(.updateTopology); w.u64(epoch); w.u32(minimum)
+        case .begin(let epoch, let opID, let d):
+            w.kind(.begin); w.u64(epoch); w.u64(opID); w.descriptor(d)
         case .report(let epoch, let opID, let d, let outcome):
-            w.kind(.report); w.u64(epoch); w.u64(opID)
-            w.u8(d.collective); w.u8(d.dataType); w.u8(d.reduceOp); w.u64(d.count); w.u64(d.detail)
-            w.outcome(outcome)
+            w.kind(.report); w.u64(epoch); w.u64(opID); w.descriptor(d); w.outcome(outcome)
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
         case .syncState(let epoch, let opID, let digest): w.kind(.syncState); w.u64(epoch); w.u64(opID); w.digest(digest)
         }
@@ -79,11 +91,9 @@ extension PeerToMaster {
         switch try r.kind() {
         case .register: self = .register(listen: try r.address())
         case .updateTopology: self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32())
+        case .begin: self = .begin(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor())
         case .report:
-            let epoch = try r.u64(), opID = try r.u64()
-            let d = OperationDescriptor(collective: try r.u8(), dataType: try r.u8(), reduceOp: try r.u8(), count: try r.u64(),
-                                        detail: try r.u64())
-            self = .report(epoch: epoch, opID: opID, descriptor: d, outcome: try r.outcome())
+            self = .report(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor(), outcome: try r.outcome())
         case .leave: self = .leave(epoch: try r.u64())
         case .syncState: self = .syncState(epoch: try r.u64(), opID: try r.u64(), try r.digest())
         default: throw DecodeError("not a peer-to-master message")

@@ -43,10 +43,12 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
     case peerLeft(PeerID)
     /// A member's data link to a neighbour failed.
     case linkFailed(reporter: PeerID, detail: String)
-    /// A member's wait passed the operation deadline.
-    case timedOut(reporter: PeerID)
-    /// Members called the collective with different arguments, or in a different order.
-    case argumentMismatch
+    /// A member's wait passed the operation deadline. `notArrived`: the ranks that had not called
+    /// the operation by then (filled in by the master; empty when everyone had).
+    case timedOut(reporter: PeerID, notArrived: [UInt32])
+    /// Members called different collectives, or the same one with different arguments, or in a
+    /// different order. The detail names the field, the values and which ranks passed which.
+    case argumentMismatch(String)
     /// The report named an epoch that is no longer current.
     case staleEpoch
     /// A shared-state synchronization cannot succeed: the members' tensors differ in shape, no
@@ -63,8 +65,11 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
         case .peerLost(let id): "peer \(id) was lost"
         case .peerLeft(let id): "peer \(id) left the group"
         case .linkFailed(let reporter, let detail): "peer \(reporter) lost a link: \(detail)"
-        case .timedOut(let reporter): "peer \(reporter) timed out waiting for data"
-        case .argumentMismatch: "peers called the collective with different arguments"
+        case .timedOut(let reporter, let notArrived) where notArrived.isEmpty:
+            "peer \(reporter) timed out waiting for the operation to finish"
+        case .timedOut(let reporter, let notArrived):
+            "peer \(reporter) timed out: \(rankList(notArrived.map(Int.init))) never called the operation"
+        case .argumentMismatch(let detail): "peers called different collectives or different arguments: \(detail)"
         case .staleEpoch: "the operation belongs to an old epoch"
         case .stateMismatch(let why): "shared states cannot be synchronized: \(why)"
         case .stateSenderOutdated(let id): "send-only peer \(id) does not hold the elected shared state"
@@ -96,11 +101,30 @@ public struct OperationDescriptor: Hashable, Sendable {
     }
 }
 
+/// One named field of a descriptor, for messages ("count", "1024").
+public typealias DescriptorField = (name: String, value: String)
+/// Names a descriptor's fields, the collective first.
+public typealias DescriptorNaming = @Sendable (OperationDescriptor) -> [DescriptorField]
+
+extension OperationDescriptor {
+    /// The collective code of a shared-state synchronization (its arrival is the `syncState` message).
+    public static let synchronizeCollective: UInt8 = 7
+
+    /// The fields as numbers, for a master that was given no names.
+    public static let numericFields: DescriptorNaming = { d in
+        [("collective", "\(d.collective)"), ("data type", "\(d.dataType)"), ("operator", "\(d.reduceOp)"),
+         ("count", "\(d.count)"), ("detail", "\(d.detail)")]
+    }
+}
+
 public enum PeerToMaster: Hashable, Sendable {
     /// First message on a new master connection.
     case register(listen: PeerAddress)
     /// The peer reached a safe point and lets the master re-form the ring.
     case updateTopology(epoch: UInt64, minimumWorldSize: UInt32)
+    /// The peer starts operation `opID` (sent before its data moves, so the master compares the
+    /// members' calls while the data is on its way and stops a mismatch in milliseconds).
+    case begin(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor)
     /// The peer finished (or failed) its part of operation `opID`.
     case report(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor, outcome: Outcome)
     /// The peer leaves at the next safe point.
@@ -143,4 +167,19 @@ public enum PeerToPeer: Hashable, Sendable {
     case stateRequest(tensor: UInt32, offset: UInt64, length: UInt32, tag: UInt32)
     /// The receiver needs nothing more from this source.
     case stateDone
+}
+
+/// "rank 3", "ranks 0-2, 5": ranks in ascending order, runs folded, at most `limit` entries.
+public func rankList(_ ranks: [Int], limit: Int = 32) -> String {
+    let sorted = Array(Set(ranks)).sorted()
+    var runs: [String] = []
+    var index = 0
+    while index < sorted.count {
+        var end = index
+        while end + 1 < sorted.count && sorted[end + 1] == sorted[end] + 1 { end += 1 }
+        runs.append(end == index ? "\(sorted[index])" : "\(sorted[index])-\(sorted[end])")
+        index = end + 1
+    }
+    let shown = runs.prefix(limit).joined(separator: ", ") + (runs.count > limit ? ", ..." : "")
+    return (sorted.count == 1 ? "rank " : "ranks ") + shown
 }

@@ -103,13 +103,14 @@ public final class TransportEngine: @unchecked Sendable {
 
     deinit { chorus_engine_destroy(engine) }
 
-    /// Listens on `host:port` (port 0 picks an ephemeral port).
+    /// Listens on `host` and the first free port of `port...lastPort` (port 0 picks an ephemeral
+    /// port; a `lastPort` below `port` means `port` alone). Failures name the call and the errno text.
     /// - Parameter rdma: also listen with rdma_cm; accepted connections then carry data frames over
     ///   RDMA (the dialer must connect with `rdma` too).
     /// - Returns: the bound port.
-    public func listen(host: String, port: UInt16, rdma: Bool = false) throws(TransportError) -> UInt16 {
+    public func listen(host: String, port: UInt16, lastPort: UInt16 = 0, rdma: Bool = false) throws(TransportError) -> UInt16 {
         var bound: UInt16 = 0
-        try check(chorus_engine_listen(engine, host, port, 128, rdma ? 1 : 0, &bound))
+        try checkSetUp(chorus_engine_listen(engine, host, port, lastPort, 128, rdma ? 1 : 0, &bound))
         return bound
     }
 
@@ -117,7 +118,7 @@ public final class TransportEngine: @unchecked Sendable {
     /// - Parameter rdma: also open an RDMA link to the same address, which carries the data frames.
     public func connect(host: String, port: UInt16, timeout: Duration, rdma: Bool = false) throws(TransportError) -> ConnectionID {
         var id: UInt64 = 0
-        try check(chorus_engine_connect(engine, host, port, milliseconds(timeout), rdma ? 1 : 0, &id))
+        try checkSetUp(chorus_engine_connect(engine, host, port, milliseconds(timeout), rdma ? 1 : 0, &id))
         return ConnectionID(rawValue: id)
     }
 

@@ -1,4 +1,7 @@
 import CChorusTransport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why a transport call or a connection failed. The one error type of the transport layer.
 public struct TransportError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -17,14 +20,18 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
     public let code: Code
     /// The errno behind a `.system` failure, 0 otherwise.
     public let systemErrno: Int32
+    /// For a failed listen or connect: the system call, the address and the errno text
+    /// ("bind 127.0.0.1:28148: Address already in use"); empty otherwise.
+    public let detail: String
 
-    public init(code: Code, systemErrno: Int32 = 0) {
+    public init(code: Code, systemErrno: Int32 = 0, detail: String = "") {
         self.code = code
         self.systemErrno = systemErrno
+        self.detail = detail
     }
 
-    init(status: Int32, systemErrno: Int32 = 0) {
-        self.init(code: Code(rawValue: status) ?? .system, systemErrno: systemErrno)
+    init(status: Int32, systemErrno: Int32 = 0, detail: String = "") {
+        self.init(code: Code(rawValue: status) ?? .system, systemErrno: systemErrno, detail: detail)
     }
 
     /// True when the remote side sent something that violates the wire protocol.
@@ -34,11 +41,18 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
 
     public var description: String {
         let text = String(cString: chorus_status_string(code.rawValue))
-        return systemErrno == 0 ? text : "\(text) (errno \(systemErrno))"
+        if !detail.isEmpty { return "\(text): \(detail)" }
+        return systemErrno == 0 ? text : "\(text) (\(String(cString: strerror(systemErrno))), errno \(systemErrno))"
     }
 }
 
 @inline(__always)
 func check(_ status: Int32) throws(TransportError) {
     if status != 0 { throw TransportError(status: status) }
+}
+
+/// `check` for listen and connect, whose failures the C layer explains in `chorus_last_failure`.
+@inline(__always)
+func checkSetUp(_ status: Int32) throws(TransportError) {
+    if status != 0 { throw TransportError(status: status, detail: String(cString: chorus_last_failure())) }
 }

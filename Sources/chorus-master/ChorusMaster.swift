@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chorus
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,20 +17,16 @@ struct ChorusMaster: ParsableCommand {
     @Option(help: "Port to listen on.")
     var port: UInt16 = Master.defaultPort
 
-    @Flag(help: "Print nothing but the listening line.")
-    var quiet = false
+    @Option(help: "Log level: trace, debug, info (registrations, epochs, lost peers), notice, warning (aborts), error, critical. Logs go to standard error.")
+    var logLevel = "info"
 
     func run() throws {
-        let configuration = try Configuration.fromEnvironment()
-        let log: (@Sendable (String) -> Void)? = quiet ? nil : printLine
-        let master: Master = try Master(host: host, port: port, configuration: configuration, log: log)
+        var configuration = try Configuration.fromEnvironment()
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
+        configuration.logger.logLevel = level
+        let master: Master = try Master(host: host, port: port, configuration: configuration)
         print("chorus-master listening on \(master.endpoint)")
         fflush(nil)
         while true { pause() } // runs until killed
     }
-}
-
-@Sendable func printLine(_ line: String) {
-    print(line)
-    fflush(nil)
 }

@@ -9,10 +9,12 @@ import Testing
         let toMaster: [PeerToMaster] = [
             .register(listen: Self.address), .updateTopology(epoch: 7, minimumWorldSize: 4), .leave(epoch: 9),
             .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
+            .begin(epoch: 3, opID: 11, descriptor: Self.descriptor),
             .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, detail: "reset"))),
         ]
         for message in toMaster { #expect(try PeerToMaster(decoding: message.encoded()) == message) }
-        let reasons: [AbortReason] = [.peerLost(2), .peerLeft(3), .timedOut(reporter: 4), .argumentMismatch, .staleEpoch,
+        let reasons: [AbortReason] = [.peerLost(2), .peerLeft(3), .timedOut(reporter: 4, notArrived: []),
+                                      .timedOut(reporter: 4, notArrived: [0, 7]), .argumentMismatch("count differs"), .staleEpoch,
                                       .linkFailed(reporter: 1, detail: "x")]
         var toPeer: [MasterToPeer] = [.registered(42), .membershipPending(joining: 3, leaving: 1), .left, .rejected("no"),
                                       .topology(Topology(epoch: 5, members: [Member(id: 1, address: Self.address),

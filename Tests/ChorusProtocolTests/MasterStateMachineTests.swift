@@ -63,9 +63,41 @@ import Testing
         var other = Self.descriptor
         other.count = 11
         _ = m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 1)
-        _ = m.received(.report(epoch: 2, opID: 2, descriptor: other, outcome: .success), from: 2)
-        let mismatch = verdicts(m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 3))
-        #expect(Set(mismatch.values) == [.aborted(.argumentMismatch)] && mismatch.count == 3)
+        let mismatch = verdicts(m.received(.report(epoch: 2, opID: 2, descriptor: other, outcome: .success), from: 2))
+        let expected = "operation 2 of epoch 2: count differs: 10 at rank 0; 11 at rank 1 (rank 2 had not called it yet)"
+        #expect(Set(mismatch.values) == [.aborted(.argumentMismatch(expected))] && mismatch.count == 3, "\(mismatch)")
+    }
+
+    @Test func differentCollectivesAreStoppedAtTheirBeginNamingEveryCall() {
+        var m = formed(4)
+        let allReduce = OperationDescriptor(collective: 1, dataType: 0, reduceOp: 0, count: 1024, detail: 1)
+        let barrier = OperationDescriptor(collective: 5, dataType: 0, reduceOp: 0, count: 0)
+        #expect(m.received(.begin(epoch: 2, opID: 1, descriptor: allReduce), from: 1).isEmpty)
+        #expect(m.received(.begin(epoch: 2, opID: 1, descriptor: allReduce), from: 3).isEmpty)
+        let stopped = verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: barrier, outcome: .success), from: 2))
+        let expected = "operation 1 of epoch 2: collective differs: 1(data type 0, operator 0, count 1024, detail 1) at ranks 0, 2; "
+            + "5(data type 0, operator 0, count 0, detail 0) at rank 1 (rank 3 had not called it yet)"
+        #expect(stopped == [1: .aborted(.argumentMismatch(expected)), 2: .aborted(.argumentMismatch(expected)),
+                            3: .aborted(.argumentMismatch(expected)), 4: .aborted(.argumentMismatch(expected))])
+        // The late member's begin and report for the decided operation change nothing.
+        #expect(m.received(.begin(epoch: 2, opID: 1, descriptor: allReduce), from: 4).isEmpty)
+    }
+
+    @Test func aTimeoutNamesTheRanksThatNeverCalled() {
+        var m = formed(3)
+        _ = m.received(.begin(epoch: 2, opID: 1, descriptor: Self.descriptor), from: 1)
+        _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 3)
+        let timedOut = verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor,
+                                                   outcome: .aborted(.timedOut(reporter: 1, notArrived: []))), from: 1))
+        #expect(Set(timedOut.values) == [.aborted(.timedOut(reporter: 1, notArrived: [1]))] && timedOut.count == 3)
+        #expect(AbortReason.timedOut(reporter: 1, notArrived: [1]).description == "peer 1 timed out: rank 1 never called the operation")
+    }
+
+    @Test func anOperationOutOfOrderIsAMismatchNamingBoth() {
+        var m = formed(2)
+        let out = verdicts(m.received(.begin(epoch: 2, opID: 2, descriptor: Self.descriptor), from: 2))
+        #expect(out[1] == .aborted(.argumentMismatch(
+            "rank 1 (peer 2) started its operation 2 while the group is at operation 1: the members called a different number of collectives")))
     }
 
     @Test func oneFailureReportAbortsForEveryoneAndBreaksTheEpoch() {

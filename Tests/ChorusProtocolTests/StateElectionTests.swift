@@ -173,6 +173,8 @@ import Testing
         _ = m.received(.syncState(epoch: m.epoch, opID: 1, Self.digest(revision: 1, version: 1)), from: 1)
         let descriptor = OperationDescriptor(collective: 1, dataType: 0, reduceOp: 0, count: 2)
         let verdicts = messages(m.received(.report(epoch: m.epoch, opID: 1, descriptor: descriptor, outcome: .success), from: 2))
-        #expect(verdicts[1] == .verdict(epoch: m.epoch, opID: 1, outcome: .aborted(.argumentMismatch)))
+        #expect(verdicts[1] == .verdict(epoch: m.epoch, opID: 1, outcome: .aborted(.argumentMismatch(
+            "operation 1 of epoch \(m.epoch): collective differs: 7(data type 0, operator 0, count 2, detail 0) at rank 0; "
+                + "1(data type 0, operator 0, count 2, detail 0) at rank 1"))))
     }
 }

@@ -167,7 +167,7 @@ import Glibc
 
     @Test func masterDeathGivesPeersAClearErrorInsteadOfAHang() throws {
         let masterProcess = try ChildProcess(executable: Self.binaries + "/chorus-master",
-                                             arguments: ["--port", "0", "--quiet"], environment: Self.environment,
+                                             arguments: ["--port", "0", "--log-level", "warning"], environment: Self.environment,
                                              captureOutput: true)
         var endpoint: String?
         let deadline = monotonicMilliseconds() + 30_000

@@ -12,10 +12,11 @@ import Glibc
 /// another address on an RDMA interface); elsewhere they are skipped, and the fallback tests run.
 /// `CHORUS_REQUIRE_RDMA=1` (set by CI inside the VM) runs them whatever the probe says, so a device
 /// that cannot be opened, or a build without the RDMA backend, fails the run instead of skipping it.
-@Suite(.serialized, .enabled(if: TransportKind.rdmaUnavailableReason == nil || RDMATests.required, "no RDMA device on this machine"))
+let rdmaTestsRequired = Configuration.currentEnvironment()["CHORUS_REQUIRE_RDMA"] == "1"
+
+@Suite(.serialized, .enabled(if: TransportKind.rdmaUnavailableReason == nil || rdmaTestsRequired, "no RDMA device on this machine"))
 struct RDMATests {
     static let host = Configuration.currentEnvironment()["CHORUS_RDMA_TEST_HOST"] ?? "10.99.0.1"
-    static let required = Configuration.currentEnvironment()["CHORUS_REQUIRE_RDMA"] == "1"
 
     @Test func rdmaIsAvailableHere() {
         #expect(TransportKind.rdmaUnavailableReason == nil, "RDMA tests required, but: \(TransportKind.rdmaUnavailableReason ?? "")")
@@ -103,7 +104,7 @@ struct RDMATests {
 }
 
 /// Where RDMA is absent: asking for it is a clear error, and the default falls back to TCP.
-@Suite(.enabled(if: TransportKind.rdmaUnavailableReason != nil && !RDMATests.required, "this machine has an RDMA device"))
+@Suite(.enabled(if: TransportKind.rdmaUnavailableReason != nil && !rdmaTestsRequired, "this machine has an RDMA device"))
 struct RDMAFallbackTests {
     @Test func askingForRDMAIsAClearErrorAndAutoFallsBackToTCP() throws {
         let reason = try #require(TransportKind.rdmaUnavailableReason)

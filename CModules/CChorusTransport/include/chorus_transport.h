@@ -59,6 +59,11 @@ typedef enum chorus_status {
 /// A short, static, human-readable description of a status code.
 const char *chorus_status_string(int status);
 
+/// What the last failed listen or connect on the calling thread ran into: the system call, the
+/// address and the errno text (e.g. "bind 127.0.0.1:28148: Address already in use"); empty when the
+/// last one succeeded. Owned by the thread; valid until its next listen or connect.
+const char *chorus_last_failure(void);
+
 // MARK: - Frames
 
 #define CHORUS_FRAME_MAGIC 0x53524843u /* "CHRS" when read as little-endian bytes */
@@ -123,10 +128,11 @@ int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out
 /// No request may be waited on after this.
 void chorus_engine_destroy(chorus_engine *engine);
 
-/// Listens on host:port (port 0 = ephemeral). Accepted connections arrive as CHORUS_EVENT_ACCEPTED.
-/// With `rdma`, it also listens with rdma_cm on the same address and port, and every accepted
-/// connection carries its data frames over the RDMA link its dialer opens.
-int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port, int backlog, int rdma,
+/// Listens on host and the first free port of port...last_port (port 0 = ephemeral; last_port below
+/// port = port alone). Accepted connections arrive as CHORUS_EVENT_ACCEPTED. With `rdma`, it also
+/// listens with rdma_cm on the same address and port, and every accepted connection carries its data
+/// frames over the RDMA link its dialer opens. On failure, `chorus_last_failure` says why.
+int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port, uint16_t last_port, int backlog, int rdma,
                          uint16_t *bound_port);
 
 /// Connects to host:port within timeout_ms, from the calling thread, then hands the socket to the

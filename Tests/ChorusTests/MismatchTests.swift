@@ -1,0 +1,109 @@
+import Chorus
+import Dispatch
+import Synchronization
+import Testing
+
+/// Members that call different collectives, or the same one with different arguments, all get one
+/// precise, non-retryable error naming the field, the values and the ranks, at once (not after the
+/// operation timeout); a rank that never calls is a timeout naming it. The group goes on afterwards.
+@Suite(.serialized) struct MismatchTests {
+    /// World 3, rank 1 calls `odd`, the others `usual`; returns the error every rank got, after
+    /// checking it is one error, the same everywhere, and that the group then re-forms and works.
+    static func mismatch(usual: @escaping @Sendable (Communicator) throws -> Void,
+                         odd: @escaping @Sendable (Communicator) throws -> Void) throws -> String {
+        var configuration = GroupHarness.testConfiguration()
+        // If detection waited for the operation timeout, the error would be a timeout, not a mismatch.
+        configuration.operationTimeout = .seconds(20)
+        let errors = Mutex<[Int: ChorusError]>([:])
+        try GroupHarness.run(worldSize: 3, configuration: configuration) { c in
+            do {
+                try (c.rank == 1 ? odd : usual)(c)
+                Issue.record("rank \(c.rank): the mismatched call succeeded")
+            } catch let error as ChorusError {
+                errors.withLock { $0[c.rank] = error }
+            }
+            try c.updateTopology()
+            var values = [Int32(c.rank + 1), 10]
+            try c.allReduce(&values)
+            #expect(values == [6, 30], "rank \(c.rank) after the mismatch: \(values)")
+        }
+        let seen = errors.withLock { $0 }
+        #expect(seen.count == 3 && Set(seen.values).count == 1, "\(seen)")
+        guard case .aborted(.argumentMismatch(let detail))? = seen[0] else {
+            Issue.record("not an argument mismatch: \(String(describing: seen[0]))")
+            return ""
+        }
+        #expect(seen[0]?.isRetryable == false)
+        return detail
+    }
+
+    @Test func aDifferentCollective() throws {
+        let detail = try Self.mismatch(usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), algorithm: .ring) },
+                                       odd: { c in try c.barrier() })
+        #expect(detail.contains("collective differs: "), "\(detail)")
+        #expect(detail.contains("allReduce(count 5, dataType f32, op sum, algorithm ring) at rank"), "\(detail)")
+        #expect(detail.contains("barrier at rank 1"), "\(detail)")
+    }
+
+    @Test func aDifferentCount() throws {
+        let detail = try Self.mismatch(usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5)) },
+                                       odd: { c in _ = try c.allReduce([Float](repeating: 1, count: 6)) })
+        #expect(detail.contains("count differs: ") && detail.contains("6 at rank 1") && detail.contains("5 at rank"), "\(detail)")
+    }
+
+    @Test func aDifferentDataType() throws {
+        let detail = try Self.mismatch(usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5)) },
+                                       odd: { c in _ = try c.allReduce([Int32](repeating: 1, count: 5)) })
+        #expect(detail.contains("dataType differs: ") && detail.contains("i32 at rank 1") && detail.contains("f32 at rank"), "\(detail)")
+    }
+
+    @Test func aDifferentOperator() throws {
+        let detail = try Self.mismatch(usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), op: .sum) },
+                                       odd: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), op: .max) })
+        #expect(detail.contains("op differs: ") && detail.contains("max at rank 1") && detail.contains("sum at rank"), "\(detail)")
+    }
+
+    @Test func aDifferentRoot() throws {
+        let detail = try Self.mismatch(usual: { c in var v = [Float](repeating: 1, count: 5); try c.broadcast(&v, root: 0) },
+                                       odd: { c in var v = [Float](repeating: 1, count: 5); try c.broadcast(&v, root: 2) })
+        #expect(detail.contains("root differs: ") && detail.contains("2 at rank 1") && detail.contains("0 at rank"), "\(detail)")
+    }
+
+    @Test func aDifferentAlgorithm() throws {
+        let detail = try Self.mismatch(
+            usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), algorithm: .ring) },
+            odd: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), algorithm: .recursiveDoubling) })
+        #expect(detail.contains("algorithm differs: ") && detail.contains("recursiveDoubling at rank 1") && detail.contains("ring at rank"),
+                "\(detail)")
+    }
+
+    @Test func aRankThatNeverCallsIsATimeoutNamingIt() throws {
+        var configuration = GroupHarness.testConfiguration()
+        configuration.operationTimeout = .seconds(2)
+        let errors = Mutex<[Int: ChorusError]>([:])
+        let othersDone = DispatchSemaphore(value: 0)
+        try GroupHarness.run(worldSize: 3, configuration: configuration) { c in
+            if c.rank == 2 {
+                for _ in 0 ..< 2 { #expect(othersDone.wait(timeout: .now() + 60) == .success) }
+            } else {
+                do {
+                    try c.barrier()
+                    Issue.record("rank \(c.rank): the barrier passed without rank 2")
+                } catch let error as ChorusError {
+                    errors.withLock { $0[c.rank] = error }
+                }
+                othersDone.signal()
+            }
+            try c.updateTopology()
+            try c.barrier()
+        }
+        let seen = errors.withLock { $0 }
+        #expect(seen.count == 2 && Set(seen.values).count == 1, "\(seen)")
+        guard case .aborted(.timedOut(_, let notArrived))? = seen[0] else {
+            Issue.record("not a timeout verdict: \(String(describing: seen[0]))")
+            return
+        }
+        #expect(notArrived == [2])
+        #expect("\(seen[0]!)".contains("rank 2 never called the operation"), "\(seen[0]!)")
+    }
+}
