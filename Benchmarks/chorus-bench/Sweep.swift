@@ -65,7 +65,7 @@ struct Sweep {
             var times: [Double] = []
             var wrong = 0
             for iteration in 0 ..< warmup + iterations {
-                if progress { writeProgress("\r  \(bytes) bytes: iteration \(iteration + 1)/\(warmup + iterations)   ") }
+                if progress { writeToStandardError("\r  \(bytes) bytes: iteration \(iteration + 1)/\(warmup + iterations)   ") }
                 let started = ContinuousClock.now
                 try kind.run(communicator, buffers)
                 let elapsed = ContinuousClock.now - started
@@ -79,7 +79,7 @@ struct Sweep {
                 if kind.overwritesInput(buffers) { fill() }
                 if kind.refillIsRankDependent { try communicator.barrier() }
             }
-            if progress { writeProgress("\r\u{1B}[K") }
+            if progress { writeToStandardError("\r\u{1B}[K") }
             // The collective's time per iteration is its slowest rank's; wrong counts add up.
             let slowest = try communicator.allReduce(times, op: .max, algorithm: .ring)
             let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
@@ -178,8 +178,8 @@ func fixed(_ value: Double, _ digits: Int) -> String {
     return "\(sign)\(integer)." + String(repeating: "0", count: digits - fractionText.count) + fractionText
 }
 
-/// Writes to the terminal on stderr, unbuffered.
-private func writeProgress(_ text: String) {
+/// Writes to standard error, unbuffered (progress lines, launcher failures).
+func writeToStandardError(_ text: String) {
     var bytes = Array(text.utf8)
     _ = write(2, &bytes, bytes.count)
 }

@@ -31,22 +31,23 @@ struct Local: ParsableCommand {
         let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
         print("master listening on \(master.endpoint); starting \(peers) peers")
         let victim = noKill || peers < 2 ? -1 : peers - 1
-        let children = try (0 ..< peers).map { index in
-            try ChildProcess(executable: ChildProcess.currentExecutable(),
-                             arguments: ["peer", "--master", master.endpoint, "--rounds", "\(rounds)",
-                                         "--count", "\(count)", "--world", "\(peers)",
-                                         "--die-before-round=\(index == victim ? rounds / 2 : -1)"])
+        let group = LocalGroup()
+        for index in 0 ..< peers {
+            try group.start("peer process \(index)", executable: ChildProcess.currentExecutable(),
+                            arguments: ["peer", "--master", master.endpoint, "--rounds", "\(rounds)",
+                                        "--count", "\(count)", "--world", "\(peers)",
+                                        "--die-before-round=\(index == victim ? rounds / 2 : -1)"],
+                            expectedExitCodes: index == victim ? [128 + SIGKILL] : [0])
         }
-        var failures = 0
-        for (index, child) in children.enumerated() {
-            let code = child.waitForExit(timeoutMilliseconds: 300_000)
-            let expected: Int32 = index == victim ? 128 + SIGKILL : 0
-            if code != expected { failures += 1 }
-            print("peer process \(index) exited with \(code.map(String.init) ?? "nothing (still running)")\(index == victim ? " (killed on purpose)" : "")")
+        do {
+            try group.waitAll(timeoutMilliseconds: 300_000)
+        } catch {
+            master.shutdown()
+            print("demo FAILED: \(error)")
+            throw ExitCode.failure
         }
         master.shutdown()
-        print(failures == 0 ? "demo finished: every surviving peer got exact results" : "demo FAILED: \(failures) peer(s) misbehaved")
-        if failures > 0 { throw ExitCode.failure }
+        print("demo finished: every surviving peer got exact results (peer process \(victim) was killed on purpose)")
     }
 }
 
@@ -73,16 +74,16 @@ struct Peer: ParsableCommand {
                 kill(getpid(), SIGKILL)
             }
             // Every element's expected sum is known exactly: each rank contributes rank+1+round+i%7.
-            let rank = communicator.rank, size = communicator.worldSize
-            var values = (0 ..< count).map { Float(rank + 1 + round + $0 % 7) }
+            // withRetry re-forms the ring after a failure every survivor saw, and runs the round again.
             let started = ContinuousClock.now
-            do {
+            let (values, size) = try communicator.withRetry { attempt in
+                if attempt > 1 {
+                    say("\(tag): round \(round) failed on every survivor; now rank \(communicator.rank) of \(communicator.worldSize) (epoch \(communicator.epoch)), attempt \(attempt)")
+                }
+                let rank = communicator.rank, size = communicator.worldSize
+                var values = (0 ..< count).map { Float(rank + 1 + round + $0 % 7) }
                 try communicator.allReduce(&values, op: .sum)
-            } catch let error as ChorusError where error.isRetryable {
-                say("\(tag): round \(round) failed on every survivor: \(error); re-forming the ring")
-                try communicator.updateTopology()
-                say("\(tag): now rank \(communicator.rank) of \(communicator.worldSize) (epoch \(communicator.epoch)); retrying round \(round)")
-                continue
+                return (values, size)
             }
             let elapsed = ContinuousClock.now - started
             let ranksSum = size * (size + 1) / 2

@@ -38,26 +38,28 @@ struct LocalRun: ParsableCommand {
         configuration.logger.logLevel = .info // the master's registrations, epochs and lost peers, on stderr
         let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
         say("master on \(master.endpoint); \(peers) peers train \(steps) outer steps")
-        func start(_ extra: [String]) throws -> ChildProcess {
-            try ChildProcess(executable: ChildProcess.currentExecutable(),
-                             arguments: ["peer", "--master", master.endpoint, "--steps", "\(steps)"] + extra)
+        let group = LocalGroup()
+        func start(_ index: Int, _ extra: [String]) throws {
+            let killed = index == 1 && killAt >= 0
+            try group.start("peer process \(index)", executable: ChildProcess.currentExecutable(),
+                            arguments: ["peer", "--master", master.endpoint, "--steps", "\(steps)"] + extra,
+                            expectedExitCodes: killed ? [128 + SIGKILL] : [0])
         }
-        var children = try (0 ..< peers).map { index in
-            try start(["--world", "\(peers)", "--die-at=\(index == 1 ? killAt : -1)", "--leave-at=\(index == 2 ? leaveAt : -1)"])
+        for index in 0 ..< peers {
+            try start(index, ["--world", "\(peers)", "--die-at=\(index == 1 ? killAt : -1)", "--leave-at=\(index == 2 ? leaveAt : -1)"])
         }
         if joinAfterMs >= 0 {
             usleep(UInt32(joinAfterMs) * 1000)
-            children.append(try start(["--world", "1"]))
+            try start(peers, ["--world", "1"])
         }
-        var failures = 0
-        for (index, child) in children.enumerated() {
-            let code = child.waitForExit(timeoutMilliseconds: 600_000)
-            let killed = index == 1 && killAt >= 0
-            if code != (killed ? 128 + SIGKILL : 0) { failures += 1 }
-            say("peer process \(index) exited with \(code.map(String.init) ?? "nothing")\(killed ? " (killed on purpose)" : "")")
+        defer { master.shutdown() }
+        do {
+            try group.waitAll(timeoutMilliseconds: 600_000)
+        } catch {
+            say("FAILED: \(error)")
+            throw ExitCode.failure
         }
-        master.shutdown()
-        if failures > 0 { throw ExitCode.failure }
+        say("every peer process exited as planned")
     }
 }
 

@@ -51,13 +51,17 @@ struct LinearAttentionExample: ParsableCommand {
     private func launch() throws {
         let m = try Master(host: "127.0.0.1", port: 0)
         defer { m.shutdown() }
-        let children = try (0 ..< peers).map { _ in
-            try ChildProcess(executable: ChildProcess.currentExecutable(),
-                             arguments: Array(CommandLine.arguments.dropFirst()) + ["--master", m.endpoint])
+        let group = LocalGroup()
+        for index in 0 ..< peers {
+            try group.start("shard \(index)", executable: ChildProcess.currentExecutable(),
+                            arguments: Array(CommandLine.arguments.dropFirst()) + ["--master", m.endpoint])
         }
-        let codes = children.map { $0.waitForExit(timeoutMilliseconds: 120_000) }
-        let ok = codes.allSatisfy { $0 == 0 }
-        print(ok ? "all \(peers) shards match the single-process run" : "MISMATCH: exit codes \(codes)")
-        if !ok { throw ExitCode.failure }
+        do {
+            try group.waitAll(timeoutMilliseconds: 120_000)
+        } catch {
+            print("MISMATCH or failure: \(error)")
+            throw ExitCode.failure
+        }
+        print("all \(peers) shards match the single-process run")
     }
 }

@@ -92,9 +92,10 @@ struct Drive: ParsableCommand {
         // Stop: resume everyone, ask them to finish, and count any that do not as hung.
         for slot in stopped.keys { alive[slot]?.signal(SIGCONT) }
         close(open(stopFile, O_CREAT | O_WRONLY, 0o644))
+        // One deadline for all of them, not one per child.
+        let deadline = monotonicMilliseconds() + peerTimeoutMs * 10 + 10_000
         var stragglers = 0
-        let bound = peerTimeoutMs * 10 + 10_000
-        for (_, child) in alive where child.waitForExit(timeoutMilliseconds: bound) == nil {
+        for (_, child) in alive where child.waitForExit(timeoutMilliseconds: max(0, deadline - monotonicMilliseconds())) == nil {
             stragglers += 1
             child.signal(SIGKILL)
             _ = child.waitForExit(timeoutMilliseconds: 5000)

@@ -96,6 +96,37 @@ import Glibc
         Self.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
     }
 
+    /// `withRetry` carries a training loop across a SIGKILLed peer: the survivors re-form, synchronize
+    /// their state and repeat the one round that failed; every round's result is exact and equal.
+    @Test func theRetryHelperCarriesALoopAcrossAKilledPeer() throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let peers = try (0 ..< 3).map { _ in
+            try ChildProcess(executable: Self.binaries + "/chorus-test-peer",
+                             arguments: ["--master", master.endpoint, "--world", "3", "--count", "\(1 << 20)", "--rounds", "8",
+                                         "--with-retry"],
+                             environment: Self.environment, captureOutput: true)
+        }
+        #expect(Self.waitForRound(1, peers))
+        peers[2].signal(SIGKILL)
+        #expect(peers[2].waitForExit(timeoutMilliseconds: 10_000) == 128 + SIGKILL)
+        var retried: [String] = [], byRound: [String: Set<String>] = [:]
+        for peer in peers[0 ..< 2] {
+            let code = peer.waitForExit(timeoutMilliseconds: 120_000)
+            let output = peer.output(timeoutMilliseconds: 2_000)
+            #expect(code == 0, "survivor exited with \(String(describing: code)):\n\(output)")
+            let oks = Self.lines(output).filter { $0.kind == "OK" }
+            #expect(oks.map { $0.fields["round"]! } == (0 ..< 8).map(String.init), "\(output)")
+            #expect(oks.allSatisfy { $0.fields["correct"] == "true" }, "\(output)")
+            #expect(oks.last?.fields["world"] == "2", "\(output)")
+            retried += oks.filter { $0.fields["attempts"] != "1" }.map { "\($0.fields["round"]!):\($0.fields["attempts"]!)" }
+            for ok in oks { byRound[ok.fields["round"]!, default: []].insert("\(ok.fields["hash"]!) \(ok.fields["state"]!)") }
+        }
+        #expect(retried.count == 2 && Set(retried).count == 1 && retried.first?.hasSuffix(":2") == true,
+                "each survivor retries the same one round once: \(retried)")
+        #expect(byRound.values.allSatisfy { $0.count == 1 }, "results or states differ between survivors: \(byRound)")
+    }
+
     @Test func killedPeerMidScanGivesOneVerdictAndTheRetrySucceeds() throws {
         let master = try Master(host: "127.0.0.1", port: 0)
         defer { master.shutdown() }

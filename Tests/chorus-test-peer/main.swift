@@ -6,6 +6,9 @@
 //   TOPOLOGY epoch=E world=N rank=R
 //   DONE
 // Inputs are small integers (rank + round + i % 13), so every expected sum is exact.
+// With --with-retry each round runs inside `Communicator.withRetry`, synchronizing a small shared
+// state (updated the same way after every round) before each attempt, and prints instead
+//   OK round=K epoch=E world=N correct=true|false hash=H attempts=A state=S
 // With --scan the collective is an All-Scan (sum); "correct" checks the inclusive prefix.
 // With --state-mib the peer synchronizes shared state first (StatePeer.swift).
 import Chorus
@@ -33,6 +36,7 @@ let world = argument("world", default: 2)
 let count = argument("count", default: 1 << 20)
 let rounds = argument("rounds", default: 5)
 let scan = CommandLine.arguments.contains("--scan")
+let withRetry = CommandLine.arguments.contains("--with-retry")
 
 func inputs(rank: Int, round: Int) -> [Float] {
     (0 ..< count).map { Float(rank + round + $0 % 13) }
@@ -49,6 +53,12 @@ do {
     while communicator.worldSize < world { try communicator.updateTopology(minimumWorldSize: world) }
     say("READY rank=\(communicator.rank) world=\(communicator.worldSize) epoch=\(communicator.epoch)")
     if CommandLine.arguments.contains("--state-mib") { try synchronizeState(communicator) }
+    if withRetry {
+        try runWithRetry(communicator)
+        try communicator.leave()
+        say("DONE")
+        exit(0)
+    }
     var round = 0
     while round < rounds {
         let rank = communicator.rank, size = communicator.worldSize, epoch = communicator.epoch
@@ -67,7 +77,10 @@ do {
             say("OK round=\(round) epoch=\(epoch) world=\(size) correct=\(correct) hash=\(hash(values))")
             round += 1
         } catch let error as ChorusError {
-            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(values == original || scan) error=\(error)")
+            // In place (all-reduce) the buffer must hold the input again; out of place (scan) the
+            // input must be untouched.
+            let restored = (scan ? original : values) == inputs(rank: rank, round: round)
+            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(restored) error=\(error)")
             guard error.isRetryable else { exit(3) }
             try communicator.updateTopology()
             say("TOPOLOGY epoch=\(communicator.epoch) world=\(communicator.worldSize) rank=\(communicator.rank)")
@@ -78,4 +91,25 @@ do {
 } catch {
     say("FATAL \(error)")
     exit(2)
+}
+
+/// The rounds, each one `withRetry` step: the helper re-forms the group and synchronizes the state
+/// after a peer is lost; the step all-reduces and folds the result into the state.
+func runWithRetry(_ communicator: Communicator) throws {
+    let state = SharedState()
+    let weights = try state.add("weights", values: [Float](repeating: 0, count: 16))
+    for round in 0 ..< rounds {
+        let (values, attempts, size, epoch) = try communicator.withRetry(synchronizing: state) { attempt in
+            var values = inputs(rank: communicator.rank, round: round)
+            try communicator.allReduce(&values, op: .sum)
+            return (values, attempt, communicator.worldSize, communicator.epoch)
+        }
+        weights.withUnsafeMutableBufferPointer(as: Float.self) { w in
+            for i in w.indices { w[i] = w[i] / 2 + values[i] }
+        }
+        state.revision += 1
+        let rankSum = size * (size - 1) / 2
+        let correct = values.indices.allSatisfy { values[$0] == Float(rankSum + size * (round + $0 % 13)) }
+        say("OK round=\(round) epoch=\(epoch) world=\(size) correct=\(correct) hash=\(hash(values)) attempts=\(attempts) state=\(state.contentHash)")
+    }
 }
