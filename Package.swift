@@ -16,6 +16,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // API documentation: `swift package generate-documentation --target Chorus`.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // C layer: sockets, epoll, framing (CChorusTransport) and reduction kernels (CChorusKernels).
@@ -50,13 +52,13 @@ let package = Package(
                           path: "Benchmarks/chorus-kernel-bench"),
         .executableTarget(name: "chorus-linear-attention", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], path: "Examples/linear-attention"),
+        ], path: "Examples/linear-attention", exclude: ["README.md"]),
         .executableTarget(name: "chorus-diloco", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], path: "Examples/diloco"),
+        ], path: "Examples/diloco", exclude: ["README.md"]),
         .executableTarget(name: "chorus-demo", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], path: "Examples/chorus-demo"),
+        ], path: "Examples/chorus-demo", exclude: ["README.md"]),
 
         // Tests. chorus-test-peer is the peer process that integration tests start and kill.
         .executableTarget(name: "chorus-test-peer", dependencies: ["Chorus"], path: "Tests/chorus-test-peer"),

@@ -90,19 +90,15 @@ struct TrainingPeer: ParsableCommand {
         let heldOut = Batch.generate(count: 512, seed: 7)
 
         while state.revision < UInt64(steps) {
-            do {
-                if c.topologyChangePending { try c.updateTopology() }
-                let sync = try c.synchronize(state)
-                if sync.wasOutdated {
-                    say("\(me): caught up to step \(sync.revision) (\(sync.bytesReceived) bytes from \(sync.sources.count) peers)")
-                }
+            let before = state.revision
+            // withRetry re-forms the group when peers wait or a step failed everywhere, synchronizes
+            // the state (a joiner catches up here) and runs the outer step again after a failure.
+            let left = try c.withRetry(synchronizing: state) { attempt -> Bool in
+                if attempt > 1 { say("\(me): the step failed on every survivor; retrying with \(c.worldSize) peers (epoch \(c.epoch))") }
+                if state.revision > before { say("\(me): caught up to step \(state.revision)") }
                 let step = Int(state.revision)
                 if step == dieAt { say("\(me): SIGKILL at step \(step)"); raise(SIGKILL) }
-                if step == leaveAt {
-                    try c.leave()
-                    say("\(me): left at step \(step)")
-                    return
-                }
+                if step == leaveAt { return true }
                 // Local steps on this peer's own data, from the shared parameters.
                 let global = parameters.values(as: Float.self)
                 var local = global
@@ -125,16 +121,19 @@ struct TrainingPeer: ParsableCommand {
                     }
                 }
                 state.revision += 1
-                if c.rank == 0 {
-                    var none: [Float]? = nil
-                    let loss = Model.loss(parameters.values(as: Float.self), heldOut, gradient: &none)
-                    say("step \(state.revision) world \(c.worldSize) held-out loss \(loss) state \(String(state.contentHash, radix: 16))")
-                }
-                usleep(UInt32(stepMs) * 1000)
-            } catch let error as ChorusError where error.isRetryable {
-                say("\(me): \(error); re-forming")
-                try c.updateTopology()
+                return false
             }
+            if left {
+                try c.leave()
+                say("\(me): left at step \(state.revision)")
+                return
+            }
+            if c.rank == 0 {
+                var none: [Float]? = nil
+                let loss = Model.loss(parameters.values(as: Float.self), heldOut, gradient: &none)
+                say("step \(state.revision) world \(c.worldSize) held-out loss \(loss) state \(String(state.contentHash, radix: 16))")
+            }
+            usleep(UInt32(stepMs) * 1000)
         }
         say("\(me): done at step \(state.revision), state \(String(state.contentHash, radix: 16))")
         try c.leave()

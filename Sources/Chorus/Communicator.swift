@@ -168,7 +168,13 @@ public final class Communicator: Sendable {
 
     /// All-reduces `count` elements from `send` into `receive` (out of place), or in place when both
     /// are the same memory.
-    /// - Parameter algorithm: `.auto` (default) picks by size; every peer must pass the same.
+    /// - Parameters:
+    ///   - send: this peer's input, at least `count` elements.
+    ///   - receive: where the reduction lands, at least `count` elements (may be `send` itself).
+    ///   - count: elements per peer; every peer must pass the same.
+    ///   - dataType: the element type; every peer must pass the same.
+    ///   - op: the reduction; every peer must pass the same.
+    ///   - algorithm: `.auto` (default) picks by size; every peer must pass the same.
     /// - Throws: `ChorusError`: `invalidArgument` if a buffer is shorter than `count` elements;
     ///   `aborted` (retryable; `send` intact, and restored too when in place);
     ///   `topologyUpdateRequired`; `masterUnreachable`; `evicted`.
@@ -316,10 +322,16 @@ public final class Communicator: Sendable {
     /// `reverse` folds from the last rank down (the backward pass).
     /// - Parameters:
     ///   - state: this rank's `count` elements (read only).
+    ///   - count: elements of the state; every rank must pass the same.
+    ///   - dataType: the element type; every rank must pass the same.
     ///   - op: `.affine` reads elements as `h -> g*h + s`: `decay` holds `decayCount` elements, a leading
     ///     prefix of the state's shape (so `count` is a multiple of it), broadcast over the rest;
     ///     float dtypes only. A decay of 0 resets the scan.
-    ///   - exclusive, inclusive: `count` elements each, or nil when not wanted.
+    ///   - decay: this rank's decay for `.affine` (nil otherwise).
+    ///   - decayCount: how many elements `decay` holds.
+    ///   - exclusive: `count` elements for the fold of the ranks before this one, or nil when not wanted.
+    ///   - inclusive: `count` elements for that fold combined with this rank's state, or nil.
+    ///   - reverse: fold from the last rank down (the backward pass).
     ///   - blocks: how many pieces pipeline down the chain; nil picks from the cost model. Every
     ///     rank must pass the same; the result is bit-identical for every value.
     ///   - algorithm: `.auto` (default) picks by size; every rank must pass the same.
@@ -449,6 +461,7 @@ extension Communicator {
     /// `SharedState`); outdated members receive it in place, striped across every member that holds
     /// it, and verify its hash. When nobody is outdated this costs one small round trip.
     /// - Parameters:
+    ///   - state: the tensors and revision to make identical; every member describes the same tensors.
     ///   - strategy: `.elect` (default), `.receiveOnly` (a joiner that must not vote), or `.sendOnly`
     ///     (fails the synchronization if this peer does not hold the elected state).
     ///   - progress: called on this thread as an outdated peer's chunks arrive.

@@ -23,7 +23,10 @@ public final class SharedState: @unchecked Sendable {
     public subscript(name: String) -> SharedTensor? { tensors.first { $0.name == name } }
 
     /// Adds a tensor holding a copy of `values`; Chorus owns its memory.
-    /// - Parameter allowedToDiffer: excluded from the election and never transferred (per-peer data).
+    /// - Parameters:
+    ///   - name: unique within this state, and the same on every member.
+    ///   - values: the initial contents.
+    ///   - allowedToDiffer: excluded from the election and never transferred (per-peer data).
     @discardableResult
     public func add<Element: ChorusElement>(_ name: String, values: [Element], allowedToDiffer: Bool = false) throws -> SharedTensor {
         let tensor = try add(name, count: values.count, dataType: Element.dataType, allowedToDiffer: allowedToDiffer)
