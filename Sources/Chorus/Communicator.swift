@@ -53,6 +53,7 @@ public final class Communicator: Sendable {
         }
         core = Core(session: session)
         transport = session.usesRDMA ? .rdma : .tcp
+        listenAddress = session.listenAddress.description
         publishStatus(of: session)
     }
 
@@ -75,6 +76,9 @@ public final class Communicator: Sendable {
 
     /// What carries this peer's collective data: `.tcp` or `.rdma` (`.auto` resolved).
     public let transport: TransportKind
+    /// "host:port" where this peer listens for its neighbours (the address they dial; the port is
+    /// taken from `Configuration.peerPorts` when set).
+    public let listenAddress: String
 
     /// This peer's id, stable for the life of the communicator.
     public var peerID: PeerID { statusBox.status.withLock { $0.peerID } }

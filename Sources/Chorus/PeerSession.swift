@@ -12,7 +12,8 @@ final class PeerSession {
     let engine: TransportEngine
     let configuration: Configuration
     private let master: ConnectionID
-    private let listenAddress: PeerAddress
+    /// Where this peer listens for its neighbours (the address they dial).
+    let listenAddress: PeerAddress
 
     private(set) var peerID: PeerID = 0
     private(set) var topology = Topology(epoch: 0, members: [])

@@ -1,0 +1,114 @@
+import Chorus
+import Logging
+import Synchronization
+import Testing
+
+/// What a user sees when something is wrong or needs watching: bind and connect errors with the
+/// system's reason, the peer port range, and log lines that name the process that wrote them.
+@Suite(.serialized) struct DiagnosticsTests {
+    @Test func aPortInUseAndAnUnreachableMasterNameTheCallAndTheReason() throws {
+        let first = try Master(host: "127.0.0.1", port: 0)
+        defer { first.shutdown() }
+        do {
+            _ = try Master(host: "127.0.0.1", port: first.port)
+            Issue.record("a second master bound the same port")
+        } catch let error as ChorusError {
+            #expect("\(error)".contains("bind 127.0.0.1:\(first.port): Address already in use"), "\(error)")
+        }
+        do {
+            _ = try Master(host: "no-such-host.invalid", port: 0)
+            Issue.record("a master bound an unresolvable host")
+        } catch let error as ChorusError {
+            #expect("\(error)".contains("getaddrinfo no-such-host.invalid: "), "\(error)")
+        }
+        var configuration = GroupHarness.testConfiguration()
+        configuration.connectTimeout = .seconds(2)
+        do {
+            _ = try Communicator(master: "127.0.0.1:1", configuration: configuration)
+            Issue.record("connected to a port nobody listens on")
+        } catch let error as ChorusError {
+            #expect(error == .masterUnreachable("127.0.0.1:1: could not connect: connect 127.0.0.1:1: Connection refused"), "\(error)")
+        }
+    }
+
+    @Test func peersListenInsideTheConfiguredPortRange() throws {
+        // A free block of ports: bind a master on an ephemeral port and use the ports just above it.
+        let probe = try Master(host: "127.0.0.1", port: 0)
+        let low = probe.port &+ 1
+        probe.shutdown()
+        var configuration = GroupHarness.testConfiguration()
+        configuration.peerPorts = low ... low + 20
+        let seen = Mutex<[Int]>([])
+        try GroupHarness.run(worldSize: 3, configuration: configuration) { c in
+            var values = [Int64(c.rank), 1]
+            try c.allReduce(&values)
+            #expect(values == [3, 3])
+            seen.withLock { $0.append(Int(c.listenAddress.split(separator: ":").last!)!) }
+        }
+        let ports = seen.withLock { $0 }
+        #expect(ports.count == 3 && Set(ports).count == 3 && ports.allSatisfy { (Int(low) ... Int(low) + 20).contains($0) }, "\(ports)")
+        #expect(try Configuration.fromEnvironment(["CHORUS_PEER_PORTS": "40000-40099"]).peerPorts == 40000 ... 40099)
+        #expect(try Configuration.fromEnvironment(["CHORUS_PEER_PORTS": "41000"]).peerPorts == 41000 ... 41000)
+        for bad in ["40099-40000", "0-10", "40000-", "ports"] {
+            #expect(throws: ChorusError.self, "\(bad)") { try Configuration.fromEnvironment(["CHORUS_PEER_PORTS": bad]) }
+        }
+        #expect(try Configuration.fromEnvironment(["CHORUS_LOG_LEVEL": "debug"]).logger.logLevel == .debug)
+        #expect(throws: ChorusError.self) { try Configuration.fromEnvironment(["CHORUS_LOG_LEVEL": "loud"]) }
+    }
+
+    /// Every line says who wrote it: the master as `role=master`, a peer by pid and, once admitted,
+    /// its peer id, rank and epoch (also on the abort it logs).
+    @Test func everyLogLineCarriesTheWritersIdentity() throws {
+        let lines = LineStore()
+        var configuration = GroupHarness.testConfiguration()
+        configuration.logger = Logger(label: "chorus") { _ in CapturingHandler(lines: lines) }
+        configuration.logger.logLevel = .info
+        try GroupHarness.run(worldSize: 2, configuration: configuration) { c in
+            do {
+                _ = try c.allReduce([Float](repeating: 1, count: 4 + c.rank)) // a mismatch: both log the abort
+            } catch {}
+        }
+        let captured = lines.all
+        let master = captured.filter { $0.metadata["role"] == "master" }
+        let peers = captured.filter { $0.metadata["role"] == nil }
+        #expect(master.contains { $0.message.contains("epoch 1 formed") || $0.message.contains("epoch 2 formed") }, "\(master)")
+        #expect(master.contains { $0.message.contains("registered as peer") && $0.message.contains("peer ") }, "\(master)")
+        #expect(!captured.contains { $0.message.contains("conn#") }, "no internal connection numbers in logs")
+        #expect(captured.allSatisfy { $0.metadata["pid"] != nil }, "\(captured)")
+        let aborts = peers.filter { $0.level == .warning && $0.message.contains("aborted: ") }
+        #expect(aborts.count == 2, "\(peers)")
+        #expect(aborts.allSatisfy { line in ["peer", "rank", "epoch"].allSatisfy { line.metadata[$0] != nil } }, "\(aborts)")
+        #expect(Set(aborts.compactMap { $0.metadata["rank"] }) == ["0", "1"], "\(aborts)")
+    }
+}
+
+struct CapturedLine: Sendable, CustomStringConvertible {
+    let level: Logger.Level
+    let message: String
+    let metadata: [String: String]
+    var description: String { "\(level) \(metadata) \(message)" }
+}
+
+/// Keeps every line in memory, with the metadata the logger carried.
+final class LineStore: Sendable {
+    private let lines = Mutex<[CapturedLine]>([])
+    func append(_ line: CapturedLine) { lines.withLock { $0.append(line) } }
+    var all: [CapturedLine] { lines.withLock { $0 } }
+}
+
+struct CapturingHandler: LogHandler {
+    let lines: LineStore
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
+             file: String, function: String, line: UInt) {
+        let merged = self.metadata.merging(explicit ?? [:]) { $1 }.mapValues { "\($0)" }
+        lines.append(CapturedLine(level: level, message: "\(message)", metadata: merged))
+    }
+}
