@@ -2,6 +2,8 @@
 // baseline (other architectures get the portable loops only). No -ffast-math anywhere: results must
 // be the IEEE scalar results, bit for bit, on every peer.
 #include "chorus_kernels.h"
+
+#include <string.h>
 #include "scalar_ops.h"
 
 #pragma clang fp contract(off)
@@ -22,20 +24,41 @@
 
 typedef int (*reduce_fn)(int, int, void *, const void *, const void *, size_t);
 
-static int use_avx2(void) {
+static int cpu_has_avx2(void) {
 #if defined(__x86_64__)
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 #else
     return 0;
 #endif
 }
 
+// -1 until the first call decides from the CPU; chorus_kernels_select may change it (both builds
+// give the same bits, so switching while reductions run elsewhere changes nothing but speed).
+static int selected_avx2 = -1;
+
+static int use_avx2(void) {
+    int selected = __atomic_load_n(&selected_avx2, __ATOMIC_RELAXED);
+    if (selected < 0) {
+        selected = cpu_has_avx2();
+        __atomic_store_n(&selected_avx2, selected, __ATOMIC_RELAXED);
+    }
+    return selected;
+}
+
 const char *chorus_kernels_isa(void) { return use_avx2() ? "avx2+f16c" : "baseline"; }
+
+int chorus_kernels_select(const char *isa) {
+    if (strcmp(isa, "baseline") == 0) {
+        __atomic_store_n(&selected_avx2, 0, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (strcmp(isa, "avx2+f16c") == 0 && cpu_has_avx2()) {
+        __atomic_store_n(&selected_avx2, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return -1;
+}
 
 size_t chorus_dtype_size(int dtype) {
     switch (dtype) {

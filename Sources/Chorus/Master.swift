@@ -92,8 +92,8 @@ public final class Master: Sendable {
                 do {
                     let message = try PeerToMaster(decoding: payload)
                     actions = machine.received(message, from: connection)
-                    if case .register = message, let id = machine.peerID(of: connection) {
-                        logger.info("\(name(connection)) registered as peer \(id)")
+                    if case .register(let address) = message, let id = machine.peerID(of: connection) {
+                        logger.info("peer \(id) registered (listening on \(address))")
                     }
                 } catch {
                     logger.warning("\(name(connection)) sent a malformed message (\(error)); disconnecting it")

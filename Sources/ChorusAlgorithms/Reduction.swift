@@ -20,4 +20,15 @@ public enum Reduction {
 
     /// The instruction set the kernels use on this machine.
     public static var instructionSet: String { String(cString: chorus_kernels_isa()) }
+
+    /// The instruction sets the kernels can run here ("avx2+f16c" where the CPU has it, "baseline").
+    public static var availableInstructionSets: [String] {
+        let current = instructionSet
+        defer { _ = chorus_kernels_select(current) }
+        return ["avx2+f16c", "baseline"].filter { chorus_kernels_select($0) == 0 }
+    }
+
+    /// Switches the kernels to `name` (see `availableInstructionSets`); false when this CPU cannot.
+    @discardableResult
+    public static func selectInstructionSet(_ name: String) -> Bool { chorus_kernels_select(name) == 0 }
 }

@@ -3,12 +3,23 @@ import ChorusTestSupport
 import Testing
 
 /// The C kernels against the Swift scalar reference, bitwise, for every dtype and op, including
-/// NaN, ±0, ±inf and subnormals, vector tails (odd counts) and both in-place aliasings.
-@Suite struct KernelTests {
+/// NaN, ±0, ±inf and subnormals, vector tails (odd counts) and both in-place aliasings, with each
+/// build of the kernels this CPU can run (AVX2+F16C and the x86-64 baseline) forced in turn.
+/// Serialized: the tests switch the process-wide choice.
+@Suite(.serialized) struct KernelTests {
     static let counts = [1, 2, 7, 8, 31, 33, 100, 257]
 
     @Test(arguments: DataType.allCases, ReduceOp.allCases)
     func matchesScalarReference(dataType: DataType, op: ReduceOp) {
+        let chosen = Reduction.instructionSet
+        defer { Reduction.selectInstructionSet(chosen) }
+        for isa in Reduction.availableInstructionSets {
+            #expect(Reduction.selectInstructionSet(isa) && Reduction.instructionSet == isa)
+            Self.compareWithReference(dataType: dataType, op: op, isa: isa)
+        }
+    }
+
+    static func compareWithReference(dataType: DataType, op: ReduceOp, isa: String) {
         for count in Self.counts {
             let a = TestInputs.make(rank: 0, count: count, dataType: dataType, op: op, specials: true)
             let b = TestInputs.make(rank: 3, count: count, dataType: dataType, op: op, specials: true)
@@ -27,7 +38,7 @@ import Testing
                     }
                 }
             }
-            #expect(out == expected, "\(dataType) \(op) count \(count) out of place")
+            #expect(out == expected, "\(isa): \(dataType) \(op) count \(count) out of place")
             // In place into a, then into b.
             var inA = a
             inA.withUnsafeMutableBytes { x in
@@ -35,14 +46,14 @@ import Testing
                     Reduction.combine(op, dataType, out: x.baseAddress!, x.baseAddress!, y.baseAddress!, count: count)
                 }
             }
-            #expect(inA == expected, "\(dataType) \(op) count \(count) in place (out == a)")
+            #expect(inA == expected, "\(isa): \(dataType) \(op) count \(count) in place (out == a)")
             var inB = b
             inB.withUnsafeMutableBytes { y in
                 a.withUnsafeBytes { x in
                     Reduction.combine(op, dataType, out: y.baseAddress!, x.baseAddress!, y.baseAddress!, count: count)
                 }
             }
-            #expect(inB == expected, "\(dataType) \(op) count \(count) in place (out == b)")
+            #expect(inB == expected, "\(isa): \(dataType) \(op) count \(count) in place (out == b)")
         }
     }
 
@@ -84,8 +95,14 @@ import Testing
         #expect(out == Float.leastNonzeroMagnitude * 2, "subnormals are not flushed to zero")
     }
 
-    @Test func kernelsReportTheirInstructionSet() {
-        #expect(["avx2+f16c", "baseline"].contains(Reduction.instructionSet))
+    @Test func bothBuildsAreTestedWhereTheCPUCanRunBoth() {
+        let available = Reduction.availableInstructionSets
+        #expect(available.contains("baseline"), "the baseline build runs everywhere")
+        #if arch(x86_64)
+        // Every x86-64 machine this project runs on has AVX2; if it ever does not, say so loudly.
+        #expect(available == ["avx2+f16c", "baseline"], "only \(available) can run here")
+        #endif
+        #expect(!Reduction.selectInstructionSet("sse9000"))
     }
 }
 

@@ -72,7 +72,7 @@ import Testing
         let master = captured.filter { $0.metadata["role"] == "master" }
         let peers = captured.filter { $0.metadata["role"] == nil }
         #expect(master.contains { $0.message.contains("epoch 1 formed") || $0.message.contains("epoch 2 formed") }, "\(master)")
-        #expect(master.contains { $0.message.contains("registered as peer") && $0.message.contains("peer ") }, "\(master)")
+        #expect(master.contains { $0.message.contains("registered (listening on 127.0.0.1:") }, "\(master)")
         #expect(!captured.contains { $0.message.contains("conn#") }, "no internal connection numbers in logs")
         #expect(captured.allSatisfy { $0.metadata["pid"] != nil }, "\(captured)")
         let aborts = peers.filter { $0.level == .warning && $0.message.contains("aborted: ") }
