@@ -155,13 +155,45 @@ public enum ReferenceReduction {
 
 /// The sequential left fold an All-Scan must reproduce bit for bit.
 public enum ReferenceScan {
+    /// The identity of a scan operator, written here apart from the code under test
+    /// (`ScanOperator.fillIdentity`): 0 for sum and affine (whose identity is the pair (1, 0): decay
+    /// 1, state 0), 1 for prod, -inf (the smallest integer) for max, +inf (the largest) for min.
+    public static func scanIdentity(_ op: ScanOperator, _ dataType: DataType, count: Int) -> [UInt8] {
+        let element: [UInt8]
+        switch (op, dataType) {
+        case (.sum, _), (.affine, _): element = [UInt8](repeating: 0, count: dataType.size)
+        case (.prod, .int32): element = ReferenceReduction.bytes(Int32(1))
+        case (.prod, .int64): element = ReferenceReduction.bytes(Int64(1))
+        case (.prod, .uint8): element = [1]
+        case (.prod, _): element = floatBytes(1, dataType)
+        case (.max, .int32): element = ReferenceReduction.bytes(Int32(-2_147_483_648))
+        case (.max, .int64): element = ReferenceReduction.bytes(Int64(-9_223_372_036_854_775_807 - 1))
+        case (.max, .uint8): element = [0]
+        case (.max, _): element = floatBytes(-.infinity, dataType)
+        case (.min, .int32): element = ReferenceReduction.bytes(Int32(2_147_483_647))
+        case (.min, .int64): element = ReferenceReduction.bytes(Int64(9_223_372_036_854_775_807))
+        case (.min, .uint8): element = [255]
+        case (.min, _): element = floatBytes(.infinity, dataType)
+        }
+        return Array((0 ..< count).map { _ in element }.joined())
+    }
+
+    /// A float value in a float dtype's bytes (bf16 by truncating f32, exact for 1 and ±inf).
+    static func floatBytes(_ value: Float, _ dataType: DataType) -> [UInt8] {
+        switch dataType {
+        case .float32: ReferenceReduction.bytes(value)
+        case .float64: ReferenceReduction.bytes(Double(value))
+        case .float16: ReferenceReduction.bytes(Float16(value).bitPattern)
+        case .bfloat16: ReferenceReduction.bytes(UInt16(value.bitPattern >> 16))
+        default: fatalError("not a float type")
+        }
+    }
+
     /// Per rank: (exclusive, inclusive).
     public static func scan(states: [[UInt8]], decays: [[UInt8]], count: Int, decayCount: Int, dataType: DataType,
                             op: ScanOperator, reverse: Bool) -> [(exclusive: [UInt8], inclusive: [UInt8])] {
         let n = states.count, size = dataType.size
-        var identity = [UInt8](repeating: 0, count: max(1, count * size))
-        identity.withUnsafeMutableBytes { op.fillIdentity($0.baseAddress!, count: count, dataType: dataType) }
-        identity = Array(identity.prefix(count * size))
+        let identity = scanIdentity(op, dataType, count: count)
         var results = [(exclusive: [UInt8], inclusive: [UInt8])](repeating: ([], []), count: n)
         var carried = identity
         for q in 0 ..< n {
@@ -197,11 +229,7 @@ public enum ReferenceScan {
         -> [(exclusive: [UInt8], inclusive: [UInt8])] {
         let n = states.count, size = dataType.size, affineOp = op == .affine
         let stride = affineOp ? count / decayCount : 1
-        func filled(_ o: ScanOperator, _ elements: Int) -> [UInt8] {
-            var b = [UInt8](repeating: 0, count: max(1, elements * size))
-            b.withUnsafeMutableBytes { o.fillIdentity($0.baseAddress!, count: elements, dataType: dataType) }
-            return Array(b.prefix(elements * size))
-        }
+        func filled(_ o: ScanOperator, _ elements: Int) -> [UInt8] { scanIdentity(o, dataType, count: elements) }
         func element(_ b: [UInt8], _ i: Int) -> [UInt8] { Array(b[i * size ..< (i + 1) * size]) }
         func step(_ a: [UInt8], _ x: [UInt8], _ s: [UInt8]) -> [UInt8] {
             (0 ..< count).flatMap { i in affine(dataType, element(a, i / stride), element(x, i), element(s, i)) }

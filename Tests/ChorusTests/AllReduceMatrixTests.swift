@@ -6,7 +6,7 @@ import Testing
 /// Ring all-reduce over real sockets for world sizes 1 to 8: every dtype and op, element counts 0,
 /// 1, primes and non-multiples of the world size, in place and out of place, compared bitwise with
 /// the sequential reference fold. Small segments make even small counts cross segment boundaries.
-@Suite(.serialized) struct AllReduceMatrixTests {
+@Suite(.serialized, .exclusiveCPU) struct AllReduceMatrixTests {
     static let counts = [0, 1, 2, 3, 7, 13, 97, 1031]
 
     @Test(arguments: 1 ... 8)
@@ -98,8 +98,15 @@ import Testing
             let outOfPlace = try c.allReduce(input, op: .max)
             var inPlace = input
             try c.allReduce(&inPlace, op: .max)
-            #expect(outOfPlace == inPlace)
-            #expect(outOfPlace == (0 ..< 1000).map { Float(2000 + $0) })
+            // The async forms, on the communicator's queue.
+            let asyncOutOfPlace = try GroupHarness.blocking { try await c.allReduce(input, op: .max) }
+            let asyncInPlace = try GroupHarness.blocking { () async throws -> [Float] in
+                var values = input
+                try await c.allReduce(&values, op: .max)
+                return values
+            }
+            let expected = (0 ..< 1000).map { Float(2000 + $0) }
+            #expect(outOfPlace == expected && inPlace == expected && asyncOutOfPlace == expected && asyncInPlace == expected)
             results.withLock { $0[c.rank] = outOfPlace }
         }
         #expect(results.withLock { $0.count } == 3)

@@ -22,7 +22,9 @@ enum GroupHarness {
     }
 
     /// Starts `worldSize` peers, waits until they form one epoch, runs `body` on each, and returns
-    /// once all finished (or throws after `timeout`). Errors thrown by a body are rethrown.
+    /// once all finished (or throws after `timeout`). Errors thrown by a body are rethrown. Each peer
+    /// is a task on its own thread (`ThreadPerJobExecutor`), so an `#expect` in `body` is attributed
+    /// to the test that called `run`.
     static func run(worldSize: Int, configuration: Configuration = testConfiguration(),
                     timeout: Duration = .seconds(300),
                     _ body: @escaping @Sendable (Communicator) throws -> Void) throws {
@@ -32,7 +34,7 @@ enum GroupHarness {
         let finished = DispatchSemaphore(value: 0)
         let endpoint = master.endpoint
         for _ in 0 ..< worldSize {
-            let thread = Thread {
+            Task(executorPreference: ThreadPerJobExecutor.shared) { @Sendable in
                 do {
                     let communicator = try Communicator(master: endpoint, configuration: configuration)
                     while communicator.worldSize < worldSize {
@@ -44,8 +46,6 @@ enum GroupHarness {
                 }
                 finished.signal()
             }
-            thread.stackSize = 1 << 22
-            thread.start()
         }
         let deadline = DispatchTime.now() + .seconds(Int(timeout.components.seconds))
         for _ in 0 ..< worldSize {
@@ -53,5 +53,19 @@ enum GroupHarness {
         }
         let messages = errors.withLock { $0 }
         if !messages.isEmpty { throw Failure(messages.joined(separator: "; ")) }
+    }
+
+    /// Runs an async call to completion from a peer's (blocking) body.
+    static func blocking<Result: Sendable>(_ call: @escaping @Sendable () async throws -> Result) throws -> Result {
+        let outcome = Mutex<Swift.Result<Result, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let result: Swift.Result<Result, any Error>
+            do { result = .success(try await call()) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.withLock { $0! }.get()
     }
 }

@@ -6,7 +6,7 @@ import Testing
 
 /// Shared-state synchronization over real sockets: election, transfer into place, bitwise checks
 /// against the version every peer should end with.
-@Suite(.serialized) struct SharedStateTests {
+@Suite(.serialized, .exclusiveCPU) struct SharedStateTests {
     /// One tensor of every dtype, plus per-peer statistics that are allowed to differ.
     static let layout: [(name: String, dataType: DataType, count: Int)] =
         DataType.allCases.enumerated().map { ("t\($0.offset)-\($0.element)", $0.element, 1 + 977 * $0.offset) }
@@ -160,14 +160,12 @@ import Testing
         let outcomes = Mutex<[String]>([])
         let done = DispatchSemaphore(value: 0)
         func spawn(_ body: @escaping @Sendable () throws -> String) {
-            let thread = Thread {
+            Task(executorPreference: ThreadPerJobExecutor.shared) { @Sendable in
                 let outcome: String
                 do { outcome = try body() } catch { outcome = "error: \(error)" }
                 outcomes.withLock { $0.append(outcome) }
                 done.signal()
             }
-            thread.stackSize = 1 << 22
-            thread.start()
         }
         for _ in 0 ..< 2 {
             spawn {
