@@ -16,6 +16,9 @@ struct Checker {
     let count: Int
     let hangBoundMs: Int
 
+    /// An operation longer than this is a hang: four peer timeouts (detection and re-forming) plus 5 s.
+    static func hangBound(peerTimeoutMs: Int) -> Int { peerTimeoutMs * 4 + 5000 }
+
     struct Operation {
         let peer: UInt64, epoch: UInt64, op: UInt64
         let participants: String
@@ -151,7 +154,8 @@ struct StressReport {
     let examples: [String]
 
     var churnEvents: Int { kills + stops + joins + leaves }
-    var passed: Bool { splitOutcomes == 0 && wrongResults == 0 && stateDivergences == 0 && hangs == 0 }
+    /// A run that decided nothing proved nothing, so it does not pass either.
+    var passed: Bool { splitOutcomes == 0 && wrongResults == 0 && stateDivergences == 0 && hangs == 0 && opsSucceeded > 0 }
 
     var table: String {
         func row(_ name: String, _ value: String) -> String { "  " + name + String(repeating: " ", count: max(1, 34 - name.count)) + value }

@@ -103,7 +103,7 @@ struct Drive: ParsableCommand {
         events.close()
         master.shutdown()
         usleep(200_000) // let the master's sockets close
-        let report = Checker(directory: directory, count: count, hangBoundMs: peerTimeoutMs * 4 + 5000)
+        let report = Checker(directory: directory, count: count, hangBoundMs: Checker.hangBound(peerTimeoutMs: peerTimeoutMs))
             .report(stragglers: stragglers, resourcesBefore: baseline, resourcesAfter: Resources.current())
         print(report.table)
         if let json { try report.writeJSON(to: json) }

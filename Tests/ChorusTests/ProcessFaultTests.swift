@@ -1,4 +1,5 @@
 import Chorus
+import Foundation
 import ChorusLauncher
 import Testing
 #if canImport(Glibc)
@@ -244,26 +245,74 @@ import Glibc
     }
 
     /// A short churn run: a few dozen joins, leaves, kills and stops while peers all-reduce.
-    @Test func stressRunHasNoSplitOutcomesWrongResultsOrHangs() throws {
-        let json = "/tmp/chorus-stress-ci-\(getpid()).json"
-        defer { unlink(json) }
+    /// A short churn run passes the checker with successful collectives; then faults written into
+    /// copies of its logs (a split outcome, a wrong result, a diverged state, a hang) each fail it,
+    /// so a pass means something.
+    @Test func stressRunPassesAndItsCheckerCatchesInjectedFaults() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-stress-test-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let (code, output) = try run("chorus-stress", ["--peers", "4", "--duration", "40", "--seed", "11",
-                                                       "--event-interval-ms", "400", "--json", json])
+                                                       "--event-interval-ms", "400", "--log-dir", directory,
+                                                       "--json", directory + "/report.json"])
         #expect(code == 0, "\(output)")
-        guard let file = fopen(json, "r") else {
-            Issue.record("no JSON report")
-            return
+        let report = try Self.reportFields(directory + "/report.json")
+        for zero in ["split_outcomes", "wrong_results", "hangs", "state_divergences"] { #expect(report[zero] == "0", "\(report)") }
+        #expect(report["passed"] == "true" && Int(report["ops_succeeded"] ?? "") ?? 0 > 100, "many successful collectives: \(report)")
+        #expect(Int(report["churn_events"] ?? "") ?? 0 >= 24, "a few dozen churn events: \(report)")
+
+        let injections: [(field: String, rewrite: (String) -> String?)] = [
+            ("split_outcomes", { $0.contains("kind=allreduce outcome=ok") ? $0.replacingOccurrences(of: "outcome=ok", with: "outcome=abort:peerLost(99)") : nil }),
+            ("wrong_results", { line in
+                guard line.contains("kind=allreduce outcome=ok"), let range = line.range(of: #"hash=\d+"#, options: .regularExpression) else { return nil }
+                return line.replacingCharacters(in: range, with: "hash=12345")
+            }),
+            ("state_divergences", { line in
+                guard line.contains("kind=allreduce outcome=ok"), let range = line.range(of: #"state=\d+"#, options: .regularExpression) else { return nil }
+                return line.replacingCharacters(in: range, with: "state=777")
+            }),
+            ("hangs", { line in
+                guard line.contains("kind=allreduce outcome=ok"), let start = line.range(of: #"start=\d+"#, options: .regularExpression),
+                      let end = line.range(of: #"end=\d+"#, options: .regularExpression),
+                      let begun = UInt64(line[start].dropFirst(6)) else { return nil }
+                return line.replacingCharacters(in: end, with: "end=\(begun + 600_000_000)")
+            }),
+        ]
+        for (field, rewrite) in injections {
+            let copy = directory + "-" + field
+            try? FileManager.default.removeItem(atPath: copy)
+            try FileManager.default.copyItem(atPath: directory, toPath: copy)
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            // Keep the start of every peer's log (checking a whole run again takes long in a debug
+            // build), then rewrite the 20th matching line of one: shared by the other members.
+            for name in try FileManager.default.contentsOfDirectory(atPath: copy) where name.hasPrefix("peer-") {
+                let path = copy + "/" + name
+                let head = try String(contentsOfFile: path, encoding: .utf8).components(separatedBy: "\n").prefix(100)
+                try head.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            let log = copy + "/peer-0.log"
+            var lines = try String(contentsOfFile: log, encoding: .utf8).components(separatedBy: "\n")
+            let candidates = lines.indices.filter { rewrite(lines[$0]) != nil }
+            let target = try #require(candidates.dropFirst(min(20, candidates.count - 1)).first, "no line to rewrite for \(field)")
+            lines[target] = rewrite(lines[target])!
+            try lines.joined(separator: "\n").write(toFile: log, atomically: true, encoding: .utf8)
+            let (status, checked) = try run("chorus-stress", ["check", "--log-dir", copy, "--json", copy + "/report.json"])
+            let injected = try Self.reportFields(copy + "/report.json")
+            #expect(status == 1 && injected["passed"] == "false", "\(field) injected, the checker passed:\n\(checked)")
+            #expect(Int(injected[field] ?? "") ?? 0 >= 1, "\(field) injected: \(injected)")
         }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 4096)
-        _ = fgets(&buffer, 4096, file)
-        let report = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        for zero in ["\"split_outcomes\":0", "\"wrong_results\":0", "\"hangs\":0", "\"state_divergences\":0"] {
-            #expect(report.contains(zero), "\(report)")
+    }
+
+    /// The flat JSON object chorus-stress writes, as strings.
+    static func reportFields(_ path: String) throws -> [String: String] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        var fields: [String: String] = [:]
+        for pair in text.trimmingCharacters(in: CharacterSet(charactersIn: "{}\n")).split(separator: ",") {
+            let parts = pair.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[parts[0].trimmingCharacters(in: CharacterSet(charactersIn: "\""))] = String(parts[1]) }
         }
-        let events = Int(report.split(separator: ",").first { $0.hasPrefix("\"churn_events\"") }?.split(separator: ":").last ?? "") ?? 0
-        #expect(events >= 24, "a few dozen churn events: \(report)")
-        print(output)
+        return fields
     }
 
     @Test func sequenceParallelLinearAttentionMatchesOneProcess() throws {
