@@ -437,7 +437,7 @@ private final class StatusBox: Sendable {
 }
 
 /// Moves an array across the hop to the communicator's queue without copying it.
-private final class ArrayBox<Element>: @unchecked Sendable {
+final class ArrayBox<Element>: @unchecked Sendable {
     var values: [Element]
     init(_ values: [Element]) { self.values = values }
 }

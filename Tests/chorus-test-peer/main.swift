@@ -10,7 +10,8 @@
 // state (updated the same way after every round) before each attempt, and prints instead
 //   OK round=K epoch=E world=N correct=true|false hash=H attempts=A state=S
 // With --scan the collective is an All-Scan (sum); "correct" checks the inclusive prefix.
-// With --state-mib the peer synchronizes shared state first (StatePeer.swift).
+// With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
+// runs rounds of another collective and checks restore-on-abort (RestorePeer.swift).
 import Chorus
 #if canImport(Glibc)
 import Glibc
@@ -53,6 +54,12 @@ do {
     while communicator.worldSize < world { try communicator.updateTopology(minimumWorldSize: world) }
     say("READY rank=\(communicator.rank) world=\(communicator.worldSize) epoch=\(communicator.epoch)")
     if CommandLine.arguments.contains("--state-mib") { try synchronizeState(communicator) }
+    if let collective = option("collective") {
+        try runRestoreRounds(communicator, collective: collective)
+        try communicator.leave()
+        say("DONE")
+        exit(0)
+    }
     if withRetry {
         try runWithRetry(communicator)
         try communicator.leave()
