@@ -176,6 +176,20 @@ import Glibc
         #expect(hashes.count == 1, "survivors' states differ: \(hashes)")
     }
 
+    /// Waits until every peer's output holds a line starting with `prefix`; the time it took (ms).
+    static func millisecondsUntil(_ prefix: String, in peers: [ChildProcess], within limit: Int = 60_000) -> Int? {
+        let started = monotonicMilliseconds()
+        while monotonicMilliseconds() - started < limit {
+            if peers.allSatisfy({ $0.outputSoFar(waitMilliseconds: 5).split(separator: "\n").contains { $0.hasPrefix(prefix) } }) {
+                return monotonicMilliseconds() - started
+            }
+        }
+        return nil
+    }
+
+    /// A SIGSTOPped peer is evicted within the bound: the survivors' verdict comes within two peer
+    /// timeouts (2 s each) plus slack. Resumed while the survivors still train, it finds itself
+    /// evicted and its late frames reach nobody: the survivors' rounds stay correct to the end.
     @Test func stoppedPeerIsEvictedWithinTheBoundAndItsLateFramesAreRejected() throws {
         let master = try Master(host: "127.0.0.1", port: 0, configuration: {
             var c = Configuration()
@@ -184,17 +198,48 @@ import Glibc
             return c
         }())
         defer { master.shutdown() }
-        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 8, elements: 1 << 21)
+        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 400, elements: 1 << 16)
+        let survivors = Array(peers[0 ..< 2])
         #expect(Self.waitForRound(1, peers))
         peers[2].signal(SIGSTOP)
-        Self.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
-        // Resumed, the stopped peer finds its links and master connection gone: a clear error, no output.
+        let verdict = Self.millisecondsUntil("ABORT", in: survivors)
+        #expect(verdict != nil && verdict! <= 2 * 2_000 + 3_000, "the stopped peer's verdict took \(String(describing: verdict)) ms")
+        #expect(Self.millisecondsUntil("TOPOLOGY epoch=", in: survivors) != nil)
+        // The survivors train on in a world of two; resume the stopped peer among them.
         peers[2].signal(SIGCONT)
         let code = peers[2].waitForExit(timeoutMilliseconds: 60_000)
         let output = peers[2].output(timeoutMilliseconds: 2_000)
         #expect(code == 3, "the resumed peer must fail, not hang or succeed: \(String(describing: code))\n\(output)")
         #expect(output.contains("evicted"), "it learns that it was evicted:\n\(output)")
         #expect(!Self.lines(output).contains { $0.kind == "OK" && $0.fields["world"] == "2" }, "\(output)")
+        #expect(survivors.allSatisfy { $0.waitForExit(timeoutMilliseconds: 0) == nil }, "the survivors were still training when it resumed")
+        Self.checkRecovery(survivors: survivors, expectedWorld: 2)
+    }
+
+    /// The links' own idle timeout catches a stopped neighbour, without the master: the master's
+    /// timeout is 60 s, the peers' 2 s, and the survivors still get one verdict within the bound,
+    /// naming the silent link.
+    @Test func aSilentNeighbourIsCaughtByTheLinksWithoutTheMaster() throws {
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: {
+            var c = Configuration()
+            c.peerTimeout = .seconds(60)
+            c.heartbeatInterval = .milliseconds(500)
+            return c
+        }())
+        defer { master.shutdown() }
+        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 400, elements: 1 << 16)
+        let survivors = Array(peers[0 ..< 2])
+        #expect(Self.waitForRound(1, peers))
+        peers[2].signal(SIGSTOP)
+        let verdict = Self.millisecondsUntil("ABORT", in: survivors, within: 50_000)
+        #expect(verdict != nil && verdict! <= 2 * 2_000 + 3_000, "the links' verdict took \(String(describing: verdict)) ms")
+        for survivor in survivors {
+            let abort = Self.lines(survivor.outputSoFar(waitMilliseconds: 1)).first { $0.kind == "ABORT" }
+            #expect(abort?.fields["error"]?.contains("peer silent past the idle timeout") == true, "\(String(describing: abort?.fields))")
+        }
+        // The master still counts the stopped peer; end it so the survivors can re-form.
+        peers[2].signal(SIGKILL)
+        Self.checkRecovery(survivors: survivors, expectedWorld: 2)
     }
 
     @Test func masterDeathGivesPeersAClearErrorInsteadOfAHang() throws {
@@ -213,8 +258,11 @@ import Glibc
         let peers = try Self.startPeers(2, master: address, rounds: 1_000_000, elements: 1 << 12)
         #expect(Self.waitForRound(3, peers))
         masterProcess.signal(SIGKILL)
+        let killed = monotonicMilliseconds()
         for peer in peers {
             let code = peer.waitForExit(timeoutMilliseconds: 30_000)
+            // The documented bound: a lost master is reported within the peer timeout (2 s); slack for 2 cores.
+            #expect(monotonicMilliseconds() - killed <= 2 * 2_000 + 3_000, "the master's loss took \(monotonicMilliseconds() - killed) ms")
             let output = peer.output(timeoutMilliseconds: 2_000)
             #expect(code == 2 || code == 3, "peer must exit with an error: \(String(describing: code))")
             #expect(output.contains("master"), "the error names the master:\n\(output.suffix(400))")
