@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol"]),
         .testTarget(name: "ChorusAlgorithmsTests", dependencies: ["ChorusAlgorithms", "ChorusTestSupport"]),
         .testTarget(name: "ChorusTests", dependencies: [
-            "Chorus", "ChorusLauncher", "ChorusTestSupport", "chorus-test-peer", "chorus-master", "chorus-bench", "chorus-demo", "chorus-stress", "chorus-linear-attention",
+            "Chorus", "ChorusLauncher", "ChorusTestSupport", "ChorusTransport", "ChorusProtocol", "chorus-test-peer", "chorus-master", "chorus-bench", "chorus-demo", "chorus-stress", "chorus-linear-attention",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

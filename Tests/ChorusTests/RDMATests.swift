@@ -18,6 +18,19 @@ let rdmaTestsRequired = Configuration.currentEnvironment()["CHORUS_REQUIRE_RDMA"
 struct RDMATests {
     static let host = Configuration.currentEnvironment()["CHORUS_RDMA_TEST_HOST"] ?? "10.99.0.1"
 
+    /// `.auto` takes RDMA when a device serves the bind address (and TCP on loopback).
+    @Test func autoChoosesRDMAWhereADeviceServesTheBindAddress() throws {
+        var configuration = Self.configuration()
+        configuration.transport = .auto
+        let seen = Mutex<[String]>([])
+        try GroupHarness.run(worldSize: 2, configuration: configuration) { c in
+            var values = [Float(c.rank + 1), 5]
+            try c.allReduce(&values)
+            seen.withLock { $0.append("\(c.transport) \(values)") }
+        }
+        #expect(seen.withLock { $0 } == ["rdma [3.0, 10.0]", "rdma [3.0, 10.0]"])
+    }
+
     @Test func rdmaIsAvailableHere() {
         #expect(TransportKind.rdmaUnavailableReason == nil, "RDMA tests required, but: \(TransportKind.rdmaUnavailableReason ?? "")")
     }

@@ -123,6 +123,33 @@ import Testing
         #expect(payload == [7, 8])
     }
 
+    /// A peer that sends control frames faster than the owner takes them is cut off at the event
+    /// queue's bound; what was queued before stays deliverable, and the owner learns why.
+    @Test func aFloodingPeerIsCutOffAtTheEventQueueBound() throws {
+        var settings = Self.settings
+        settings.maxQueuedEvents = 8
+        let p = try Self.pair(settings: settings)
+        for i in 0 ..< 40 { try? p.client.sendControl(p.clientSide, address: FrameAddress(epoch: 1, opID: UInt64(i)), payload: [UInt8(i)]) }
+        // The client sees its connection closed by the server.
+        var clientSawClose = false
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !clientSawClose && ContinuousClock.now < deadline {
+            if case .failed(let connection, _)? = p.client.nextEvent(timeout: .milliseconds(100)), connection == p.clientSide { clientSawClose = true }
+        }
+        #expect(clientSawClose, "the flooding connection was not closed")
+        var controls = 0
+        var failure: TransportError?
+        while let event = p.server.nextEvent(timeout: .milliseconds(200)) {
+            switch event {
+            case .control(let connection, _, _) where connection == p.serverSide: controls += 1
+            case .failed(let connection, let error) where connection == p.serverSide: failure = error
+            default: break
+            }
+        }
+        #expect(controls <= 8, "at most the bound was queued: \(controls)")
+        #expect(failure?.code == .tooManyQueued, "\(String(describing: failure))")
+    }
+
     @Test func aSilentPeerFailsWithIdleTimeout() throws {
         let server = try TransportEngine(settings: TransportSettings(heartbeatInterval: .milliseconds(50),
                                                                      idleTimeout: .milliseconds(300)))

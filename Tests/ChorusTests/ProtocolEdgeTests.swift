@@ -1,0 +1,118 @@
+import Chorus
+import ChorusProtocol
+import ChorusTransport
+import Testing
+
+/// Orderings the happy path never shows, driven by a hand-made peer that speaks the protocol over
+/// its own transport engine: a member lost while the ring forms, a hello of an old epoch.
+@Suite(.serialized) struct ProtocolEdgeTests {
+    static let settings = TransportSettings(heartbeatInterval: .milliseconds(200), idleTimeout: .seconds(10))
+
+    /// A protocol-speaking stand-in for a peer: registers with a listen address of its own.
+    struct FakePeer {
+        let engine: TransportEngine
+        let master: ConnectionID
+        let port: UInt16
+
+        init(master endpoint: String) throws {
+            engine = try TransportEngine(settings: ProtocolEdgeTests.settings)
+            port = try engine.listen(host: "127.0.0.1", port: 0)
+            let parts = endpoint.split(separator: ":")
+            master = try engine.connect(host: String(parts[0]), port: UInt16(parts[1])!, timeout: .seconds(5))
+            try engine.sendControl(master, address: FrameAddress(epoch: 0, opID: 0),
+                                   payload: PeerToMaster.register(listen: PeerAddress(host: "127.0.0.1", port: port)).encoded())
+        }
+
+        /// The next message from the master, skipping everything else, within 30 s.
+        func nextFromMaster() -> MasterToPeer? {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                if case .control(let connection, _, let payload)? = engine.nextEvent(timeout: .milliseconds(100)),
+                   connection == master, let message = try? MasterToPeer(decoding: payload) { return message }
+            }
+            return nil
+        }
+    }
+
+    static func formedPair(_ master: Master) async throws -> (Communicator, Communicator) {
+        let configuration = GroupHarness.testConfiguration()
+        @Sendable func member() async throws -> Communicator {
+            let c = try await Communicator.connect(master: master.endpoint, configuration: configuration)
+            while c.worldSize < 2 { try await c.updateTopology(minimumWorldSize: 2) }
+            return c
+        }
+        async let a = member()
+        async let b = member()
+        let (first, second) = try await (a, b)
+        return first.rank == 0 ? (first, second) : (second, first)
+    }
+
+    /// A joiner admitted into a new epoch dies before it connects: the member waiting for its hello
+    /// fails `updateTopology` at once with `topologyFailed` (the master's abort ends the wait, not the
+    /// 10 s connect timeout), and the next update forms the ring without it.
+    @Test func aMemberLostWhileTheRingFormsFailsTheUpdateAtOnce() async throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let (c0, c1) = try await Self.formedPair(master)
+        let fake = try FakePeer(master: master.endpoint)
+        var fakeID: PeerID = 0
+        if case .registered(let id)? = fake.nextFromMaster() { fakeID = id }
+        #expect(fakeID != 0)
+        // (Members learn of waiting peers only while they make calls; the master knows at once.)
+        while master.currentStatus.pendingPeers < 1 { try await Task.sleep(for: .milliseconds(2)) }
+        async let u0: ChorusError? = { do { try await c0.updateTopology(); return nil } catch { return error as? ChorusError } }()
+        async let u1: ChorusError? = { do { try await c1.updateTopology(); return nil } catch { return error as? ChorusError } }()
+        // The topology that includes the fake arrives; it dies before dialling anyone.
+        var sawTopology = false
+        while let message = fake.nextFromMaster() {
+            if case .topology(let topology) = message, topology.members.count == 3 { sawTopology = true; break }
+        }
+        #expect(sawTopology)
+        let lost = ContinuousClock.now
+        fake.engine.close(fake.master)
+        let (e0, e1) = await (u0, u1)
+        #expect(ContinuousClock.now - lost < .seconds(5), "the members waited for the connect timeout")
+        // Rank 0 waits for the fake's hello and must fail at once; rank 1 needs nothing from the fake
+        // and may keep its connected ring (the abort then surfaces on its next call).
+        #expect(e0 == .topologyFailed("peer \(fakeID) was lost while the ring formed"), "\(String(describing: e0))")
+        #expect(e1 == nil || e1 == e0, "\(String(describing: e1))")
+        async let r0: Void = c0.updateTopology()
+        async let r1: Void = c1.updateTopology()
+        _ = try await (r0, r1)
+        #expect(c0.worldSize == 2 && c1.worldSize == 2)
+        async let s0 = c0.allReduce([Int32(1), 2])
+        async let s1 = c1.allReduce([Int32(10), 20])
+        #expect(try await [s0, s1] == [[11, 22], [11, 22]])
+    }
+
+    /// A hello naming an epoch that is over is refused: the member closes that connection, and the
+    /// group goes on.
+    @Test func aHelloOfAnOldEpochIsRefused() async throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let (c0, c1) = try await Self.formedPair(master)
+        let oldEpoch = c0.epoch
+        async let u0: Void = c0.updateTopology()
+        async let u1: Void = c1.updateTopology()
+        _ = try await (u0, u1)
+        #expect(c0.epoch > oldEpoch)
+        let stranger = try TransportEngine(settings: Self.settings)
+        let port = UInt16(c0.listenAddress.split(separator: ":").last!)!
+        let link = try stranger.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+        try stranger.sendControl(link, address: FrameAddress(epoch: oldEpoch, opID: 0),
+                                 payload: PeerToPeer.hello(epoch: oldEpoch, from: c1.peerID, to: c0.peerID, link: .mesh).encoded())
+        // The member reads events while it runs a collective.
+        async let s0 = c0.allReduce([Float(1)])
+        async let s1 = c1.allReduce([Float(2)])
+        #expect(try await [s0, s1] == [[3], [3]])
+        var closed = false
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !closed && ContinuousClock.now < deadline {
+            async let b0: Void = c0.barrier() // keeps c0 draining its events
+            async let b1: Void = c1.barrier()
+            _ = try await (b0, b1)
+            if case .failed(let connection, _)? = stranger.nextEvent(timeout: .milliseconds(50)), connection == link { closed = true }
+        }
+        #expect(closed, "the hello of epoch \(oldEpoch) was not refused")
+    }
+}
