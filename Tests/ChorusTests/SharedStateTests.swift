@@ -135,6 +135,53 @@ import Testing
         #expect(seen.count == 2 && Set(seen).count == 1 && seen[0].contains("'w'"), "\(seen)")
     }
 
+    /// Bytes that change at the source while they are being sent do not slip through: the receiver
+    /// re-hashes what it got, and every member gets the same abort naming the tensor.
+    @Test func aTransferThatDeliversOtherBytesIsCaughtByTheHash() throws {
+        let count = 4 << 20 // f32: 16 MiB in 1 MiB chunks
+        var configuration = GroupHarness.testConfiguration()
+        configuration.syncChunkBytes = 1 << 20
+        let sourceMemory = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+        defer { sourceMemory.deallocate() }
+        _ = sourceMemory.initialize(from: (0 ..< count).map { Float($0) })
+        nonisolated(unsafe) let shared = sourceMemory
+        let receiverPaused = DispatchSemaphore(value: 0), corrupted = DispatchSemaphore(value: 0)
+        // Stands in for a source whose memory changes under the transfer (a bug, a bad DIMM).
+        Task(executorPreference: ThreadPerJobExecutor.shared) { @Sendable in
+            guard receiverPaused.wait(timeout: .now() + 120) == .success else { return }
+            shared[count - 1] = -1 // in the last chunk, which has not been sent yet
+            corrupted.signal()
+        }
+        let errors = Mutex<[Int: ChorusError]>([:])
+        try GroupHarness.run(worldSize: 2, configuration: configuration) { c in
+            let state = SharedState(revision: c.rank == 0 ? 5 : 4)
+            if c.rank == 0 {
+                try state.add("w", borrowing: UnsafeMutableRawBufferPointer(shared), dataType: .float32)
+            } else {
+                try state.add("w", count: count, dataType: .float32)
+            }
+            var paused = false
+            do {
+                try c.synchronize(state) { progress in
+                    guard !paused, progress.bytesReceived * 10 >= progress.bytesTotal * 3 else { return }
+                    paused = true
+                    receiverPaused.signal()
+                    _ = corrupted.wait(timeout: .now() + 60)
+                }
+                Issue.record("rank \(c.rank): the corrupted transfer succeeded")
+            } catch let error as ChorusError {
+                errors.withLock { $0[c.rank] = error }
+            }
+        }
+        let seen = errors.withLock { $0 }
+        #expect(seen.count == 2 && Set(seen.values).count == 1, "\(seen)")
+        guard case .aborted(.stateTransferFailed(_, let detail))? = seen[0] else {
+            Issue.record("not a transfer failure: \(String(describing: seen[0]))")
+            return
+        }
+        #expect(detail.contains("tensor 'w' hashes to") && detail.contains("not the elected"), "\(detail)")
+    }
+
     @Test func invalidTensorsAreRejectedLocally() throws {
         let state = SharedState()
         try state.add("w", count: 4, dataType: .float32)
