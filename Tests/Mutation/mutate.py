@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Proves the test suite fails when the code is wrong: applies deliberate bugs one at a time to a
+scratch copy of the repository (a git worktree of HEAD), builds, runs the suites that should catch
+each one, and reports which tests went red. A mutation no test catches is a hole in the suite.
+
+    Tests/Mutation/mutate.py                 # every mutation; prints a Markdown table
+    Tests/Mutation/mutate.py NAME [NAME...]  # some of them
+    Tests/Mutation/mutate.py --list
+
+Each mutation names the file, the exact text it replaces (which must occur exactly once, so a
+mutation that no longer applies says so instead of passing silently), and the test filter to run.
+The work tree lives in $MUTATION_DIR (default /tmp/chorus-mutants) and keeps its build between runs.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+MUTATIONS = [
+    dict(name="skip-input-restore",
+         what="an aborted in-place collective leaves its buffer half-reduced",
+         file="Sources/Chorus/CommunicatorCore.swift",
+         find="        guard bytes > 0 else { return nil }\n        let saved = backup.pointer(bytes: bytes)",
+         replace="        guard bytes < 0 else { return nil }\n        let saved = backup.pointer(bytes: bytes)",
+         filter="RestoreOnAbortTests|killedPeerMidOperation"),
+    dict(name="accept-stale-epoch-report",
+         what="the master takes a report of an old epoch as one of the current epoch",
+         file="Sources/ChorusProtocol/MasterStateMachine.swift",
+         find="        guard messageEpoch == epoch else {",
+         replace="        guard messageEpoch == epoch || true else {",
+         filter="MasterStateMachineTests|StateElectionTests"),
+    dict(name="accept-old-epoch-hello",
+         what="a member keeps a link whose hello names an epoch that is over",
+         file="Sources/Chorus/PeerSession.swift",
+         find="where to == peerID && epoch >= topology.epoch:",
+         replace="where to == peerID:",
+         filter="ProtocolEdgeTests"),
+    dict(name="drop-link-idle-timeout",
+         what="a silent connection is never declared dead",
+         file="CModules/CChorusTransport/engine.c",
+         find="if (!failed && idle > 0 && !paused && now > c->last_recv_ms + idle) {",
+         replace="if (!failed && idle > 0 && !paused && now > c->last_recv_ms + idle && 0) {",
+         filter="aSilentPeerFailsWithIdleTimeout|aSilentNeighbourIsCaught|stoppedPeerIsEvicted"),
+    dict(name="flip-one-verdict",
+         what="one member takes the third operation's success as an abort",
+         file="Sources/Chorus/PeerSession.swift",
+         find="            verdicts[opID] = outcome\n",
+         replace="            verdicts[opID] = (peerID == 2 && opID == 3 && outcome == .success) ? .aborted(.staleEpoch) : outcome\n",
+         filter="theRetryHelperCarriesALoop|stressRunPasses|aGracefulLeave"),
+    dict(name="reduce-in-another-order-on-rank-1",
+         what="rank 1 folds its own input before the incoming partial sum",
+         file="Sources/ChorusAlgorithms/RingCollective.swift",
+         find="""                    Reduction.combine(op, dataType, out: target,
+                                      scratchSlot(s) + (seg.lowerBound - chunkStart) * elementSize,
+                                      input + seg.lowerBound * elementSize, count: seg.count)""",
+         replace="""                    if links.rank == 1 {
+                        Reduction.combine(op, dataType, out: target, input + seg.lowerBound * elementSize,
+                                          scratchSlot(s) + (seg.lowerBound - chunkStart) * elementSize, count: seg.count)
+                    } else {
+                    Reduction.combine(op, dataType, out: target,
+                                      scratchSlot(s) + (seg.lowerBound - chunkStart) * elementSize,
+                                      input + seg.lowerBound * elementSize, count: seg.count)
+                    }""",
+         filter="AllReduceMatrixTests|CollectivesTests"),
+    dict(name="skip-hash-check-after-transfer",
+         what="a receiver keeps whatever bytes a state transfer delivered",
+         file="Sources/Chorus/StateTransfer.swift",
+         find="            guard hash == electedHash else {",
+         replace="            guard hash == electedHash || true else {",
+         filter="SharedStateTests"),
+    dict(name="let-mismatched-calls-through",
+         what="the master does not compare the members' calls as they arrive",
+         file="Sources/ChorusProtocol/MasterStateMachine.swift",
+         find="        guard arrivals.values.contains(where: { $0 != descriptor }) else { return nil }",
+         replace="        guard arrivals.values.contains(where: { $0 != descriptor }) && false else { return nil }",
+         filter="MismatchTests|MasterStateMachineTests|StateElectionTests"),
+    dict(name="skip-begin-message",
+         what="members start moving data without telling the master what they called",
+         file="Sources/Chorus/CommunicatorCore.swift",
+         find="                if descriptor.collective != Collective.synchronize.rawValue {",
+         replace="                if descriptor.collective != Collective.synchronize.rawValue && false {",
+         filter="MismatchTests"),
+    dict(name="timeout-names-no-ranks",
+         what="a timeout verdict does not say which ranks never called",
+         file="Sources/ChorusProtocol/MasterStateMachine.swift",
+         find="            return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))",
+         replace="            return abort(opID: opID, .timedOut(reporter: reporter, notArrived: []))",
+         filter="MismatchTests|MasterStateMachineTests"),
+    dict(name="baseline-kernel-drops-last-element",
+         what="the x86-64 baseline build of the kernels skips the last element",
+         file="CModules/CChorusKernels/reduce.c",
+         find="    return baseline_reduce(dtype, op, out, a, b, count);",
+         replace="    return baseline_reduce(dtype, op, out, a, b, count > 0 ? count - 1 : 0);",
+         filter="KernelTests"),
+    dict(name="avg-divides-by-n-minus-1",
+         what="an average divides by one member too few",
+         file="Sources/ChorusAlgorithms/RingCollective.swift",
+         find="                        if op == .avg { Reduction.divide(dataType, target, count: seg.count, by: n) }",
+         replace="                        if op == .avg { Reduction.divide(dataType, target, count: seg.count, by: max(1, n - 1)) }",
+         filter="AllReduceMatrixTests|CollectivesTests"),
+    dict(name="launcher-leaves-siblings-running",
+         what="a failed child does not stop its siblings",
+         file="Sources/ChorusLauncher/LocalGroup.swift",
+         find="        for member in members where member.child.waitForExit(timeoutMilliseconds: 0) == nil {\n            member.child.signal(SIGKILL)",
+         replace="        for member in members where member.child.waitForExit(timeoutMilliseconds: 0) == nil && false {\n            member.child.signal(SIGKILL)",
+         filter="LauncherTests"),
+    dict(name="retry-helper-gives-up-at-once",
+         what="withRetry throws the first retryable error instead of re-forming",
+         file="Sources/Chorus/Communicator+Retry.swift",
+         find="            } catch let error as ChorusError where error.isRetryable && attempt < policy.maxAttempts {\n                retryLogger?.notice(\"attempt \\(attempt) of \\(policy.maxAttempts) failed (\\(error)); re-forming the group\")\n                reform = true\n                attempt += 1\n            }\n        }\n    }\n\n    /// Async form",
+         replace="            } catch let error as ChorusError where error.isRetryable && attempt < 1 {\n                retryLogger?.notice(\"attempt \\(attempt) of \\(policy.maxAttempts) failed (\\(error)); re-forming the group\")\n                reform = true\n                attempt += 1\n            }\n        }\n    }\n\n    /// Async form",
+         filter="theRetryHelperCarriesALoop|dilocoTrains"),
+]
+
+
+def run(command, cwd, timeout):
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+    except subprocess.TimeoutExpired as expired:
+        out = (expired.stdout or b"").decode(errors="replace") if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        return 124, out, time.monotonic() - started
+
+
+def main():
+    args = sys.argv[1:]
+    if args == ["--list"]:
+        for m in MUTATIONS:
+            print(f"{m['name']}: {m['what']} ({m['file']})")
+        return 0
+    chosen = [m for m in MUTATIONS if not args or m["name"] in args]
+    unknown = set(args) - {m["name"] for m in MUTATIONS}
+    if unknown:
+        print(f"unknown mutations: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True).stdout.strip()
+    work = os.environ.get("MUTATION_DIR", "/tmp/chorus-mutants")
+    if not os.path.isdir(work):
+        subprocess.run(["git", "-C", root, "worktree", "add", "--detach", work, "HEAD"], check=True, capture_output=True)
+    subprocess.run(["git", "-C", work, "checkout", "--detach", "--force",
+                    subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()],
+                   check=True, capture_output=True)
+    code, out, _ = run(["swift", "build", "--build-tests"], work, 1800)
+    if code != 0:
+        print(out[-3000:], file=sys.stderr)
+        print("the unmutated tree does not build", file=sys.stderr)
+        return 1
+    rows, survivors = [], 0
+    for m in chosen:
+        path = os.path.join(work, m["file"])
+        text = open(path).read()
+        if text.count(m["find"]) != 1:
+            rows.append((m, "DID NOT APPLY", f"the text occurs {text.count(m['find'])} times", 0))
+            survivors += 1
+            continue
+        open(path, "w").write(text.replace(m["find"], m["replace"]))
+        try:
+            code, out, _ = run(["swift", "build", "--build-tests"], work, 1800)
+            if code != 0:
+                rows.append((m, "BUILD FAILED", out[-300:].replace("\n", " "), 0))
+                survivors += 1
+                continue
+            code, out, seconds = run(["swift", "test", "--skip-build", "--filter", m["filter"]], work, 900)
+            red = sorted(set(re.findall(r"✘ Test (\S+?)(?:\(| recorded| failed)", out)))
+            if code == 124:
+                verdict = "red (timed out)"
+            elif code != 0:
+                verdict = "red"
+            else:
+                verdict = "SURVIVED"
+                survivors += 1
+            rows.append((m, verdict, ", ".join(red) if red else ("-" if code == 0 else "(see output)"), seconds))
+        finally:
+            open(path, "w").write(text)
+        print(f"{m['name']}: {rows[-1][1]} ({rows[-1][3]:.0f} s)", file=sys.stderr, flush=True)
+    print("| mutation | what it breaks | suites run | result | tests that went red |")
+    print("|---|---|---|---|---|")
+    for m, verdict, detail, seconds in rows:
+        print(f"| `{m['name']}` | {m['what']} (`{m['file']}`) | `{m['filter']}` | {verdict} | {detail} |")
+    print(f"\n{len(rows) - survivors} of {len(rows)} mutations caught.")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
