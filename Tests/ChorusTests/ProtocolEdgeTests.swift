@@ -115,4 +115,62 @@ import Testing
         }
         #expect(closed, "the hello of epoch \(oldEpoch) was not refused")
     }
+
+    /// A receiver asking a source for bytes outside the plan's tensors is cut off at once; the
+    /// source's synchronization still ends (the receiver is then lost) and its tensor is untouched.
+    @Test func aStateRequestOutOfBoundsCutsTheReceiverOff() async throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let member = try await Communicator.connect(master: master.endpoint, configuration: GroupHarness.testConfiguration())
+        let fake = try FakePeer(master: master.endpoint)
+        guard case .registered(let fakeID)? = fake.nextFromMaster() else {
+            Issue.record("the fake was not registered")
+            return
+        }
+        async let admitted: Void = member.updateTopology(minimumWorldSize: 2)
+        var topology: Topology?
+        while let message = fake.nextFromMaster() {
+            if case .topology(let offered) = message { topology = offered; break }
+        }
+        let epoch = try #require(topology).epoch
+        let memberAddress = try #require(topology?.members.first { $0.id != fakeID }).address
+        // Rank 1 of two: one ring lane to the member (its right neighbour); the member dials us.
+        let lane = try fake.engine.connect(host: memberAddress.host, port: memberAddress.port, timeout: .seconds(5))
+        try fake.engine.sendControl(lane, address: FrameAddress(epoch: epoch, opID: 0), payload: PeerToPeer.hello(
+            epoch: epoch, from: fakeID, to: member.peerID, link: .ring(lane: 0, lanes: 1)).encoded())
+        try await admitted
+        var mesh: ConnectionID?
+        let deadline = ContinuousClock.now + .seconds(10)
+        while mesh == nil && ContinuousClock.now < deadline {
+            if case .control(let connection, _, let payload)? = fake.engine.nextEvent(timeout: .milliseconds(100)),
+               case .hello(_, _, _, .mesh)? = try? PeerToPeer(decoding: payload) { mesh = connection }
+        }
+        let meshLink = try #require(mesh, "the member did not dial its mesh link")
+
+        let state = SharedState(revision: 5)
+        let weights = try state.add("w", values: (0 ..< 1000).map { Float($0) })
+        async let synchronized = member.synchronize(state)
+        let digest = StateDigest(revision: 4, strategy: .elect, tensors: [
+            TensorDigest(name: "w", dataType: DataType.float32.rawValue, count: 1000, allowedToDiffer: false, hash: 1)])
+        try fake.engine.sendControl(fake.master, address: FrameAddress(epoch: epoch, opID: 0),
+                                    payload: PeerToMaster.syncState(epoch: epoch, opID: 1, digest).encoded())
+        var planned = false
+        while let message = fake.nextFromMaster() {
+            if case .syncPlan(_, 1, let plan) = message { planned = plan.receivers.contains { $0.id == fakeID }; break }
+        }
+        #expect(planned, "the plan makes the fake a receiver")
+        // 4000 bytes of tensor: ask for 4096 from offset 8000.
+        try fake.engine.sendControl(meshLink, address: FrameAddress(epoch: epoch, opID: 1),
+                                    payload: PeerToPeer.stateRequest(tensor: 0, offset: 8000, length: 4096, tag: 0).encoded())
+        var cutOff = false
+        let asked = ContinuousClock.now
+        while !cutOff && ContinuousClock.now - asked < .seconds(10) {
+            if case .failed(let connection, _)? = fake.engine.nextEvent(timeout: .milliseconds(100)), connection == meshLink { cutOff = true }
+        }
+        #expect(cutOff, "the source kept serving a receiver that asked out of bounds")
+        fake.engine.close(fake.master) // the receiver is gone; the source's synchronization ends
+        let result = try await synchronized
+        #expect(!result.wasOutdated && result.revision == 5)
+        #expect(weights.values(as: Float.self) == (0 ..< 1000).map { Float($0) })
+    }
 }
