@@ -8,6 +8,8 @@ let package = Package(
     name: "Chorus",
     products: [
         .library(name: "Chorus", targets: ["Chorus"]),
+        // The C ABI (CModules/CChorus/include/chorus.h): libchorus.so for C, C++, Rust and Python.
+        .library(name: "chorus", type: .dynamic, targets: ["ChorusC"]),
         .executable(name: "chorus-master", targets: ["chorus-master"]),
         .executable(name: "chorus-bench", targets: ["chorus-bench"]),
         .executable(name: "chorus-demo", targets: ["chorus-demo"]),
@@ -33,6 +35,9 @@ let package = Package(
         .target(name: "Chorus", dependencies: [
             "ChorusTransport", "ChorusProtocol", "ChorusAlgorithms", "CXXHash", .product(name: "Logging", package: "swift-log"),
         ]),
+        // The C ABI: chorus.h (with the status names, in C) and its implementation over the Swift API.
+        .target(name: "CChorus", path: "CModules/CChorus"),
+        .target(name: "ChorusC", dependencies: ["Chorus", "CChorus"]),
         // Starts and signals local peer processes, for the demo, the bench and the tests.
         .target(name: "ChorusLauncher", dependencies: ["Chorus"]),
 

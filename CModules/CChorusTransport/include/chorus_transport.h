@@ -22,7 +22,7 @@ extern "C" {
 
 // MARK: - Status codes
 
-typedef enum chorus_status {
+typedef enum chorus_transport_status {
     CHORUS_OK = 0,
     // Frame validation (the offending connection is closed).
     CHORUS_ERR_BAD_MAGIC = -100,
@@ -54,7 +54,7 @@ typedef enum chorus_status {
     CHORUS_ERR_SHUTDOWN = -135,
     // RDMA was asked for and is not available here (no libraries, no kernel support, no device).
     CHORUS_ERR_NO_RDMA = -140,
-} chorus_status;
+} chorus_transport_status;
 
 /// A short, static, human-readable description of a status code.
 const char *chorus_status_string(int status);

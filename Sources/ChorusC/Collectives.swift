@@ -1,0 +1,205 @@
+import CChorus
+import Chorus
+
+/// A collective checked and bound to its arguments, ready to run on the communicator's queue.
+typealias BoundCollective = @Sendable (Communicator) throws -> Void
+
+/// Runs a collective now: on the communicator's queue, after every call made before it.
+private func blocking(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?,
+                      _ bind: () throws -> BoundCollective) -> chorus_status {
+    guarded(error) {
+        let handle = try object(comm, "comm", as: CommHandle.self)
+        let collective = try bind()
+        try handle.queue.sync { try collective(handle.communicator) }
+    }
+}
+
+/// Queues a collective behind every call made before it; `request` completes with its verdict.
+private func queued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                    _ error: UnsafeMutablePointer<chorus_error>?, _ bind: () throws -> BoundCollective) -> chorus_status {
+    guarded(error) {
+        let handle = try object(comm, "comm", as: CommHandle.self)
+        guard let request else { throw ArgumentError("request is NULL") }
+        let collective = try bind()
+        let pending = RequestHandle()
+        request.pointee = retained(pending)
+        handle.queue.async {
+            do {
+                try collective(handle.communicator)
+                pending.finish(nil)
+            } catch {
+                pending.finish(error)
+            }
+        }
+    }
+}
+
+// Buffers cross to the queue as raw pointers: the caller lends them until the call (or request) ends.
+private struct Lent: @unchecked Sendable {
+    let send: UnsafeRawBufferPointer
+    let receive: UnsafeMutableRawBufferPointer
+}
+
+private func allReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
+                       _ op: chorus_reduce_op) throws -> BoundCollective {
+    let dataType = try dataType(type), op = try reduceOp(op)
+    let lent = Lent(send: try bytes(send, count, dataType, "send"), receive: try mutableBytes(receive, count, dataType, "receive"))
+    return { try $0.allReduce(send: lent.send, receive: lent.receive, count: count, dataType: dataType, op: op) }
+}
+
+private func reduceScatter(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
+                           _ op: chorus_reduce_op) throws -> BoundCollective {
+    let dataType = try dataType(type), op = try reduceOp(op)
+    let receiveBytes = try mutableBytes(receive, count, dataType, "receive")
+    _ = try bytes(send, count, dataType, "send")
+    let lent = Lent(send: UnsafeRawBufferPointer(start: send, count: 0), receive: receiveBytes)
+    return { c in
+        let whole = UnsafeRawBufferPointer(start: lent.send.baseAddress, count: count * c.worldSize * dataType.size)
+        try c.reduceScatter(send: whole, receive: lent.receive, count: count, dataType: dataType, op: op)
+    }
+}
+
+private func allGather(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
+                       _ type: chorus_type) throws -> BoundCollective {
+    let dataType = try dataType(type)
+    let sendBytes = try bytes(send, count, dataType, "send")
+    _ = try mutableBytes(receive, count, dataType, "receive")
+    let lent = Lent(send: sendBytes, receive: UnsafeMutableRawBufferPointer(start: receive, count: 0))
+    return { c in
+        let whole = UnsafeMutableRawBufferPointer(start: lent.receive.baseAddress, count: count * c.worldSize * dataType.size)
+        try c.allGather(send: lent.send, receive: whole, count: count, dataType: dataType)
+    }
+}
+
+private func broadcast(_ buffer: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type, _ root: Int32) throws -> BoundCollective {
+    let dataType = try dataType(type)
+    let lent = Lent(send: UnsafeRawBufferPointer(start: nil, count: 0), receive: try mutableBytes(buffer, count, dataType, "buffer"))
+    return { try $0.broadcast(lent.receive, root: Int(root)) }
+}
+
+private func allScan(_ state: UnsafeRawPointer?, _ exclusive: UnsafeMutableRawPointer?, _ inclusive: UnsafeMutableRawPointer?,
+                     _ count: Int, _ type: chorus_type, _ op: chorus_scan_op, _ decay: UnsafeRawPointer?, _ decayCount: Int,
+                     _ reverse: Int32) throws -> BoundCollective {
+    let dataType = try dataType(type)
+    guard let value = UInt8(exactly: op.rawValue), let scanOp = ScanOperator(rawValue: value) else {
+        throw ArgumentError("unknown chorus_scan_op \(op.rawValue)")
+    }
+    struct Scan: @unchecked Sendable {
+        let state: UnsafeRawBufferPointer, decay: UnsafeRawBufferPointer?
+        let exclusive: UnsafeMutableRawBufferPointer?, inclusive: UnsafeMutableRawBufferPointer?
+    }
+    let lent = Scan(state: try bytes(state, count, dataType, "state"),
+                    decay: scanOp == .affine ? try bytes(decay, decayCount, dataType, "decay") : nil,
+                    exclusive: try exclusive.map { try mutableBytes($0, count, dataType, "exclusive") },
+                    inclusive: try inclusive.map { try mutableBytes($0, count, dataType, "inclusive") })
+    return { c in
+        try c.allScan(state: lent.state, count: count, dataType: dataType, op: scanOp, decay: lent.decay,
+                      decayCount: scanOp == .affine ? decayCount : 1, exclusive: lent.exclusive, inclusive: lent.inclusive,
+                      reverse: reverse != 0)
+    }
+}
+
+// MARK: - Blocking
+
+@_cdecl("chorus_all_reduce")
+public func chorus_all_reduce(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
+                              _ type: chorus_type, _ op: chorus_reduce_op, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    blocking(comm, error) { try allReduce(send, receive, count, type, op) }
+}
+
+@_cdecl("chorus_reduce_scatter")
+public func chorus_reduce_scatter(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
+                                  _ type: chorus_type, _ op: chorus_reduce_op, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    blocking(comm, error) { try reduceScatter(send, receive, count, type, op) }
+}
+
+@_cdecl("chorus_all_gather")
+public func chorus_all_gather(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
+                              _ type: chorus_type, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    blocking(comm, error) { try allGather(send, receive, count, type) }
+}
+
+@_cdecl("chorus_broadcast")
+public func chorus_broadcast(_ comm: OpaquePointer?, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
+                             _ root: Int32, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    blocking(comm, error) { try broadcast(buffer, count, type, root) }
+}
+
+@_cdecl("chorus_barrier")
+public func chorus_barrier(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    blocking(comm, error) { { try $0.barrier() } }
+}
+
+@_cdecl("chorus_all_scan")
+public func chorus_all_scan(_ comm: OpaquePointer?, _ state: UnsafeRawPointer?, _ exclusive: UnsafeMutableRawPointer?,
+                            _ inclusive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type, _ op: chorus_scan_op,
+                            _ decay: UnsafeRawPointer?, _ decayCount: Int, _ reverse: Int32,
+                            _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    blocking(comm, error) { try allScan(state, exclusive, inclusive, count, type, op, decay, decayCount, reverse) }
+}
+
+// MARK: - Non-blocking
+
+@_cdecl("chorus_all_reduce_async")
+public func chorus_all_reduce_async(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
+                                    _ type: chorus_type, _ op: chorus_reduce_op, _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                                    _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    queued(comm, request, error) { try allReduce(send, receive, count, type, op) }
+}
+
+@_cdecl("chorus_reduce_scatter_async")
+public func chorus_reduce_scatter_async(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?,
+                                        _ count: Int, _ type: chorus_type, _ op: chorus_reduce_op,
+                                        _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                                        _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    queued(comm, request, error) { try reduceScatter(send, receive, count, type, op) }
+}
+
+@_cdecl("chorus_all_gather_async")
+public func chorus_all_gather_async(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
+                                    _ type: chorus_type, _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                                    _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    queued(comm, request, error) { try allGather(send, receive, count, type) }
+}
+
+@_cdecl("chorus_broadcast_async")
+public func chorus_broadcast_async(_ comm: OpaquePointer?, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
+                                   _ root: Int32, _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                                   _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    queued(comm, request, error) { try broadcast(buffer, count, type, root) }
+}
+
+@_cdecl("chorus_barrier_async")
+public func chorus_barrier_async(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                                 _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    queued(comm, request, error) { { try $0.barrier() } }
+}
+
+@_cdecl("chorus_all_scan_async")
+public func chorus_all_scan_async(_ comm: OpaquePointer?, _ state: UnsafeRawPointer?, _ exclusive: UnsafeMutableRawPointer?,
+                                  _ inclusive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type, _ op: chorus_scan_op,
+                                  _ decay: UnsafeRawPointer?, _ decayCount: Int, _ reverse: Int32,
+                                  _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                                  _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    queued(comm, request, error) { try allScan(state, exclusive, inclusive, count, type, op, decay, decayCount, reverse) }
+}
+
+// MARK: - Requests
+
+@_cdecl("chorus_wait")
+public func chorus_wait(_ request: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    guard let request else { return report(ArgumentError("request is NULL"), into: error) }
+    let failure = borrowed(request, as: RequestHandle.self).wait()
+    release(request, as: RequestHandle.self)
+    return failure.map { report($0, into: error) } ?? succeeded(error)
+}
+
+@_cdecl("chorus_test")
+public func chorus_test(_ request: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    guard let request else { return report(ArgumentError("request is NULL"), into: error) }
+    switch borrowed(request, as: RequestHandle.self).result {
+    case nil: return CHORUS_STATUS_PENDING
+    case .some(nil): return succeeded(error)
+    case .some(.some(let failure)): return report(failure, into: error)
+    }
+}
