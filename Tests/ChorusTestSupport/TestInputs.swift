@@ -2,7 +2,10 @@ import ChorusAlgorithms
 
 /// Inputs derived from rank and index, so every element of every rank differs and an element that
 /// went to the wrong place shows. `specials` salts in NaN, ±0, ±inf and subnormals for float types,
-/// at most one NaN per index across ranks (so the expected NaN is unambiguous).
+/// at most one NaN per index across ranks for sum, prod and avg (which NaN an addition returns is the
+/// hardware's and the compiler's business). For min and max every rank puts a NaN carrying its own
+/// payload at some indices: IEEE 754-2019 returns the first operand's, so the result shows the order
+/// in which the ranks were folded, and a rank that folds in another order is caught.
 public enum TestInputs {
     public static func make(rank: Int, count: Int, dataType: DataType, op: ReduceOp, specials: Bool = false) -> [UInt8] {
         var out: [UInt8] = []
@@ -19,6 +22,7 @@ public enum TestInputs {
         let value: Double = op == .prod ? 1 + Double((rank * 31 + i * 7) % 17) / 64 * (i % 2 == 0 ? 1 : -1)
                                         : Double(rank * 1000 + i) * 0.37 - 50
         if specials, dataType != .int32, dataType != .int64, dataType != .uint8 {
+            if op == .max || op == .min, i % 13 == 7 { return nanWithPayload(rank + 1, dataType) }
             let special: Double? = switch (i + rank) % 11 {
             case 0 where rank == i % 5: .nan
             case 1: -0.0
@@ -35,6 +39,18 @@ public enum TestInputs {
         case .int64: return r.bytes(Int64(rank) << 33 &+ Int64(i) &* 977 &- 12345)
         case .uint8: return r.bytes(UInt8(truncatingIfNeeded: rank * 13 + i * 3 + 1))
         default: return encode(value, dataType)
+        }
+    }
+
+    /// A quiet NaN whose payload is `payload`.
+    static func nanWithPayload(_ payload: Int, _ dataType: DataType) -> [UInt8] {
+        let r = ReferenceReduction.self
+        switch dataType {
+        case .float32: return r.bytes(UInt32(0x7FC0_0000) | UInt32(payload))
+        case .float64: return r.bytes(UInt64(0x7FF8_0000_0000_0000) | UInt64(payload))
+        case .float16: return r.bytes(UInt16(0x7E00) | UInt16(payload))
+        case .bfloat16: return r.bytes(UInt16(0x7FC0) | UInt16(payload))
+        default: fatalError("not a float type")
         }
     }
 

@@ -1,0 +1,258 @@
+"""A peer's handle on a Chorus group: membership and collectives on NumPy arrays and PyTorch tensors."""
+import ctypes
+
+from . import _native
+from .buffers import Buffer, same_type
+from .errors import ChorusError, check
+
+REDUCE_OPS = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
+SCAN_OPS = {"sum": 0, "prod": 1, "max": 2, "min": 3, "affine": 4}
+SYNC_STRATEGIES = {"elect": 0, "receive_only": 1, "send_only": 2}
+
+
+def _code(table, name, what):
+    if name not in table:
+        raise ChorusError("invalid_argument", f"invalid argument: unknown {what} {name!r}; have {', '.join(table)}", False)
+    return table[name]
+
+
+class Request:
+    """A collective in flight. Its buffers stay referenced (and must not be touched) until `wait()`
+    returns; requests on one communicator complete in the order they were made."""
+
+    def __init__(self, handle, keep):
+        self._handle = handle
+        self._keep = keep
+        self._error = None
+        self._finished = False
+
+    def wait(self):
+        """Blocks (without the GIL) until the collective has its verdict; raises its ChorusError."""
+        if not self._finished:
+            error = _native.Error()
+            status = _native.lib.chorus_wait(self._handle, ctypes.byref(error))
+            self._finished, self._keep = True, None
+            if status != _native.STATUS_OK:
+                try:
+                    check(status, error)
+                except ChorusError as failure:
+                    self._error = failure
+        if self._error is not None:
+            raise self._error
+
+    def test(self):
+        """True once the collective has finished (call `wait()` for its outcome)."""
+        if self._finished:
+            return True
+        error = _native.Error()
+        return _native.lib.chorus_test(self._handle, ctypes.byref(error)) != _native.STATUS_PENDING
+
+    def __del__(self):
+        # Never let the library write into buffers Python has freed.
+        if not self._finished and _native is not None:
+            try:
+                self.wait()
+            except ChorusError:
+                pass
+
+
+class Communicator:
+    """Connects to the master and waits to be admitted.
+
+    master: "host:port" (None: the CHORUS_MASTER environment variable). options: Configuration
+    knobs by their environment names without the prefix, e.g. ``peer_timeout_ms=2000``
+    (CHORUS_PEER_TIMEOUT_MS). Calls may come from any thread; they run one at a time, in order.
+    Every member must make the same collective calls in the same order.
+    """
+
+    def __init__(self, master=None, **options):
+        entries = [f"CHORUS_{key.upper()}={value}".encode() for key, value in options.items()]
+        array = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+        handle, error = ctypes.c_void_p(), _native.Error()
+        check(_native.lib.chorus_comm_create(master.encode() if master else None, array, ctypes.byref(handle),
+                                             ctypes.byref(error)), error)
+        self._handle = handle
+
+    # Membership
+
+    @property
+    def rank(self):
+        return _native.lib.chorus_comm_rank(self._live())
+
+    @property
+    def world_size(self):
+        return _native.lib.chorus_comm_world_size(self._live())
+
+    @property
+    def epoch(self):
+        return _native.lib.chorus_comm_epoch(self._live())
+
+    @property
+    def peer_id(self):
+        return _native.lib.chorus_comm_peer_id(self._live())
+
+    @property
+    def pending_joins(self):
+        return _native.lib.chorus_comm_pending_joins(self._live())
+
+    @property
+    def pending_leaves(self):
+        return _native.lib.chorus_comm_pending_leaves(self._live())
+
+    @property
+    def topology_change_pending(self):
+        """True when peers wait to join or leave: call `update_topology()` between steps."""
+        return self.pending_joins + self.pending_leaves > 0
+
+    def update_topology(self, minimum_world_size=1):
+        """A safe point: admits waiting peers, drops lost ones, connects the new epoch."""
+        self._call("chorus_update_topology", minimum_world_size)
+
+    def leave(self):
+        """Leaves the group at the next safe point; afterwards only `close()` is allowed."""
+        self._call("chorus_comm_leave")
+
+    def close(self):
+        """Frees the communicator (after its requests). Not having left, it is seen as lost."""
+        if getattr(self, "_handle", None):
+            _native.lib.chorus_comm_destroy(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    # Collectives. `receive=None` means in place where the collective allows it.
+
+    def all_reduce(self, send, receive=None, op="sum"):
+        self._run(*self._all_reduce(send, receive, op))
+
+    def all_reduce_async(self, send, receive=None, op="sum"):
+        return self._start(*self._all_reduce(send, receive, op))
+
+    def reduce_scatter(self, send, receive, op="sum"):
+        """`send` holds world_size blocks of len(receive); block `rank` of their reduction lands in `receive`."""
+        self._run(*self._reduce_scatter(send, receive, op))
+
+    def reduce_scatter_async(self, send, receive, op="sum"):
+        return self._start(*self._reduce_scatter(send, receive, op))
+
+    def all_gather(self, send, receive):
+        """Every rank's `send` lands in block `rank` of `receive` (world_size blocks)."""
+        self._run(*self._all_gather(send, receive))
+
+    def all_gather_async(self, send, receive):
+        return self._start(*self._all_gather(send, receive))
+
+    def broadcast(self, buffer, root=0):
+        """`root`'s values replace everyone's `buffer`."""
+        self._run(*self._broadcast(buffer, root))
+
+    def broadcast_async(self, buffer, root=0):
+        return self._start(*self._broadcast(buffer, root))
+
+    def barrier(self):
+        self._run("chorus_barrier", (), ())
+
+    def barrier_async(self):
+        return self._start("chorus_barrier", (), ())
+
+    def all_scan(self, state, exclusive=None, inclusive=None, op="sum", decay=None, reverse=False):
+        """Exclusive: the fold of the earlier ranks' states (rank 0: the identity); inclusive: that
+        fold with this rank's own. `op="affine"` reads `decay` (a leading prefix of the state's shape)."""
+        self._run(*self._all_scan(state, exclusive, inclusive, op, decay, reverse))
+
+    def all_scan_async(self, state, exclusive=None, inclusive=None, op="sum", decay=None, reverse=False):
+        return self._start(*self._all_scan(state, exclusive, inclusive, op, decay, reverse))
+
+    def synchronize(self, state, strategy="elect"):
+        """Makes `state` (a SharedState) bit-identical on every member; returns a SyncInfo."""
+        info, error = _native.SyncInfo(), _native.Error()
+        check(_native.lib.chorus_synchronize(self._live(), state._live(), _code(SYNC_STRATEGIES, strategy, "strategy"),
+                                             ctypes.byref(info), ctypes.byref(error)), error)
+        return SyncInfo(info)
+
+    # Plumbing: each collective is (C function, arguments after the communicator, arrays to keep alive).
+
+    def _all_reduce(self, send, receive, op):
+        source = Buffer(send, "send", writable=receive is None)
+        target = source if receive is None else Buffer(receive, "receive", writable=True)
+        same_type(source, target, "send", "receive")
+        if target.count < source.count:
+            raise ChorusError("invalid_argument", f"invalid argument: receive holds {target.count} elements, send {source.count}", False)
+        return ("chorus_all_reduce", (source.address, target.address, source.count, source.dtype,
+                                      _code(REDUCE_OPS, op, "op")), (send, receive))
+
+    def _reduce_scatter(self, send, receive, op):
+        source, target = Buffer(send, "send"), Buffer(receive, "receive", writable=True)
+        same_type(source, target, "send", "receive")
+        if source.count != target.count * self.world_size:
+            raise ChorusError("invalid_argument", f"invalid argument: send holds {source.count} elements, not "
+                              f"world_size ({self.world_size}) x receive ({target.count})", False)
+        return ("chorus_reduce_scatter", (source.address, target.address, target.count, source.dtype,
+                                          _code(REDUCE_OPS, op, "op")), (send, receive))
+
+    def _all_gather(self, send, receive):
+        source, target = Buffer(send, "send"), Buffer(receive, "receive", writable=True)
+        same_type(source, target, "send", "receive")
+        if target.count != source.count * self.world_size:
+            raise ChorusError("invalid_argument", f"invalid argument: receive holds {target.count} elements, not "
+                              f"world_size ({self.world_size}) x send ({source.count})", False)
+        return ("chorus_all_gather", (source.address, target.address, source.count, source.dtype), (send, receive))
+
+    def _broadcast(self, buffer, root):
+        target = Buffer(buffer, "buffer", writable=True)
+        return ("chorus_broadcast", (target.address, target.count, target.dtype, root), (buffer,))
+
+    def _all_scan(self, state, exclusive, inclusive, op, decay, reverse):
+        source = Buffer(state, "state")
+        outputs = [None if array is None else Buffer(array, name, writable=True)
+                   for array, name in ((exclusive, "exclusive"), (inclusive, "inclusive"))]
+        for output, name in zip(outputs, ("exclusive", "inclusive")):
+            if output is not None:
+                same_type(source, output, "state", name)
+                if output.count != source.count:
+                    raise ChorusError("invalid_argument", f"invalid argument: {name} holds {output.count} elements, state {source.count}", False)
+        factor = Buffer(decay, "decay") if decay is not None else None
+        return ("chorus_all_scan", (source.address, outputs[0] and outputs[0].address, outputs[1] and outputs[1].address,
+                                    source.count, source.dtype, _code(SCAN_OPS, op, "op"),
+                                    factor.address if factor else None, factor.count if factor else 0, 1 if reverse else 0),
+                (state, exclusive, inclusive, decay))
+
+    def _live(self):
+        if not getattr(self, "_handle", None):
+            raise ChorusError("invalid_argument", "invalid argument: this communicator is closed", False)
+        return self._handle
+
+    def _call(self, function, *arguments):
+        error = _native.Error()
+        check(getattr(_native.lib, function)(self._live(), *arguments, ctypes.byref(error)), error)
+
+    def _run(self, function, arguments, keep):
+        self._call(function, *arguments)
+
+    def _start(self, function, arguments, keep):
+        handle, error = ctypes.c_void_p(), _native.Error()
+        check(getattr(_native.lib, function + "_async")(self._live(), *arguments, ctypes.byref(handle), ctypes.byref(error)), error)
+        return Request(handle, keep)
+
+
+class SyncInfo:
+    """What a synchronization did here."""
+
+    def __init__(self, info):
+        self.revision = info.revision
+        self.was_outdated = bool(info.was_outdated)
+        self.tensors_received = info.tensors_received
+        self.bytes_received = info.bytes_received
+        self.sources = info.sources
+        self.lost_sources = info.lost_sources
+
+    def __repr__(self):
+        return (f"SyncInfo(revision={self.revision}, was_outdated={self.was_outdated}, "
+                f"bytes_received={self.bytes_received}, sources={self.sources})")
