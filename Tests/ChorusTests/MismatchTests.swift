@@ -12,16 +12,18 @@ import Testing
     static func mismatch(usual: @escaping @Sendable (Communicator) throws -> Void,
                          odd: @escaping @Sendable (Communicator) throws -> Void) throws -> String {
         var configuration = GroupHarness.testConfiguration()
-        // If detection waited for the operation timeout, the error would be a timeout, not a mismatch.
         configuration.operationTimeout = .seconds(20)
         let errors = Mutex<[Int: ChorusError]>([:])
         try GroupHarness.run(worldSize: 3, configuration: configuration) { c in
+            let started = ContinuousClock.now
             do {
                 try (c.rank == 1 ? odd : usual)(c)
                 Issue.record("rank \(c.rank): the mismatched call succeeded")
             } catch let error as ChorusError {
                 errors.withLock { $0[c.rank] = error }
             }
+            // A bound, not a speed: stopped long before the 20 s operation timeout would end the wait.
+            #expect(ContinuousClock.now - started < .seconds(10), "rank \(c.rank) waited \(ContinuousClock.now - started)")
             try c.updateTopology()
             var values = [Int32(c.rank + 1), 10]
             try c.allReduce(&values)
