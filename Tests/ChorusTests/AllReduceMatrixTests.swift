@@ -164,6 +164,7 @@ import Testing
     @Test func mismatchedArgumentsAbortEveryoneWithTheSameFatalError() throws {
         let errors = Mutex<[ChorusError]>([])
         try GroupHarness.run(worldSize: 3) { c in
+            try c.barrier() // every member connected in one epoch before the mismatched call
             let count = c.rank == 1 ? 6 : 5
             do {
                 _ = try c.allReduce([Float](repeating: 1, count: count), op: .sum)
