@@ -99,8 +99,8 @@ import Testing
             var inPlace = input
             try c.allReduce(&inPlace, op: .max)
             // The async forms, on the communicator's queue.
-            let asyncOutOfPlace = try GroupHarness.blocking { try await c.allReduce(input, op: .max) }
-            let asyncInPlace = try GroupHarness.blocking { () async throws -> [Float] in
+            let asyncOutOfPlace = try blockingAwait { try await c.allReduce(input, op: .max) }
+            let asyncInPlace = try blockingAwait { () async throws -> [Float] in
                 var values = input
                 try await c.allReduce(&values, op: .max)
                 return values

@@ -54,18 +54,4 @@ enum GroupHarness {
         let messages = errors.withLock { $0 }
         if !messages.isEmpty { throw Failure(messages.joined(separator: "; ")) }
     }
-
-    /// Runs an async call to completion from a peer's (blocking) body.
-    static func blocking<Result: Sendable>(_ call: @escaping @Sendable () async throws -> Result) throws -> Result {
-        let outcome = Mutex<Swift.Result<Result, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            let result: Swift.Result<Result, any Error>
-            do { result = .success(try await call()) } catch { result = .failure(error) }
-            outcome.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        return try outcome.withLock { $0! }.get()
-    }
 }

@@ -190,19 +190,24 @@ import Glibc
     /// A SIGSTOPped peer is evicted within the bound: the survivors' verdict comes within two peer
     /// timeouts (2 s each) plus slack. Resumed while the survivors still train, it finds itself
     /// evicted and its late frames reach nobody: the survivors' rounds stay correct to the end.
-    @Test func stoppedPeerIsEvictedWithinTheBoundAndItsLateFramesAreRejected() throws {
-        let master = try Master(host: "127.0.0.1", port: 0, configuration: {
-            var c = Configuration()
-            c.peerTimeout = .seconds(2)
-            c.heartbeatInterval = .milliseconds(200)
-            return c
-        }())
-        defer { master.shutdown() }
-        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 400, elements: 1 << 16)
-        let survivors = Array(peers[0 ..< 2])
-        #expect(Self.waitForRound(1, peers))
+    /// Three peers training in a long loop, under a master with its own liveness settings, and the
+    /// time from SIGSTOPping the third to the survivors' abort (nil when none came).
+    static func stopOneOfThree(masterTimeout: Duration, masterHeartbeat: Duration)
+        throws -> (master: Master, peers: [ChildProcess], verdictMs: Int?) {
+        var configuration = Configuration()
+        configuration.peerTimeout = masterTimeout
+        configuration.heartbeatInterval = masterHeartbeat
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
+        let peers = try startPeers(3, master: master.endpoint, rounds: 400, elements: 1 << 16)
+        #expect(waitForRound(1, peers))
         peers[2].signal(SIGSTOP)
-        let verdict = Self.millisecondsUntil("ABORT", in: survivors)
+        return (master, peers, millisecondsUntil("ABORT", in: Array(peers[0 ..< 2]), within: 50_000))
+    }
+
+    @Test func stoppedPeerIsEvictedWithinTheBoundAndItsLateFramesAreRejected() throws {
+        let (master, peers, verdict) = try Self.stopOneOfThree(masterTimeout: .seconds(2), masterHeartbeat: .milliseconds(200))
+        defer { master.shutdown() }
+        let survivors = Array(peers[0 ..< 2])
         #expect(verdict != nil && verdict! <= 2 * 2_000 + 3_000, "the stopped peer's verdict took \(String(describing: verdict)) ms")
         #expect(Self.millisecondsUntil("TOPOLOGY epoch=", in: survivors) != nil)
         // The survivors train on in a world of two; resume the stopped peer among them.
@@ -220,18 +225,9 @@ import Glibc
     /// timeout is 60 s, the peers' 2 s, and the survivors still get one verdict within the bound,
     /// naming the silent link.
     @Test func aSilentNeighbourIsCaughtByTheLinksWithoutTheMaster() throws {
-        let master = try Master(host: "127.0.0.1", port: 0, configuration: {
-            var c = Configuration()
-            c.peerTimeout = .seconds(60)
-            c.heartbeatInterval = .milliseconds(500)
-            return c
-        }())
+        let (master, peers, verdict) = try Self.stopOneOfThree(masterTimeout: .seconds(60), masterHeartbeat: .milliseconds(500))
         defer { master.shutdown() }
-        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 400, elements: 1 << 16)
         let survivors = Array(peers[0 ..< 2])
-        #expect(Self.waitForRound(1, peers))
-        peers[2].signal(SIGSTOP)
-        let verdict = Self.millisecondsUntil("ABORT", in: survivors, within: 50_000)
         #expect(verdict != nil && verdict! <= 2 * 2_000 + 3_000, "the links' verdict took \(String(describing: verdict)) ms")
         for survivor in survivors {
             let abort = Self.lines(survivor.outputSoFar(waitMilliseconds: 1)).first { $0.kind == "ABORT" }

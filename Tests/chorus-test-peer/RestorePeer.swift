@@ -5,25 +5,10 @@
 // is as it was: an in-place buffer restored, an out-of-place send buffer untouched. OK lines check
 // the result against the exact expected values (inputs are small integers, every sum is exact).
 import Chorus
-import Dispatch
-import Synchronization
+import ChorusTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Runs an async call to completion from this (blocking) program.
-func blockingAwait<Result: Sendable>(_ call: @escaping @Sendable () async throws -> Result) throws -> Result {
-    let outcome = Mutex<Swift.Result<Result, any Error>?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        let result: Swift.Result<Result, any Error>
-        do { result = .success(try await call()) } catch { result = .failure(error) }
-        outcome.withLock { $0 = result }
-        done.signal()
-    }
-    done.wait()
-    return try outcome.withLock { $0! }.get()
-}
 
 /// Memory the collective reads and writes; shared with async calls, which see it until they return.
 final class Buffer: @unchecked Sendable {

@@ -2,6 +2,7 @@
 import ctypes
 
 from . import _native
+from ._owned import Owned
 from .buffers import Buffer, same_type
 from .errors import ChorusError, check
 
@@ -56,14 +57,17 @@ class Request:
                 pass
 
 
-class Communicator:
+class Communicator(Owned):
     """Connects to the master and waits to be admitted.
 
     master: "host:port" (None: the CHORUS_MASTER environment variable). options: Configuration
     knobs by their environment names without the prefix, e.g. ``peer_timeout_ms=2000``
     (CHORUS_PEER_TIMEOUT_MS). Calls may come from any thread; they run one at a time, in order.
-    Every member must make the same collective calls in the same order.
+    Every member must make the same collective calls in the same order. `close()` frees it after
+    its requests; a member that did not `leave()` first is seen by the others as lost.
     """
+    _destroy = _native.lib.chorus_comm_destroy
+    _what = "communicator"
 
     def __init__(self, master=None, **options):
         entries = [f"CHORUS_{key.upper()}={value}".encode() for key, value in options.items()]
@@ -111,21 +115,6 @@ class Communicator:
     def leave(self):
         """Leaves the group at the next safe point; afterwards only `close()` is allowed."""
         self._call("chorus_comm_leave")
-
-    def close(self):
-        """Frees the communicator (after its requests). Not having left, it is seen as lost."""
-        if getattr(self, "_handle", None):
-            _native.lib.chorus_comm_destroy(self._handle)
-            self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     # Collectives. `receive=None` means in place where the collective allows it.
 
@@ -223,11 +212,6 @@ class Communicator:
                                     source.count, source.dtype, _code(SCAN_OPS, op, "op"),
                                     factor.address if factor else None, factor.count if factor else 0, 1 if reverse else 0),
                 (state, exclusive, inclusive, decay))
-
-    def _live(self):
-        if not getattr(self, "_handle", None):
-            raise ChorusError("invalid_argument", "invalid argument: this communicator is closed", False)
-        return self._handle
 
     def _call(self, function, *arguments):
         error = _native.Error()

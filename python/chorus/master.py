@@ -2,12 +2,15 @@
 import ctypes
 
 from . import _native
+from ._owned import Owned
 from .errors import check
 
 
-class Master:
+class Master(Owned):
     """Serves on a background thread of this process until `close()` (or the end of a `with` block).
     `host` is the listening address (loopback by default); port 0 takes an ephemeral port."""
+    _destroy = _native.lib.chorus_master_destroy
+    _what = "master"
 
     def __init__(self, host="127.0.0.1", port=0):
         handle, error = ctypes.c_void_p(), _native.Error()
@@ -20,17 +23,3 @@ class Master:
     def endpoint(self):
         """"host:port", for `Communicator(master=...)` or CHORUS_MASTER."""
         return f"{self.host}:{self.port}"
-
-    def close(self):
-        if self._handle:
-            _native.lib.chorus_master_destroy(self._handle)
-            self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()

@@ -2,14 +2,17 @@
 import ctypes
 
 from . import _native
+from ._owned import Owned
 from .buffers import Buffer
-from .errors import ChorusError, check
+from .errors import check
 
 
-class SharedState:
+class SharedState(Owned):
     """Named tensors plus a `revision` the training loop bumps by one per step. Tensors are the
     caller's own NumPy arrays or PyTorch tensors, updated in place by a synchronization; the state
     keeps them referenced (their memory must not move: do not resize them)."""
+    _destroy = _native.lib.chorus_state_destroy
+    _what = "shared state"
 
     def __init__(self, revision=0):
         handle, error = ctypes.c_void_p(), _native.Error()
@@ -43,15 +46,3 @@ class SharedState:
         """xxHash3 over every tensor that may not differ: equal on every member after a sync."""
         return _native.lib.chorus_state_content_hash(self._live())
 
-    def _live(self):
-        if not getattr(self, "_handle", None):
-            raise ChorusError("invalid_argument", "invalid argument: this shared state is closed", False)
-        return self._handle
-
-    def close(self):
-        if getattr(self, "_handle", None):
-            _native.lib.chorus_state_destroy(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        self.close()
