@@ -10,7 +10,7 @@
 // state (updated the same way after every round) before each attempt, and prints instead
 //   OK round=K epoch=E world=N correct=true|false hash=H attempts=A state=S
 // With --scan the collective is an All-Scan (sum); "correct" checks the inclusive prefix.
-// With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
+// With --stop-before-round K it SIGSTOPs itself before round K. With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
 // runs rounds of another collective and checks restore-on-abort (RestorePeer.swift).
 import Chorus
 #if canImport(Glibc)
@@ -68,6 +68,9 @@ do {
     }
     var round = 0
     while round < rounds {
+        // --stop-before-round K: the peer stops itself (SIGSTOP) just before round K's collective, so
+        // the others wait on its data, not on its report.
+        if round == argument("stop-before-round", default: -1) { raise(SIGSTOP) }
         let rank = communicator.rank, size = communicator.worldSize, epoch = communicator.epoch
         let original = inputs(rank: rank, round: round)
         var values = original
