@@ -6,7 +6,7 @@ import Testing
 /// Ring all-reduce over real sockets for world sizes 1 to 8: every dtype and op, element counts 0,
 /// 1, primes and non-multiples of the world size, in place and out of place, compared bitwise with
 /// the sequential reference fold. Small segments make even small counts cross segment boundaries.
-@Suite(.serialized, .exclusiveCPU) struct AllReduceMatrixTests {
+@Suite(.serialized) struct AllReduceMatrixTests {
     static let counts = [0, 1, 2, 3, 7, 13, 97, 1031]
 
     @Test(arguments: 1 ... 8)

@@ -7,7 +7,7 @@ import Testing
 /// that do and do not divide the state), recursive doubling against its round-by-round fold; every
 /// operator, exclusive and inclusive, forward and reverse, world sizes 1 to 8, empty states, decays of
 /// every broadcast shape, and decay-0 resets.
-@Suite(.serialized, .exclusiveCPU) struct AllScanTests {
+@Suite(.serialized) struct AllScanTests {
     static let floats: [DataType] = [.float32, .float64, .float16, .bfloat16]
 
     /// Decays in (0, 1], with zeros at a few (rank, group) places: a reset.

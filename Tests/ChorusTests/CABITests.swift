@@ -5,7 +5,7 @@ import Testing
 
 /// The C ABI from C: a program compiled against chorus.h and linked with libchorus.so, three
 /// processes of it against one master, every collective and the shared state checked exactly.
-@Suite(.serialized, .exclusiveCPU) struct CABITests {
+@Suite(.serialized) struct CABITests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     @Test func aCProgramRunsEveryCollectiveInThreeProcesses() throws {

@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// Local launchers never wait for a group that can no longer form, and no process outlives them.
-@Suite(.serialized, .exclusiveCPU) struct LauncherTests {
+@Suite(.serialized) struct LauncherTests {
     /// Three peers must form a world of 3, but one cannot reach the master: the other two would sit in
     /// `updateTopology(minimumWorldSize: 3)` until the admission timeout. The group stops them at once.
     @Test func aFailedChildStopsItsSiblingsAndTheWaitReturnsAtOnce() throws {

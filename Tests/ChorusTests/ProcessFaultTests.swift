@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// Real peer processes (chorus-test-peer) on loopback, real SIGKILL and SIGSTOP.
-@Suite(.serialized, .exclusiveCPU) struct ProcessFaultTests {
+@Suite(.serialized) struct ProcessFaultTests {
     static let binaries: String = {
         let path = ChildProcess.currentExecutable()
         var directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
@@ -292,7 +292,7 @@ import Glibc
 }
 
 /// The executables people run, smoke-tested as they run them.
-@Suite(.serialized, .exclusiveCPU) struct ExecutableSmokeTests {
+@Suite(.serialized) struct ExecutableSmokeTests {
     private func run(_ name: String, _ arguments: [String]) throws -> (Int32?, String) {
         let child = try ChildProcess(executable: ProcessFaultTests.binaries + "/" + name, arguments: arguments,
                                      captureOutput: true)

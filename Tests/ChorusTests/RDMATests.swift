@@ -14,7 +14,7 @@ import Glibc
 /// that cannot be opened, or a build without the RDMA backend, fails the run instead of skipping it.
 let rdmaTestsRequired = Configuration.currentEnvironment()["CHORUS_REQUIRE_RDMA"] == "1"
 
-@Suite(.serialized, .exclusiveCPU, .enabled(if: TransportKind.rdmaUnavailableReason == nil || rdmaTestsRequired, "no RDMA device on this machine"))
+@Suite(.serialized, .enabled(if: TransportKind.rdmaUnavailableReason == nil || rdmaTestsRequired, "no RDMA device on this machine"))
 struct RDMATests {
     static let host = Configuration.currentEnvironment()["CHORUS_RDMA_TEST_HOST"] ?? "10.99.0.1"
 

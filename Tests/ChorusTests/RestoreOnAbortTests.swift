@@ -9,7 +9,7 @@ import Glibc
 /// buffers, blocking and async: three peer processes run rounds of one collective and one of them is
 /// SIGKILLed at several points of a round (as it starts, and some milliseconds into it). The
 /// survivors must each see one retryable abort with their input as it was, then finish correctly.
-@Suite(.serialized, .exclusiveCPU) struct RestoreOnAbortTests {
+@Suite(.serialized) struct RestoreOnAbortTests {
     struct Case: Sendable, CustomTestStringConvertible {
         let collective: String, form: String, mode: String, place: String
         let killAfterMs: UInt32

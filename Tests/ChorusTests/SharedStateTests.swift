@@ -6,7 +6,7 @@ import Testing
 
 /// Shared-state synchronization over real sockets: election, transfer into place, bitwise checks
 /// against the version every peer should end with.
-@Suite(.serialized, .exclusiveCPU) struct SharedStateTests {
+@Suite(.serialized) struct SharedStateTests {
     /// One tensor of every dtype, plus per-peer statistics that are allowed to differ.
     static let layout: [(name: String, dataType: DataType, count: Int)] =
         DataType.allCases.enumerated().map { ("t\($0.offset)-\($0.element)", $0.element, 1 + 977 * $0.offset) }
