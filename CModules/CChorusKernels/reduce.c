@@ -48,16 +48,14 @@ static int use_avx2(void) {
 
 const char *chorus_kernels_isa(void) { return use_avx2() ? "avx2+f16c" : "baseline"; }
 
+int chorus_kernels_supports(const char *isa) {
+    return strcmp(isa, "baseline") == 0 || (strcmp(isa, "avx2+f16c") == 0 && cpu_has_avx2());
+}
+
 int chorus_kernels_select(const char *isa) {
-    if (strcmp(isa, "baseline") == 0) {
-        __atomic_store_n(&selected_avx2, 0, __ATOMIC_RELAXED);
-        return 0;
-    }
-    if (strcmp(isa, "avx2+f16c") == 0 && cpu_has_avx2()) {
-        __atomic_store_n(&selected_avx2, 1, __ATOMIC_RELAXED);
-        return 0;
-    }
-    return -1;
+    if (!chorus_kernels_supports(isa)) return -1;
+    __atomic_store_n(&selected_avx2, strcmp(isa, "avx2+f16c") == 0, __ATOMIC_RELAXED);
+    return 0;
 }
 
 size_t chorus_dtype_size(int dtype) {

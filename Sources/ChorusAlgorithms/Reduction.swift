@@ -23,9 +23,7 @@ public enum Reduction {
 
     /// The instruction sets the kernels can run here ("avx2+f16c" where the CPU has it, "baseline").
     public static var availableInstructionSets: [String] {
-        let current = instructionSet
-        defer { _ = chorus_kernels_select(current) }
-        return ["avx2+f16c", "baseline"].filter { chorus_kernels_select($0) == 0 }
+        ["avx2+f16c", "baseline"].filter { chorus_kernels_supports($0) != 0 }
     }
 
     /// Switches the kernels to `name` (see `availableInstructionSets`); false when this CPU cannot.

@@ -34,47 +34,56 @@ private func queued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<Opaq
     }
 }
 
-// Buffers cross to the queue as raw pointers: the caller lends them until the call (or request) ends.
+/// The caller's buffers, crossing to the queue as raw pointers: they are lent until the call (or its
+/// request) ends. Their lengths are taken when the collective runs, since some depend on the world size.
 private struct Lent: @unchecked Sendable {
-    let send: UnsafeRawBufferPointer
-    let receive: UnsafeMutableRawBufferPointer
+    let send: UnsafeRawPointer?
+    let receive: UnsafeMutableRawPointer?
+
+    func sendBytes(_ elements: Int, _ type: DataType) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: send, count: elements * type.size)
+    }
+    func receiveBytes(_ elements: Int, _ type: DataType) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: receive, count: elements * type.size)
+    }
 }
 
 private func allReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
                        _ op: chorus_reduce_op) throws -> BoundCollective {
     let dataType = try dataType(type), op = try reduceOp(op)
-    let lent = Lent(send: try bytes(send, count, dataType, "send"), receive: try mutableBytes(receive, count, dataType, "receive"))
-    return { try $0.allReduce(send: lent.send, receive: lent.receive, count: count, dataType: dataType, op: op) }
+    _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
+    let lent = Lent(send: send, receive: receive)
+    return { try $0.allReduce(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count, dataType), count: count,
+                              dataType: dataType, op: op) }
 }
 
 private func reduceScatter(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
                            _ op: chorus_reduce_op) throws -> BoundCollective {
     let dataType = try dataType(type), op = try reduceOp(op)
-    let receiveBytes = try mutableBytes(receive, count, dataType, "receive")
-    _ = try bytes(send, count, dataType, "send")
-    let lent = Lent(send: UnsafeRawBufferPointer(start: send, count: 0), receive: receiveBytes)
+    _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
+    let lent = Lent(send: send, receive: receive)
     return { c in
-        let whole = UnsafeRawBufferPointer(start: lent.send.baseAddress, count: count * c.worldSize * dataType.size)
-        try c.reduceScatter(send: whole, receive: lent.receive, count: count, dataType: dataType, op: op)
+        try c.reduceScatter(send: lent.sendBytes(count * c.worldSize, dataType), receive: lent.receiveBytes(count, dataType),
+                            count: count, dataType: dataType, op: op)
     }
 }
 
 private func allGather(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
                        _ type: chorus_type) throws -> BoundCollective {
     let dataType = try dataType(type)
-    let sendBytes = try bytes(send, count, dataType, "send")
-    _ = try mutableBytes(receive, count, dataType, "receive")
-    let lent = Lent(send: sendBytes, receive: UnsafeMutableRawBufferPointer(start: receive, count: 0))
+    _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
+    let lent = Lent(send: send, receive: receive)
     return { c in
-        let whole = UnsafeMutableRawBufferPointer(start: lent.receive.baseAddress, count: count * c.worldSize * dataType.size)
-        try c.allGather(send: lent.send, receive: whole, count: count, dataType: dataType)
+        try c.allGather(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count * c.worldSize, dataType),
+                        count: count, dataType: dataType)
     }
 }
 
 private func broadcast(_ buffer: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type, _ root: Int32) throws -> BoundCollective {
     let dataType = try dataType(type)
-    let lent = Lent(send: UnsafeRawBufferPointer(start: nil, count: 0), receive: try mutableBytes(buffer, count, dataType, "buffer"))
-    return { try $0.broadcast(lent.receive, root: Int(root)) }
+    _ = try mutableBytes(buffer, count, dataType, "buffer")
+    let lent = Lent(send: nil, receive: buffer)
+    return { try $0.broadcast(lent.receiveBytes(count, dataType), root: Int(root)) }
 }
 
 private func allScan(_ state: UnsafeRawPointer?, _ exclusive: UnsafeMutableRawPointer?, _ inclusive: UnsafeMutableRawPointer?,

@@ -218,6 +218,7 @@ class Communicator(Owned):
         check(getattr(_native.lib, function)(self._live(), *arguments, ctypes.byref(error)), error)
 
     def _run(self, function, arguments, keep):
+        # The caller holds `keep` (its arrays) for as long as this blocking call runs.
         self._call(function, *arguments)
 
     def _start(self, function, arguments, keep):

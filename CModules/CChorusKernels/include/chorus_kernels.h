@@ -51,6 +51,9 @@ int chorus_affine_step(int dtype, void *out, const void *decay, const void *x, c
 /// The instruction set the kernels dispatched to on this machine ("avx2+f16c" or "baseline").
 const char *chorus_kernels_isa(void);
 
+/// 1 when this CPU can run the kernels built for `isa` ("avx2+f16c" or "baseline"), else 0.
+int chorus_kernels_supports(const char *isa);
+
 /// Makes the kernels use `isa` ("avx2+f16c" or "baseline") from now on, so both builds can be tested
 /// (and compared) on one machine. 0 on success, -1 when this CPU cannot run it.
 int chorus_kernels_select(const char *isa);
