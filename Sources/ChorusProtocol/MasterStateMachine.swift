@@ -14,6 +14,9 @@
 ///   data moves; `report`; or `syncState`) with what it was called with. Two arrivals that differ
 ///   abort the operation at once (`argumentMismatch` naming the field, the values and the ranks), so
 ///   members that called different collectives never wait for each other's data.
+///   A member that asks for the safe point while others have arrived at the undecided operation
+///   (or that others reach while it waits there) aborts that operation with
+///   `topologyUpdateRequested`: it will not call it, so they must not wait for it.
 ///   After an abort the epoch is broken: every later operation in it aborts with the same reason,
 ///   until the members re-form the ring with an update.
 /// - synchronization: an operation whose members first send their shared-state digests; once all
@@ -94,7 +97,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         case .updateTopology(_, let minimum):
             guard peer.role == .member else { return [] } // pending peers wait for admission anyway
             peers[connection]?.requestedMinimum = minimum
-            return formTopologyIfReady()
+            // Members that already began the undecided operation would wait for this one forever.
+            var actions: [Action] = []
+            if brokenReason == nil, syncInTransfer == nil, !arrivals.isEmpty {
+                actions += abort(opID: lastDecidedOp + 1, .topologyUpdateRequested(peer.id))
+            }
+            return actions + formTopologyIfReady()
         case .leave:
             if peer.role == .pending {
                 peers[connection] = nil
@@ -224,6 +232,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
                                 _ descriptor: OperationDescriptor) -> [Action] {
         if let answer = screen(connection, epoch: beginEpoch, opID: opID) { return answer }
         if let reason = brokenReason, syncInTransfer?.opID != opID { return decide(opID: opID, .aborted(reason)) }
+        if let conflict = safePointConflict(opID: opID) { return conflict }
         return arrive(connection, opID: opID, descriptor) ?? []
     }
 
@@ -232,6 +241,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if let answer = screen(connection, epoch: reportEpoch, opID: opID) { return answer }
         let transferring = syncInTransfer?.opID == opID
         if !transferring, let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
+        if !transferring, let conflict = safePointConflict(opID: opID) { return conflict }
         if !transferring, let mismatch = arrive(connection, opID: opID, report.descriptor) { return mismatch }
         switch report.outcome {
         case .aborted(.timedOut(let reporter, _)):
@@ -242,6 +252,14 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             reports[connection] = report
             return decideIfAllReported(opID: opID)
         }
+    }
+
+    /// The abort of operation `opID` when a member already waits at the safe point: it will not
+    /// call the operation, so the members that did must not wait for it.
+    private mutating func safePointConflict(opID: UInt64) -> [Action]? {
+        let waiting = ring.compactMap { peers[$0] }.first { $0.role == .member && $0.requestedMinimum != nil }
+        guard let waiting else { return nil }
+        return abort(opID: opID, .topologyUpdateRequested(waiting.id))
     }
 
     /// The ranks that have sent nothing for the undecided operation.
@@ -291,6 +309,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
                                     _ digest: StateDigest) -> [Action] {
         if let answer = screen(connection, epoch: reportEpoch, opID: opID) { return answer }
         if let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
+        if let conflict = safePointConflict(opID: opID) { return conflict }
         let call = OperationDescriptor(collective: OperationDescriptor.synchronizeCollective, dataType: 0, reduceOp: 0,
                                        count: UInt64(digest.tensors.count))
         if let mismatch = arrive(connection, opID: opID, call) { return mismatch }

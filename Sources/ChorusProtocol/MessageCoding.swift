@@ -30,6 +30,7 @@ extension ByteWriter {
             case .stateMismatch(let why): u8(7); string(why)
             case .stateSenderOutdated(let id): u8(8); u64(id)
             case .stateTransferFailed(let reporter, let detail): u8(9); u64(reporter); string(detail)
+            case .topologyUpdateRequested(let id): u8(10); u64(id)
             }
         }
     }
@@ -60,6 +61,7 @@ extension ByteReader {
         case 7: return .aborted(.stateMismatch(try string()))
         case 8: return .aborted(.stateSenderOutdated(try u64()))
         case 9: return .aborted(.stateTransferFailed(reporter: try u64(), detail: try string()))
+        case 10: return .aborted(.topologyUpdateRequested(try u64()))
         case let other: throw DecodeError("unknown outcome \(other)")
         }
     }

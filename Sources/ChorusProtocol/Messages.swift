@@ -41,6 +41,9 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
     case peerLost(PeerID)
     /// A member asked to leave while the others had started this operation.
     case peerLeft(PeerID)
+    /// A member went to the safe point (`updateTopology`, usually because a peer waits to join or
+    /// leave) while others had started this operation; they retry after their own update.
+    case topologyUpdateRequested(PeerID)
     /// A member's data link to a neighbour failed.
     case linkFailed(reporter: PeerID, detail: String)
     /// A member's wait passed the operation deadline. `notArrived`: the ranks that had not called
@@ -64,6 +67,7 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .peerLost(let id): "peer \(id) was lost"
         case .peerLeft(let id): "peer \(id) left the group"
+        case .topologyUpdateRequested(let id): "peer \(id) asked for a topology update instead of calling this operation"
         case .linkFailed(let reporter, let detail): "peer \(reporter) lost a link: \(detail)"
         case .timedOut(let reporter, let notArrived) where notArrived.isEmpty:
             "peer \(reporter) timed out waiting for the operation to finish"

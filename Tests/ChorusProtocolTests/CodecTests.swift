@@ -15,7 +15,8 @@ import Testing
         for message in toMaster { #expect(try PeerToMaster(decoding: message.encoded()) == message) }
         let reasons: [AbortReason] = [.peerLost(2), .peerLeft(3), .timedOut(reporter: 4, notArrived: []),
                                       .timedOut(reporter: 4, notArrived: [0, 7]), .argumentMismatch("count differs"), .staleEpoch,
-                                      .linkFailed(reporter: 1, detail: "x")]
+                                      .linkFailed(reporter: 1, detail: "x"), .topologyUpdateRequested(6),
+                                      .stateMismatch("shapes"), .stateSenderOutdated(2), .stateTransferFailed(reporter: 3, detail: "hash")]
         var toPeer: [MasterToPeer] = [.registered(42), .membershipPending(joining: 3, leaving: 1), .left, .rejected("no"),
                                       .topology(Topology(epoch: 5, members: [Member(id: 1, address: Self.address),
                                                                              Member(id: 9, address: PeerAddress(host: "::1", port: 1))]))]

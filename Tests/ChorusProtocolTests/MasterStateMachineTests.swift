@@ -149,6 +149,29 @@ import Testing
         #expect(m.registeredCount == 2)
     }
 
+    @Test func aSafePointRequestAbortsAnOperationOthersBegan() {
+        var m = formed(3)
+        _ = m.received(.register(listen: address(4)), from: 4) // waits to join
+        #expect(m.received(.begin(epoch: 2, opID: 1, descriptor: Self.descriptor), from: 1).isEmpty)
+        let update = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 2)
+        #expect(verdicts(update) == [1: .aborted(.topologyUpdateRequested(2)), 2: .aborted(.topologyUpdateRequested(2)),
+                                     3: .aborted(.topologyUpdateRequested(2))])
+        _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 1)
+        let formed = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 3)
+        #expect(topologies(formed)[4]?.members.map(\.id) == [1, 2, 3, 4])
+    }
+
+    @Test func anOperationBegunWhileAMemberWaitsAtTheSafePointAborts() {
+        var m = formed(3)
+        let update = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 3)
+        #expect(verdicts(update).isEmpty, "nobody had begun anything: nothing to abort")
+        let begin = m.received(.begin(epoch: 2, opID: 1, descriptor: Self.descriptor), from: 1)
+        #expect(Set(verdicts(begin).values) == [.aborted(.topologyUpdateRequested(3))])
+        let barrier = OperationDescriptor(collective: 5, dataType: 0, reduceOp: 0, count: 0)
+        let late = m.received(.report(epoch: 2, opID: 2, descriptor: barrier, outcome: .success), from: 2)
+        #expect(Set(verdicts(late).values) == [.aborted(.topologyUpdateRequested(3))], "the epoch stays broken")
+    }
+
     @Test func unregisteredAndDuplicateRegistrationsAreRejectedAndClosed() {
         var m = formed(1)
         #expect(m.received(.updateTopology(epoch: 1, minimumWorldSize: 1), from: 9).contains(.close(9)))

@@ -31,9 +31,11 @@ import Testing
         let finished = DispatchSemaphore(value: 0)
         let failures = Mutex<[String]>([])
         func peer(joinLate: Bool) {
-            Thread {
+            Task(executorPreference: ThreadPerJobExecutor.shared) { @Sendable in
                 do {
-                    if joinLate { Thread.sleep(forTimeInterval: 0.3) }
+                    // The late peer registers once both others have finished a step as a world of two.
+                    let joinAfter = Date().addingTimeInterval(60)
+                    while joinLate && worlds.withLock({ $0[2]?.count ?? 0 }) < 2 && Date() < joinAfter { usleep(2_000) }
                     let c = try Communicator(master: master.endpoint, configuration: configuration)
                     while !joinLate && c.worldSize < 2 { try c.updateTopology(minimumWorldSize: 2) }
                     var round = 0
@@ -50,7 +52,7 @@ import Testing
                     failures.withLock { $0.append("\(error)") }
                 }
                 finished.signal()
-            }.start()
+            }
         }
         peer(joinLate: false)
         peer(joinLate: false)
