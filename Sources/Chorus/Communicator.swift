@@ -129,14 +129,19 @@ public final class Communicator: Sendable {
 
     /// A safe point: lets the master admit waiting peers and drop lost ones, then connects the ring
     /// of the new epoch. Every member must call it; it returns when the new epoch is ready.
-    /// - Parameter minimumWorldSize: wait until at least this many peers (members plus waiting
-    ///   peers) can form the new epoch.
+    /// - Parameters:
+    ///   - minimumWorldSize: wait until at least this many peers (members plus admitted waiting
+    ///     peers) can form the new epoch.
+    ///   - admitting: false re-forms the current members only (lost ones dropped) and leaves
+    ///     waiting peers waiting, unless every other member admits: a retry after a failure that
+    ///     should not pull a joiner into the middle of a step (PCCL's retry semantics).
     /// - Throws: `topologyFailed` (retryable: call again), `masterUnreachable`, `evicted`, `timedOut`.
-    public func updateTopology(minimumWorldSize: Int = 1) throws {
+    public func updateTopology(minimumWorldSize: Int = 1, admitting: Bool = true) throws {
         try withCore { core throws in
             let session = try core.openSession()
             try session.sendToMaster(.updateTopology(epoch: session.topology.epoch,
-                                                     minimumWorldSize: UInt32(clamping: minimumWorldSize)))
+                                                     minimumWorldSize: UInt32(clamping: minimumWorldSize),
+                                                     admitting: admitting))
             do throws {
                 try session.awaitTopology(deadline: .now + session.configuration.admissionTimeout)
             } catch {
@@ -147,9 +152,9 @@ public final class Communicator: Sendable {
         }
     }
 
-    /// Async form of `updateTopology(minimumWorldSize:)`.
-    public func updateTopology(minimumWorldSize: Int = 1) async throws {
-        try await offload(queue) { () throws in try self.updateTopology(minimumWorldSize: minimumWorldSize) }
+    /// Async form of `updateTopology(minimumWorldSize:admitting:)`.
+    public func updateTopology(minimumWorldSize: Int = 1, admitting: Bool = true) async throws {
+        try await offload(queue) { () throws in try self.updateTopology(minimumWorldSize: minimumWorldSize, admitting: admitting) }
     }
 
     /// Leaves the group gracefully at the next safe point (the others see only the ring re-forming).

@@ -67,11 +67,13 @@ public func chorus_comm_leave(_ comm: OpaquePointer?, _ error: UnsafeMutablePoin
 }
 
 @_cdecl("chorus_update_topology")
-public func chorus_update_topology(_ comm: OpaquePointer?, _ minimumWorldSize: Int32,
+public func chorus_update_topology(_ comm: OpaquePointer?, _ minimumWorldSize: Int32, _ admitPending: Int32,
                                    _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
-        try handle.queue.sync { try handle.communicator.updateTopology(minimumWorldSize: Int(minimumWorldSize)) }
+        try handle.queue.sync {
+            try handle.communicator.updateTopology(minimumWorldSize: Int(minimumWorldSize), admitting: admitPending != 0)
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 /// - pending peer: registered, waiting for admission at the next safe point;
 /// - member: in the current epoch's ring; its index in `ring` is its rank;
 /// - safe point: every member has asked for a topology update (or to leave), so the master may
-///   admit pending peers, drop leavers, and start a new epoch;
+///   admit pending peers (unless a member asked to re-form without admitting), drop leavers, and
+///   start a new epoch;
 /// - verdict: the one outcome of operation `opID` in an epoch. Success needs a success report from
 ///   every member with identical descriptors; the first failure report or lost member aborts it.
 /// - arrival: the first message of a member for the undecided operation (`begin`, sent before its
@@ -42,6 +43,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         let address: PeerAddress
         var role: Role
         var requestedMinimum: UInt32? // set while the member waits at the safe point
+        var admitting = true // what it asked for there: false keeps waiting peers waiting
     }
 
     private struct Report: Sendable {
@@ -94,9 +96,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         switch message {
         case .register:
             return [.send(connection, .rejected("already registered as peer \(peer.id)")), .close(connection)]
-        case .updateTopology(_, let minimum):
+        case .updateTopology(_, let minimum, let admitting):
             guard peer.role == .member else { return [] } // pending peers wait for admission anyway
             peers[connection]?.requestedMinimum = minimum
+            peers[connection]?.admitting = admitting
             // Members that already began the undecided operation would wait for this one forever.
             var actions: [Action] = []
             if brokenReason == nil, syncInTransfer == nil, !arrivals.isEmpty {
@@ -168,8 +171,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     private mutating func formTopologyIfReady() -> [Action] {
-        let pending = peers.values.filter { $0.role == .pending }.sorted { $0.id < $1.id }.map(\.connection)
         let members = ring.compactMap { peers[$0] }
+        // Waiting peers join only when every member admits (a member re-forming after a failure
+        // may keep them waiting until the program's own safe point).
+        let admitting = members.allSatisfy { $0.role == .leaving || $0.admitting }
+        let pending = admitting ? peers.values.filter { $0.role == .pending }.sorted { $0.id < $1.id }.map(\.connection) : []
         if members.isEmpty && pending.isEmpty { return [] }
         if !members.isEmpty {
             guard members.allSatisfy({ $0.requestedMinimum != nil }) else { return [] }
@@ -193,6 +199,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         for connection in ring {
             peers[connection]?.role = .member
             peers[connection]?.requestedMinimum = nil
+            peers[connection]?.admitting = true
         }
         let topology = Topology(epoch: epoch, members: ring.compactMap { peers[$0] }.map {
             Member(id: $0.id, address: $0.address)

@@ -77,7 +77,8 @@ extension PeerToMaster {
         var w = ByteWriter()
         switch self {
         case .register(let listen): w.kind(.register); w.address(listen)
-        case .updateTopology(let epoch, let minimum): w.kind(.updateTopology); w.u64(epoch); w.u32(minimum)
+        case .updateTopology(let epoch, let minimum, let admitting):
+            w.kind(.updateTopology); w.u64(epoch); w.u32(minimum); w.u8(admitting ? 1 : 0)
         case .begin(let epoch, let opID, let d):
             w.kind(.begin); w.u64(epoch); w.u64(opID); w.descriptor(d)
         case .report(let epoch, let opID, let d, let outcome):
@@ -92,7 +93,7 @@ extension PeerToMaster {
         var r = ByteReader(bytes)
         switch try r.kind() {
         case .register: self = .register(listen: try r.address())
-        case .updateTopology: self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32())
+        case .updateTopology: self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32(), admitting: try r.flag("admitting"))
         case .begin: self = .begin(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor())
         case .report:
             self = .report(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor(), outcome: try r.outcome())

@@ -124,8 +124,10 @@ extension OperationDescriptor {
 public enum PeerToMaster: Hashable, Sendable {
     /// First message on a new master connection.
     case register(listen: PeerAddress)
-    /// The peer reached a safe point and lets the master re-form the ring.
-    case updateTopology(epoch: UInt64, minimumWorldSize: UInt32)
+    /// The peer reached a safe point and lets the master re-form the ring. `admitting` false: only
+    /// the current members re-form (lost ones dropped); waiting peers stay waiting unless every
+    /// member admits.
+    case updateTopology(epoch: UInt64, minimumWorldSize: UInt32, admitting: Bool = true)
     /// The peer starts operation `opID` (sent before its data moves, so the master compares the
     /// members' calls while the data is on its way and stops a mismatch in milliseconds).
     case begin(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor)

@@ -32,9 +32,8 @@ extension ByteReader {
         var tensors: [TensorDigest] = []
         tensors.reserveCapacity(n)
         for _ in 0 ..< n {
-            let name = try string(), dataType = try u8(), count = try u64(), flag = try u8()
-            guard flag <= 1 else { throw DecodeError("allowed-to-differ flag \(flag) is not 0 or 1") }
-            tensors.append(TensorDigest(name: name, dataType: dataType, count: count, allowedToDiffer: flag == 1, hash: try u64()))
+            let name = try string(), dataType = try u8(), count = try u64(), allowedToDiffer = try flag("allowed-to-differ")
+            tensors.append(TensorDigest(name: name, dataType: dataType, count: count, allowedToDiffer: allowedToDiffer, hash: try u64()))
         }
         return StateDigest(revision: revision, strategy: strategy, tensors: tensors)
     }

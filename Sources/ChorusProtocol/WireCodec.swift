@@ -45,6 +45,13 @@ struct ByteReader {
     mutating func u32() throws(DecodeError) -> UInt32 { try integer() }
     mutating func u64() throws(DecodeError) -> UInt64 { try integer() }
 
+    /// A boolean byte: 0 or 1, anything else refused.
+    mutating func flag(_ what: String) throws(DecodeError) -> Bool {
+        let value = try u8()
+        guard value <= 1 else { throw DecodeError("\(what) flag \(value) is not 0 or 1") }
+        return value == 1
+    }
+
     mutating func string() throws(DecodeError) -> String {
         let count = Int(try u16())
         guard count <= Int(Self.maxStringBytes) else { throw DecodeError("string longer than \(Self.maxStringBytes) bytes") }

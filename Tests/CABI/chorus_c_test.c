@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     const char *options[] = {"CHORUS_PEER_TIMEOUT_MS=5000", "CHORUS_LOG_LEVEL=error", NULL};
     chorus_comm *comm = NULL;
     CALL(chorus_comm_create(master, options, &comm, &error));
-    while (chorus_comm_world_size(comm) < world) CALL(chorus_update_topology(comm, world, &error));
+    while (chorus_comm_world_size(comm) < world) CALL(chorus_update_topology(comm, world, 1, &error));
     int rank = chorus_comm_rank(comm), n = chorus_comm_world_size(comm);
     CHECK(n == world && rank >= 0 && rank < n, "rank %d of %d", rank, n);
     CHECK(chorus_comm_epoch(comm) >= 1 && chorus_comm_peer_id(comm) >= 1, "epoch and peer id");

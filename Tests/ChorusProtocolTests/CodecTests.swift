@@ -7,7 +7,7 @@ import Testing
 
     @Test func everyMessageRoundTrips() throws {
         let toMaster: [PeerToMaster] = [
-            .register(listen: Self.address), .updateTopology(epoch: 7, minimumWorldSize: 4), .leave(epoch: 9),
+            .register(listen: Self.address), .updateTopology(epoch: 7, minimumWorldSize: 4), .updateTopology(epoch: 7, minimumWorldSize: 1, admitting: false), .leave(epoch: 9),
             .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
             .begin(epoch: 3, opID: 11, descriptor: Self.descriptor),
             .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, detail: "reset"))),
@@ -41,6 +41,8 @@ import Testing
         #expect(throws: DecodeError.self) { try MasterToPeer(decoding: [0x46, 0x01, 0x00, 0xF1]) }
         let mesh = PeerToPeer.hello(epoch: 1, from: 2, to: 3, link: .mesh).encoded()
         #expect(throws: DecodeError.self) { try PeerToPeer(decoding: Array(mesh.dropLast(4)) + [1, 0, 0, 0]) }
+        let update = PeerToMaster.updateTopology(epoch: 1, minimumWorldSize: 1, admitting: true).encoded()
+        #expect(throws: DecodeError("admitting flag 2 is not 0 or 1")) { try PeerToMaster(decoding: update.dropLast() + [2]) }
         // Long strings are cut at a character boundary (1024 bytes = 512 "é"), so they stay valid.
         let long = MasterToPeer.rejected(String(repeating: "é", count: 700))
         #expect(try MasterToPeer(decoding: long.encoded()) == .rejected(String(repeating: "é", count: 512)))

@@ -172,6 +172,18 @@ import Testing
         #expect(Set(verdicts(late).values) == [.aborted(.topologyUpdateRequested(3))], "the epoch stays broken")
     }
 
+    @Test func reformingWithoutAdmittingKeepsWaitingPeersWaitingUntilEveryMemberAdmits() {
+        var m = formed(2)
+        _ = m.received(.register(listen: address(3)), from: 3)
+        _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1, admitting: false), from: 1)
+        let healed = topologies(m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 2))
+        #expect(healed[1]?.members.map(\.id) == [1, 2] && healed[3] == nil, "one member kept the joiner waiting")
+        #expect(m.pendingCount == 1)
+        _ = m.received(.updateTopology(epoch: 3, minimumWorldSize: 1), from: 1)
+        let admitted = topologies(m.received(.updateTopology(epoch: 3, minimumWorldSize: 1), from: 2))
+        #expect(admitted[3]?.members.map(\.id) == [1, 2, 3])
+    }
+
     @Test func unregisteredAndDuplicateRegistrationsAreRejectedAndClosed() {
         var m = formed(1)
         #expect(m.received(.updateTopology(epoch: 1, minimumWorldSize: 1), from: 9).contains(.close(9)))

@@ -48,7 +48,7 @@ _PROTOTYPES = {
     "chorus_comm_create": (_status, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), _pp, _err]),
     "chorus_comm_destroy": (None, [_p]),
     "chorus_comm_leave": (_status, [_p, _err]),
-    "chorus_update_topology": (_status, [_p, _i32, _err]),
+    "chorus_update_topology": (_status, [_p, _i32, _i32, _err]),
     "chorus_comm_rank": (_i32, [_p]),
     "chorus_comm_world_size": (_i32, [_p]),
     "chorus_comm_epoch": (_u64, [_p]),

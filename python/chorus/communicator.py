@@ -108,9 +108,11 @@ class Communicator(Owned):
         """True when peers wait to join or leave: call `update_topology()` between steps."""
         return self.pending_joins + self.pending_leaves > 0
 
-    def update_topology(self, minimum_world_size=1):
-        """A safe point: admits waiting peers, drops lost ones, connects the new epoch."""
-        self._call("chorus_update_topology", minimum_world_size)
+    def update_topology(self, minimum_world_size=1, admit_pending=True):
+        """A safe point: admits waiting peers, drops lost ones, connects the new epoch. Every member
+        calls it. `admit_pending=False` re-forms the current members only: waiting peers keep waiting
+        (unless every other member admits), as a retry after a failure wants."""
+        self._call("chorus_update_topology", minimum_world_size, 1 if admit_pending else 0)
 
     def leave(self):
         """Leaves the group at the next safe point; afterwards only `close()` is allowed."""

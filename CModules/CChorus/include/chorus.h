@@ -121,8 +121,14 @@ chorus_status chorus_comm_create(const char *master, const char *const *options,
 void chorus_comm_destroy(chorus_comm *comm);
 /** Leaves the group at the next safe point; the communicator can then only be destroyed. */
 chorus_status chorus_comm_leave(chorus_comm *comm, chorus_error *error);
-/** A safe point: admits waiting peers, drops lost ones, connects the new epoch. Every member calls it. */
-chorus_status chorus_update_topology(chorus_comm *comm, int32_t minimum_world_size, chorus_error *error);
+/**
+ * A safe point: admits waiting peers, drops lost ones, connects the new epoch. Every member calls it.
+ * Waits until at least `minimum_world_size` peers can form the epoch. `admit_pending` 0 re-forms the
+ * current members only and leaves waiting peers waiting (unless every other member admits): a
+ * retry after a failure that should not pull a joiner into the middle of a step.
+ */
+chorus_status chorus_update_topology(chorus_comm *comm, int32_t minimum_world_size, int32_t admit_pending,
+                                     chorus_error *error);
 
 int32_t chorus_comm_rank(const chorus_comm *comm);
 int32_t chorus_comm_world_size(const chorus_comm *comm);
