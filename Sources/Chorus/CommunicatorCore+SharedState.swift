@@ -25,7 +25,7 @@ extension Core {
         let plan: SyncPlan
         switch answer {
         case .verdict(.success):
-            return SyncResult(revision: state.revision, wasOutdated: false, receivedTensors: [], bytesReceived: 0, sources: [],
+            return SyncResult(revision: state.revision, wasOutdated: false, receivedTensors: [], bytesReceived: 0, bytesSent: 0, sources: [],
                               lostSources: [])
         case .verdict(.aborted(let reason)):
             abandonEpoch(session)
@@ -45,7 +45,7 @@ extension Core {
             .map { (index: $0, tensor: state.tensors[Int($0)], electedHash: plan.hashes[Int($0)]) }
         let descriptor = OperationDescriptor(collective: Collective.synchronize.rawValue, dataType: 0, reduceOp: 0,
                                              count: UInt64(state.tensors.count), detail: plan.revision)
-        var lost: [Int] = []
+        var lost: [Int] = [], sent = 0
         try runToVerdict(session: session, opID: opID, deadline: deadline, descriptor: descriptor, route: .mesh,
                          restore: nil) { links in
             if mine != nil {
@@ -54,12 +54,12 @@ extension Core {
             } else {
                 var receivers: [Int: Set<UInt32>] = [:]
                 for receiver in plan.receivers { if let rank = rankOf[receiver.id] { receivers[rank] = Set(receiver.tensors) } }
-                try StateSource(tensors: state.tensors, receivers: receivers).run(links: links)
+                sent = try StateSource(tensors: state.tensors, receivers: receivers).run(links: links)
             }
         }
         state.revision = plan.revision
         return SyncResult(revision: plan.revision, wasOutdated: mine != nil, receivedTensors: received.map(\.tensor.name),
-                          bytesReceived: received.reduce(0) { $0 + $1.tensor.byteCount }, sources: plan.sources,
+                          bytesReceived: received.reduce(0) { $0 + $1.tensor.byteCount }, bytesSent: sent, sources: plan.sources,
                           lostSources: lost.map { members[$0] })
     }
 }

@@ -148,6 +148,8 @@ public struct SyncResult: Sendable, Hashable {
     public let receivedTensors: [String]
     /// Bytes this peer received.
     public let bytesReceived: Int
+    /// Bytes this peer served to outdated members (delivered sends).
+    public let bytesSent: Int
     /// The members that held the elected state and served it (empty when nobody was outdated).
     public let sources: [PeerID]
     /// Sources this peer lost during its transfer (their chunks came from the others).

@@ -117,9 +117,10 @@ struct StateSource {
     /// Receiver rank -> the tensor indices it may ask for.
     let receivers: [Int: Set<UInt32>]
 
-    func run(links: OperationLinks) throws {
+    /// Returns the bytes it delivered (sends that completed).
+    func run(links: OperationLinks) throws -> Int {
         var waiting = Set(receivers.keys)
-        var sends: [(request: TransportRequest, peer: Int)] = []
+        var sends: [(request: TransportRequest, peer: Int, bytes: Int)] = []
         while !waiting.isEmpty {
             switch try links.nextSignal(from: waiting) {
             case .lost(let peer):
@@ -133,7 +134,7 @@ struct StateSource {
                     continue
                 }
                 do {
-                    sends.append((try links.send(bytes, to: peer, tag: tag), peer))
+                    sends.append((try links.send(bytes, to: peer, tag: tag), peer, bytes.count))
                 } catch OperationInterruption.local(.linkFailed) {
                     waiting.remove(peer)
                 }
@@ -142,7 +143,7 @@ struct StateSource {
                 waiting.remove(peer)
             }
         }
-        for (request, peer) in sends { _ = links.settle(request, peer: peer) }
+        return sends.reduce(0) { delivered, send in delivered + (links.settle(send.request, peer: send.peer) ? send.bytes : 0) }
     }
 
     private func requestedBytes(_ index: UInt32, _ offset: UInt64, _ length: UInt32, allowed: Set<UInt32>?) -> UnsafeRawBufferPointer? {

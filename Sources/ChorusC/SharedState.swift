@@ -61,7 +61,7 @@ public func chorus_synchronize(_ comm: OpaquePointer?, _ state: OpaquePointer?, 
             info.pointee = chorus_sync_info(revision: result.revision, was_outdated: result.wasOutdated ? 1 : 0,
                                             tensors_received: Int32(result.receivedTensors.count),
                                             bytes_received: UInt64(result.bytesReceived), sources: Int32(result.sources.count),
-                                            lost_sources: Int32(result.lostSources.count))
+                                            lost_sources: Int32(result.lostSources.count), bytes_sent: UInt64(result.bytesSent))
         }
     }
 }

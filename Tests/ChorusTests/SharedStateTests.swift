@@ -52,6 +52,10 @@ import Testing
                 check(result.receivedTensors == Self.layout.map(\.name), "received \(result.receivedTensors)")
                 check(result.bytesReceived == Self.layout.reduce(0) { $0 + $1.count * $1.dataType.size }, "bytes \(result.bytesReceived)")
             }
+            // What the three sources served adds up to what the outdated peer received.
+            let served = try c.allGather([Int64(result.bytesSent)]).reduce(0, +)
+            check(served == Int64(Self.layout.reduce(0) { $0 + $1.count * $1.dataType.size }), "rank \(c.rank): served \(served)")
+            check(c.rank != 3 || result.bytesSent == 0, "the receiver served \(result.bytesSent) bytes")
             check(Self.holds(state, version: 1, statistics: c.rank), "rank \(c.rank) does not hold version 1 bitwise")
 
             // A deterministic update after an all-reduce keeps everyone equal: the next sync moves nothing.

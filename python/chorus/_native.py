@@ -31,7 +31,8 @@ class Error(ctypes.Structure):
 
 class SyncInfo(ctypes.Structure):
     _fields_ = [("revision", ctypes.c_uint64), ("was_outdated", ctypes.c_int32), ("tensors_received", ctypes.c_int32),
-                ("bytes_received", ctypes.c_uint64), ("sources", ctypes.c_int32), ("lost_sources", ctypes.c_int32)]
+                ("bytes_received", ctypes.c_uint64), ("sources", ctypes.c_int32), ("lost_sources", ctypes.c_int32),
+                ("bytes_sent", ctypes.c_uint64)]
 
 
 _p = ctypes.c_void_p

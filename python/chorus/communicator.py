@@ -237,9 +237,10 @@ class SyncInfo:
         self.was_outdated = bool(info.was_outdated)
         self.tensors_received = info.tensors_received
         self.bytes_received = info.bytes_received
+        self.bytes_sent = info.bytes_sent
         self.sources = info.sources
         self.lost_sources = info.lost_sources
 
     def __repr__(self):
         return (f"SyncInfo(revision={self.revision}, was_outdated={self.was_outdated}, "
-                f"bytes_received={self.bytes_received}, sources={self.sources})")
+                f"bytes_received={self.bytes_received}, bytes_sent={self.bytes_sent}, sources={self.sources})")

@@ -195,6 +195,7 @@ typedef struct chorus_sync_info {
     uint64_t bytes_received;
     int32_t sources;            /* members that served the transfer */
     int32_t lost_sources;       /* sources lost on the way (replaced by others) */
+    uint64_t bytes_sent;        /* bytes this peer served to outdated members */
 } chorus_sync_info;
 
 chorus_status chorus_state_create(uint64_t revision, chorus_state **out, chorus_error *error);
