@@ -157,6 +157,18 @@ public final class Communicator: Sendable {
         try await offload(queue) { () throws in try self.updateTopology(minimumWorldSize: minimumWorldSize, admitting: admitting) }
     }
 
+    /// Reads what the master has sent since the last call, without waiting. The membership counts
+    /// (`pendingPeerCount`, `topologyChangePending`) are otherwise updated while calls run, so a
+    /// member that runs no collective (alone in its world, say) learns of a joiner this way.
+    /// - Throws: `masterUnreachable` when the master is gone.
+    public func pollMembership() throws {
+        try withCore { core throws in
+            let session = try core.openSession()
+            session.drainEvents()
+            if let error = session.masterLossError { throw error }
+        }
+    }
+
     /// Leaves the group gracefully at the next safe point (the others see only the ring re-forming).
     /// The communicator cannot be used afterwards.
     public func leave() throws {

@@ -77,6 +77,14 @@ public func chorus_update_topology(_ comm: OpaquePointer?, _ minimumWorldSize: I
     }
 }
 
+@_cdecl("chorus_comm_poll")
+public func chorus_comm_poll(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    guarded(error) {
+        let handle = try object(comm, "comm", as: CommHandle.self)
+        try handle.queue.sync { try handle.communicator.pollMembership() }
+    }
+}
+
 /// A getter's value, or `fallback` for a NULL handle.
 private func read<T>(_ comm: OpaquePointer?, _ fallback: T, _ body: (Communicator) -> T) -> T {
     guard let comm else { return fallback }

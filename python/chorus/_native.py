@@ -50,6 +50,7 @@ _PROTOTYPES = {
     "chorus_comm_destroy": (None, [_p]),
     "chorus_comm_leave": (_status, [_p, _err]),
     "chorus_update_topology": (_status, [_p, _i32, _i32, _err]),
+    "chorus_comm_poll": (_status, [_p, _err]),
     "chorus_comm_rank": (_i32, [_p]),
     "chorus_comm_world_size": (_i32, [_p]),
     "chorus_comm_epoch": (_u64, [_p]),

@@ -2,14 +2,13 @@
 writes their memory in place (the buffer protocol for NumPy, `data_ptr()` for PyTorch)."""
 from .errors import ChorusError
 
-# chorus_type codes (chorus.h).
-FLOAT32, FLOAT64, FLOAT16, BFLOAT16, INT32, INT64, UINT8 = range(7)
-_NUMPY = {"float32": FLOAT32, "float64": FLOAT64, "float16": FLOAT16, "int32": INT32, "int64": INT64, "uint8": UINT8}
-_TORCH = {"torch.float32": FLOAT32, "torch.float64": FLOAT64, "torch.float16": FLOAT16, "torch.bfloat16": BFLOAT16,
-          "torch.int32": INT32, "torch.int64": INT64, "torch.uint8": UINT8}
+# chorus_type codes (chorus.h), by the element type's name.
+TYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "int32": 4, "int64": 5, "uint8": 6}
+_NUMPY = {name: code for name, code in TYPE_CODES.items() if name != "bfloat16"}
+_TORCH = {f"torch.{name}": code for name, code in TYPE_CODES.items()}
 
 
-def _invalid(message):
+def invalid(message):
     return ChorusError("invalid_argument", f"invalid argument: {message}", False)
 
 
@@ -22,22 +21,22 @@ class Buffer:
         module = type(array).__module__
         if module.startswith("torch"):
             if array.device.type != "cpu":
-                raise _invalid(f"{name} is on {array.device}; Chorus moves CPU tensors")
+                raise invalid(f"{name} is on {array.device}; Chorus moves CPU tensors")
             if not array.is_contiguous():
-                raise _invalid(f"{name} is not contiguous")
+                raise invalid(f"{name} is not contiguous")
             dtype = _TORCH.get(str(array.dtype))
             self.address, self.count = array.data_ptr(), array.numel()
         elif module.startswith("numpy"):
             if not array.flags.c_contiguous:
-                raise _invalid(f"{name} is not C-contiguous")
+                raise invalid(f"{name} is not C-contiguous")
             if writable and not array.flags.writeable:
-                raise _invalid(f"{name} is read-only")
+                raise invalid(f"{name} is read-only")
             dtype = _NUMPY.get(str(array.dtype))
             self.address, self.count = array.ctypes.data, array.size
         else:
-            raise _invalid(f"{name} is a {type(array).__name__}, not a NumPy array or a PyTorch tensor")
+            raise invalid(f"{name} is a {type(array).__name__}, not a NumPy array or a PyTorch tensor")
         if dtype is None:
-            raise _invalid(f"{name} has dtype {array.dtype}; Chorus reduces float32/64, float16, bfloat16, int32/64, uint8")
+            raise invalid(f"{name} has dtype {array.dtype}; Chorus reduces float32/64, float16, bfloat16, int32/64, uint8")
         self.dtype = dtype
         if self.count == 0:
             self.address = None
@@ -45,4 +44,4 @@ class Buffer:
 
 def same_type(first, second, first_name, second_name):
     if first.dtype != second.dtype:
-        raise _invalid(f"{first_name} and {second_name} have different dtypes ({first.array.dtype} and {second.array.dtype})")
+        raise invalid(f"{first_name} and {second_name} have different dtypes ({first.array.dtype} and {second.array.dtype})")

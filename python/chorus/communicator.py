@@ -103,6 +103,11 @@ class Communicator(Owned):
     def pending_leaves(self):
         return _native.lib.chorus_comm_pending_leaves(self._live())
 
+    def poll_membership(self):
+        """Reads what the master sent since the last call, without waiting: the pending counts are
+        otherwise updated while calls run, so a member running no collective polls to see joiners."""
+        self._call("chorus_comm_poll")
+
     @property
     def topology_change_pending(self):
         """True when peers wait to join or leave: call `update_topology()` between steps."""

@@ -3,7 +3,7 @@ import ctypes
 
 from . import _native
 from ._owned import Owned
-from .buffers import Buffer
+from .buffers import TYPE_CODES, Buffer, invalid
 from .errors import check
 
 
@@ -24,11 +24,23 @@ class SharedState(Owned):
         """Adds `array` under `name` (the same on every member). `allowed_to_differ`: per-peer data,
         never compared or transferred. Returns the array."""
         buffer = Buffer(array, name, writable=True)
-        error = _native.Error()
-        check(_native.lib.chorus_state_add_tensor(self._live(), name.encode(), buffer.address, buffer.count, buffer.dtype,
-                                                  1 if allowed_to_differ else 0, ctypes.byref(error)), error)
+        self._add(name, buffer.address, buffer.count, buffer.dtype, allowed_to_differ)
         self._arrays[name] = array
         return array
+
+    def add_memory(self, name, address, count, dtype, allowed_to_differ=False):
+        """Adds `count` elements of `dtype` ("float32", "bfloat16", ...) at a raw `address` (an int),
+        memory the caller keeps valid and unmoved for the life of the state."""
+        if dtype not in TYPE_CODES:
+            raise invalid(f"{name} has dtype {dtype!r}; Chorus holds {', '.join(TYPE_CODES)}")
+        if not address:
+            raise invalid(f"{name} has a null address")
+        self._add(name, address, count, TYPE_CODES[dtype], allowed_to_differ)
+
+    def _add(self, name, address, count, dtype, allowed_to_differ):
+        error = _native.Error()
+        check(_native.lib.chorus_state_add_tensor(self._live(), name.encode(), address, count, dtype,
+                                                  1 if allowed_to_differ else 0, ctypes.byref(error)), error)
 
     def __getitem__(self, name):
         return self._arrays[name]

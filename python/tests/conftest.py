@@ -1,5 +1,6 @@
 """Shared helpers: an embedded master per test and worker processes (tests/worker.py) on loopback."""
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,13 @@ def master():
 def start_workers(count, *arguments):
     return [subprocess.Popen([sys.executable, WORKER, *map(str, arguments)], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env=ENVIRONMENT) for _ in range(count)]
+
+
+def free_port():
+    """A port nobody listens on now (for programs that want a fixed port, such as torch's store)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def finish(workers, timeout=120):

@@ -2,20 +2,13 @@
 DDP matching gloo step for step, and a peer SIGKILLed mid-step under DDP."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
-from conftest import ENVIRONMENT, finish
+from conftest import ENVIRONMENT, finish, free_port
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_worker.py")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(world, *arguments, **environment):

@@ -134,6 +134,12 @@ int32_t chorus_comm_rank(const chorus_comm *comm);
 int32_t chorus_comm_world_size(const chorus_comm *comm);
 uint64_t chorus_comm_epoch(const chorus_comm *comm);
 uint64_t chorus_comm_peer_id(const chorus_comm *comm);
+/**
+ * Reads what the master has sent since the last call without waiting (after the communicator's
+ * queued requests). The pending counts below are otherwise updated while calls run: a member that
+ * runs no collective (alone in its world) polls to learn of a joiner.
+ */
+chorus_status chorus_comm_poll(chorus_comm *comm, chorus_error *error);
 /** Peers waiting to join / members waiting to leave at the next chorus_update_topology. */
 int32_t chorus_comm_pending_joins(const chorus_comm *comm);
 int32_t chorus_comm_pending_leaves(const chorus_comm *comm);

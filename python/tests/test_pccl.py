@@ -1,0 +1,87 @@
+"""chorus.pccl used the way a PCCL program uses pccl: a MasterNode, peers that connect, update the
+topology, all-reduce with a retry loop (async handles and all_reduce_multiple_with_retry) and sync
+shared state, while one peer is SIGKILLed inside an all-reduce and another joins late."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from chorus import pccl
+from conftest import ENVIRONMENT, finish, free_port
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pccl_worker.py")
+
+
+def start(master, steps, **environment):
+    return subprocess.Popen([sys.executable, WORKER, master, str(steps)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(ENVIRONMENT, **environment))
+
+
+def read_until(worker, prefix, deadline):
+    """Lines up to and including the first that starts with `prefix`."""
+    lines = []
+    while time.monotonic() < deadline:
+        line = worker.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"no {prefix!r} line: {lines[-5:]}")
+
+
+def test_a_pccl_program_survives_a_kill_and_a_joiner_by_changing_only_its_import():
+    steps = 80
+    address = f"127.0.0.1:{free_port()}"
+    master = pccl.MasterNode(address)
+    master.run()
+    # Three start together; the members wait at revision 40 until the joiner is in.
+    workers = [start(address, steps, WAIT_FOR_WORLD="0:3,40:3"), start(address, steps, WAIT_FOR_WORLD="0:3,40:3"),
+               start(address, steps, WAIT_FOR_WORLD="0:3", HOLD_AT="15")]
+    deadline = time.monotonic() + 120
+    read_until(workers[2], "HOLD", deadline)
+    workers[2].send_signal(signal.SIGKILL)
+    early = read_until(workers[0], "STEP rev=25 ", deadline)
+    joiner = start(address, steps)
+    results = finish([workers[0], joiner] + workers[1:2])
+    workers[2].wait()
+    master.interrupt()
+
+    finals = []
+    for code, lines in results:
+        assert code == 0, lines
+        done = [line for line in lines if line.startswith("DONE")]
+        assert done and done[0].startswith(f"DONE rev={steps} exact=True"), lines[-5:]
+        assert "REFUSED INVALID_ARGUMENT" in lines, lines[-3:]
+        finals.append(done[0])
+    assert len(set(finals)) == 1, finals
+    first = early + results[0][1]
+    worlds = [int(line.split("world=")[1].split()[0]) for line in first if line.startswith("STEP")]
+    assert worlds == [3] * 15 + [2] * 25 + [3] * 40, worlds
+    # Every revision the joiner applied hashes the same at a member that was there from the start.
+    member = {line.split()[1]: line.split()[3] for line in first if line.startswith("STEP")}
+    joined = [line for line in results[1][1] if line.startswith("STEP")]
+    assert joined and all(member[line.split()[1]] == line.split()[3] for line in joined), joined[:3]
+
+
+def test_pccl_errors_and_limits_are_stated_not_faked():
+    with pytest.raises(pccl.PCCLError) as error:
+        pccl.Communicator("127.0.0.1:1", peer_group=1)
+    assert error.value.result is pccl.Result.INVALID_ARGUMENT and "peer group" in str(error.value)
+    communicator = pccl.Communicator("127.0.0.1:1")
+    with pytest.raises(pccl.PCCLError) as error:
+        communicator.update_topology()
+    assert error.value.result is pccl.Result.INVALID_USAGE
+    with pytest.raises(pccl.PCCLError) as error:
+        communicator.connect(n_attempts=1)
+    assert error.value.result is pccl.Result.MASTER_CONNECTION_FAILED and "Connection refused" in str(error.value)
+    small = torch.zeros(4, dtype=torch.int8)
+    with pytest.raises(pccl.PCCLError) as error:
+        pccl.SharedState([pccl.TensorInfo(name="w", data_ptr=small.data_ptr(), numel=4,
+                                          dtype=pccl.DataType.INT8, device_type=pccl.DeviceType.CPU,
+                                          allow_content_inequality=False)])
+    assert error.value.result is pccl.Result.INVALID_ARGUMENT and "INT8" in str(error.value)
