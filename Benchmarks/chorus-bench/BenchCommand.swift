@@ -34,6 +34,7 @@ struct ChorusBench: ParsableCommand {
     @Flag(help: "Register the buffers for zero-copy RDMA sends (Communicator.registerMemory).") var register = false
     @Option(help: "Append one JSON object per row to FILE.") var json: String?
     @Option(help: "World size to wait for when joining a master (default: --local, else 1).") var world: Int?
+    @Option(help: "Before each timed call: a barrier, then this many milliseconds idle (the compute between training steps); default: back to back.") var gapMs: Int?
     @Flag(help: .hidden) var injectWrongResult = false
     @Flag(help: .hidden) var localPeer = false
 
@@ -50,6 +51,7 @@ struct ChorusBench: ParsableCommand {
         guard let kind = TransportKind(rawValue: transport) else { throw ValidationError("--transport must be tcp, rdma or auto") }
         if kind == .rdma, let why = TransportKind.rdmaUnavailableReason { throw ValidationError("--transport rdma: \(why)") }
         guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
+        if let gapMs, gapMs < 0 { throw ValidationError("--gap-ms must not be negative") }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
         guard try parseSize(minBytes) <= parseSize(maxBytes) else { throw ValidationError("-b \(minBytes) is larger than -e \(maxBytes)") }
         if let local, local < 1 { throw ValidationError("--local needs at least 1 peer") }
@@ -74,7 +76,7 @@ struct ChorusBench: ParsableCommand {
                           check: check, algorithm: Self.algorithms[algorithm] ?? .auto,
                           scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm,
                           transport: communicator.transport.rawValue,
-                          connections: connections,
+                          connections: connections, gap: gapMs.map { .milliseconds($0) },
                           injectWrongResult: injectWrongResult, jsonPath: json)
         let wrong = try sweep.run(on: communicator)
         try communicator.leave()

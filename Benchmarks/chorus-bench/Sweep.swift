@@ -23,6 +23,8 @@ struct Sweep {
     let algorithmName: String
     let transport: String
     let connections: Int
+    /// nil: back to back. Otherwise each timed call follows a barrier and this much idle.
+    let gap: Duration?
     let injectWrongResult: Bool
     let jsonPath: String?
 
@@ -32,7 +34,8 @@ struct Sweep {
         let leader = rank == 0
         let progress = leader && isatty(2) == 1
         if leader {
-            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(algorithmName), \(inPlace ? "in place" : "out of place")")
+            let pacing = gap.map { "after a barrier and \($0) idle" } ?? "back to back"
+            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)")
             print(Row.header)
         }
         var totalWrong = 0
@@ -62,14 +65,22 @@ struct Sweep {
                 for i in 0 ..< inputCount { dataType.store(kind.input(buffers, index: i), at: i, in: input) }
             }
             fill()
-            var times: [Double] = []
+            var times: [Double] = [], cpuTimes: [Double] = []
             var wrong = 0
             for iteration in 0 ..< warmup + iterations {
                 if progress { writeToStandardError("\r  \(bytes) bytes: iteration \(iteration + 1)/\(warmup + iterations)   ") }
+                if let gap {
+                    try communicator.barrier()
+                    if gap > .zero { sleepFor(gap) }
+                }
+                let cpuStarted = processCPUSeconds()
                 let started = ContinuousClock.now
                 try kind.run(communicator, buffers)
                 let elapsed = ContinuousClock.now - started
-                if iteration >= warmup { times.append(seconds(elapsed)) }
+                if iteration >= warmup {
+                    times.append(seconds(elapsed))
+                    cpuTimes.append(processCPUSeconds() - cpuStarted)
+                }
                 if check {
                     if injectWrongResult && leader && outputCount > 0 { dataType.store(99, at: 0, in: output) }
                     wrong += countWrong(kind, buffers)
@@ -82,13 +93,15 @@ struct Sweep {
             if progress { writeToStandardError("\r\u{1B}[K") }
             // The collective's time per iteration is its slowest rank's; wrong counts add up.
             let slowest = try communicator.allReduce(times, op: .max, algorithm: .ring)
+            // CPU seconds of the call (all threads of this process), the busiest rank's.
+            let busiest = try communicator.allReduce(cpuTimes, op: .max, algorithm: .ring)
             let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
             totalWrong += wrong
             if leader {
                 let row = Row(collective: collective.rawValue, algorithm: algorithmName, transport: transport,
                               connections: connections, peers: world, dtype: dataType.rawValue, op: op.description,
                               bytes: max(inputCount, outputCount) * elementSize, count: max(inputCount, outputCount),
-                              inPlace: inPlace, times: slowest.sorted(), wrong: check ? Int(wrongEverywhere) : -1,
+                              inPlace: inPlace, times: slowest.sorted(), cpuTimes: busiest.sorted(), wrong: check ? Int(wrongEverywhere) : -1,
                               busFactor: kind.busFactor(world: world))
                 print(row.text)
                 if let jsonPath { try row.appendJSON(to: jsonPath) }
@@ -109,6 +122,21 @@ struct Sweep {
     }
 }
 
+/// CPU time of every thread of this process so far.
+private func processCPUSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) * 1e-9
+}
+
+private func sleepFor(_ d: Duration) {
+    var remaining = timespec(tv_sec: Int(d.components.seconds), tv_nsec: Int(d.components.attoseconds / 1_000_000_000))
+    while true {
+        var request = remaining
+        guard nanosleep(&request, &remaining) != 0, errno == EINTR else { return }
+    }
+}
+
 private func seconds(_ d: Duration) -> Double {
     Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
 }
@@ -122,19 +150,21 @@ struct Row {
     let bytes: Int, count: Int
     let inPlace: Bool
     let times: [Double] // sorted, seconds
+    let cpuTimes: [Double] // sorted, CPU seconds of the busiest rank
     let wrong: Int       // -1 when not checked
     let busFactor: Double
 
-    static let header = pad(["size(B)", "count", "type", "redop", "time(us)", "min(us)", "p99(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong"])
+    static let header = pad(["size(B)", "count", "type", "redop", "time(us)", "min(us)", "p99(us)", "cpu(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong"])
 
     var median: Double { times[times.count / 2] }
+    var cpuMedian: Double { cpuTimes[cpuTimes.count / 2] }
     var p99: Double { times[min(times.count - 1, Int((Double(times.count) * 0.99).rounded(.up)) - 1)] }
     var algbw: Double { median > 0 ? Double(bytes) / median / 1e9 : 0 }
     /// nccl-tests' bus bandwidth: algbw times the collective's factor (docs/benchmarks.md).
     var busbw: Double { algbw * busFactor }
 
     var text: String {
-        Self.pad(["\(bytes)", "\(count)", dtype, op, fixed(median * 1e6, 1), fixed(times[0] * 1e6, 1), fixed(p99 * 1e6, 1),
+        Self.pad(["\(bytes)", "\(count)", dtype, op, fixed(median * 1e6, 1), fixed(times[0] * 1e6, 1), fixed(p99 * 1e6, 1), fixed(cpuMedian * 1e6, 1),
                   fixed(algbw, 3), fixed(busbw, 3), wrong < 0 ? "N/A" : "\(wrong)"])
     }
 
@@ -144,7 +174,7 @@ struct Row {
             "\"library\":\"chorus\"", "\"peers\":\(peers)", "\"dtype\":\"\(dtype)\"", "\"op\":\"\(op)\"",
             "\"bytes\":\(bytes)", "\"count\":\(count)", "\"in_place\":\(inPlace)",
             "\"time_us_median\":\(fixed(median * 1e6, 2))", "\"time_us_min\":\(fixed(times[0] * 1e6, 2))",
-            "\"time_us_p99\":\(fixed(p99 * 1e6, 2))", "\"algbw_GBps\":\(fixed(algbw, 4))",
+            "\"time_us_p99\":\(fixed(p99 * 1e6, 2))", "\"cpu_us_median\":\(fixed(cpuMedian * 1e6, 2))", "\"algbw_GBps\":\(fixed(algbw, 4))",
             "\"busbw_GBps\":\(fixed(busbw, 4))", "\"wrong\":\(max(wrong, 0))", "\"checked\":\(wrong >= 0)",
         ]
         let line = "{" + fields.joined(separator: ",") + "}\n"

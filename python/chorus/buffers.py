@@ -1,10 +1,13 @@
 """NumPy arrays and PyTorch CPU tensors as Chorus buffers, without copying: the library reads and
 writes their memory in place (the buffer protocol for NumPy, `data_ptr()` for PyTorch)."""
+import numpy
+
 from .errors import ChorusError
 
 # chorus_type codes (chorus.h), by the element type's name.
 TYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "int32": 4, "int64": 5, "uint8": 6}
-_NUMPY = {name: code for name, code in TYPE_CODES.items() if name != "bfloat16"}
+# Keyed by dtype objects: a collective's call path looks its types up, and str(dtype) costs microseconds.
+_NUMPY = {numpy.dtype(name): code for name, code in TYPE_CODES.items() if name != "bfloat16"}
 _TORCH = {f"torch.{name}": code for name, code in TYPE_CODES.items()}
 
 
@@ -18,21 +21,21 @@ class Buffer:
 
     def __init__(self, array, name, writable=False):
         self.array = array
-        module = type(array).__module__
-        if module.startswith("torch"):
-            if array.device.type != "cpu":
+        if isinstance(array, numpy.ndarray):
+            flags = array.flags
+            if not flags.c_contiguous:
+                raise invalid(f"{name} is not C-contiguous")
+            if writable and not flags.writeable:
+                raise invalid(f"{name} is read-only")
+            dtype = _NUMPY.get(array.dtype)
+            self.address, self.count = array.ctypes.data, array.size
+        elif type(array).__module__.startswith("torch"):
+            if not array.is_cpu:
                 raise invalid(f"{name} is on {array.device}; Chorus moves CPU tensors")
             if not array.is_contiguous():
                 raise invalid(f"{name} is not contiguous")
             dtype = _TORCH.get(str(array.dtype))
             self.address, self.count = array.data_ptr(), array.numel()
-        elif module.startswith("numpy"):
-            if not array.flags.c_contiguous:
-                raise invalid(f"{name} is not C-contiguous")
-            if writable and not array.flags.writeable:
-                raise invalid(f"{name} is read-only")
-            dtype = _NUMPY.get(str(array.dtype))
-            self.address, self.count = array.ctypes.data, array.size
         else:
             raise invalid(f"{name} is a {type(array).__name__}, not a NumPy array or a PyTorch tensor")
         if dtype is None:
