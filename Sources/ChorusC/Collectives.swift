@@ -10,7 +10,7 @@ private func blocking(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chor
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
         let collective = try bind()
-        try handle.queue.sync { try collective(handle.communicator) }
+        try handle.inOrder { try collective(handle.communicator) }
     }
 }
 
@@ -23,7 +23,7 @@ private func queued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<Opaq
         let collective = try bind()
         let pending = RequestHandle()
         request.pointee = retained(pending)
-        handle.queue.async {
+        handle.enqueue {
             do {
                 try collective(handle.communicator)
                 pending.finish(nil)

@@ -11,12 +11,36 @@ final class MasterHandle {
     init(_ master: Master) { self.master = master }
 }
 
-/// A communicator and the serial queue every call on it goes through, blocking or not, so that
-/// calls run in the order they were made and a non-blocking call never overtakes an earlier one.
+/// A communicator and the order of the calls on it: non-blocking calls go through a serial queue,
+/// and a blocking call runs after every one queued before it, so calls run in the order they were
+/// made and a non-blocking call never overtakes an earlier one.
 final class CommHandle: @unchecked Sendable {
     let communicator: Communicator
-    let queue = DispatchQueue(label: "chorus.c-abi.communicator")
+    /// Runs the non-blocking calls, in order.
+    private let queue = DispatchQueue(label: "chorus.c-abi.communicator")
+    /// Non-blocking calls queued and not finished.
+    private let queued = Mutex(0)
     init(_ communicator: Communicator) { self.communicator = communicator }
+
+    /// Runs a blocking call after every non-blocking call made before it: on the caller's thread
+    /// when none is queued (the communicator serializes its own calls; a hop through the queue
+    /// cost a 4 KiB all-reduce about 30 us), else behind them on the queue.
+    func inOrder<T>(_ body: () throws -> T) throws -> T {
+        if queued.withLock({ $0 == 0 }) { return try body() }
+        return try queue.sync(execute: body)
+    }
+
+    /// Queues a non-blocking call behind every call made before it.
+    func enqueue(_ body: @escaping @Sendable () -> Void) {
+        queued.withLock { $0 += 1 }
+        queue.async {
+            body()
+            self.queued.withLock { $0 -= 1 }
+        }
+    }
+
+    /// Waits until every queued call has finished.
+    func drain() { queue.sync {} }
 }
 
 final class StateHandle: @unchecked Sendable {

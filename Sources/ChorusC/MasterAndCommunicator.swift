@@ -54,7 +54,7 @@ public func chorus_comm_create(_ master: UnsafePointer<CChar>?, _ options: Unsaf
 @_cdecl("chorus_comm_destroy")
 public func chorus_comm_destroy(_ comm: OpaquePointer?) {
     guard let comm else { return }
-    borrowed(comm, as: CommHandle.self).queue.sync {} // queued requests finish first
+    borrowed(comm, as: CommHandle.self).drain() // queued requests finish first
     release(comm, as: CommHandle.self)
 }
 
@@ -62,7 +62,7 @@ public func chorus_comm_destroy(_ comm: OpaquePointer?) {
 public func chorus_comm_leave(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
-        try handle.queue.sync { try handle.communicator.leave() }
+        try handle.inOrder { try handle.communicator.leave() }
     }
 }
 
@@ -71,7 +71,7 @@ public func chorus_update_topology(_ comm: OpaquePointer?, _ minimumWorldSize: I
                                    _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
-        try handle.queue.sync {
+        try handle.inOrder {
             try handle.communicator.updateTopology(minimumWorldSize: Int(minimumWorldSize), admitting: admitPending != 0)
         }
     }
@@ -81,7 +81,7 @@ public func chorus_update_topology(_ comm: OpaquePointer?, _ minimumWorldSize: I
 public func chorus_comm_poll(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
-        try handle.queue.sync { try handle.communicator.pollMembership() }
+        try handle.inOrder { try handle.communicator.pollMembership() }
     }
 }
 

@@ -56,7 +56,7 @@ public func chorus_synchronize(_ comm: OpaquePointer?, _ state: OpaquePointer?, 
         guard let value = UInt8(exactly: strategy.rawValue), let strategy = SyncStrategy(rawValue: value) else {
             throw ArgumentError("unknown chorus_sync_strategy \(strategy.rawValue)")
         }
-        let result = try handle.queue.sync { try handle.communicator.synchronize(shared.state, strategy: strategy) }
+        let result = try handle.inOrder { try handle.communicator.synchronize(shared.state, strategy: strategy) }
         if let info {
             info.pointee = chorus_sync_info(revision: result.revision, was_outdated: result.wasOutdated ? 1 : 0,
                                             tensors_received: Int32(result.receivedTensors.count),
