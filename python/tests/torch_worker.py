@@ -20,20 +20,14 @@ import torch.distributed as dist
 
 import chorus
 import chorus.torch
+from checks import Checks
 
 mode, backend = sys.argv[1], sys.argv[2]
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 dist.init_process_group(backend)
 rank, n = dist.get_rank(), dist.get_world_size()
-checks = 0
-
-
-def expect(condition, what):
-    global checks
-    checks += 1
-    if not condition:
-        print(f"FAIL rank={rank} {what}", flush=True)
-        sys.exit(1)
+checks = Checks(f"rank={rank} ")
+expect = checks.expect
 
 
 def collectives():
@@ -93,7 +87,7 @@ def collectives():
         expect(False, "BAND accepted")
     except Exception as error:
         expect("SUM, PRODUCT, MIN, MAX or AVG" in str(error), f"BAND refused clearly: {error}")
-    print(f"PASS rank={rank} checks={checks}", flush=True)
+    print(f"PASS rank={rank} checks={checks.count}", flush=True)
 
 
 def model_and_data():

@@ -13,18 +13,12 @@ import numpy as np
 import torch
 
 import chorus
+from checks import Checks
 
 mode, master, world = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 4
-checks = 0
-
-
-def expect(condition, what):
-    global checks
-    checks += 1
-    if not condition:
-        print(f"FAIL {what}", flush=True)
-        sys.exit(1)
+checks = Checks()
+expect = checks.expect
 
 
 comm = chorus.Communicator(master)
@@ -91,7 +85,7 @@ if mode == "collectives":
             expect(False, f"no error for {text}")
         except chorus.ChorusError as error:
             expect(error.code == "invalid_argument" and not error.retryable and text in str(error), f"{text}: {error!r}")
-    print(f"PASS rank={rank} checks={checks}", flush=True)
+    print(f"PASS rank={rank} checks={checks.count}", flush=True)
 
 elif mode == "rounds":
     for round in range(rounds):
