@@ -70,6 +70,38 @@ public struct Configuration: Sendable {
 
     public init() {}
 
+    /// Refuses settings that cannot work or would quietly switch a safeguard off (a peer timeout of
+    /// 0 used to turn hang detection off). `Communicator` and `Master` check it when they start.
+    /// - Throws: `invalidArgument` naming the setting, its environment variable and the value.
+    public func validate() throws(ChorusError) {
+        func positive(_ value: Duration, _ name: String, _ variable: String) throws(ChorusError) {
+            guard value > .zero else { throw .invalidArgument("\(name) (\(variable)) is \(value), it must be positive") }
+        }
+        try positive(heartbeatInterval, "heartbeatInterval", "CHORUS_HEARTBEAT_MS")
+        try positive(peerTimeout, "peerTimeout", "CHORUS_PEER_TIMEOUT_MS")
+        guard heartbeatInterval < peerTimeout else {
+            throw .invalidArgument("heartbeatInterval (CHORUS_HEARTBEAT_MS) is \(heartbeatInterval), not shorter than "
+                                   + "peerTimeout (CHORUS_PEER_TIMEOUT_MS) \(peerTimeout): quiet healthy connections would be declared dead")
+        }
+        try positive(connectTimeout, "connectTimeout", "CHORUS_CONNECT_TIMEOUT_MS")
+        try positive(operationTimeout, "operationTimeout", "CHORUS_OP_TIMEOUT_MS")
+        try positive(admissionTimeout, "admissionTimeout", "CHORUS_ADMISSION_TIMEOUT_MS")
+        guard spinWait >= .zero else { throw .invalidArgument("spinWait (CHORUS_SPIN_US) is \(spinWait), it must not be negative") }
+        let counts: [(String, String, Int, ClosedRange<Int>)] = [
+            ("segmentBytes", "CHORUS_SEGMENT_BYTES", segmentBytes, 1 ... Int(Int32.max)),
+            ("socketBufferBytes", "CHORUS_SOCKET_BUFFER_BYTES", socketBufferBytes, 0 ... Int(Int32.max)),
+            ("recursiveDoublingMaxBytes", "CHORUS_RD_MAX_BYTES", recursiveDoublingMaxBytes, 0 ... Int.max),
+            ("scanRecursiveDoublingMaxBytes", "CHORUS_SCAN_RD_MAX_BYTES", scanRecursiveDoublingMaxBytes, 0 ... Int.max),
+            ("connectionsPerPeer", "CHORUS_CONNECTIONS", connectionsPerPeer, 1 ... 64),
+            ("maxControlBytes", "maxControlBytes", maxControlBytes, 1024 ... Int(Int32.max)),
+            ("syncChunkBytes", "CHORUS_SYNC_CHUNK_BYTES", syncChunkBytes, 1 ... Int(UInt32.max)),
+            ("syncChunksInFlight", "CHORUS_SYNC_CHUNKS_IN_FLIGHT", syncChunksInFlight, 1 ... 1024),
+        ]
+        for (name, variable, value, allowed) in counts where !allowed.contains(value) {
+            throw .invalidArgument("\(name) (\(variable)) is \(value), outside \(allowed.lowerBound)...\(allowed.upperBound)")
+        }
+    }
+
     /// Whether this peer's data goes over RDMA.
     /// - Throws: `setupFailed` when `.rdma` was asked for and this machine cannot do RDMA.
     func usesRDMA() throws(ChorusError) -> Bool {

@@ -47,17 +47,17 @@ extension Configuration {
         if let v = try number("CHORUS_CONNECT_TIMEOUT_MS") { c.connectTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_OP_TIMEOUT_MS") { c.operationTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_ADMISSION_TIMEOUT_MS") { c.admissionTimeout = .milliseconds(v) }
-        if let v = try number("CHORUS_SEGMENT_BYTES"), v > 0 { c.segmentBytes = v }
+        if let v = try number("CHORUS_SEGMENT_BYTES") { c.segmentBytes = v }
         if let v = try number("CHORUS_SOCKET_BUFFER_BYTES") { c.socketBufferBytes = v }
         if let v = try number("CHORUS_SPIN_US") { c.spinWait = .microseconds(v) }
         if let v = try number("CHORUS_RD_MAX_BYTES") { c.recursiveDoublingMaxBytes = v }
         if let v = try number("CHORUS_SCAN_RD_MAX_BYTES") { c.scanRecursiveDoublingMaxBytes = v }
-        if let v = try number("CHORUS_SYNC_CHUNK_BYTES"), v > 0 { c.syncChunkBytes = min(v, Int(UInt32.max)) }
-        if let v = try number("CHORUS_SYNC_CHUNKS_IN_FLIGHT"), v > 0 { c.syncChunksInFlight = v }
-        if let v = try number("CHORUS_CONNECTIONS") {
-            guard (1 ... 64).contains(v) else { throw ChorusError.invalidArgument("CHORUS_CONNECTIONS=\(v) is not in 1...64") }
-            c.connectionsPerPeer = v
-        }
+        if let v = try number("CHORUS_SYNC_CHUNK_BYTES") { c.syncChunkBytes = v }
+        if let v = try number("CHORUS_SYNC_CHUNKS_IN_FLIGHT") { c.syncChunksInFlight = v }
+        if let v = try number("CHORUS_CONNECTIONS") { c.connectionsPerPeer = v }
+        // Ranges and relations (a heartbeat shorter than the peer timeout, ...) are checked by
+        // validate(), for these values and for ones a program sets directly alike.
+        try c.validate()
         return c
     }
 

@@ -40,9 +40,11 @@ public final class Master: Sendable {
     ///   - port: listening port; 0 picks an ephemeral one.
     ///   - configuration: heartbeat and timeout settings, and the logger: `.info` logs every
     ///     registration, epoch and lost peer, `.warning` (the default) aborts and lost peers only.
-    /// - Throws: `ChorusError.setupFailed` if the address cannot be bound (naming the call and why).
+    /// - Throws: `ChorusError.setupFailed` if the address cannot be bound (naming the call and why);
+    ///   `invalidArgument` for a configuration `validate()` refuses.
     public init(host: String = "127.0.0.1", port: UInt16 = Master.defaultPort,
                 configuration: Configuration = Configuration()) throws {
+        try configuration.validate()
         var logger = configuration.logger
         logger[metadataKey: "role"] = "master"
         logger[metadataKey: "pid"] = "\(getpid())"

@@ -45,6 +45,7 @@ final class PeerSession {
     /// Connects to the master and registers; does not wait for admission.
     init(master endpoint: (host: String, port: UInt16), configuration: Configuration,
          onMembershipPending: @escaping (_ joining: Int, _ leaving: Int) -> Void) throws(ChorusError) {
+        try configuration.validate()
         self.configuration = configuration
         self.onMembershipPending = onMembershipPending
         self.masterEndpoint = endpoint

@@ -56,6 +56,37 @@ import Testing
         #expect(throws: ChorusError.self) { try Configuration.fromEnvironment(["CHORUS_LOG_LEVEL": "loud"]) }
     }
 
+    /// Settings that cannot work, or that would quietly switch a safeguard off (a peer timeout of 0
+    /// once turned hang detection off), are refused by name and value, from the environment and
+    /// from code, before anything is bound or dialled.
+    @Test func badSettingsAreRefusedNamingTheSettingAndTheValue() throws {
+        func refusal(_ environment: [String: String]) -> String? {
+            do {
+                _ = try Configuration.fromEnvironment(environment)
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(refusal(["CHORUS_PEER_TIMEOUT_MS": "0"]) == "invalid argument: peerTimeout (CHORUS_PEER_TIMEOUT_MS) is 0.0 seconds, it must be positive")
+        #expect(refusal(["CHORUS_HEARTBEAT_MS": "0"]) == "invalid argument: heartbeatInterval (CHORUS_HEARTBEAT_MS) is 0.0 seconds, it must be positive")
+        #expect(refusal(["CHORUS_HEARTBEAT_MS": "5000"])?.contains("not shorter than peerTimeout (CHORUS_PEER_TIMEOUT_MS) 5.0 seconds") == true)
+        #expect(refusal(["CHORUS_CONNECTIONS": "65"]) == "invalid argument: connectionsPerPeer (CHORUS_CONNECTIONS) is 65, outside 1...64")
+        #expect(refusal(["CHORUS_SEGMENT_BYTES": "0"]) == "invalid argument: segmentBytes (CHORUS_SEGMENT_BYTES) is 0, outside 1...2147483647")
+        #expect(refusal(["CHORUS_SYNC_CHUNKS_IN_FLIGHT": "0"])?.contains("syncChunksInFlight") == true)
+        #expect(refusal(["CHORUS_PEER_TIMEOUT_MS": "2000", "CHORUS_HEARTBEAT_MS": "200"]) == nil)
+
+        var configuration = Configuration()
+        configuration.peerTimeout = .milliseconds(-1)
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        #expect(throws: ChorusError.invalidArgument("peerTimeout (CHORUS_PEER_TIMEOUT_MS) is -0.001 seconds, it must be positive")) {
+            try Communicator(master: master.endpoint, configuration: configuration)
+        }
+        #expect(master.currentStatus.worldSize == 0, "the refused peer never registered")
+        #expect(throws: ChorusError.self) { try Master(host: "127.0.0.1", port: 0, configuration: configuration) }
+    }
+
     /// Every line says who wrote it: the master as `role=master`, a peer by pid and, once admitted,
     /// its peer id, rank and epoch (also on the abort it logs).
     @Test func everyLogLineCarriesTheWritersIdentity() throws {

@@ -44,3 +44,8 @@ def test_errors_are_exceptions_with_a_code_and_a_message():
         raise AssertionError("a bad option was accepted")
     except chorus.ChorusError as error:
         assert error.code == "invalid_argument" and "CHORUS_PEER_TIMEOUT_MS=soon" in str(error)
+    try:
+        chorus.Communicator("127.0.0.1:1", peer_timeout_ms=0)
+        raise AssertionError("a peer timeout of 0 (no hang detection) was accepted")
+    except chorus.ChorusError as error:
+        assert error.code == "invalid_argument" and "peerTimeout (CHORUS_PEER_TIMEOUT_MS)" in str(error)
