@@ -291,6 +291,10 @@ static int begin_payload(chorus_engine *e, conn *c) {
     }
     default: { // data
         pthread_mutex_lock(&e->lock);
+        if (c->admitted && !c->data_allowed) {
+            pthread_mutex_unlock(&e->lock);
+            return CHORUS_ERR_UNEXPECTED_DATA;
+        }
         chorus_request *r = c->recv_head;
         if (r == NULL) {
             c->paused = 1;
@@ -439,10 +443,12 @@ static void serve_timers(chorus_engine *e, uint64_t now) {
         conn *c = all[i];
         if (!c->is_listener) {
             pthread_mutex_lock(&e->lock);
-            int paused = c->paused, failed = c->failed;
+            int paused = c->paused, failed = c->failed, admitted = c->admitted;
             pthread_mutex_unlock(&e->lock);
-            uint32_t idle = e->config.idle_timeout_ms;
-            if (!failed && idle > 0 && !paused && now > c->last_recv_ms + idle) {
+            uint32_t idle = e->config.idle_timeout_ms, handshake = e->config.handshake_timeout_ms;
+            if (!failed && !admitted && handshake > 0 && now > c->created_ms + handshake) {
+                engine_fail_conn(e, c, CHORUS_ERR_HANDSHAKE_TIMEOUT, 0);
+            } else if (!failed && idle > 0 && !paused && now > c->last_recv_ms + idle) {
                 engine_fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
             } else if (!failed && e->config.heartbeat_interval_ms > 0 && pthread_mutex_trylock(&c->send_lock) == 0) {
                 int error = 0;
@@ -524,7 +530,8 @@ static void *io_main(void *arg) {
 // MARK: - Connections
 
 /// Registers a socket. `uses_rdma`: its data frames travel on an RDMA link attached afterwards.
-static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, chorus_conn_id *out) {
+/// `admitted`: dialed by us (an accepted one waits for the owner's chorus_engine_admit).
+static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, int admitted, chorus_conn_id *out) {
     conn *c = calloc(1, sizeof *c);
     if (c == NULL) return CHORUS_ERR_SYSTEM;
     c->fd = fd;
@@ -532,7 +539,8 @@ static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, ch
     c->uses_rdma = uses_rdma && !is_listener;
     pthread_mutex_init(&c->rdma_lock, NULL);
     c->refs = 1; // the table's
-    c->last_recv_ms = c->last_send_ms = chorus_now_ms();
+    c->last_recv_ms = c->last_send_ms = c->created_ms = chorus_now_ms();
+    c->admitted = c->data_allowed = admitted;
     pthread_mutex_init(&c->send_lock, NULL);
     chorus_frame_header beat = {.type = CHORUS_FRAME_HEARTBEAT};
     chorus_frame_encode(&beat, c->heartbeat.header);
@@ -580,7 +588,7 @@ void engine_accept_all(chorus_engine *e, conn *listener) {
         pthread_mutex_unlock(&e->lock);
         chorus_conn_id id;
         int rdma = listener->rdma_listener != NULL;
-        if (flooded || add_conn(e, fd, 0, rdma, &id) != CHORUS_OK) {
+        if (flooded || add_conn(e, fd, 0, rdma, 0, &id) != CHORUS_OK) {
             if (flooded) close(fd);
             continue;
         }
@@ -681,7 +689,7 @@ int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, uint
         return status;
     }
     chorus_conn_id id;
-    if ((status = add_conn(e, fd, 1, 0, &id)) != CHORUS_OK) {
+    if ((status = add_conn(e, fd, 1, 0, 1, &id)) != CHORUS_OK) {
         rdma_listener_destroy(listener);
         return status;
     }
@@ -715,7 +723,7 @@ int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int
             return status;
         }
     }
-    if ((status = add_conn(e, fd, 0, rdma, out)) != CHORUS_OK) {
+    if ((status = add_conn(e, fd, 0, rdma, 1, out)) != CHORUS_OK) {
         rdma_link_destroy(link);
         return status;
     }
@@ -725,6 +733,19 @@ int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int
     if (c != NULL) engine_release(e, c);
     if (status != CHORUS_OK) chorus_engine_close(e, *out);
     return status;
+}
+
+int chorus_engine_admit(chorus_engine *e, chorus_conn_id id, int allow_data) {
+    conn *c = engine_acquire(e, id);
+    if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
+    pthread_mutex_lock(&e->lock);
+    c->admitted = 1;
+    c->data_allowed = allow_data != 0;
+    int refused = c->paused && !c->data_allowed; // a data frame already waits on it
+    pthread_mutex_unlock(&e->lock);
+    if (refused) engine_fail_conn(e, c, CHORUS_ERR_UNEXPECTED_DATA, 0);
+    engine_release(e, c);
+    return CHORUS_OK;
 }
 
 int chorus_engine_close(chorus_engine *e, chorus_conn_id id) {

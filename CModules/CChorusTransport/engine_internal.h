@@ -54,6 +54,9 @@ typedef struct conn {
 
     chorus_request *recv_head, *recv_tail; // engine->lock
     int paused;                            // engine->lock
+    int admitted;                          // engine->lock: identified by the owner (dialed ones from the start)
+    int data_allowed;                      // engine->lock: data frames may arrive (once admitted)
+    uint64_t created_ms;                   // when it was accepted or dialed (the handshake deadline)
 
     // RDMA (engine_rdma.c). `uses_rdma`: data frames travel on `rdma`, never on the socket.
     int uses_rdma;

@@ -78,6 +78,8 @@ const char *chorus_status_string(int status) {
     case CHORUS_ERR_TOO_MANY_QUEUED: return "peer sent more control frames than the owner can take";
     case CHORUS_ERR_PEER_CLOSED: return "peer closed the connection";
     case CHORUS_ERR_IDLE_TIMEOUT: return "peer silent past the idle timeout";
+    case CHORUS_ERR_HANDSHAKE_TIMEOUT: return "the connection did not identify itself within the handshake deadline";
+    case CHORUS_ERR_UNEXPECTED_DATA: return "a data frame on a connection that carries none";
     case CHORUS_ERR_CANCELLED: return "cancelled: connection closed locally";
     case CHORUS_ERR_CONNECT_FAILED: return "could not connect";
     case CHORUS_ERR_SYSTEM: return "system call failed";

@@ -19,6 +19,9 @@ public struct Configuration: Sendable {
     public var peerTimeout: Duration = .seconds(5)
     /// Deadline for establishing a TCP connection (master or neighbour).
     public var connectTimeout: Duration = .seconds(10)
+    /// An accepted connection must identify itself (a registration at the master, a hello at a
+    /// peer) within this long, or it is closed, whatever it sends meanwhile.
+    public var handshakeTimeout: Duration = .seconds(5)
     /// Deadline for one collective, from start to verdict, as a backstop behind `peerTimeout`.
     public var operationTimeout: Duration = .seconds(120)
     /// How long `Communicator.init` and `updateTopology` wait for the master to form a topology.
@@ -84,6 +87,7 @@ public struct Configuration: Sendable {
                                    + "peerTimeout (CHORUS_PEER_TIMEOUT_MS) \(peerTimeout): quiet healthy connections would be declared dead")
         }
         try positive(connectTimeout, "connectTimeout", "CHORUS_CONNECT_TIMEOUT_MS")
+        try positive(handshakeTimeout, "handshakeTimeout", "CHORUS_HANDSHAKE_TIMEOUT_MS")
         try positive(operationTimeout, "operationTimeout", "CHORUS_OP_TIMEOUT_MS")
         try positive(admissionTimeout, "admissionTimeout", "CHORUS_ADMISSION_TIMEOUT_MS")
         guard spinWait >= .zero else { throw .invalidArgument("spinWait (CHORUS_SPIN_US) is \(spinWait), it must not be negative") }
@@ -120,7 +124,7 @@ public struct Configuration: Sendable {
     var transportSettings: TransportSettings {
         TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,
                           maxControlBytes: maxControlBytes, maxQueuedEvents: 4096,
-                          socketBufferBytes: socketBufferBytes, spinWait: spinWait)
+                          socketBufferBytes: socketBufferBytes, spinWait: spinWait, handshakeTimeout: handshakeTimeout)
     }
 }
 

@@ -6,7 +6,7 @@ import Glibc
 extension Configuration {
     /// The defaults with `CHORUS_*` environment overrides applied:
     /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_PEER_PORTS` ("40000-40099" or one port), `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
-    /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
+    /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_HANDSHAKE_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
     /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`,
     /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`, `CHORUS_TRANSPORT` (tcp, rdma, auto), `CHORUS_LOG_LEVEL` (trace, debug, info, notice,
     /// warning, error, critical).
@@ -45,6 +45,7 @@ extension Configuration {
         if let v = try number("CHORUS_HEARTBEAT_MS") { c.heartbeatInterval = .milliseconds(v) }
         if let v = try number("CHORUS_PEER_TIMEOUT_MS") { c.peerTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_CONNECT_TIMEOUT_MS") { c.connectTimeout = .milliseconds(v) }
+        if let v = try number("CHORUS_HANDSHAKE_TIMEOUT_MS") { c.handshakeTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_OP_TIMEOUT_MS") { c.operationTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_ADMISSION_TIMEOUT_MS") { c.admissionTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_SEGMENT_BYTES") { c.segmentBytes = v }

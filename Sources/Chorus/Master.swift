@@ -95,6 +95,8 @@ public final class Master: Sendable {
                     let message = try PeerToMaster(decoding: payload)
                     actions = machine.received(message, from: connection)
                     if case .register(let address) = message, let id = machine.peerID(of: connection) {
+                        // Identified; peers never send the master data frames.
+                        engine.admit(connection, allowData: false)
                         logger.info("peer \(id) registered (listening on \(address))")
                     }
                 } catch {

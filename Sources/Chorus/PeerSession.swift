@@ -108,6 +108,7 @@ final class PeerSession {
         case .control(let connection, let address, let payload):
             switch try? PeerToPeer(decoding: payload) {
             case .hello(let epoch, let from, let to, let link)? where to == peerID && epoch >= topology.epoch:
+                engine.admit(connection, allowData: true)
                 hellos[connection] = Hello(epoch: epoch, from: from, link: link)
             case let message? where links?.contains(connection) == true && address.epoch == topology.epoch
                 && peerMessages.count < configuration.maxQueuedPeerMessages:

@@ -27,16 +27,19 @@ public struct TransportSettings: Sendable {
     public var maxQueuedEvents: Int
     public var socketBufferBytes: Int
     public var spinWait: Duration
+    /// An accepted connection not admitted (`admit`) by then is failed; `.zero` never.
+    public var handshakeTimeout: Duration
 
     public init(heartbeatInterval: Duration = .milliseconds(500), idleTimeout: Duration = .seconds(5),
                 maxControlBytes: Int = 1 << 20, maxQueuedEvents: Int = 4096, socketBufferBytes: Int = 0,
-                spinWait: Duration = .zero) {
+                spinWait: Duration = .zero, handshakeTimeout: Duration = .zero) {
         self.heartbeatInterval = heartbeatInterval
         self.idleTimeout = idleTimeout
         self.maxControlBytes = maxControlBytes
         self.maxQueuedEvents = maxQueuedEvents
         self.socketBufferBytes = socketBufferBytes
         self.spinWait = spinWait
+        self.handshakeTimeout = handshakeTimeout
     }
 }
 
@@ -95,7 +98,8 @@ public final class TransportEngine: @unchecked Sendable {
             max_queued_events: UInt32(clamping: settings.maxQueuedEvents),
             socket_buffer_bytes: Int32(clamping: settings.socketBufferBytes),
             spin_wait_us: UInt32(clamping: settings.spinWait.components.seconds * 1_000_000
-                                 + settings.spinWait.components.attoseconds / 1_000_000_000_000))
+                                 + settings.spinWait.components.attoseconds / 1_000_000_000_000),
+            handshake_timeout_ms: UInt32(milliseconds(settings.handshakeTimeout)))
         var created: OpaquePointer?
         try check(chorus_engine_create(&config, &created))
         engine = created!
@@ -142,6 +146,13 @@ public final class TransportEngine: @unchecked Sendable {
         var why = [CChar](repeating: 0, count: 256)
         guard chorus_rdma_probe(&why, why.count) != 0 else { return nil }
         return String(decoding: why.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Marks an accepted connection as identified (its handshake checked): the handshake deadline
+    /// stops applying. `allowData` false makes any data frame on it fail the connection with
+    /// `.unexpectedData`. Connections this engine dialed are admitted already.
+    public func admit(_ connection: ConnectionID, allowData: Bool) {
+        _ = chorus_engine_admit(engine, connection.rawValue, allowData ? 1 : 0)
     }
 
     /// Closes a connection; its pending requests finish with `.cancelled`. Closing twice is harmless.

@@ -10,8 +10,9 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
         case badMagic = -100, badVersion = -101, badType = -102, badFlags = -103
         case controlTooLarge = -104, badLength = -105
         case staleEpoch = -110, epochMismatch = -111, opMismatch = -112, tagMismatch = -113
-        case lengthMismatch = -114, unexpectedControl = -115, tooManyQueued = -116
+        case lengthMismatch = -114, unexpectedControl = -115, tooManyQueued = -116, unexpectedData = -117
         case peerClosed = -120, idleTimeout = -121, cancelled = -122, connectFailed = -123, system = -124
+        case handshakeTimeout = -125
         case timedOut = -130, interrupted = -131, invalidArgument = -132, noSuchConnection = -133
         case address = -134, shutdown = -135
         case noRDMA = -140
@@ -36,7 +37,7 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
 
     /// True when the remote side sent something that violates the wire protocol.
     public var isProtocolViolation: Bool {
-        (-116 ... -100).contains(code.rawValue)
+        (-117 ... -100).contains(code.rawValue)
     }
 
     public var description: String {

@@ -34,8 +34,8 @@ import Testing
         }
     }
 
-    static func formedPair(_ master: Master) async throws -> (Communicator, Communicator) {
-        let configuration = GroupHarness.testConfiguration()
+    static func formedPair(_ master: Master, configuration: Configuration = GroupHarness.testConfiguration()) async throws
+        -> (Communicator, Communicator) {
         @Sendable func member() async throws -> Communicator {
             let c = try await Communicator.connect(master: master.endpoint, configuration: configuration)
             while c.worldSize < 2 { try await c.updateTopology(minimumWorldSize: 2) }
@@ -172,5 +172,47 @@ import Testing
         let result = try await synchronized
         #expect(!result.wasOutdated && result.revision == 5)
         #expect(weights.values(as: Float.self) == (0 ..< 1000).map { Float($0) })
+    }
+
+    /// A stranger that connects to the master's port and to a peer's and sends a data-frame header
+    /// there (no registration, no hello) used to park both connections for good. Now each is closed
+    /// at the handshake deadline, and the members' collectives go on meanwhile and after.
+    @Test func aStrangersDataFrameIsClosedAtTheHandshakeDeadlineWhileMembersWork() async throws {
+        var configuration = GroupHarness.testConfiguration()
+        configuration.handshakeTimeout = .milliseconds(500)
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
+        defer { master.shutdown() }
+        let (c0, c1) = try await Self.formedPair(master, configuration: configuration)
+        let stranger = try TransportEngine(settings: Self.settings)
+        let payload = [UInt8](repeating: 7, count: 1 << 16)
+        var targets: [ConnectionID] = [], sends: [TransportRequest] = []
+        for endpoint in [master.endpoint, c1.listenAddress] {
+            let port = UInt16(endpoint.split(separator: ":").last!)!
+            let connection = try stranger.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+            sends.append(try payload.withUnsafeBytes { bytes throws(TransportError) in
+                try stranger.postSend(connection, address: FrameAddress(epoch: 1, opID: 1), bytes: bytes)
+            })
+            targets.append(connection)
+        }
+        let started = ContinuousClock.now
+        async let busy: [Float] = { var v: [Float] = [1, 2, 3]; try await c1.allReduce(&v); return v }()
+        var mine: [Float] = [10, 20, 30]
+        try await c0.allReduce(&mine)
+        let theirs = try await busy
+        #expect(mine == [11, 22, 33] && theirs == [11, 22, 33], "members work while the stranger waits")
+        var closed = Set<ConnectionID>()
+        while closed.count < targets.count && ContinuousClock.now - started < .seconds(20) {
+            if case .failed(let connection, _)? = stranger.nextEvent(timeout: .milliseconds(100)) { closed.insert(connection) }
+        }
+        let waited = ContinuousClock.now - started
+        #expect(closed == Set(targets), "the master and the peer both closed the stranger")
+        #expect(waited < .milliseconds(500) + .seconds(3), "within the handshake deadline and slack: \(waited)")
+        for request in sends { _ = stranger.wait(request, timeout: .seconds(5), interruptible: false) }
+        var after: [Float] = [5]
+        async let other: [Float] = { var v: [Float] = [6]; try await c1.allReduce(&v); return v }()
+        try await c0.allReduce(&after)
+        let otherResult = try await other
+        #expect(after == [11] && otherResult == [11])
+        #expect(master.currentStatus.worldSize == 2)
     }
 }

@@ -20,15 +20,19 @@ final class RawSocket {
 
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
 
-    /// True when the other side closed the connection within the timeout.
+    /// True when the other side closed the connection within the timeout (what it sends meanwhile,
+    /// heartbeats say, is read and dropped; the timeout bounds the whole wait).
     func closedByPeer(timeoutMilliseconds: Int32) -> Bool {
         var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while poll(&descriptor, 1, timeoutMilliseconds) > 0 {
-            let got = recv(fd, &buffer, buffer.count, 0)
-            if got <= 0 { return true }
+        let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
+        while true {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return false }
+            guard poll(&descriptor, 1, Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000) + 1) > 0
+            else { return false }
+            if recv(fd, &buffer, buffer.count, 0) <= 0 { return true }
         }
-        return false
     }
 }
 

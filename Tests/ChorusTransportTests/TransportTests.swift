@@ -1,4 +1,5 @@
 import ChorusTransport
+import Glibc
 import Testing
 
 /// The engine over real loopback sockets with ephemeral ports.
@@ -160,6 +161,53 @@ import Testing
         guard case .failed(_, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("never timed out") }
         #expect(error.code == .idleTimeout)
         #expect(silent.closedByPeer(timeoutMilliseconds: 2000))
+    }
+
+    /// A stranger's data-frame header used to pause its connection, which stopped the idle timer for
+    /// good: one 32-byte header parked a descriptor forever. Until the owner admits a connection,
+    /// the handshake deadline runs whatever it sends: a paused data frame, heartbeats, or nothing.
+    @Test func aConnectionNotAdmittedIsClosedAtTheHandshakeDeadlineWhatEverItSends() throws {
+        let server = try TransportEngine(settings: TransportSettings(heartbeatInterval: .milliseconds(50),
+                                                                     idleTimeout: .seconds(30),
+                                                                     handshakeTimeout: .milliseconds(300)))
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let parker = try RawSocket(port: port), beater = try RawSocket(port: port)
+        var accepted: [ConnectionID] = []
+        while accepted.count < 2, case .accepted(let c)? = server.nextEvent(timeout: .seconds(5)) { accepted.append(c) }
+        parker.send(header(type: 2, length: 1 << 20, epoch: 1, opID: 1)) // a data frame nobody asked for
+        var failures: [TransportError.Code] = []
+        let deadline = ContinuousClock.now + .seconds(10)
+        while failures.count < 2 && ContinuousClock.now < deadline {
+            beater.send(header(type: 3, length: 0)) // heartbeats only, every 50 ms
+            if case .failed(_, let error)? = server.nextEvent(timeout: .milliseconds(50)) { failures.append(error.code) }
+        }
+        #expect(failures == [.handshakeTimeout, .handshakeTimeout], "well before the 30 s idle timeout")
+        #expect(parker.closedByPeer(timeoutMilliseconds: 2000) && beater.closedByPeer(timeoutMilliseconds: 2000))
+    }
+
+    /// An admitted connection keeps working past the deadline; one admitted without data refuses a
+    /// data frame at once, also one that was already waiting when it was admitted.
+    @Test func admittedConnectionsOutliveTheDeadlineAndDataIsRefusedWhereNoneBelongs() throws {
+        let settings = TransportSettings(heartbeatInterval: .milliseconds(50), idleTimeout: .seconds(30),
+                                         handshakeTimeout: .milliseconds(300))
+        let server = try TransportEngine(settings: settings)
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let member = try RawSocket(port: port), early = try RawSocket(port: port), late = try RawSocket(port: port)
+        var accepted: [ConnectionID] = []
+        while accepted.count < 3, case .accepted(let c)? = server.nextEvent(timeout: .seconds(5)) { accepted.append(c) }
+        early.send(header(type: 2, length: 8, epoch: 1, opID: 1))
+        usleep(100_000) // the early frame waits before it is admitted
+        for connection in accepted { server.admit(connection, allowData: false) }
+        guard case .failed(_, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the waiting data frame was kept") }
+        #expect(error.code == .unexpectedData && error.isProtocolViolation)
+        late.send(header(type: 2, length: 8, epoch: 1, opID: 1))
+        guard case .failed(_, let second)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the late data frame was kept") }
+        #expect(second.code == .unexpectedData)
+        usleep(600_000) // twice the handshake deadline
+        member.send(header(type: 1, length: 1) + [9])
+        guard case .control(_, _, let payload)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the admitted member was closed") }
+        #expect(payload == [9])
+        #expect(early.closedByPeer(timeoutMilliseconds: 2000) && late.closedByPeer(timeoutMilliseconds: 2000))
     }
 
     @Test func heartbeatsKeepAnIdleConnectionAlive() throws {

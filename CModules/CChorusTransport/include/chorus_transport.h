@@ -39,12 +39,14 @@ typedef enum chorus_transport_status {
     CHORUS_ERR_LENGTH_MISMATCH = -114,
     CHORUS_ERR_UNEXPECTED_CONTROL = -115,
     CHORUS_ERR_TOO_MANY_QUEUED = -116,
+    CHORUS_ERR_UNEXPECTED_DATA = -117,
     // Connection lifecycle.
     CHORUS_ERR_PEER_CLOSED = -120,
     CHORUS_ERR_IDLE_TIMEOUT = -121,
     CHORUS_ERR_CANCELLED = -122,
     CHORUS_ERR_CONNECT_FAILED = -123,
     CHORUS_ERR_SYSTEM = -124,
+    CHORUS_ERR_HANDSHAKE_TIMEOUT = -125,
     // Calls.
     CHORUS_ERR_TIMEDOUT = -130,
     CHORUS_ERR_INTERRUPTED = -131,
@@ -108,6 +110,7 @@ typedef struct chorus_engine_config {
     uint32_t max_queued_events;     // events not yet taken by the owner before a flooding peer is cut off
     int socket_buffer_bytes;        // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
     uint32_t spin_wait_us;          // poll (yielding the core) this long before blocking in a wait
+    uint32_t handshake_timeout_ms;  // fail an accepted connection the owner has not admitted by then; 0 = never
 } chorus_engine_config;
 
 /// CHORUS_OK when RDMA can be used here; else CHORUS_ERR_NO_RDMA with the reason (no libraries, a
@@ -141,6 +144,13 @@ int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port,
 /// credits stay on TCP.
 int chorus_engine_connect(chorus_engine *engine, const char *host, uint16_t port, int timeout_ms, int rdma,
                           chorus_conn_id *out);
+
+/// Marks an accepted connection as identified by the owner (a handshake it checked): the handshake
+/// deadline no longer applies. Until then its data frames wait (they may overtake the handshake's
+/// processing) and the deadline runs even while they do, so a stranger cannot park a connection.
+/// `allow_data` 0: any data frame on it is a protocol violation (CHORUS_ERR_UNEXPECTED_DATA), one
+/// already waiting included. Connections this engine dialed are admitted from the start.
+int chorus_engine_admit(chorus_engine *engine, chorus_conn_id conn, int allow_data);
 
 /// Closes a connection: pending requests on it complete with CHORUS_ERR_CANCELLED, no event follows.
 int chorus_engine_close(chorus_engine *engine, chorus_conn_id conn);
