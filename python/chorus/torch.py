@@ -27,6 +27,7 @@ in a new DistributedDataParallel and redo the step:
         rank, world_size = chorus.torch.reform()
         ddp = DistributedDataParallel(ddp.module)
 """
+import os
 import queue
 import socket
 import threading
@@ -288,7 +289,6 @@ def reform(minimum_world_size=1):
 
 def _master_address(store, rank):
     """CHORUS_MASTER, or the embedded master of rank 0, whose address travels through the store."""
-    import os
     if os.environ.get("CHORUS_MASTER"):
         return os.environ["CHORUS_MASTER"]
     global _master
