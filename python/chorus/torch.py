@@ -84,6 +84,11 @@ class _Completer:
             self._queue.get()._complete()
 
 
+# One for the process: its requests all come from the one communicator, in call order, and a
+# group re-created by reform() must not leave a thread behind.
+_completer = _Completer()
+
+
 class _Work(dist.Work):
     """Collectives in flight for one torch call. `finish` copies results out (all_gather into a
     tensor list) once every request succeeded. Exactly one thread waits for the requests: the first
@@ -93,11 +98,10 @@ class _Work(dist.Work):
     that raises marks a future failed for C++: `Future.set_exception` from Python stores the
     exception as the future's value, which C++ would read as the result."""
 
-    def __init__(self, requests, result, completer, finish=None):
+    def __init__(self, requests, result, finish=None):
         super().__init__()
         self._requests = requests
         self._result = result
-        self._completer = completer
         self._finish = finish
         self._failure = None
         self._finished = threading.Event()
@@ -142,7 +146,7 @@ class _Work(dist.Work):
 
     def get_future(self):
         if self._claim():
-            self._completer.submit(self)
+            _completer.submit(self)
         return self._future
 
     def is_completed(self):
@@ -162,13 +166,12 @@ class ProcessGroupChorus(dist.ProcessGroup):
     def __init__(self, comm):
         super().__init__(comm.rank, comm.world_size)
         self.comm = comm
-        self._completer = _Completer()
 
     def getBackendName(self):
         return "chorus"
 
     def _work(self, requests, result, finish=None):
-        return _Work(requests, result, self._completer, finish)
+        return _Work(requests, result, finish)
 
     def allreduce(self, tensors, opts=None):
         op = _reduce_op(opts.reduceOp) if opts is not None else "sum"
