@@ -18,6 +18,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // HMAC-SHA256 and HKDF for the shared-secret handshake (BoringSSL vendored: no system package).
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0" ..< "5.0.0"),
         // API documentation: `swift package generate-documentation --target Chorus`.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -30,7 +32,7 @@ let package = Package(
 
         // Swift layers, lowest first. DESIGN.md lists which may import which.
         .target(name: "ChorusTransport", dependencies: ["CChorusTransport"]),
-        .target(name: "ChorusProtocol"),
+        .target(name: "ChorusProtocol", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ChorusAlgorithms", dependencies: ["CChorusKernels"], linkerSettings: [.linkedLibrary("m")]),
         .target(name: "Chorus", dependencies: [
             "ChorusTransport", "ChorusProtocol", "ChorusAlgorithms", "CXXHash", .product(name: "Logging", package: "swift-log"),

@@ -96,7 +96,7 @@ struct ChorusBench: ParsableCommand {
     /// Starts a master in this process and `peers` copies of this program that join it.
     private func launchLocal(peers: Int) throws {
         guard peers >= 1 else { throw ValidationError("--local needs at least 1 peer") }
-        let master = try Master(host: "127.0.0.1", port: 0)
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: try Configuration.fromEnvironment())
         var arguments = Array(CommandLine.arguments.dropFirst())
         arguments += ["--local-peer", "--master", master.endpoint]
         let group = LocalGroup()

@@ -13,6 +13,7 @@ const char *chorus_status_name(int status) {
     case CHORUS_STATUS_TIMED_OUT: return "timed out";
     case CHORUS_STATUS_SETUP_FAILED: return "setup failed";
     case CHORUS_STATUS_PENDING: return "pending";
+    case CHORUS_STATUS_AUTHENTICATION_FAILED: return "authentication failed";
     default: return "unknown status";
     }
 }

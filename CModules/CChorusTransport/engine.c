@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -592,7 +593,7 @@ void engine_accept_all(chorus_engine *e, conn *listener) {
             if (flooded) close(fd);
             continue;
         }
-        if (rdma) { // remember the dialer's address: its RDMA link names this connection by it
+        { // remember the dialer's address: for logs, and an RDMA link names this connection by it
             struct sockaddr_storage peer;
             socklen_t size = sizeof peer;
             conn *accepted = engine_acquire(e, id);
@@ -744,6 +745,16 @@ int chorus_engine_admit(chorus_engine *e, chorus_conn_id id, int allow_data) {
     int refused = c->paused && !c->data_allowed; // a data frame already waits on it
     pthread_mutex_unlock(&e->lock);
     if (refused) engine_fail_conn(e, c, CHORUS_ERR_UNEXPECTED_DATA, 0);
+    engine_release(e, c);
+    return CHORUS_OK;
+}
+
+int chorus_engine_remote_address(chorus_engine *e, chorus_conn_id id, char *host, size_t host_size, uint16_t *port) {
+    if (host == NULL || host_size == 0 || port == NULL) return CHORUS_ERR_INVALID_ARGUMENT;
+    conn *c = engine_acquire(e, id);
+    if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
+    snprintf(host, host_size, "%s", c->peer_host);
+    *port = c->peer_port;
     engine_release(e, c);
     return CHORUS_OK;
 }

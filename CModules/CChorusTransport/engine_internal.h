@@ -61,7 +61,7 @@ typedef struct conn {
     // RDMA (engine_rdma.c). `uses_rdma`: data frames travel on `rdma`, never on the socket.
     int uses_rdma;
     rdma_listener *rdma_listener; // listeners: the rdma_cm side
-    char peer_host[64];           // accepted connections: who dialed, to match their link
+    char peer_host[64];           // accepted connections: who dialed (for logs, and to match an RDMA link)
     uint16_t peer_port;
     pthread_mutex_t rdma_lock;    // the fields below; taken before engine->lock
     rdma_link *rdma;              // NULL until connected (accepting side: until the dialer's link arrives)

@@ -26,7 +26,7 @@ struct Local: ParsableCommand {
 
     func run() throws {
         guard peers >= 1 else { throw ValidationError("--peers must be at least 1") }
-        var configuration = Configuration()
+        var configuration = try Configuration.fromEnvironment() // CHORUS_SECRET_FILE and the rest, as the peers see them
         configuration.logger.logLevel = .info // the master's registrations, epochs and lost peers, on stderr
         let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
         print("master listening on \(master.endpoint); starting \(peers) peers")

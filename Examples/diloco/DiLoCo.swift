@@ -34,7 +34,7 @@ struct LocalRun: ParsableCommand {
     @Option(help: "The third peer leaves gracefully at this outer step (-1: never).") var leaveAt = 28
 
     func run() throws {
-        var configuration = Configuration()
+        var configuration = try Configuration.fromEnvironment() // CHORUS_SECRET_FILE and the rest, as the peers see them
         configuration.logger.logLevel = .info // the master's registrations, epochs and lost peers, on stderr
         let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
         say("master on \(master.endpoint); \(peers) peers train \(steps) outer steps")

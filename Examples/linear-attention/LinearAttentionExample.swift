@@ -49,7 +49,7 @@ struct LinearAttentionExample: ParsableCommand {
     }
 
     private func launch() throws {
-        let m = try Master(host: "127.0.0.1", port: 0)
+        let m = try Master(host: "127.0.0.1", port: 0, configuration: try Configuration.fromEnvironment())
         defer { m.shutdown() }
         let group = LocalGroup()
         for index in 0 ..< peers {

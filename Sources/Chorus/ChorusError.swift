@@ -29,6 +29,9 @@ public enum ChorusError: Error, Hashable, Sendable, CustomStringConvertible {
     case timedOut(String)
     /// A local resource (socket, thread) could not be set up.
     case setupFailed(String)
+    /// The master or a neighbour refused this peer's handshake, or did not prove it holds the shared
+    /// secret: a wrong or missing secret on one side (`Configuration.secret`).
+    case authenticationFailed(String)
 
     /// True when the caller should call `updateTopology()` and try the collective again.
     public var isRetryable: Bool {
@@ -50,6 +53,7 @@ public enum ChorusError: Error, Hashable, Sendable, CustomStringConvertible {
         case .evicted(let why): "evicted: \(why)"
         case .timedOut(let why): "timed out: \(why)"
         case .setupFailed(let why): "setup failed: \(why)"
+        case .authenticationFailed(let why): "authentication failed: \(why)"
         }
     }
 }

@@ -1,3 +1,4 @@
+import ChorusProtocol
 import ChorusTransport
 import Logging
 
@@ -22,6 +23,12 @@ public struct Configuration: Sendable {
     /// An accepted connection must identify itself (a registration at the master, a hello at a
     /// peer) within this long, or it is closed, whatever it sends meanwhile.
     public var handshakeTimeout: Duration = .seconds(5)
+    /// The shared secret every member and the master hold (at least 16 bytes; 32 random bytes is
+    /// right). Set, every connection, to the master and between peers, opens with a mutual
+    /// challenge-response over it (HMAC-SHA256, `Handshake`), and a connection that cannot prove it
+    /// is refused with `authenticationFailed`. Nil: anyone who can reach the master may join.
+    /// `CHORUS_SECRET_FILE` (preferred: the secret stays out of the environment) or `CHORUS_SECRET`.
+    public var secret: [UInt8]?
     /// Deadline for one collective, from start to verdict, as a backstop behind `peerTimeout`.
     public var operationTimeout: Duration = .seconds(120)
     /// How long `Communicator.init` and `updateTopology` wait for the master to form a topology.
@@ -90,6 +97,9 @@ public struct Configuration: Sendable {
         try positive(handshakeTimeout, "handshakeTimeout", "CHORUS_HANDSHAKE_TIMEOUT_MS")
         try positive(operationTimeout, "operationTimeout", "CHORUS_OP_TIMEOUT_MS")
         try positive(admissionTimeout, "admissionTimeout", "CHORUS_ADMISSION_TIMEOUT_MS")
+        if let secret, secret.count < SharedSecret.minimumBytes {
+            throw .invalidArgument("the secret (CHORUS_SECRET or CHORUS_SECRET_FILE) has \(secret.count) bytes; at least \(SharedSecret.minimumBytes) are needed (e.g. head -c 32 /dev/urandom | base64)")
+        }
         guard spinWait >= .zero else { throw .invalidArgument("spinWait (CHORUS_SPIN_US) is \(spinWait), it must not be negative") }
         let counts: [(String, String, Int, ClosedRange<Int>)] = [
             ("segmentBytes", "CHORUS_SEGMENT_BYTES", segmentBytes, 1 ... Int(Int32.max)),
@@ -120,6 +130,9 @@ public struct Configuration: Sendable {
             return TransportEngine.rdmaUnavailableReason == nil && !isLoopback(bindHost)
         }
     }
+
+    /// The key derived from `secret`, nil without one.
+    var sharedSecret: SharedSecret? { secret.map(SharedSecret.init) }
 
     var transportSettings: TransportSettings {
         TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,

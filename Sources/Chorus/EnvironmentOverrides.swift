@@ -9,7 +9,7 @@ extension Configuration {
     /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_HANDSHAKE_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
     /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`,
     /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`, `CHORUS_TRANSPORT` (tcp, rdma, auto), `CHORUS_LOG_LEVEL` (trace, debug, info, notice,
-    /// warning, error, critical).
+    /// warning, error, critical), `CHORUS_SECRET_FILE` (a file holding the shared secret) or `CHORUS_SECRET` (the secret itself).
     /// - Throws: `ChorusError.invalidArgument` naming a variable whose value is not a number.
     public static func fromEnvironment(_ environment: [String: String] = currentEnvironment()) throws -> Configuration {
         var c = Configuration()
@@ -42,6 +42,12 @@ extension Configuration {
             }
             c.transport = kind
         }
+        switch (environment["CHORUS_SECRET_FILE"], environment["CHORUS_SECRET"]) {
+        case (let path?, nil): c.secret = try readSecretFile(path)
+        case (nil, let text?): c.secret = Array(text.utf8)
+        case (_?, _?): throw ChorusError.invalidArgument("both CHORUS_SECRET_FILE and CHORUS_SECRET are set; set one")
+        case (nil, nil): break
+        }
         if let v = try number("CHORUS_HEARTBEAT_MS") { c.heartbeatInterval = .milliseconds(v) }
         if let v = try number("CHORUS_PEER_TIMEOUT_MS") { c.peerTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_CONNECT_TIMEOUT_MS") { c.connectTimeout = .milliseconds(v) }
@@ -60,6 +66,25 @@ extension Configuration {
         // validate(), for these values and for ones a program sets directly alike.
         try c.validate()
         return c
+    }
+
+    /// The secret held in the file at `path`: its bytes, without trailing newlines or spaces.
+    /// - Throws: `invalidArgument` naming the file and why it cannot be read.
+    public static func readSecretFile(_ path: String) throws(ChorusError) -> [UInt8] {
+        guard let file = fopen(path, "rb") else {
+            throw .invalidArgument("the secret file \(path) cannot be read: \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count <= 1 << 16 {
+            let got = fread(&chunk, 1, chunk.count, file)
+            if got == 0 { break }
+            bytes += chunk[..<got]
+        }
+        guard bytes.count <= 1 << 16 else { throw .invalidArgument("the secret file \(path) is over 64 KiB; is it the right file?") }
+        while let last = bytes.last, [0x0A, 0x0D, 0x20, 0x09].contains(last) { bytes.removeLast() }
+        return bytes
     }
 
     /// The process environment.

@@ -58,7 +58,11 @@ public final class Master: Sendable {
         self.host = host
         self.logger = logger
         logger.info("listening on \(PeerAddress(host: host, port: self.port))")
-        let thread = Thread { [self] in serve() }
+        if configuration.secret == nil {
+            logger.warning("no shared secret configured: anyone who can reach \(PeerAddress(host: host, port: self.port)) may join, read members' data and abort their operations (set CHORUS_SECRET_FILE)")
+        }
+        let gate = AcceptorGate(secret: configuration.sharedSecret, name: "this master")
+        let thread = Thread { [self] in serve(gate: gate) }
         thread.start()
     }
 
@@ -76,7 +80,8 @@ public final class Master: Sendable {
         }
     }
 
-    private func serve() {
+    private func serve(gate initialGate: AcceptorGate) {
+        var gate = initialGate
         var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames)
         /// A connection as the logs call it: the peer id and address once it registered.
         func name(_ connection: ConnectionID) -> String {
@@ -91,6 +96,19 @@ public final class Master: Sendable {
             case .accepted:
                 actions = []
             case .control(let connection, _, let payload):
+                switch gate.screen(connection, payload) {
+                case .pass:
+                    break
+                case .handshake(let reply):
+                    try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
+                    continue
+                case .refuse(let reply, let why):
+                    logger.warning("refused a connection from \(engine.remoteAddress(connection) ?? "?"): authentication failed: \(why)")
+                    try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
+                    engine.close(connection)
+                    gate.forget(connection)
+                    continue
+                }
                 do {
                     let message = try PeerToMaster(decoding: payload)
                     actions = machine.received(message, from: connection)
@@ -104,6 +122,7 @@ public final class Master: Sendable {
                     actions = machine.receivedMalformed(from: connection, reason: error.description)
                 }
             case .failed(let connection, let error):
+                gate.forget(connection)
                 let who = name(connection)
                 actions = machine.connectionClosed(connection)
                 if who != "an unregistered connection" { logger.notice("lost \(who): \(error)") }
@@ -117,8 +136,12 @@ public final class Master: Sendable {
                     if case .verdict(let epoch, let opID, .aborted(let reason)) = message, abortLogged.insert(opID).inserted {
                         logger.warning("epoch \(epoch) operation \(opID) aborted: \(reason)")
                     }
+                    if case .rejected(let why) = message {
+                        logger.warning("cut off the connection from \(engine.remoteAddress(connection) ?? "?"): \(why)")
+                    }
                 case .close(let connection):
                     engine.close(connection)
+                    gate.forget(connection)
                 }
             }
             let after = (machine.epoch, machine.worldSize, machine.pendingCount)

@@ -35,6 +35,11 @@ final class PeerSession {
     private var masterFailure: String?
     private var hellos: [ConnectionID: Hello] = [:]
     private var failedLinks: [ConnectionID: TransportError] = [:]
+    /// Links this peer dialed for the epoch being formed, until the ring is connected.
+    private var dials: [ConnectionID: Dial] = [:]
+    /// Inbound links authenticate here before their hello counts.
+    private var gate: AcceptorGate
+    private let secret: SharedSecret?
     private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
     private let masterEndpoint: (host: String, port: UInt16)
     /// Data links go over RDMA (links to the master never do).
@@ -51,6 +56,8 @@ final class PeerSession {
         self.masterEndpoint = endpoint
         logger = configuration.logger
         logger[metadataKey: "pid"] = "\(getpid())"
+        secret = configuration.sharedSecret
+        gate = AcceptorGate(secret: secret, name: "this peer")
         usesRDMA = try configuration.usesRDMA()
         do {
             engine = try TransportEngine(settings: configuration.transportSettings)
@@ -67,7 +74,45 @@ final class PeerSession {
             throw .masterUnreachable("\(endpoint.host):\(endpoint.port): \(error)")
         }
         logger.debug("connected to the master at \(endpoint.host):\(endpoint.port); listening on \(listenAddress)")
+        if let secret { try authenticateToMaster(secret) }
         try sendToMaster(.register(listen: listenAddress))
+    }
+
+    /// Runs the connecting side of the handshake on the master connection (before anything else is
+    /// handled, so it reads the master's events directly).
+    private func authenticateToMaster(_ secret: SharedSecret) throws(ChorusError) {
+        var handshake = ConnectorHandshake(secret: secret)
+        let master = "the master at \(masterEndpoint.host):\(masterEndpoint.port)"
+        do {
+            try engine.sendControl(self.master, address: FrameAddress(epoch: 0, opID: 0), payload: handshake.opening.encoded())
+        } catch {
+            throw .masterUnreachable("\(master): \(error)")
+        }
+        let deadline = ContinuousClock.now + configuration.handshakeTimeout
+        while ContinuousClock.now < deadline {
+            switch engine.nextEvent(timeout: deadline - .now) {
+            case .control(let connection, _, let payload)? where connection == self.master:
+                do {
+                    switch try handshake.receive(try Handshake(decoding: payload)) {
+                    case .reply(let proof):
+                        try engine.sendControl(self.master, address: FrameAddress(epoch: 0, opID: 0), payload: proof.encoded())
+                    case .authenticated:
+                        return
+                    }
+                } catch let failure as HandshakeFailure {
+                    try? engine.sendControl(self.master, address: FrameAddress(epoch: 0, opID: 0), payload: Handshake.refused(failure.reason).encoded())
+                    logger.error("authenticating with \(master) failed: \(failure.reason)")
+                    throw .authenticationFailed("\(master): \(failure.reason)")
+                } catch {
+                    throw .authenticationFailed("\(master) answered the handshake with something else (\(error)); is it a Chorus master with a secret?")
+                }
+            case .failed(let connection, let error)? where connection == self.master:
+                throw .masterUnreachable("\(master) closed the connection during the handshake: \(error)")
+            default:
+                continue
+            }
+        }
+        throw .authenticationFailed("\(master) did not answer the handshake within \(configuration.handshakeTimeout)")
     }
 
     // MARK: - Events
@@ -100,12 +145,32 @@ final class PeerSession {
         case .accepted:
             break // identified by its hello
         case .control(let connection, _, let payload) where connection == master:
+            if Handshake.isHandshake(payload), case .refused(let why)? = try? Handshake(decoding: payload) {
+                authenticationRefused = true // a master with a secret refusing a peer without one
+                loseMaster("the master refused this peer: \(why)")
+                return
+            }
             do {
                 handleMaster(try MasterToPeer(decoding: payload))
             } catch {
                 loseMaster("master sent a malformed message: \(error)")
             }
+        case .control(let connection, _, let payload) where dials[connection] != nil:
+            continueDial(connection, payload)
         case .control(let connection, let address, let payload):
+            switch gate.screen(connection, payload) {
+            case .pass:
+                break
+            case .handshake(let reply):
+                try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
+                return
+            case .refuse(let reply, let why):
+                logger.warning("refused a link from \(engine.remoteAddress(connection) ?? "?"): authentication failed: \(why)")
+                try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
+                engine.close(connection)
+                gate.forget(connection)
+                return
+            }
             switch try? PeerToPeer(decoding: payload) {
             case .hello(let epoch, let from, let to, let link)? where to == peerID && epoch >= topology.epoch:
                 engine.admit(connection, allowData: true)
@@ -115,11 +180,15 @@ final class PeerSession {
                 peerMessages.append((connection, address.opID, message))
             default:
                 engine.close(connection) // malformed, not for us, or from an epoch that is over
+                gate.forget(connection)
             }
         case .failed(let connection, let error) where connection == master:
             loseMaster(diagnoseMasterLoss(error))
+        case .failed(let connection, let error) where dials[connection] != nil:
+            if dials[connection]?.failure == nil { dials[connection]?.failure = "\(error)" }
         case .failed(let connection, let error):
             hellos[connection] = nil
+            gate.forget(connection)
             if let links, links.contains(connection) {
                 failedLinks[connection] = error
                 logger.notice("a link of epoch \(topology.epoch) failed: \(error)")
@@ -169,10 +238,13 @@ final class PeerSession {
 
     /// True when the master is alive but no longer counts this peer.
     private(set) var evicted = false
+    /// True when the master refused this peer's (missing) authentication.
+    private var authenticationRefused = false
 
     /// The error for a lost master connection.
     var masterLossError: ChorusError? {
         guard let masterFailure else { return nil }
+        if authenticationRefused { return .authenticationFailed(masterFailure) }
         return evicted ? .evicted(masterFailure) : .masterUnreachable(masterFailure)
     }
 
@@ -214,6 +286,7 @@ final class PeerSession {
         needsTopologyUpdate = true // until the ring is connected
         for (connection, hello) in hellos where hello.epoch < next.epoch {
             engine.close(connection)
+            gate.forget(connection)
             hellos[connection] = nil
         }
         let n = next.members.count
@@ -232,18 +305,23 @@ final class PeerSession {
                                                     timeout: configuration.connectTimeout, rdma: usesRDMA)
                 dialed.append(connection)
                 let hello = PeerToPeer.hello(epoch: next.epoch, from: peerID, to: member.id, link: link)
-                try engine.sendControl(connection, address: FrameAddress(epoch: next.epoch, opID: 0), payload: hello.encoded())
+                // With a secret the hello follows the handshake (continueDial); without one it goes now.
+                let dial = Dial(member: member, hello: hello, handshake: secret.map(ConnectorHandshake.init))
+                let first = dial.handshake?.opening.encoded() ?? hello.encoded()
+                dials[connection] = dial
+                try engine.sendControl(connection, address: FrameAddress(epoch: next.epoch, opID: 0), payload: first)
                 return connection
             } catch {
                 throw .topologyFailed("cannot reach peer \(member.id) at \(member.address): \(error)")
             }
         }
+        defer { dials = [:] }
         var rightLanes: [ConnectionID] = [], mesh: [Int: ConnectionID] = [:]
         do {
             for lane in 0 ..< lanes { rightLanes.append(try dial(right, .ring(lane: UInt16(lane), lanes: UInt16(lanes)))) }
             for j in index + 1 ..< n { mesh[j] = try dial(next.members[j], .mesh) }
         } catch {
-            dialed.forEach(engine.close)
+            dialed.forEach { engine.close($0); gate.forget($0) }
             throw error
         }
         // Accept: the left neighbour's lanes, and the mesh from every member before this one.
@@ -252,6 +330,7 @@ final class PeerSession {
         do {
             inbound = try waitFor("the neighbours of epoch \(next.epoch) to connect", deadline: deadline) {
                 () throws(ChorusError) -> (left: [ConnectionID], mesh: [Int: ConnectionID])? in
+                try checkDials()
                 let current = hellos.filter { $0.value.epoch == next.epoch }
                 var leftLanes: [(Int, ConnectionID)] = [], meshIn: [Int: ConnectionID] = [:]
                 for (connection, hello) in current {
@@ -267,7 +346,8 @@ final class PeerSession {
                         break
                     }
                 }
-                guard leftLanes.count == lanes, meshIn.count == index else {
+                let ownHellosSent = dials.values.allSatisfy { $0.handshake == nil || $0.authenticated }
+                guard leftLanes.count == lanes, meshIn.count == index, ownHellosSent else {
                     // A member lost while the ring forms never dials: the master's abort says so at once.
                     // (A ring that did connect is kept; the abort then surfaces on the next collective.)
                     if case .aborted(let reason)? = verdicts[1] { throw .topologyFailed("\(reason) while the ring formed") }
@@ -276,7 +356,7 @@ final class PeerSession {
                 return (leftLanes.sorted { $0.0 < $1.0 }.map(\.1), meshIn)
             }
         } catch {
-            dialed.forEach(engine.close)
+            dialed.forEach { engine.close($0); gate.forget($0) }
             if case .timedOut(let what) = error { throw .topologyFailed("timed out \(what)") }
             throw error
         }
@@ -285,10 +365,54 @@ final class PeerSession {
         needsTopologyUpdate = false
     }
 
+    /// Answers the handshake on a link this peer dialed, then sends its hello; any other frame before
+    /// the ring is connected fails the dial.
+    private func continueDial(_ connection: ConnectionID, _ payload: [UInt8]) {
+        guard var dial = dials[connection], dial.failure == nil else { return }
+        guard var handshake = dial.handshake, !dial.authenticated else {
+            dials[connection]?.failure = "it sent a frame before the ring was connected"
+            engine.close(connection)
+            return
+        }
+        do {
+            switch try handshake.receive(try Handshake(decoding: payload)) {
+            case .reply(let proof): // the hello goes right behind the proof
+                let address = FrameAddress(epoch: topology.epoch, opID: 0)
+                try engine.sendControl(connection, address: address, payload: proof.encoded())
+                try engine.sendControl(connection, address: address, payload: dial.hello.encoded())
+            case .authenticated:
+                dial.authenticated = true
+                gate.trust(connection)
+            }
+            dial.handshake = handshake
+            dials[connection] = dial
+        } catch let failure as HandshakeFailure {
+            try? engine.sendControl(connection, address: FrameAddress(epoch: topology.epoch, opID: 0),
+                                    payload: Handshake.refused(failure.reason).encoded())
+            dials[connection]?.failure = failure.description
+            dials[connection]?.refusedAuthentication = true
+            engine.close(connection)
+        } catch {
+            dials[connection]?.failure = "\(error)"
+            engine.close(connection)
+        }
+    }
+
+    /// Throws for the first link this peer dialed that failed (refused, closed, not authenticated).
+    private func checkDials() throws(ChorusError) {
+        guard let (_, dial) = dials.first(where: { $0.value.failure != nil }) else { return }
+        let what = "peer \(dial.member.id) at \(dial.member.address): \(dial.failure!)"
+        if dial.refusedAuthentication { throw .authenticationFailed(what) }
+        throw .topologyFailed("the link to \(what)")
+    }
+
     /// Closes the current ring links; requests on them finish with `.cancelled`.
     func closeLinks() {
         guard let current = links else { return }
-        current.all.forEach(engine.close)
+        for connection in current.all {
+            engine.close(connection)
+            gate.forget(connection)
+        }
         failedLinks = [:]
         peerMessages = []
         links = nil
@@ -338,6 +462,19 @@ struct EpochLinks {
 
     var all: [ConnectionID] { left + right + Array(mesh.values) }
     func contains(_ connection: ConnectionID) -> Bool { all.contains(connection) }
+}
+
+/// A link this peer dialed while its epoch forms.
+struct Dial {
+    let member: Member
+    let hello: PeerToPeer
+    /// Nil without a secret (the hello went at once).
+    var handshake: ConnectorHandshake?
+    /// The acceptor proved it holds the secret (with a secret: until then nothing else counts).
+    var authenticated = false
+    /// Why the link failed before the ring was connected.
+    var failure: String?
+    var refusedAuthentication = false
 }
 
 /// A peer's first frame on a new inbound connection.

@@ -24,6 +24,7 @@ func report(_ error: any Error, into out: UnsafeMutablePointer<chorus_error>?) -
         case .evicted: status = CHORUS_STATUS_EVICTED
         case .timedOut: status = CHORUS_STATUS_TIMED_OUT
         case .setupFailed: status = CHORUS_STATUS_SETUP_FAILED
+        case .authenticationFailed: status = CHORUS_STATUS_AUTHENTICATION_FAILED
         }
     case let error as ArgumentError:
         status = CHORUS_STATUS_INVALID_ARGUMENT

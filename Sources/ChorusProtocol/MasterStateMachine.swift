@@ -121,11 +121,31 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         case .begin(let beginEpoch, let opID, let descriptor):
             return begin(from: connection, epoch: beginEpoch, opID: opID, descriptor)
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
+            if let forgery = Self.forgery(in: outcome, from: peer.id) {
+                return [.send(connection, .rejected(forgery)), .close(connection)] + connectionClosed(connection)
+            }
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
         case .syncState(let reportEpoch, let opID, let digest):
             return syncState(from: connection, epoch: reportEpoch, opID: opID, digest)
         }
+    }
+
+    /// Why a member's report claims what only another member or the master may say, or nil when it
+    /// does not. A member reports only its own failures (a link, a timeout, a transfer, a frame it
+    /// did not expect); peers lost or leaving, safe points and state elections are the master's to
+    /// decide. Such a sender is cut off, as for a malformed message.
+    static func forgery(in outcome: Outcome, from sender: PeerID) -> String? {
+        guard case .aborted(let reason) = outcome else { return nil }
+        let reporter: PeerID
+        switch reason {
+        case .linkFailed(let id, _), .timedOut(let id, _), .stateTransferFailed(let id, _): reporter = id
+        case .argumentMismatch: return nil
+        case .peerLost, .peerLeft, .topologyUpdateRequested, .staleEpoch, .stateMismatch, .stateSenderOutdated:
+            return "peer \(sender) reported \"\(reason)\", which only the master decides"
+        }
+        guard reporter == sender else { return "peer \(sender) sent a report in the name of peer \(reporter)" }
+        return nil
     }
 
     /// A message that could not be decoded: the sender is cut off, as if it had crashed.

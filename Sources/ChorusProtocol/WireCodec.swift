@@ -26,6 +26,8 @@ struct ByteWriter {
         u16(UInt16(utf8.count))
         bytes.append(contentsOf: utf8)
     }
+    /// Bytes of a length both sides know (nonces, proofs): no length prefix.
+    mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
     private mutating func integer<T: FixedWidthInteger>(_ v: T) {
         withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
     }
@@ -70,6 +72,13 @@ struct ByteReader {
         guard n <= limit else { throw DecodeError("count \(n) over the limit \(limit)") }
         guard n * minimumItemBytes <= remaining else { throw DecodeError("count \(n) runs past the end") }
         return n
+    }
+
+    /// Exactly `count` bytes (a length both sides know).
+    mutating func raw(_ count: Int) throws(DecodeError) -> [UInt8] {
+        guard count <= remaining else { throw DecodeError("message truncated") }
+        defer { offset += count }
+        return Array(bytes[offset ..< offset + count])
     }
 
     func expectEnd() throws(DecodeError) {

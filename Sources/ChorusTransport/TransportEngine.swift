@@ -155,6 +155,15 @@ public final class TransportEngine: @unchecked Sendable {
         _ = chorus_engine_admit(engine, connection.rawValue, allowData ? 1 : 0)
     }
 
+    /// Where an accepted connection came from ("host:port"), for logs; nil for a dialed or closed one.
+    public func remoteAddress(_ connection: ConnectionID) -> String? {
+        var host = [CChar](repeating: 0, count: 64)
+        var port: UInt16 = 0
+        guard chorus_engine_remote_address(engine, connection.rawValue, &host, host.count, &port) == 0, port != 0 else { return nil }
+        let text = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return text.contains(":") ? "[\(text)]:\(port)" : "\(text):\(port)"
+    }
+
     /// Closes a connection; its pending requests finish with `.cancelled`. Closing twice is harmless.
     public func close(_ connection: ConnectionID) {
         _ = chorus_engine_close(engine, connection.rawValue)

@@ -31,7 +31,7 @@ struct Drive: ParsableCommand {
         if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw CheckerError("cannot create \(directory)") }
         let stopFile = directory + "/stop"
         unlink(stopFile)
-        var masterConfiguration = Configuration()
+        var masterConfiguration = try Configuration.fromEnvironment()
         masterConfiguration.peerTimeout = .milliseconds(peerTimeoutMs)
         masterConfiguration.heartbeatInterval = .milliseconds(max(50, peerTimeoutMs / 6))
         let master = try Master(host: "127.0.0.1", port: 0, configuration: masterConfiguration)

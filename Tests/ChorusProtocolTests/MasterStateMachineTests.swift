@@ -190,4 +190,29 @@ import Testing
         #expect(m.received(.register(listen: address(1)), from: 1).contains(.close(1)))
         #expect(m.receivedMalformed(from: 5, reason: "garbage").contains(.close(5)))
     }
+
+    @Test func aMemberCannotReportForAnotherOrClaimTheMastersDecisions() {
+        let claims: [(AbortReason, String)] = [
+            (.linkFailed(reporter: 3, detail: "reset"), "peer 2 sent a report in the name of peer 3"),
+            (.timedOut(reporter: 1, notArrived: []), "peer 2 sent a report in the name of peer 1"),
+            (.stateTransferFailed(reporter: 3, detail: "hash"), "peer 2 sent a report in the name of peer 3"),
+            (.peerLost(3), "peer 2 reported \"peer 3 was lost\", which only the master decides"),
+            (.peerLeft(1), "peer 2 reported \"peer 1 left the group\", which only the master decides"),
+            (.staleEpoch, "peer 2 reported \"the operation belongs to an old epoch\", which only the master decides"),
+        ]
+        for (reason, why) in claims {
+            var m = formed(3)
+            let epoch = m.epoch
+            let actions = m.received(.report(epoch: epoch, opID: 1, descriptor: Self.descriptor, outcome: .aborted(reason)), from: 2)
+            // The forger is cut off; the others see it lost, not the forged reason.
+            #expect(actions.contains(.send(2, .rejected(why))) && actions.contains(.close(2)), "\(actions)")
+            #expect(verdicts(actions) == [1: .aborted(.peerLost(2)), 3: .aborted(.peerLost(2))])
+            #expect(m.peerID(of: 2) == nil)
+        }
+        // Its own failures a member reports as before.
+        var m = formed(3)
+        let own = AbortReason.linkFailed(reporter: 2, detail: "reset")
+        let verdict = verdicts(m.received(.report(epoch: m.epoch, opID: 1, descriptor: Self.descriptor, outcome: .aborted(own)), from: 2))
+        #expect(verdict == [1: .aborted(own), 2: .aborted(own), 3: .aborted(own)])
+    }
 }

@@ -46,7 +46,10 @@ typedef enum chorus_status {
     /** A local resource (socket, thread, RDMA) could not be set up. */
     CHORUS_STATUS_SETUP_FAILED = 8,
     /** chorus_test: the request has not completed yet. */
-    CHORUS_STATUS_PENDING = 9
+    CHORUS_STATUS_PENDING = 9,
+    /** The master or a neighbour refused the handshake: a wrong or missing shared secret on one side
+        (CHORUS_SECRET_FILE / CHORUS_SECRET). */
+    CHORUS_STATUS_AUTHENTICATION_FAILED = 10
 } chorus_status;
 
 /** A short name for a status ("ok", "aborted", ...); never NULL. */

@@ -152,6 +152,9 @@ int chorus_engine_connect(chorus_engine *engine, const char *host, uint16_t port
 /// already waiting included. Connections this engine dialed are admitted from the start.
 int chorus_engine_admit(chorus_engine *engine, chorus_conn_id conn, int allow_data);
 
+/// The address an accepted connection came from ("" and 0 for dialed ones).
+int chorus_engine_remote_address(chorus_engine *engine, chorus_conn_id conn, char *host, size_t host_size, uint16_t *port);
+
 /// Closes a connection: pending requests on it complete with CHORUS_ERR_CANCELLED, no event follows.
 int chorus_engine_close(chorus_engine *engine, chorus_conn_id conn);
 
