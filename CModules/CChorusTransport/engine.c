@@ -21,8 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -185,6 +188,8 @@ void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
         return;
     }
     c->failed = 1;
+    e->control_bytes -= c->control_reserved;
+    c->control_reserved = 0;
     int request_status = c->owner_closed ? CHORUS_ERR_CANCELLED : status;
     for (chorus_request *r = c->recv_head; r != NULL;) {
         chorus_request *next = r->next;
@@ -265,6 +270,8 @@ static int deliver(chorus_engine *e, conn *c) {
                                          .payload = c->control_payload};
             engine_push_event_locked(e, node);
             c->control_payload = NULL;
+            c->control_reserved = 0; // counted until the owner takes the event
+            c->delivered_control = 1;
         }
     } else if (c->active_recv != NULL) {
         engine_complete_locked(e, c->active_recv, CHORUS_OK);
@@ -282,17 +289,30 @@ static int begin_payload(chorus_engine *e, conn *c) {
         frame_done(c);
         return CHORUS_OK;
     case CHORUS_FRAME_CONTROL: {
+        // The length was bounded by max_control_bytes in chorus_frame_decode; before admission a
+        // connection may send only small frames, and every connection shares one budget, so a flood
+        // of unfinished frames cannot take the memory legitimate peers need.
         pthread_mutex_lock(&e->lock);
-        int flooded = e->event_count >= e->config.max_queued_events;
+        int status = CHORUS_OK;
+        uint64_t budget = e->config.max_buffered_control_bytes;
+        if (e->event_count >= e->config.max_queued_events) status = CHORUS_ERR_TOO_MANY_QUEUED;
+        else if (!c->admitted && c->header.length > CHORUS_UNADMITTED_MAX_CONTROL_BYTES) status = CHORUS_ERR_CONTROL_TOO_LARGE;
+        else if (budget > 0 && e->control_bytes + c->header.length > budget) status = CHORUS_ERR_CONTROL_BUDGET;
+        if (status == CHORUS_OK) {
+            e->control_bytes += c->header.length;
+            c->control_reserved = c->header.length;
+        }
         pthread_mutex_unlock(&e->lock);
-        if (flooded) return CHORUS_ERR_TOO_MANY_QUEUED;
-        // The length was bounded by max_control_bytes in chorus_frame_decode.
+        if (status != CHORUS_OK) return status;
         c->control_payload = malloc(c->header.length > 0 ? c->header.length : 1);
         return c->control_payload != NULL ? CHORUS_OK : CHORUS_ERR_SYSTEM;
     }
     default: { // data
         pthread_mutex_lock(&e->lock);
-        if (c->admitted && !c->data_allowed) {
+        // A data frame may wait for admission only behind a control frame the owner has yet to judge
+        // (a hello, with the sender's first data right behind it); before any, or on a connection
+        // admitted for control only, it is a violation.
+        if (c->admitted ? !c->data_allowed : !c->delivered_control) {
             pthread_mutex_unlock(&e->lock);
             return CHORUS_ERR_UNEXPECTED_DATA;
         }
@@ -350,9 +370,14 @@ static void read_conn(chorus_engine *e, conn *c) {
                 continue;
             }
             if (c->header.type == CHORUS_FRAME_CREDIT || (c->header.type == CHORUS_FRAME_DATA && c->uses_rdma)) {
-                // Credits belong to RDMA connections, whose data never travels on the socket.
-                status = c->uses_rdma && c->header.type == CHORUS_FRAME_CREDIT ? rdma_on_credit(e, c, c->header.tag)
-                                                                               : CHORUS_ERR_UNEXPECTED_CONTROL;
+                // Credits belong to RDMA connections, whose data never travels on the socket, and
+                // only once data may flow.
+                pthread_mutex_lock(&e->lock);
+                int data_allowed = c->data_allowed;
+                pthread_mutex_unlock(&e->lock);
+                if (!data_allowed) status = CHORUS_ERR_UNEXPECTED_DATA;
+                else status = c->uses_rdma && c->header.type == CHORUS_FRAME_CREDIT ? rdma_on_credit(e, c, c->header.tag)
+                                                                                    : CHORUS_ERR_UNEXPECTED_CONTROL;
                 if (status != CHORUS_OK) { engine_fail_conn(e, c, status, 0); return; }
                 frame_done(c);
                 continue;
@@ -429,7 +454,23 @@ static void serve_attention(chorus_engine *e) {
     free(todo);
 }
 
-/// Heartbeats on connections that have sent nothing for a while; idle timeouts on silent ones.
+/// Whether the sender of a connection paused on an early data frame (nothing is read from it until a
+/// receive is posted) has gone silent: its kernel has delivered nothing for `idle_ms` (heartbeats
+/// keep arriving behind the frame while it lives), and our receive buffer has room, so the silence
+/// is not our own flow control holding it back.
+static int paused_sender_silent(const conn *c, uint32_t idle_ms) {
+    struct tcp_info info;
+    socklen_t size = sizeof info;
+    int queued = 0, buffer = 0;
+    socklen_t buffer_size = sizeof buffer;
+    if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0 || ioctl(c->fd, FIONREAD, &queued) != 0 ||
+        getsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &buffer, &buffer_size) != 0)
+        return 0;
+    return info.tcpi_last_data_recv > idle_ms && queued < buffer / 4;
+}
+
+/// Heartbeats on connections that have sent nothing for a while; idle timeouts on silent ones
+/// (including ones paused on an early data frame, judged by what their kernel received).
 static void serve_timers(chorus_engine *e, uint64_t now) {
     pthread_mutex_lock(&e->lock);
     size_t count = e->conn_count;
@@ -449,7 +490,7 @@ static void serve_timers(chorus_engine *e, uint64_t now) {
             uint32_t idle = e->config.idle_timeout_ms, handshake = e->config.handshake_timeout_ms;
             if (!failed && !admitted && handshake > 0 && now > c->created_ms + handshake) {
                 engine_fail_conn(e, c, CHORUS_ERR_HANDSHAKE_TIMEOUT, 0);
-            } else if (!failed && idle > 0 && !paused && now > c->last_recv_ms + idle) {
+            } else if (!failed && idle > 0 && (paused ? paused_sender_silent(c, idle) : now > c->last_recv_ms + idle)) {
                 engine_fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
             } else if (!failed && e->config.heartbeat_interval_ms > 0 && pthread_mutex_trylock(&c->send_lock) == 0) {
                 int error = 0;
@@ -576,6 +617,28 @@ static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, in
     return CHORUS_OK;
 }
 
+/// Past `max_unadmitted` connections still identifying themselves, fails the oldest of them: a flood
+/// of connections that never finish their handshake then costs only itself, and a genuine peer,
+/// which finishes within a round trip, is almost never the oldest.
+static void bound_unadmitted(chorus_engine *e) {
+    if (e->config.max_unadmitted == 0) return;
+    pthread_mutex_lock(&e->lock);
+    size_t waiting = 0;
+    conn *oldest = NULL;
+    for (size_t i = 0; i < e->conn_count; i++) {
+        conn *c = e->conns[i];
+        if (c->is_listener || c->admitted || c->failed) continue;
+        waiting++;
+        if (oldest == NULL || c->id < oldest->id) oldest = c;
+    }
+    if (waiting <= e->config.max_unadmitted) oldest = NULL;
+    if (oldest != NULL) oldest->refs++;
+    pthread_mutex_unlock(&e->lock);
+    if (oldest == NULL) return;
+    engine_fail_conn(e, oldest, CHORUS_ERR_HANDSHAKE_FLOOD, 0);
+    engine_release(e, oldest);
+}
+
 void engine_accept_all(chorus_engine *e, conn *listener) {
     for (;;) {
         int fd = accept4(listener->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -589,7 +652,9 @@ void engine_accept_all(chorus_engine *e, conn *listener) {
         pthread_mutex_unlock(&e->lock);
         chorus_conn_id id;
         int rdma = listener->rdma_listener != NULL;
-        if (flooded || add_conn(e, fd, 0, rdma, 0, &id) != CHORUS_OK) {
+        // Without a handshake deadline there is no identification stage: admitted at once.
+        int admitted = e->config.handshake_timeout_ms == 0;
+        if (flooded || add_conn(e, fd, 0, rdma, admitted, &id) != CHORUS_OK) {
             if (flooded) close(fd);
             continue;
         }
@@ -614,6 +679,7 @@ void engine_accept_all(chorus_engine *e, conn *listener) {
             read_conn(e, c);
             engine_release(e, c);
         }
+        if (!admitted) bound_unadmitted(e);
     }
 }
 
@@ -902,6 +968,7 @@ int chorus_engine_next_event(chorus_engine *e, int timeout_ms, chorus_event *out
     event_node *node = e->event_head;
     e->event_head = node->next;
     if (e->event_head == NULL) e->event_tail = NULL;
+    if (node->event.kind == CHORUS_EVENT_CONTROL) e->control_bytes -= node->event.header.length;
     __atomic_store_n(&e->event_count, e->event_count - 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&e->lock);
     *out = node->event;

@@ -86,6 +86,8 @@ typedef struct conn {
     int have_header;
     chorus_frame_header header;
     uint8_t *control_payload;
+    uint32_t control_reserved; // engine->lock: bytes of the control frame in progress counted in the budget
+    int delivered_control;     // engine->lock: a control frame went to the owner
     uint32_t payload_got;
     chorus_request *active_recv;
     uint64_t last_recv_ms;
@@ -111,6 +113,7 @@ struct chorus_engine {
     int attention; // some conn needs_attention
     event_node *event_head, *event_tail;
     uint32_t event_count;
+    uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)
 };
 
 /// epoll keys: the connection id, tagged with what became ready.

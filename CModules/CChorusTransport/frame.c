@@ -79,7 +79,9 @@ const char *chorus_status_string(int status) {
     case CHORUS_ERR_PEER_CLOSED: return "peer closed the connection";
     case CHORUS_ERR_IDLE_TIMEOUT: return "peer silent past the idle timeout";
     case CHORUS_ERR_HANDSHAKE_TIMEOUT: return "the connection did not identify itself within the handshake deadline";
-    case CHORUS_ERR_UNEXPECTED_DATA: return "a data frame on a connection that carries none";
+    case CHORUS_ERR_UNEXPECTED_DATA: return "a data frame on a connection that carries none (or before it identified itself)";
+    case CHORUS_ERR_CONTROL_BUDGET: return "control frames in flight over every connection passed the engine's budget";
+    case CHORUS_ERR_HANDSHAKE_FLOOD: return "too many connections were identifying themselves at once; this one was the oldest";
     case CHORUS_ERR_CANCELLED: return "cancelled: connection closed locally";
     case CHORUS_ERR_CONNECT_FAILED: return "could not connect";
     case CHORUS_ERR_SYSTEM: return "system call failed";

@@ -58,6 +58,15 @@ public struct Configuration: Sendable {
     public var transport: TransportKind = .auto
     /// Largest control message accepted.
     public var maxControlBytes = 1 << 20
+    /// Bytes of control messages being read or waiting to be handled, over every connection of this
+    /// master or peer: a frame that would pass it closes its connection, so a flood of unfinished
+    /// frames cannot take the memory the members need. (Before it has identified itself a connection
+    /// may send only frames of up to 4 KiB.)
+    public var maxBufferedControlBytes = 32 << 20
+    /// Accepted connections that have not yet identified themselves (handshake, registration, hello);
+    /// past it the oldest is closed, so a flood of half-open connections holds at most this many
+    /// descriptors and a genuine peer, which identifies itself within a round trip, still gets in.
+    public var maxUnidentifiedConnections = 256
     /// Shared-state transfer: an outdated peer asks its sources for pieces of this size (each one
     /// frame, received straight into the tensor)...
     public var syncChunkBytes = 4 << 20
@@ -108,6 +117,8 @@ public struct Configuration: Sendable {
             ("scanRecursiveDoublingMaxBytes", "CHORUS_SCAN_RD_MAX_BYTES", scanRecursiveDoublingMaxBytes, 0 ... Int.max),
             ("connectionsPerPeer", "CHORUS_CONNECTIONS", connectionsPerPeer, 1 ... 64),
             ("maxControlBytes", "maxControlBytes", maxControlBytes, 1024 ... Int(Int32.max)),
+            ("maxBufferedControlBytes", "maxBufferedControlBytes", maxBufferedControlBytes, maxControlBytes ... Int.max),
+            ("maxUnidentifiedConnections", "maxUnidentifiedConnections", maxUnidentifiedConnections, 1 ... 1 << 20),
             ("syncChunkBytes", "CHORUS_SYNC_CHUNK_BYTES", syncChunkBytes, 1 ... Int(UInt32.max)),
             ("syncChunksInFlight", "CHORUS_SYNC_CHUNKS_IN_FLIGHT", syncChunksInFlight, 1 ... 1024),
         ]
@@ -137,7 +148,8 @@ public struct Configuration: Sendable {
     var transportSettings: TransportSettings {
         TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,
                           maxControlBytes: maxControlBytes, maxQueuedEvents: 4096,
-                          socketBufferBytes: socketBufferBytes, spinWait: spinWait, handshakeTimeout: handshakeTimeout)
+                          socketBufferBytes: socketBufferBytes, spinWait: spinWait, handshakeTimeout: handshakeTimeout,
+                          maxUnadmitted: maxUnidentifiedConnections, maxBufferedControlBytes: maxBufferedControlBytes)
     }
 }
 

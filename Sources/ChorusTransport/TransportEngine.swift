@@ -27,12 +27,19 @@ public struct TransportSettings: Sendable {
     public var maxQueuedEvents: Int
     public var socketBufferBytes: Int
     public var spinWait: Duration
-    /// An accepted connection not admitted (`admit`) by then is failed; `.zero` never.
+    /// An accepted connection not admitted (`admit`) by then is failed; `.zero`: accepted connections
+    /// start admitted, data allowed (no identification stage).
     public var handshakeTimeout: Duration
+    /// Accepted connections not yet admitted; past it the oldest is failed (`.handshakeFlood`). 0: no bound.
+    public var maxUnadmitted: Int
+    /// Control payloads being read or waiting for the owner, over every connection; a frame that
+    /// would pass it fails its connection (`.controlBudget`). 0: no bound.
+    public var maxBufferedControlBytes: Int
 
     public init(heartbeatInterval: Duration = .milliseconds(500), idleTimeout: Duration = .seconds(5),
                 maxControlBytes: Int = 1 << 20, maxQueuedEvents: Int = 4096, socketBufferBytes: Int = 0,
-                spinWait: Duration = .zero, handshakeTimeout: Duration = .zero) {
+                spinWait: Duration = .zero, handshakeTimeout: Duration = .zero, maxUnadmitted: Int = 0,
+                maxBufferedControlBytes: Int = 0) {
         self.heartbeatInterval = heartbeatInterval
         self.idleTimeout = idleTimeout
         self.maxControlBytes = maxControlBytes
@@ -40,6 +47,8 @@ public struct TransportSettings: Sendable {
         self.socketBufferBytes = socketBufferBytes
         self.spinWait = spinWait
         self.handshakeTimeout = handshakeTimeout
+        self.maxUnadmitted = maxUnadmitted
+        self.maxBufferedControlBytes = maxBufferedControlBytes
     }
 }
 
@@ -99,7 +108,9 @@ public final class TransportEngine: @unchecked Sendable {
             socket_buffer_bytes: Int32(clamping: settings.socketBufferBytes),
             spin_wait_us: UInt32(clamping: settings.spinWait.components.seconds * 1_000_000
                                  + settings.spinWait.components.attoseconds / 1_000_000_000_000),
-            handshake_timeout_ms: UInt32(milliseconds(settings.handshakeTimeout)))
+            handshake_timeout_ms: UInt32(milliseconds(settings.handshakeTimeout)),
+            max_unadmitted: UInt32(clamping: settings.maxUnadmitted),
+            max_buffered_control_bytes: UInt64(clamping: settings.maxBufferedControlBytes))
         var created: OpaquePointer?
         try check(chorus_engine_create(&config, &created))
         engine = created!

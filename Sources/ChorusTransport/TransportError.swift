@@ -12,7 +12,7 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
         case staleEpoch = -110, epochMismatch = -111, opMismatch = -112, tagMismatch = -113
         case lengthMismatch = -114, unexpectedControl = -115, tooManyQueued = -116, unexpectedData = -117
         case peerClosed = -120, idleTimeout = -121, cancelled = -122, connectFailed = -123, system = -124
-        case handshakeTimeout = -125
+        case handshakeTimeout = -125, controlBudget = -126, handshakeFlood = -127
         case timedOut = -130, interrupted = -131, invalidArgument = -132, noSuchConnection = -133
         case address = -134, shutdown = -135
         case noRDMA = -140

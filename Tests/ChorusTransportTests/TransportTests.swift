@@ -164,25 +164,80 @@ import Testing
     }
 
     /// A stranger's data-frame header used to pause its connection, which stopped the idle timer for
-    /// good: one 32-byte header parked a descriptor forever. Until the owner admits a connection,
-    /// the handshake deadline runs whatever it sends: a paused data frame, heartbeats, or nothing.
+    /// good: one 32-byte header parked a descriptor forever. Now a data frame before any control frame
+    /// fails the connection at once; one behind a control frame (a hello the owner has yet to judge)
+    /// may wait, but the handshake deadline runs whatever a connection sends until it is admitted.
     @Test func aConnectionNotAdmittedIsClosedAtTheHandshakeDeadlineWhatEverItSends() throws {
         let server = try TransportEngine(settings: TransportSettings(heartbeatInterval: .milliseconds(50),
                                                                      idleTimeout: .seconds(30),
                                                                      handshakeTimeout: .milliseconds(300)))
         let port = try server.listen(host: "127.0.0.1", port: 0)
-        let parker = try RawSocket(port: port), beater = try RawSocket(port: port)
+        let early = try RawSocket(port: port), parker = try RawSocket(port: port), beater = try RawSocket(port: port)
         var accepted: [ConnectionID] = []
-        while accepted.count < 2, case .accepted(let c)? = server.nextEvent(timeout: .seconds(5)) { accepted.append(c) }
-        parker.send(header(type: 2, length: 1 << 20, epoch: 1, opID: 1)) // a data frame nobody asked for
-        var failures: [TransportError.Code] = []
+        while accepted.count < 3, case .accepted(let c)? = server.nextEvent(timeout: .seconds(5)) { accepted.append(c) }
+        early.send(header(type: 2, length: 1 << 20, epoch: 1, opID: 1)) // a data frame nobody asked for
+        parker.send(header(type: 1, length: 1) + [7] + header(type: 2, length: 1 << 20, epoch: 1, opID: 1))
+        var failures: [ConnectionID: TransportError.Code] = [:]
         let deadline = ContinuousClock.now + .seconds(10)
-        while failures.count < 2 && ContinuousClock.now < deadline {
+        while failures.count < 3 && ContinuousClock.now < deadline {
             beater.send(header(type: 3, length: 0)) // heartbeats only, every 50 ms
-            if case .failed(_, let error)? = server.nextEvent(timeout: .milliseconds(50)) { failures.append(error.code) }
+            if case .failed(let c, let error)? = server.nextEvent(timeout: .milliseconds(50)) { failures[c] = error.code }
         }
-        #expect(failures == [.handshakeTimeout, .handshakeTimeout], "well before the 30 s idle timeout")
-        #expect(parker.closedByPeer(timeoutMilliseconds: 2000) && beater.closedByPeer(timeoutMilliseconds: 2000))
+        #expect(failures == [accepted[0]: .unexpectedData, accepted[1]: .handshakeTimeout, accepted[2]: .handshakeTimeout],
+                "well before the 30 s idle timeout")
+        #expect(early.closedByPeer(timeoutMilliseconds: 2000) && parker.closedByPeer(timeoutMilliseconds: 2000)
+                && beater.closedByPeer(timeoutMilliseconds: 2000))
+    }
+
+    /// Before admission a connection may send only small control frames; over every connection,
+    /// control payloads share one budget; and past the bound on connections still identifying
+    /// themselves, the oldest is closed. Each failure names its cause, and admitted ones go on.
+    @Test func floodsOfUnidentifiedConnectionsAndUnfinishedFramesAreBounded() throws {
+        let settings = TransportSettings(heartbeatInterval: .milliseconds(50), idleTimeout: .seconds(30),
+                                         handshakeTimeout: .seconds(30), maxUnadmitted: 3, maxBufferedControlBytes: 64 << 10)
+        let server = try TransportEngine(settings: settings)
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        func accept() throws -> ConnectionID {
+            let event = server.nextEvent(timeout: .seconds(5))
+            guard case .accepted(let c)? = event else { throw TestFailure("no accept: \(String(describing: event))") }
+            return c
+        }
+        func failure() throws -> (ConnectionID, TransportError.Code) {
+            guard case .failed(let c, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no failure") }
+            return (c, error.code)
+        }
+        // A large control frame before admission.
+        let big = try RawSocket(port: port)
+        let bigSide = try accept()
+        big.send(header(type: 1, length: 4097))
+        #expect(try failure() == (bigSide, .controlTooLarge))
+        // Two admitted members start 40 KiB frames and stop half way: the second passes the budget.
+        let a = try RawSocket(port: port), b = try RawSocket(port: port)
+        let aSide = try accept(), bSide = try accept()
+        server.admit(aSide, allowData: false)
+        server.admit(bSide, allowData: false)
+        a.send(header(type: 1, length: 40 << 10) + [UInt8](repeating: 1, count: 100))
+        usleep(50_000)
+        b.send(header(type: 1, length: 40 << 10) + [UInt8](repeating: 2, count: 100))
+        #expect(try failure() == (bSide, .controlBudget))
+        // The first one finishes its frame: delivered whole.
+        a.send([UInt8](repeating: 1, count: (40 << 10) - 100))
+        guard case .control(let from, _, let payload)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no frame") }
+        #expect(from == aSide && payload == [UInt8](repeating: 1, count: 40 << 10))
+        // Four connections that never identify themselves: the first is closed when the fourth arrives.
+        var silent: [RawSocket] = []
+        var sides: [ConnectionID] = []
+        for _ in 0 ..< 3 {
+            silent.append(try RawSocket(port: port))
+            sides.append(try accept())
+        }
+        silent.append(try RawSocket(port: port))
+        _ = try accept()
+        #expect(try failure() == (sides[0], .handshakeFlood))
+        #expect(silent[0].closedByPeer(timeoutMilliseconds: 2000))
+        a.send(header(type: 1, length: 1) + [5])
+        guard case .control(_, _, let last)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the member was cut off") }
+        #expect(last == [5])
     }
 
     /// An admitted connection keeps working past the deadline; one admitted without data refuses a
@@ -195,8 +250,9 @@ import Testing
         let member = try RawSocket(port: port), early = try RawSocket(port: port), late = try RawSocket(port: port)
         var accepted: [ConnectionID] = []
         while accepted.count < 3, case .accepted(let c)? = server.nextEvent(timeout: .seconds(5)) { accepted.append(c) }
-        early.send(header(type: 2, length: 8, epoch: 1, opID: 1))
-        usleep(100_000) // the early frame waits before it is admitted
+        early.send(header(type: 1, length: 1) + [7] + header(type: 2, length: 8, epoch: 1, opID: 1))
+        guard case .control? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no hello") }
+        usleep(100_000) // the early frame waits behind its hello until the owner judges it
         for connection in accepted { server.admit(connection, allowData: false) }
         guard case .failed(_, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the waiting data frame was kept") }
         #expect(error.code == .unexpectedData && error.isProtocolViolation)
@@ -208,6 +264,31 @@ import Testing
         guard case .control(_, _, let payload)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the admitted member was closed") }
         #expect(payload == [9])
         #expect(early.closedByPeer(timeoutMilliseconds: 2000) && late.closedByPeer(timeoutMilliseconds: 2000))
+    }
+
+    /// A connection paused on a data frame that arrived before its receive was posted is still timed
+    /// out once its sender goes silent (its heartbeats stop reaching the kernel behind the frame);
+    /// while they keep coming it is kept.
+    @Test func aConnectionPausedOnAnEarlyFrameStillTimesOutWhenItsSenderFallsSilent() throws {
+        let server = try TransportEngine(settings: TransportSettings(heartbeatInterval: .milliseconds(50),
+                                                                     idleTimeout: .milliseconds(300)))
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let sender = try RawSocket(port: port)
+        guard case .accepted(let side)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        sender.send(header(type: 2, length: 64, epoch: 1, opID: 1)) // nobody posted a receive for it
+        let alive = ContinuousClock.now + .milliseconds(900)
+        while ContinuousClock.now < alive {
+            sender.send(header(type: 3, length: 0))
+            if case .failed(_, let error)? = server.nextEvent(timeout: .milliseconds(50)) {
+                Issue.record("failed while its heartbeats arrived: \(error)")
+                return
+            }
+        }
+        guard case .failed(let failed, let error)? = server.nextEvent(timeout: .seconds(10)) else {
+            Issue.record("a silent paused connection was kept")
+            return
+        }
+        #expect(failed == side && error.code == .idleTimeout)
     }
 
     @Test func heartbeatsKeepAnIdleConnectionAlive() throws {

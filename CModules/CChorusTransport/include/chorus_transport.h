@@ -47,6 +47,8 @@ typedef enum chorus_transport_status {
     CHORUS_ERR_CONNECT_FAILED = -123,
     CHORUS_ERR_SYSTEM = -124,
     CHORUS_ERR_HANDSHAKE_TIMEOUT = -125,
+    CHORUS_ERR_CONTROL_BUDGET = -126,
+    CHORUS_ERR_HANDSHAKE_FLOOD = -127,
     // Calls.
     CHORUS_ERR_TIMEDOUT = -130,
     CHORUS_ERR_INTERRUPTED = -131,
@@ -110,8 +112,13 @@ typedef struct chorus_engine_config {
     uint32_t max_queued_events;     // events not yet taken by the owner before a flooding peer is cut off
     int socket_buffer_bytes;        // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
     uint32_t spin_wait_us;          // poll (yielding the core) this long before blocking in a wait
-    uint32_t handshake_timeout_ms;  // fail an accepted connection the owner has not admitted by then; 0 = never
+    uint32_t handshake_timeout_ms;  // fail an accepted connection the owner has not admitted by then; 0: accepted ones start admitted
+    uint32_t max_unadmitted;        // accepted connections not yet admitted; beyond it the oldest is failed; 0 = no bound
+    uint64_t max_buffered_control_bytes; // control payloads read or queued for the owner, over every connection; 0 = no bound
 } chorus_engine_config;
+
+/// The largest control frame a connection may send before it is admitted (handshake, registration, hello).
+#define CHORUS_UNADMITTED_MAX_CONTROL_BYTES 4096u
 
 /// CHORUS_OK when RDMA can be used here; else CHORUS_ERR_NO_RDMA with the reason (no libraries, a
 /// kernel without RDMA, no device) in `why`.
