@@ -49,7 +49,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "chorus-stress", dependencies: [
-            "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Chorus", "ChorusLauncher", "ChorusProtocol", "ChorusTransport", "CChorusTransport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "chorus-bench", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),

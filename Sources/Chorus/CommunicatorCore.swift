@@ -194,7 +194,7 @@ final class Core: @unchecked Sendable {
                     abandonEpoch(session)
                     onMasterLoss()
                     throw error
-                case nil: local = .aborted(.linkFailed(reporter: session.peerID, detail: "\(error)"))
+                case nil: local = .aborted(.linkFailed(reporter: session.peerID, peer: nil, detail: "\(error)"))
                 }
             }
         }

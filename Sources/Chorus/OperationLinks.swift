@@ -106,8 +106,16 @@ final class OperationLinks: CollectiveLinks {
             // A healthy neighbour sent frames of another shape: the peers disagree on the call.
             return .argumentMismatch("rank \(rank) (peer \(session.peerID)) received, on its \(side) link, a frame its call does not expect: \(cause)")
         default:
-            return .linkFailed(reporter: session.peerID, detail: "\(side) link: \(cause)")
+            return .linkFailed(reporter: session.peerID, peer: peer(on: link), detail: "\(side) link: \(cause)")
         }
+    }
+
+    /// The member at the other end of one of this epoch's links.
+    private func peer(on link: ConnectionID) -> PeerID? {
+        let members = session.topology.members
+        if links.left.contains(link) { return members[(rank + worldSize - 1) % worldSize].id }
+        if links.right.contains(link) { return members[(rank + 1) % worldSize].id }
+        return links.mesh.first { $0.value == link }.map { members[$0.key].id }
     }
 
     func wait(_ request: TransportRequest) throws {

@@ -74,45 +74,54 @@ final class PeerSession {
             throw .masterUnreachable("\(endpoint.host):\(endpoint.port): \(error)")
         }
         logger.debug("connected to the master at \(endpoint.host):\(endpoint.port); listening on \(listenAddress)")
-        if let secret { try authenticateToMaster(secret) }
+        if let secret {
+            do {
+                try Self.authenticate(engine: engine, connection: master, secret: secret, to: masterName,
+                                      deadline: .now + configuration.handshakeTimeout)
+            } catch {
+                logger.error("\(error)")
+                throw error
+            }
+        }
         try sendToMaster(.register(listen: listenAddress))
     }
 
-    /// Runs the connecting side of the handshake on the master connection (before anything else is
-    /// handled, so it reads the master's events directly).
-    private func authenticateToMaster(_ secret: SharedSecret) throws(ChorusError) {
+    private var masterName: String { "the master at \(masterEndpoint.host):\(masterEndpoint.port)" }
+
+    /// Runs the connecting side of the handshake on a fresh connection to the master (before anything
+    /// else is handled on `engine`, so it reads the engine's events directly).
+    private static func authenticate(engine: TransportEngine, connection: ConnectionID, secret: SharedSecret, to master: String,
+                                     deadline: ContinuousClock.Instant) throws(ChorusError) {
         var handshake = ConnectorHandshake(secret: secret)
-        let master = "the master at \(masterEndpoint.host):\(masterEndpoint.port)"
+        func send(_ message: Handshake) throws(TransportError) {
+            try engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: message.encoded())
+        }
         do {
-            try engine.sendControl(self.master, address: FrameAddress(epoch: 0, opID: 0), payload: handshake.opening.encoded())
+            try send(handshake.opening)
         } catch {
             throw .masterUnreachable("\(master): \(error)")
         }
-        let deadline = ContinuousClock.now + configuration.handshakeTimeout
         while ContinuousClock.now < deadline {
             switch engine.nextEvent(timeout: deadline - .now) {
-            case .control(let connection, _, let payload)? where connection == self.master:
+            case .control(let c, _, let payload)? where c == connection:
                 do {
                     switch try handshake.receive(try Handshake(decoding: payload)) {
-                    case .reply(let proof):
-                        try engine.sendControl(self.master, address: FrameAddress(epoch: 0, opID: 0), payload: proof.encoded())
-                    case .authenticated:
-                        return
+                    case .reply(let proof): try send(proof)
+                    case .authenticated: return
                     }
                 } catch let failure as HandshakeFailure {
-                    try? engine.sendControl(self.master, address: FrameAddress(epoch: 0, opID: 0), payload: Handshake.refused(failure.reason).encoded())
-                    logger.error("authenticating with \(master) failed: \(failure.reason)")
+                    try? send(.refused(failure.reason))
                     throw .authenticationFailed("\(master): \(failure.reason)")
                 } catch {
                     throw .authenticationFailed("\(master) answered the handshake with something else (\(error)); is it a Chorus master with a secret?")
                 }
-            case .failed(let connection, let error)? where connection == self.master:
+            case .failed(let c, let error)? where c == connection:
                 throw .masterUnreachable("\(master) closed the connection during the handshake: \(error)")
             default:
                 continue
             }
         }
-        throw .authenticationFailed("\(master) did not answer the handshake within \(configuration.handshakeTimeout)")
+        throw .masterUnreachable("\(master) did not answer the handshake in time (paused or overloaded?)")
     }
 
     // MARK: - Events
@@ -215,7 +224,10 @@ final class PeerSession {
         case .left:
             leaveAcknowledged = true
         case .rejected(let why):
-            loseMaster("the master rejected us: \(why)")
+            evicted = true // the master's own word
+            loseMaster("the master removed this peer: \(why)")
+        case .inquiry:
+            break // answers come on the inquiry's own connection
         }
     }
 
@@ -225,15 +237,57 @@ final class PeerSession {
         logger.error("\(evicted ? "evicted" : "lost the master"): \(why)")
     }
 
-    /// The master connection failed: either the master is gone, or it dropped us (we were silent past
-    /// the peer timeout, e.g. stopped). One quick dial tells which.
+    /// The master connection failed: the master is gone, paused or overloaded, or it dropped us (we
+    /// were silent past the peer timeout, e.g. stopped). Only the master's own answer may say we were
+    /// dropped: a dial alone proves nothing (the kernel accepts for a paused master).
     private func diagnoseMasterLoss(_ error: TransportError) -> String {
-        if let probe = try? engine.connect(host: masterEndpoint.host, port: masterEndpoint.port, timeout: .seconds(1)) {
-            engine.close(probe)
+        switch askMasterWhetherItCountsThisPeer() {
+        case .answered(false):
             evicted = true
-            return "the master dropped this peer (\(error)); create a new Communicator to rejoin"
+            return "the master no longer counts this peer (its connection failed: \(error)); create a new Communicator to rejoin"
+        case .answered(true):
+            return "the connection to the master failed (\(error)), though the master still counts this peer"
+        case .noAnswer(let why):
+            return "connection to the master failed: \(error); \(why)"
         }
-        return "connection to the master failed: \(error)"
+    }
+
+    private enum Inquiry {
+        case answered(Bool)
+        case noAnswer(String)
+    }
+
+    /// Asks the master on a new connection (its own engine, so no event of this session is consumed)
+    /// whether it still counts this peer, waiting at most about a peer timeout.
+    private func askMasterWhetherItCountsThisPeer() -> Inquiry {
+        let deadline = ContinuousClock.now + min(configuration.peerTimeout, .seconds(3))
+        guard let probe = try? TransportEngine(settings: configuration.transportSettings) else { return .noAnswer("no engine to ask it") }
+        let connection: ConnectionID
+        do {
+            connection = try probe.connect(host: masterEndpoint.host, port: masterEndpoint.port, timeout: deadline - .now)
+        } catch {
+            return .noAnswer("it cannot be reached (\(error))")
+        }
+        do {
+            if let secret {
+                try Self.authenticate(engine: probe, connection: connection, secret: secret, to: masterName, deadline: deadline)
+            }
+            try probe.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: PeerToMaster.inquire(peer: peerID).encoded())
+        } catch {
+            return .noAnswer("asking it failed (\(error))")
+        }
+        while ContinuousClock.now < deadline {
+            switch probe.nextEvent(timeout: deadline - .now) {
+            case .control(_, _, let payload)?:
+                if case .inquiry(let id, let registered)? = try? MasterToPeer(decoding: payload), id == peerID { return .answered(registered) }
+                return .noAnswer("it answered the inquiry with something else")
+            case .failed(_, let error)?:
+                return .noAnswer("it closed the inquiry (\(error))")
+            default:
+                continue
+            }
+        }
+        return .noAnswer("it accepted a connection but did not answer within \(min(configuration.peerTimeout, .seconds(3))) (paused or overloaded?)")
     }
 
     /// True when the master is alive but no longer counts this peer.
@@ -312,6 +366,7 @@ final class PeerSession {
                 try engine.sendControl(connection, address: FrameAddress(epoch: next.epoch, opID: 0), payload: first)
                 return connection
             } catch {
+                reportUnreachable(member.id, "\(error)")
                 throw .topologyFailed("cannot reach peer \(member.id) at \(member.address): \(error)")
             }
         }
@@ -327,6 +382,7 @@ final class PeerSession {
         // Accept: the left neighbour's lanes, and the mesh from every member before this one.
         let earlier = Dictionary(uniqueKeysWithValues: next.members[..<index].enumerated().map { ($0.element.id, $0.offset) })
         let inbound: (left: [ConnectionID], mesh: [Int: ConnectionID])
+        var missing: PeerID? // the first member whose links have not arrived
         do {
             inbound = try waitFor("the neighbours of epoch \(next.epoch) to connect", deadline: deadline) {
                 () throws(ChorusError) -> (left: [ConnectionID], mesh: [Int: ConnectionID])? in
@@ -347,6 +403,7 @@ final class PeerSession {
                     }
                 }
                 let ownHellosSent = dials.values.allSatisfy { $0.handshake == nil || $0.authenticated }
+                missing = leftLanes.count < lanes ? left.id : earlier.first { meshIn[$0.value] == nil }?.key
                 guard leftLanes.count == lanes, meshIn.count == index, ownHellosSent else {
                     // A member lost while the ring forms never dials: the master's abort says so at once.
                     // (A ring that did connect is kept; the abort then surfaces on the next collective.)
@@ -357,7 +414,10 @@ final class PeerSession {
             }
         } catch {
             dialed.forEach { engine.close($0); gate.forget($0) }
-            if case .timedOut(let what) = error { throw .topologyFailed("timed out \(what)") }
+            if case .timedOut(let what) = error {
+                if let missing { reportUnreachable(missing, "its links did not arrive within \(configuration.connectTimeout)") }
+                throw .topologyFailed("timed out \(what)")
+            }
             throw error
         }
         (inbound.left + Array(inbound.mesh.values)).forEach { hellos[$0] = nil }
@@ -403,7 +463,14 @@ final class PeerSession {
         guard let (_, dial) = dials.first(where: { $0.value.failure != nil }) else { return }
         let what = "peer \(dial.member.id) at \(dial.member.address): \(dial.failure!)"
         if dial.refusedAuthentication { throw .authenticationFailed(what) }
+        reportUnreachable(dial.member.id, dial.failure!)
         throw .topologyFailed("the link to \(what)")
+    }
+
+    /// Tells the master this peer could not connect to `member` while the epoch formed (best effort:
+    /// a lost master surfaces on its own).
+    private func reportUnreachable(_ member: PeerID, _ detail: String) {
+        try? sendToMaster(.unreachable(epoch: topology.epoch, peer: member, detail: detail))
     }
 
     /// Closes the current ring links; requests on them finish with `.cancelled`.

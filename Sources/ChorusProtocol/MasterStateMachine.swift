@@ -24,6 +24,12 @@
 ///   have, the master elects (`StateElection`) and either decides success at once (nobody outdated)
 ///   or sends the plan. From then on a lost member does not abort it (receivers replace a lost
 ///   source); the epoch is still broken for the operations after it.
+/// - partition: members that reach the master but not each other. A link failure naming both ends
+///   (in a report, or `unreachable` while the ring forms) counts once per epoch for that pair; a
+///   pair that failed in `partitionStrikes` epochs in a row, with no success in between, is a
+///   partition. At the next safe point the master evicts the member named in the most such pairs
+///   (ties: the highest peer id, the latest to join), telling it which pair could not connect, so
+///   the others re-form without it instead of failing forever.
 public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public enum Action: Hashable, Sendable {
         case send(Connection, MasterToPeer)
@@ -68,6 +74,20 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var syncInTransfer: (opID: UInt64, revision: UInt64)?
     /// The revision of the last successful synchronization (kept across epochs).
     public private(set) var lastSyncedRevision: UInt64?
+    /// Pairs of members whose link failed, with in how many epochs in a row (cleared by a success).
+    private var linkStrikes: [LinkPair: Int] = [:]
+    private var struckThisEpoch: Set<LinkPair> = []
+    /// Epochs in a row a pair's link must fail before the pair counts as a partition: one failure
+    /// may be the effect of a crash the master is about to see; the same pair failing again in the
+    /// re-formed ring is not.
+    public static var partitionStrikes: Int { 2 }
+
+    private struct LinkPair: Hashable, Sendable, Comparable {
+        let low: PeerID, high: PeerID
+        init(_ a: PeerID, _ b: PeerID) { (low, high) = a < b ? (a, b) : (b, a) }
+        func contains(_ id: PeerID) -> Bool { low == id || high == id }
+        static func < (a: LinkPair, b: LinkPair) -> Bool { (a.low, a.high) < (b.low, b.high) }
+    }
 
     /// - Parameter naming: how to name a descriptor's fields in a mismatch's message (the public
     ///   layer knows the collectives, data types and operators; the default prints numbers).
@@ -90,11 +110,15 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
 
     public mutating func received(_ message: PeerToMaster, from connection: Connection) -> [Action] {
         if case .register(let address) = message { return register(connection, address: address) }
+        if case .inquire(let id) = message, peers[connection] == nil {
+            let registered = peers.values.contains { $0.id == id }
+            return [.send(connection, .inquiry(peer: id, registered: registered)), .close(connection)]
+        }
         guard let peer = peers[connection] else {
             return [.send(connection, .rejected("register before anything else")), .close(connection)]
         }
         switch message {
-        case .register:
+        case .register, .inquire:
             return [.send(connection, .rejected("already registered as peer \(peer.id)")), .close(connection)]
         case .updateTopology(_, let minimum, let admitting):
             guard peer.role == .member else { return [] } // pending peers wait for admission anyway
@@ -128,6 +152,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
                           Report(descriptor: descriptor, outcome: outcome))
         case .syncState(let reportEpoch, let opID, let digest):
             return syncState(from: connection, epoch: reportEpoch, opID: opID, digest)
+        case .unreachable(let reportEpoch, let other, let detail):
+            guard peer.role == .member, reportEpoch == epoch else { return [] } // a formation that is over
+            let reason = AbortReason.linkFailed(reporter: peer.id, peer: other, detail: detail)
+            recordLinkFailure(reason)
+            return brokenReason == nil ? abort(opID: lastDecidedOp + 1, reason) : []
         }
     }
 
@@ -139,7 +168,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         guard case .aborted(let reason) = outcome else { return nil }
         let reporter: PeerID
         switch reason {
-        case .linkFailed(let id, _), .timedOut(let id, _), .stateTransferFailed(let id, _): reporter = id
+        case .linkFailed(let id, _, _), .timedOut(let id, _), .stateTransferFailed(let id, _): reporter = id
         case .argumentMismatch: return nil
         case .peerLost, .peerLeft, .topologyUpdateRequested, .staleEpoch, .stateMismatch, .stateSenderOutdated:
             return "peer \(sender) reported \"\(reason)\", which only the master decides"
@@ -190,7 +219,47 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         return ring.map { .send($0, message) }
     }
 
+    /// Counts a failed link between two current members (once per epoch per pair).
+    private mutating func recordLinkFailure(_ reason: AbortReason) {
+        guard case .linkFailed(let reporter, let other?, _) = reason, reporter != other else { return }
+        let members = Set(ring.compactMap { peers[$0]?.id })
+        guard members.contains(reporter), members.contains(other) else { return }
+        let pair = LinkPair(reporter, other)
+        if struckThisEpoch.insert(pair).inserted { linkStrikes[pair, default: 0] += 1 }
+    }
+
+    /// At a safe point, evicts members until no partitioned pair is left among them.
+    private mutating func evictPartitioned() -> [Action] {
+        var actions: [Action] = []
+        while true {
+            let members = Set(ring.compactMap { peers[$0]?.id })
+            let partitioned = linkStrikes.filter { $0.value >= Self.partitionStrikes && members.contains($0.key.low) && members.contains($0.key.high) }
+                .keys.sorted()
+            guard !partitioned.isEmpty else { return actions }
+            var named: [PeerID: Int] = [:]
+            for pair in partitioned {
+                named[pair.low, default: 0] += 1
+                named[pair.high, default: 0] += 1
+            }
+            let victim = named.max { $0.value != $1.value ? $0.value < $1.value : $0.key < $1.key }!.key
+            let unreachable = partitioned.filter { $0.contains(victim) }.map { $0.low == victim ? $0.high : $0.low }
+            guard let connection = ring.first(where: { peers[$0]?.id == victim }) else { return actions }
+            peers[connection] = nil
+            ring.removeAll { $0 == connection }
+            linkStrikes = linkStrikes.filter { !$0.key.contains(victim) }
+            let others = unreachable.map { "peer \($0)" }.joined(separator: ", ")
+            actions += [.send(connection, .rejected("evicted for a partition: peer \(victim) and \(others) could not connect in \(Self.partitionStrikes) epochs in a row")),
+                        .close(connection)]
+        }
+    }
+
     private mutating func formTopologyIfReady() -> [Action] {
+        let atSafePoint = ring.compactMap { peers[$0] }.allSatisfy { $0.requestedMinimum != nil }
+        let evictions = atSafePoint ? evictPartitioned() : []
+        return evictions + formTopology()
+    }
+
+    private mutating func formTopology() -> [Action] {
         let members = ring.compactMap { peers[$0] }
         // Waiting peers join only when every member admits (a member re-forming after a failure
         // may keep them waiting until the program's own safe point).
@@ -210,6 +279,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         }
         ring = members.filter { $0.role == .member }.map(\.connection) + pending
         epoch += 1
+        struckThisEpoch = []
         lastDecidedOp = 0
         reports = [:]
         arrivals = [:]
@@ -274,6 +344,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         case .aborted(.timedOut(let reporter, _)):
             return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
         case .aborted(let reason):
+            recordLinkFailure(reason)
             return abort(opID: opID, reason)
         case .success:
             reports[connection] = report
@@ -365,6 +436,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     private mutating func decide(opID: UInt64, _ outcome: Outcome) -> [Action] {
+        if outcome == .success { linkStrikes = [:] } // every pair of this epoch connected
         lastDecidedOp = opID
         reports = [:]
         arrivals = [:]

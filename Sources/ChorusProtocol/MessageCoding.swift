@@ -1,9 +1,9 @@
 /// Encoding and decoding of the control messages (layout in DESIGN.md, "Control messages").
 
 private enum Kind: UInt8 {
-    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05, begin = 0x06
+    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05, begin = 0x06, inquire = 0x07, unreachable = 0x08
     case registered = 0x41, topology = 0x42, verdict = 0x43, membershipPending = 0x44, left = 0x45, rejected = 0x46
-    case syncPlan = 0x47
+    case syncPlan = 0x47, inquiry = 0x48
     case hello = 0x81, stateRequest = 0x82, stateDone = 0x83
 }
 
@@ -22,7 +22,7 @@ extension ByteWriter {
         case .aborted(let reason):
             switch reason {
             case .peerLost(let id): u8(1); u64(id)
-            case .linkFailed(let reporter, let detail): u8(2); u64(reporter); string(detail)
+            case .linkFailed(let reporter, let peer, let detail): u8(2); u64(reporter); u64(peer ?? 0); string(detail)
             case .timedOut(let reporter, let notArrived): u8(3); u64(reporter); u32(UInt32(notArrived.count)); notArrived.forEach { u32($0) }
             case .argumentMismatch(let detail): u8(4); string(detail)
             case .staleEpoch: u8(5)
@@ -47,7 +47,9 @@ extension ByteReader {
         switch try u8() {
         case 0: return .success
         case 1: return .aborted(.peerLost(try u64()))
-        case 2: return .aborted(.linkFailed(reporter: try u64(), detail: try string()))
+        case 2:
+            let reporter = try u64(), peer = try u64() // 0: not known (ids start at 1)
+            return .aborted(.linkFailed(reporter: reporter, peer: peer == 0 ? nil : peer, detail: try string()))
         case 3:
             let reporter = try u64()
             let n = try count(minimumItemBytes: 4, limit: maximumWorldSize)
@@ -85,6 +87,8 @@ extension PeerToMaster {
             w.kind(.report); w.u64(epoch); w.u64(opID); w.descriptor(d); w.outcome(outcome)
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
         case .syncState(let epoch, let opID, let digest): w.kind(.syncState); w.u64(epoch); w.u64(opID); w.digest(digest)
+        case .inquire(let peer): w.kind(.inquire); w.u64(peer)
+        case .unreachable(let epoch, let peer, let detail): w.kind(.unreachable); w.u64(epoch); w.u64(peer); w.string(detail)
         }
         return w.bytes
     }
@@ -99,6 +103,8 @@ extension PeerToMaster {
             self = .report(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor(), outcome: try r.outcome())
         case .leave: self = .leave(epoch: try r.u64())
         case .syncState: self = .syncState(epoch: try r.u64(), opID: try r.u64(), try r.digest())
+        case .inquire: self = .inquire(peer: try r.u64())
+        case .unreachable: self = .unreachable(epoch: try r.u64(), peer: try r.u64(), detail: try r.string())
         default: throw DecodeError("not a peer-to-master message")
         }
         try r.expectEnd()
@@ -118,6 +124,7 @@ extension MasterToPeer {
         case .left: w.kind(.left)
         case .rejected(let why): w.kind(.rejected); w.string(why)
         case .syncPlan(let epoch, let opID, let plan): w.kind(.syncPlan); w.u64(epoch); w.u64(opID); w.plan(plan)
+        case .inquiry(let peer, let registered): w.kind(.inquiry); w.u64(peer); w.u8(registered ? 1 : 0)
         }
         return w.bytes
     }
@@ -139,6 +146,7 @@ extension MasterToPeer {
         case .left: self = .left
         case .rejected: self = .rejected(try r.string())
         case .syncPlan: self = .syncPlan(epoch: try r.u64(), opID: try r.u64(), try r.plan())
+        case .inquiry: self = .inquiry(peer: try r.u64(), registered: try r.flag("registered"))
         default: throw DecodeError("not a master-to-peer message")
         }
         try r.expectEnd()

@@ -44,8 +44,8 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
     /// A member went to the safe point (`updateTopology`, usually because a peer waits to join or
     /// leave) while others had started this operation; they retry after their own update.
     case topologyUpdateRequested(PeerID)
-    /// A member's data link to a neighbour failed.
-    case linkFailed(reporter: PeerID, detail: String)
+    /// A member's link to `peer` (nil: not known) failed, or could not be connected.
+    case linkFailed(reporter: PeerID, peer: PeerID?, detail: String)
     /// A member's wait passed the operation deadline. `notArrived`: the ranks that had not called
     /// the operation by then (filled in by the master; empty when everyone had).
     case timedOut(reporter: PeerID, notArrived: [UInt32])
@@ -68,7 +68,8 @@ public enum AbortReason: Hashable, Sendable, CustomStringConvertible {
         case .peerLost(let id): "peer \(id) was lost"
         case .peerLeft(let id): "peer \(id) left the group"
         case .topologyUpdateRequested(let id): "peer \(id) asked for a topology update instead of calling this operation"
-        case .linkFailed(let reporter, let detail): "peer \(reporter) lost a link: \(detail)"
+        case .linkFailed(let reporter, let peer?, let detail): "peer \(reporter) cannot reach peer \(peer): \(detail)"
+        case .linkFailed(let reporter, nil, let detail): "peer \(reporter) lost a link: \(detail)"
         case .timedOut(let reporter, let notArrived) where notArrived.isEmpty:
             "peer \(reporter) timed out waiting for the operation to finish"
         case .timedOut(let reporter, let notArrived):
@@ -137,6 +138,14 @@ public enum PeerToMaster: Hashable, Sendable {
     case leave(epoch: UInt64)
     /// The peer entered shared-state synchronization `opID` holding this state.
     case syncState(epoch: UInt64, opID: UInt64, StateDigest)
+    /// First message on a short-lived connection (instead of `register`): does the master still count
+    /// peer `peer`? A peer whose master connection failed asks, so that only the master's own
+    /// answer can tell it that it was evicted.
+    case inquire(peer: PeerID)
+    /// While epoch `epoch` formed, this peer could not connect to member `peer` (a dial that failed
+    /// or timed out, or a link that never arrived). The master aborts the epoch's first operation so
+    /// nobody waits out the connect timeout, and counts the pair towards a partition.
+    case unreachable(epoch: UInt64, peer: PeerID, detail: String)
 }
 
 public enum MasterToPeer: Hashable, Sendable {
@@ -155,6 +164,8 @@ public enum MasterToPeer: Hashable, Sendable {
     /// Some member of synchronization `opID` is outdated: move the state as planned, then report.
     /// (When nobody is outdated the master sends the success verdict instead.)
     case syncPlan(epoch: UInt64, opID: UInt64, SyncPlan)
+    /// The answer to `inquire`: whether the master still counts `peer` (the connection closes after it).
+    case inquiry(peer: PeerID, registered: Bool)
 }
 
 /// What a peer-to-peer connection carries.

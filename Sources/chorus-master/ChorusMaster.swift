@@ -17,6 +17,9 @@ struct ChorusMaster: ParsableCommand {
     @Option(help: "Port to listen on.")
     var port: UInt16 = Master.defaultPort
 
+    @Option(help: "A file holding the shared secret every peer must prove it holds (at least 16 bytes; e.g. head -c 32 /dev/urandom | base64 > FILE). Overrides CHORUS_SECRET_FILE and CHORUS_SECRET. Without one, anyone who can reach the master may join.")
+    var secretFile: String?
+
     @Option(help: "Log level: trace, debug, info (registrations, epochs, lost peers), notice, warning (aborts), error, critical. Logs go to standard error.")
     var logLevel = "info"
 
@@ -24,6 +27,7 @@ struct ChorusMaster: ParsableCommand {
         var configuration = try Configuration.fromEnvironment()
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
         configuration.logger.logLevel = level
+        if let secretFile { configuration.secret = try Configuration.readSecretFile(secretFile) }
         let master: Master = try Master(host: host, port: port, configuration: configuration)
         print("chorus-master listening on \(master.endpoint)")
         fflush(nil)

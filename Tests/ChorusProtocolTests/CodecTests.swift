@@ -10,14 +10,16 @@ import Testing
             .register(listen: Self.address), .updateTopology(epoch: 7, minimumWorldSize: 4), .updateTopology(epoch: 7, minimumWorldSize: 1, admitting: false), .leave(epoch: 9),
             .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
             .begin(epoch: 3, opID: 11, descriptor: Self.descriptor),
-            .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, detail: "reset"))),
+            .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, peer: 6, detail: "reset"))),
+            .inquire(peer: 17),
         ]
         for message in toMaster { #expect(try PeerToMaster(decoding: message.encoded()) == message) }
         let reasons: [AbortReason] = [.peerLost(2), .peerLeft(3), .timedOut(reporter: 4, notArrived: []),
                                       .timedOut(reporter: 4, notArrived: [0, 7]), .argumentMismatch("count differs"), .staleEpoch,
-                                      .linkFailed(reporter: 1, detail: "x"), .topologyUpdateRequested(6),
+                                      .linkFailed(reporter: 1, peer: nil, detail: "x"), .topologyUpdateRequested(6),
                                       .stateMismatch("shapes"), .stateSenderOutdated(2), .stateTransferFailed(reporter: 3, detail: "hash")]
         var toPeer: [MasterToPeer] = [.registered(42), .membershipPending(joining: 3, leaving: 1), .left, .rejected("no"),
+                                      .inquiry(peer: 17, registered: true), .inquiry(peer: 18, registered: false),
                                       .topology(Topology(epoch: 5, members: [Member(id: 1, address: Self.address),
                                                                              Member(id: 9, address: PeerAddress(host: "::1", port: 1))]))]
         toPeer += reasons.map { .verdict(epoch: 2, opID: 8, outcome: .aborted($0)) }

@@ -102,7 +102,7 @@ import Testing
 
     @Test func oneFailureReportAbortsForEveryoneAndBreaksTheEpoch() {
         var m = formed(3)
-        let reason = AbortReason.linkFailed(reporter: 2, detail: "reset")
+        let reason = AbortReason.linkFailed(reporter: 2, peer: 3, detail: "reset")
         let aborted = verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .aborted(reason)), from: 2))
         #expect(aborted == [1: .aborted(reason), 2: .aborted(reason), 3: .aborted(reason)])
         // A late success report for the decided op changes nothing.
@@ -193,7 +193,7 @@ import Testing
 
     @Test func aMemberCannotReportForAnotherOrClaimTheMastersDecisions() {
         let claims: [(AbortReason, String)] = [
-            (.linkFailed(reporter: 3, detail: "reset"), "peer 2 sent a report in the name of peer 3"),
+            (.linkFailed(reporter: 3, peer: 1, detail: "reset"), "peer 2 sent a report in the name of peer 3"),
             (.timedOut(reporter: 1, notArrived: []), "peer 2 sent a report in the name of peer 1"),
             (.stateTransferFailed(reporter: 3, detail: "hash"), "peer 2 sent a report in the name of peer 3"),
             (.peerLost(3), "peer 2 reported \"peer 3 was lost\", which only the master decides"),
@@ -211,8 +211,65 @@ import Testing
         }
         // Its own failures a member reports as before.
         var m = formed(3)
-        let own = AbortReason.linkFailed(reporter: 2, detail: "reset")
+        let own = AbortReason.linkFailed(reporter: 2, peer: 3, detail: "reset")
         let verdict = verdicts(m.received(.report(epoch: m.epoch, opID: 1, descriptor: Self.descriptor, outcome: .aborted(own)), from: 2))
         #expect(verdict == [1: .aborted(own), 2: .aborted(own), 3: .aborted(own)])
+    }
+
+    /// Members reach the master but not each other: the first failure of a pair re-forms the same
+    /// ring; the same pair failing again in the next epoch evicts one of them at the safe point (the
+    /// one named in most failing pairs, ties to the highest id), naming the pair; a success between
+    /// the failures forgives them.
+    @Test func aPairThatCannotConnectInTwoEpochsInARowEndsWithAnEviction() {
+        var m = formed(3)
+        func everyoneUpdates() -> [Machine.Action] {
+            (1 ... 3).flatMap { m.peerID(of: $0) == nil ? [] : m.received(.updateTopology(epoch: m.epoch, minimumWorldSize: 1), from: $0) }
+        }
+        let first = m.received(.unreachable(epoch: m.epoch, peer: 3, detail: "connect timed out"), from: 2)
+        let reason = AbortReason.linkFailed(reporter: 2, peer: 3, detail: "connect timed out")
+        #expect(verdicts(first) == [1: .aborted(reason), 2: .aborted(reason), 3: .aborted(reason)])
+        #expect(reason.description == "peer 2 cannot reach peer 3: connect timed out")
+        let reformed = everyoneUpdates()
+        #expect(topologies(reformed).count == 3, "one failure only re-forms")
+        // The same pair fails again, reported from the other side.
+        _ = m.received(.unreachable(epoch: m.epoch, peer: 2, detail: "connect timed out"), from: 3)
+        let evicting = everyoneUpdates()
+        #expect(evicting.contains(.send(3, .rejected("evicted for a partition: peer 3 and peer 2 could not connect in 2 epochs in a row"))))
+        #expect(evicting.contains(.close(3)))
+        #expect(topologies(evicting).keys.sorted() == [1, 2] && topologies(evicting)[1]?.members.map(\.id) == [1, 2])
+
+        // A success in between forgives a pair.
+        var n = formed(3)
+        _ = n.received(.unreachable(epoch: n.epoch, peer: 3, detail: "reset"), from: 2)
+        for c in 1 ... 3 { _ = n.received(.updateTopology(epoch: n.epoch, minimumWorldSize: 1), from: c) }
+        for c in 1 ... 3 { _ = n.received(.report(epoch: n.epoch, opID: 1, descriptor: Self.descriptor, outcome: .success), from: c) }
+        _ = n.received(.report(epoch: n.epoch, opID: 2, descriptor: Self.descriptor,
+                               outcome: .aborted(.linkFailed(reporter: 2, peer: 3, detail: "reset"))), from: 2)
+        var actions: [Machine.Action] = []
+        for c in 1 ... 3 { actions += n.received(.updateTopology(epoch: n.epoch, minimumWorldSize: 1), from: c) }
+        #expect(!actions.contains(.close(3)) && topologies(actions).count == 3)
+    }
+
+    /// One member cut off from two others is the one named most, whatever its id.
+    @Test func theMemberNamedInMostFailingPairsIsEvicted() {
+        var m = formed(4)
+        for _ in 0 ..< 2 {
+            _ = m.received(.unreachable(epoch: m.epoch, peer: 1, detail: "timeout"), from: 2)
+            _ = m.received(.unreachable(epoch: m.epoch, peer: 1, detail: "timeout"), from: 4)
+            var actions: [Machine.Action] = []
+            for c in 1 ... 4 where m.peerID(of: c) != nil { actions += m.received(.updateTopology(epoch: m.epoch, minimumWorldSize: 1), from: c) }
+            if actions.contains(.close(1)) {
+                #expect(actions.contains(.send(1, .rejected("evicted for a partition: peer 1 and peer 2, peer 4 could not connect in 2 epochs in a row"))))
+                #expect(topologies(actions)[2]?.members.map(\.id) == [2, 3, 4])
+                return
+            }
+        }
+        Issue.record("peer 1 was not evicted")
+    }
+
+    @Test func anInquiryIsAnsweredFromTheRegistryAndClosed() {
+        var m = formed(2)
+        #expect(m.received(.inquire(peer: 2), from: 9) == [.send(9, .inquiry(peer: 2, registered: true)), .close(9)])
+        #expect(m.received(.inquire(peer: 7), from: 9) == [.send(9, .inquiry(peer: 7, registered: false)), .close(9)])
     }
 }

@@ -182,7 +182,7 @@ import Testing
         let victim = id + 1
         let descriptor = OperationDescriptor(collective: 1, dataType: 0, reduceOp: 0, count: 1)
         try forger.send(PeerToMaster.report(epoch: epoch, opID: 1, descriptor: descriptor,
-                                            outcome: .aborted(.linkFailed(reporter: victim, detail: "forged"))).encoded())
+                                            outcome: .aborted(.linkFailed(reporter: victim, peer: id, detail: "forged"))).encoded())
         var rejection: MasterToPeer?
         while let payload = forger.next() {
             if case .rejected = try MasterToPeer(decoding: payload) { rejection = try MasterToPeer(decoding: payload) }
