@@ -263,19 +263,50 @@ import Glibc
         Self.checkRecovery(survivors: survivors, expectedWorld: 2)
     }
 
-    @Test func masterDeathGivesPeersAClearErrorInsteadOfAHang() throws {
-        let masterProcess = try ChildProcess(executable: Self.binaries + "/chorus-master",
-                                             arguments: ["--port", "0", "--log-level", "warning"], environment: Self.environment,
-                                             captureOutput: true)
-        var endpoint: String?
+    /// The endpoint a `chorus-master` process prints when it listens (nil after 30 s).
+    static func endpoint(of master: ChildProcess) -> String? {
         let deadline = monotonicMilliseconds() + 30_000
-        while endpoint == nil && monotonicMilliseconds() < deadline {
-            let text = masterProcess.outputSoFar(waitMilliseconds: 20)
+        while monotonicMilliseconds() < deadline {
+            let text = master.outputSoFar(waitMilliseconds: 20)
             if let range = text.range(of: "listening on "), let end = text[range.upperBound...].firstIndex(of: "\n") {
-                endpoint = String(text[range.upperBound ..< end])
+                return String(text[range.upperBound ..< end])
             }
         }
-        let address = try #require(endpoint)
+        return nil
+    }
+
+    static func startMaster() throws -> (ChildProcess, String) {
+        let master = try ChildProcess(executable: Self.binaries + "/chorus-master",
+                                      arguments: ["--port", "0", "--log-level", "warning"], environment: Self.environment,
+                                      captureOutput: true)
+        guard let endpoint = endpoint(of: master) else {
+            master.signal(SIGKILL)
+            throw ChorusError.setupFailed("chorus-master printed no endpoint")
+        }
+        return (master, endpoint)
+    }
+
+    /// A paused master (SIGSTOP past the peer timeout) is not a verdict on the peers: the kernel still
+    /// accepts their dials, but only the master's own answer may say "evicted", so they report the
+    /// master unreachable, naming the silence.
+    @Test func aPausedMasterIsReportedUnreachableNotAsAnEviction() throws {
+        let (masterProcess, address) = try Self.startMaster()
+        defer { masterProcess.signal(SIGKILL) }
+        let peers = try Self.startPeers(2, master: address, rounds: 1_000_000, elements: 1 << 12)
+        #expect(Self.waitForRound(3, peers))
+        masterProcess.signal(SIGSTOP)
+        for peer in peers {
+            let code = peer.waitForExit(timeoutMilliseconds: 30_000)
+            let output = peer.output(timeoutMilliseconds: 2_000)
+            #expect(code == 2 || code == 3, "peer must exit with an error: \(String(describing: code))")
+            #expect(output.contains("master unreachable") && output.contains("did not answer"), "\(output.suffix(600))")
+            #expect(!output.contains("evicted"), "\(output.suffix(600))")
+        }
+        masterProcess.signal(SIGCONT)
+    }
+
+    @Test func masterDeathGivesPeersAClearErrorInsteadOfAHang() throws {
+        let (masterProcess, address) = try Self.startMaster()
         let peers = try Self.startPeers(2, master: address, rounds: 1_000_000, elements: 1 << 12)
         #expect(Self.waitForRound(3, peers))
         masterProcess.signal(SIGKILL)

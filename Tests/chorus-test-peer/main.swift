@@ -4,6 +4,7 @@
 //   OK round=K epoch=E world=N correct=true|false hash=H
 //   ABORT round=K epoch=E retryable=true|false restored=true|false error=TEXT
 //   TOPOLOGY epoch=E world=N rank=R
+//   REFORM-FAILED error=TEXT (a retryable failure of updateTopology, which is then retried)
 //   DONE
 // Inputs are small integers (rank + round + i % 13), so every expected sum is exact.
 // With --with-retry each round runs inside `Communicator.withRetry`, synchronizing a small shared
@@ -92,7 +93,15 @@ do {
             let restored = (scan ? original : values) == inputs(rank: rank, round: round)
             say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(restored) error=\(error)")
             guard error.isRetryable else { exit(3) }
-            try communicator.updateTopology()
+            // Re-forming can fail too (a ring that cannot connect): retry while the error says so.
+            while true {
+                do {
+                    try communicator.updateTopology()
+                    break
+                } catch let error as ChorusError where error.isRetryable {
+                    say("REFORM-FAILED error=\(error)")
+                }
+            }
             say("TOPOLOGY epoch=\(communicator.epoch) world=\(communicator.worldSize) rank=\(communicator.rank)")
         }
     }
