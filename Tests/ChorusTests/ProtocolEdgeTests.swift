@@ -36,8 +36,14 @@ import Testing
 
     static func formedPair(_ master: Master, configuration: Configuration = GroupHarness.testConfiguration()) async throws
         -> (Communicator, Communicator) {
+        try await formedPair(endpointMaster: master.endpoint, configuration: configuration)
+    }
+
+    /// Two communicators of the master at `endpoint`, formed into one epoch, rank 0 first.
+    static func formedPair(endpointMaster endpoint: String, configuration: Configuration = GroupHarness.testConfiguration()) async throws
+        -> (Communicator, Communicator) {
         @Sendable func member() async throws -> Communicator {
-            let c = try await Communicator.connect(master: master.endpoint, configuration: configuration)
+            let c = try await Communicator.connect(master: endpoint, configuration: configuration)
             while c.worldSize < 2 { try await c.updateTopology(minimumWorldSize: 2) }
             return c
         }
