@@ -69,7 +69,7 @@ def _result_of(error, func_name):
     """The PCCL result a ChorusError stands for in `func_name`."""
     if error.code == "invalid_argument":
         return Result.INVALID_ARGUMENT
-    if error.code in ("master_unreachable", "evicted"):
+    if error.code in ("master_unreachable", "evicted", "authentication_failed"):
         return Result.MASTER_CONNECTION_FAILED
     if error.code == "setup_failed":
         return Result.INTERNAL_ERROR

@@ -49,3 +49,22 @@ def test_errors_are_exceptions_with_a_code_and_a_message():
         raise AssertionError("a peer timeout of 0 (no hang detection) was accepted")
     except chorus.ChorusError as error:
         assert error.code == "invalid_argument" and "peerTimeout (CHORUS_PEER_TIMEOUT_MS)" in str(error)
+
+
+def test_a_wrong_or_missing_secret_is_refused(tmp_path, monkeypatch):
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text("0123456789abcdef-the-right-one\n")
+    wrong.write_text("0123456789abcdef-the-wrong-one\n")
+    monkeypatch.setenv("CHORUS_SECRET_FILE", str(right))  # read when the master starts
+    with chorus.Master() as master:
+        monkeypatch.delenv("CHORUS_SECRET_FILE")
+        with chorus.Communicator(master.endpoint, secret_file=str(right), log_level="critical") as member:
+            assert member.world_size == 1
+            for options in ({"secret_file": str(wrong)}, {}):
+                try:
+                    chorus.Communicator(master.endpoint, log_level="critical", **options)
+                    raise AssertionError(f"joined with {options}")
+                except chorus.ChorusError as error:
+                    assert error.code == "authentication_failed" and not error.retryable, error
+                    assert "wrong secret" in str(error) or "requires the shared secret" in str(error), error
+            assert member.world_size == 1
