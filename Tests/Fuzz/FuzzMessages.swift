@@ -6,5 +6,6 @@ public func fuzzMessages(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     if let message = try? PeerToMaster(decoding: bytes) { precondition(message.encoded() == bytes) }
     if let message = try? MasterToPeer(decoding: bytes) { precondition(message.encoded() == bytes) }
     if let message = try? PeerToPeer(decoding: bytes) { precondition(message.encoded() == bytes) }
+    if let message = try? Handshake(decoding: bytes) { precondition(message.encoded() == bytes) }
     return 0
 }
