@@ -39,6 +39,7 @@ final class PeerSession {
     private var dials: [ConnectionID: Dial] = [:]
     /// Inbound links authenticate here before their hello counts.
     private var gate: AcceptorGate
+    private var refusals = RefusalLog()
     private let secret: SharedSecret?
     private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
     private let masterEndpoint: (host: String, port: UInt16)
@@ -174,7 +175,7 @@ final class PeerSession {
                 try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
                 return
             case .refuse(let reply, let why):
-                logger.warning("refused a link from \(engine.remoteAddress(connection) ?? "?"): authentication failed: \(why)")
+                refusals.refused("refused a link from \(engine.remoteAddress(connection) ?? "?"): authentication failed: \(why)", logger: logger)
                 try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
                 engine.close(connection)
                 gate.forget(connection)

@@ -68,6 +68,28 @@ struct RDMATests {
         #expect(problems.withLock { $0 } == [])
     }
 
+    /// With a shared secret the handshake runs on each link's TCP connection before its RDMA data
+    /// counts: members with the secret all-reduce exactly; a peer with another secret is refused.
+    @Test func membersWithTheSecretAllReduceOverRDMAAndAWrongSecretIsRefused() async throws {
+        var configuration = Self.configuration()
+        configuration.secret = AuthenticationTests.secret
+        let master = try Master(host: Self.host, port: 0, configuration: configuration)
+        defer { master.shutdown() }
+        let (c0, c1) = try await ProtocolEdgeTests.formedPair(master, configuration: configuration)
+        #expect(c0.transport == .rdma && c1.transport == .rdma)
+        let count = 40_003
+        async let other: [Float] = { var v = (0 ..< count).map { Float($0 % 251) }; try await c1.allReduce(&v); return v }()
+        var mine = (0 ..< count).map { Float(1000 + $0 % 127) }
+        try await c0.allReduce(&mine)
+        let theirs = try await other
+        let expected = (0 ..< count).map { Float($0 % 251) + Float(1000 + $0 % 127) }
+        #expect(mine == expected && theirs == expected)
+        var wrong = configuration
+        wrong.secret = Array("another secret, thirty-two bytes".utf8)
+        let refused = await AuthenticationTests.connectError(master, wrong)
+        #expect(refused == .authenticationFailed("the master at \(master.endpoint): wrong secret (the proof does not verify)"))
+    }
+
     /// Frames sent from registered memory skip the copy into the slots; results stay bitwise exact.
     @Test func registeredBuffersSendWithoutCopyingAndGiveTheSameBits() throws {
         let problems = Mutex<[String]>([])
