@@ -4,7 +4,7 @@
 ///
 /// Cost: n-1 hops plus one per extra segment, (n-1 + k - 1) segment times for k segments; each link
 /// carries the buffer once, so large broadcasts run at link speed whatever n.
-public struct ChainBroadcast {
+public struct ChainBroadcast: Sendable {
     public let bytes: Int
     public let root: Int
     public let segmentBytes: Int

@@ -10,7 +10,7 @@
 ///
 /// Cost: log2(p) rounds (+2 when n is not a power of two), each sending the whole buffer: best below
 /// the ring/tree crossover (`auto` picks it for small messages).
-public struct RecursiveDoublingAllReduce {
+public struct RecursiveDoublingAllReduce: Sendable {
     public let count: Int
     public let dataType: DataType
     public let op: ReduceOp

@@ -10,7 +10,7 @@ import CChorusKernels
 /// product, state), so each message carries decayCount + count elements, and combining x then y is
 /// (a_y·a_x, a_y·b_x + b_y). The fold order differs from the chain's, so results are the same sums
 /// rounded differently; every rank's result is its own, so nothing needs to agree bitwise across ranks.
-public struct RecursiveDoublingScan {
+public struct RecursiveDoublingScan: Sendable {
     public let count: Int
     public let dataType: DataType
     public let op: ScanOperator

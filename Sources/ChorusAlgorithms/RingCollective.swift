@@ -16,7 +16,7 @@
 /// is both phases, 2(n-1) steps. Every element of an all-reduce output is produced by exactly one peer
 /// and copied to the others, so all peers hold identical bytes. Frames on a link are posted step by
 /// step, segment by segment, on both ends, and tags count frames in that order.
-public struct RingCollective {
+public struct RingCollective: Sendable {
     public enum Phases: Sendable {
         case reduceScatter, allGather, allReduce
     }

@@ -70,7 +70,7 @@ public enum ScanOperator: UInt8, Sendable, CaseIterable, CustomStringConvertible
 /// Each rank receives X_q from the previous rank (over the mesh), computes I_q, and sends it to the
 /// next: every rank sends exactly one state, whatever n. Time ≈ (n + K - 2)(α + M/(K·B)); the
 /// result is the sequential left fold, bit-identical for every K.
-public struct ChainScan {
+public struct ChainScan: Sendable {
     public let count: Int
     public let dataType: DataType
     public let op: ScanOperator

@@ -98,7 +98,7 @@ MUTATIONS = [
                                       scratchSlot(s) + (seg.lowerBound - chunkStart) * elementSize,
                                       input + seg.lowerBound * elementSize, count: seg.count)
                     }""",
-         filter="AllReduceMatrixTests|CollectivesTests"),
+         filter="AllReduceMatrixTests|CollectivesTests|InProcessAlgorithmTests"),
     dict(name="skip-hash-check-after-transfer",
          what="a receiver keeps whatever bytes a state transfer delivered",
          file="Sources/Chorus/StateTransfer.swift",
@@ -134,7 +134,7 @@ MUTATIONS = [
          file="Sources/ChorusAlgorithms/RingCollective.swift",
          find="                        if op == .avg { Reduction.divide(dataType, target, count: seg.count, by: n) }",
          replace="                        if op == .avg { Reduction.divide(dataType, target, count: seg.count, by: max(1, n - 1)) }",
-         filter="AllReduceMatrixTests|CollectivesTests"),
+         filter="AllReduceMatrixTests|CollectivesTests|InProcessAlgorithmTests"),
     dict(name="launcher-leaves-siblings-running",
          what="a failed child does not stop its siblings",
          file="Sources/ChorusLauncher/LocalGroup.swift",
