@@ -1,0 +1,128 @@
+import Chorus
+import Foundation
+import ChorusLauncher
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The executables people run, smoke-tested as they run them.
+@Suite(.serialized) struct ExecutableSmokeTests {
+    private func run(_ name: String, _ arguments: [String]) throws -> (Int32?, String) {
+        let child = try ChildProcess(executable: ProcessFaultTests.binaries + "/" + name, arguments: arguments,
+                                     captureOutput: true)
+        let code = child.waitForExit(timeoutMilliseconds: 240_000)
+        return (code, child.output(timeoutMilliseconds: 2_000))
+    }
+
+    @Test func benchChecksResultsAndPrintsATable() throws {
+        let (code, output) = try run("chorus-bench", ["allreduce", "--local", "2", "-b", "4K", "-e", "256K", "-n", "3", "-w", "1", "--check"])
+        #expect(code == 0, "\(output)")
+        let rows = output.split(separator: "\n").filter { $0.hasSuffix(" 0") && $0.contains("f32") }
+        #expect(rows.count == 7, "one correct row per size from 4K to 256K:\n\(output)")
+    }
+
+    @Test func benchExitsNonZeroOnAWrongResult() throws {
+        let (code, output) = try run("chorus-bench", ["allreduce", "--local", "2", "-b", "4K", "-e", "4K", "-n", "2", "-w", "0",
+                                                      "--check", "--inject-wrong-result"])
+        #expect(code != 0 && code != nil, "\(output)")
+    }
+
+    /// A short churn run: a few dozen joins, leaves, kills and stops while peers all-reduce.
+    /// A short churn run passes the checker with successful collectives; then faults written into
+    /// copies of its logs (a split outcome, a wrong result, a diverged state, a hang) each fail it,
+    /// so a pass means something.
+    @Test func stressRunPassesAndItsCheckerCatchesInjectedFaults() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-stress-test-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (code, output) = try run("chorus-stress", ["--peers", "4", "--duration", "40", "--seed", "11",
+                                                       "--event-interval-ms", "400", "--log-dir", directory,
+                                                       "--json", directory + "/report.json"])
+        #expect(code == 0, "\(output)")
+        let report = try Self.reportFields(directory + "/report.json")
+        for zero in ["split_outcomes", "wrong_results", "hangs", "state_divergences"] { #expect(report[zero] == "0", "\(report)") }
+        #expect(report["passed"] == "true" && Int(report["ops_succeeded"] ?? "") ?? 0 > 100, "many successful collectives: \(report)")
+        #expect(Int(report["churn_events"] ?? "") ?? 0 >= 24, "a few dozen churn events: \(report)")
+
+        let injections: [(field: String, rewrite: (String) -> String?)] = [
+            ("split_outcomes", { $0.contains("kind=allreduce outcome=ok") ? $0.replacingOccurrences(of: "outcome=ok", with: "outcome=abort:peerLost(99)") : nil }),
+            ("wrong_results", { line in
+                guard line.contains("kind=allreduce outcome=ok"), let range = line.range(of: #"hash=\d+"#, options: .regularExpression) else { return nil }
+                return line.replacingCharacters(in: range, with: "hash=12345")
+            }),
+            ("state_divergences", { line in
+                guard line.contains("kind=allreduce outcome=ok"), let range = line.range(of: #"state=\d+"#, options: .regularExpression) else { return nil }
+                return line.replacingCharacters(in: range, with: "state=777")
+            }),
+            ("hangs", { line in
+                guard line.contains("kind=allreduce outcome=ok"), let start = line.range(of: #"start=\d+"#, options: .regularExpression),
+                      let end = line.range(of: #"end=\d+"#, options: .regularExpression),
+                      let begun = UInt64(line[start].dropFirst(6)) else { return nil }
+                return line.replacingCharacters(in: end, with: "end=\(begun + 600_000_000)")
+            }),
+        ]
+        for (field, rewrite) in injections {
+            let copy = directory + "-" + field
+            try? FileManager.default.removeItem(atPath: copy)
+            try FileManager.default.copyItem(atPath: directory, toPath: copy)
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            // Keep the start of every peer's log (checking a whole run again takes long in a debug
+            // build), then rewrite the 20th matching line of one: shared by the other members.
+            for name in try FileManager.default.contentsOfDirectory(atPath: copy) where name.hasPrefix("peer-") {
+                let path = copy + "/" + name
+                let head = try String(contentsOfFile: path, encoding: .utf8).components(separatedBy: "\n").prefix(100)
+                try head.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            let log = copy + "/peer-0.log"
+            var lines = try String(contentsOfFile: log, encoding: .utf8).components(separatedBy: "\n")
+            let candidates = lines.indices.filter { rewrite(lines[$0]) != nil }
+            let target = try #require(candidates.dropFirst(min(20, candidates.count - 1)).first, "no line to rewrite for \(field)")
+            lines[target] = rewrite(lines[target])!
+            try lines.joined(separator: "\n").write(toFile: log, atomically: true, encoding: .utf8)
+            let (status, checked) = try run("chorus-stress", ["check", "--log-dir", copy, "--json", copy + "/report.json"])
+            let injected = try Self.reportFields(copy + "/report.json")
+            #expect(status == 1 && injected["passed"] == "false", "\(field) injected, the checker passed:\n\(checked)")
+            #expect(Int(injected[field] ?? "") ?? 0 >= 1, "\(field) injected: \(injected)")
+        }
+    }
+
+    /// The flat JSON object chorus-stress writes, as strings.
+    static func reportFields(_ path: String) throws -> [String: String] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        var fields: [String: String] = [:]
+        for pair in text.trimmingCharacters(in: CharacterSet(charactersIn: "{}\n")).split(separator: ",") {
+            let parts = pair.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[parts[0].trimmingCharacters(in: CharacterSet(charactersIn: "\""))] = String(parts[1]) }
+        }
+        return fields
+    }
+
+    @Test func sequenceParallelLinearAttentionMatchesOneProcess() throws {
+        let (code, output) = try run("chorus-linear-attention", ["--peers", "4", "--tokens", "32"])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("all 4 shards match"), "\(output)")
+    }
+
+    @Test func demoRunsKillsAPeerAndRecovers() throws {
+        let (code, output) = try run("chorus-demo", ["--peers", "3", "--rounds", "4", "--count", "10000"])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("failed on every survivor") && output.contains("0 wrong"), "\(output)")
+    }
+
+    /// The training example: the loss falls, a joiner catches up, the world grows and shrinks, and
+    /// every peer that finishes holds the same state.
+    @Test func dilocoTrainsThroughAJoinAKillAndALeave() throws {
+        let (code, output) = try run("chorus-diloco", ["--steps", "30", "--kill-at", "12", "--leave-at", "20"])
+        #expect(code == 0, "\(output)")
+        let steps = output.split(separator: "\n").filter { $0.hasPrefix("step ") }.map { $0.split(separator: " ") }
+        let losses = steps.compactMap { Float($0[6]) }, worlds = Set(steps.map { String($0[3]) })
+        #expect(steps.count == 30 && losses.count == 30, "\(output)")
+        #expect((losses.last ?? 1) < (losses.first ?? 0) * 0.8, "the held-out loss falls: \(losses)")
+        #expect(worlds.isSuperset(of: ["3", "4", "2"]), "the world grows to 4 and shrinks to 2: \(worlds)")
+        #expect(output.contains("caught up to step"), "\(output)")
+        let finals = output.split(separator: "\n").filter { $0.contains(": done at step 30, state ") }.map { $0.split(separator: " ").last! }
+        #expect(finals.count == 2 && Set(finals).count == 1, "the two finishers hold the same state: \(finals)")
+    }
+}
