@@ -1,5 +1,6 @@
 import ChorusProtocol
 import ChorusTransport
+import Logging
 
 /// The accepting side of the shared-secret handshake (`Handshake`), for the master and for a peer's
 /// inbound links. With a secret, nothing an accepted connection sends counts until it has proved it
@@ -11,11 +12,36 @@ struct AcceptorGate {
     private let name: String
     private var handshakes: [ConnectionID: AcceptorHandshake] = [:]
     private var authenticated: Set<ConnectionID> = []
+    private var refusals = RefusalLog()
 
     init(secret: SharedSecret?, name: String) {
         self.secret = secret
         self.name = name
     }
+
+    /// Screens a control frame and carries out what the handshake needs on `engine`: true when the
+    /// frame is the owner's to handle (authenticated, or no secret); false when it was a handshake
+    /// step (answered) or refused (answered, logged, and the connection closed).
+    mutating func admits(_ connection: ConnectionID, _ payload: [UInt8], engine: TransportEngine, logger: Logger) -> Bool {
+        let address = FrameAddress(epoch: 0, opID: 0)
+        switch screen(connection, payload) {
+        case .pass:
+            return true
+        case .handshake(let reply):
+            try? engine.sendControl(connection, address: address, payload: reply)
+            return false
+        case .refuse(let reply, let why):
+            refusals.refused("refused a connection from \(engine.remoteAddress(connection) ?? "?"): authentication failed: \(why)",
+                             logger: logger)
+            try? engine.sendControl(connection, address: address, payload: reply)
+            engine.close(connection)
+            forget(connection)
+            return false
+        }
+    }
+
+    /// Sums up the refusals of a logging window that is over (the master calls it as it serves).
+    mutating func flushRefusals(logger: Logger) { refusals.flush(logger: logger) }
 
     enum Decision {
         /// Authenticated (or no secret): decode and handle the message as usual.
@@ -26,7 +52,7 @@ struct AcceptorGate {
         case refuse(reply: [UInt8], why: String)
     }
 
-    mutating func screen(_ connection: ConnectionID, _ payload: [UInt8]) -> Decision {
+    private mutating func screen(_ connection: ConnectionID, _ payload: [UInt8]) -> Decision {
         guard let secret else {
             guard Handshake.isHandshake(payload) else { return .pass }
             let why = "\(name) has no secret configured, and the connection opened with a handshake (set the same secret on both sides, or none)"

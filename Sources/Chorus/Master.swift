@@ -82,7 +82,6 @@ public final class Master: Sendable {
 
     private func serve(gate initialGate: AcceptorGate) {
         var gate = initialGate
-        var refusals = RefusalLog()
         var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames)
         /// A connection as the logs call it: the peer id and address once it registered.
         func name(_ connection: ConnectionID) -> String {
@@ -90,7 +89,7 @@ public final class Master: Sendable {
             return "peer \(id) (\(machine.address(of: connection).map(String.init(describing:)) ?? "?"))"
         }
         while !stopping.load(ordering: .relaxed) {
-            refusals.flush(logger: logger)
+            gate.flushRefusals(logger: logger)
             guard let event = engine.nextEvent(timeout: .milliseconds(100)) else { continue }
             let before = (machine.epoch, machine.worldSize, machine.pendingCount)
             let actions: [MasterStateMachine<ConnectionID>.Action]
@@ -98,20 +97,7 @@ public final class Master: Sendable {
             case .accepted:
                 actions = []
             case .control(let connection, _, let payload):
-                switch gate.screen(connection, payload) {
-                case .pass:
-                    break
-                case .handshake(let reply):
-                    try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
-                    continue
-                case .refuse(let reply, let why):
-                    refusals.refused("refused a connection from \(engine.remoteAddress(connection) ?? "?"): authentication failed: \(why)",
-                                     logger: logger)
-                    try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
-                    engine.close(connection)
-                    gate.forget(connection)
-                    continue
-                }
+                guard gate.admits(connection, payload, engine: engine, logger: logger) else { continue }
                 do {
                     let message = try PeerToMaster(decoding: payload)
                     actions = machine.received(message, from: connection)

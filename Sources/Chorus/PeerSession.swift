@@ -39,7 +39,6 @@ final class PeerSession {
     private var dials: [ConnectionID: Dial] = [:]
     /// Inbound links authenticate here before their hello counts.
     private var gate: AcceptorGate
-    private var refusals = RefusalLog()
     private let secret: SharedSecret?
     private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
     private let masterEndpoint: (host: String, port: UInt16)
@@ -168,19 +167,7 @@ final class PeerSession {
         case .control(let connection, _, let payload) where dials[connection] != nil:
             continueDial(connection, payload)
         case .control(let connection, let address, let payload):
-            switch gate.screen(connection, payload) {
-            case .pass:
-                break
-            case .handshake(let reply):
-                try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
-                return
-            case .refuse(let reply, let why):
-                refusals.refused("refused a link from \(engine.remoteAddress(connection) ?? "?"): authentication failed: \(why)", logger: logger)
-                try? engine.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: reply)
-                engine.close(connection)
-                gate.forget(connection)
-                return
-            }
+            guard gate.admits(connection, payload, engine: engine, logger: logger) else { return }
             switch try? PeerToPeer(decoding: payload) {
             case .hello(let epoch, let from, let to, let link)? where to == peerID && epoch >= topology.epoch:
                 engine.admit(connection, allowData: true)

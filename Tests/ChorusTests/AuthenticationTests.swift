@@ -53,6 +53,21 @@ import Testing
         }
     }
 
+    /// Runs a genuine handshake (the test holds the secret) on `stranger`; the opening and the proof
+    /// it sent, or nil when the master did not accept it.
+    static func authenticate(_ stranger: Stranger) throws -> (opening: Handshake, proof: Handshake)? {
+        var connector = ConnectorHandshake(secret: SharedSecret(secret))
+        try stranger.send(connector.opening.encoded())
+        guard let challenge = stranger.next(), case .reply(let proof) = try connector.receive(try Handshake(decoding: challenge)) else {
+            return nil
+        }
+        try stranger.send(proof.encoded())
+        guard let accepted = stranger.next(), case .authenticated = try connector.receive(try Handshake(decoding: accepted)) else {
+            return nil
+        }
+        return (connector.opening, proof)
+    }
+
     /// One all-reduce of rank-derived values on a formed pair, checked exactly.
     static func exchange(_ c0: Communicator, _ c1: Communicator, round: Float) async throws {
         async let other: [Float] = { var v: [Float] = [round, 2 * round]; try await c1.allReduce(&v); return v }()
@@ -112,21 +127,13 @@ import Testing
     @Test func aReplayedHandshakeIsRefused() async throws {
         let master = try Master(host: "127.0.0.1", port: 0, configuration: Self.configuration(secret: Self.secret))
         defer { master.shutdown() }
-        var connector = ConnectorHandshake(secret: SharedSecret(Self.secret))
-        let first = try Stranger(master.endpoint)
-        try first.send(connector.opening.encoded())
-        guard let challenge = first.next(), case .reply(let proof) = try connector.receive(try Handshake(decoding: challenge)) else {
-            Issue.record("no challenge")
-            return
-        }
-        try first.send(proof.encoded())
-        guard let accepted = first.next(), case .authenticated = try connector.receive(try Handshake(decoding: accepted)) else {
+        guard let (opening, proof) = try Self.authenticate(try Stranger(master.endpoint)) else {
             Issue.record("the genuine handshake failed")
             return
         }
 
         let replay = try Stranger(master.endpoint)
-        try replay.send(connector.opening.encoded())
+        try replay.send(opening.encoded())
         _ = replay.next() // a fresh challenge, which the replayer cannot answer
         try replay.send(proof.encoded())
         try replay.send(PeerToMaster.register(listen: PeerAddress(host: "127.0.0.1", port: 9)).encoded())
@@ -160,15 +167,11 @@ import Testing
     @Test func aMemberReportingForAnotherIsCutOff() async throws {
         let master = try Master(host: "127.0.0.1", port: 0, configuration: Self.configuration(secret: Self.secret))
         defer { master.shutdown() }
-        var connector = ConnectorHandshake(secret: SharedSecret(Self.secret))
         let forger = try Stranger(master.endpoint)
-        try forger.send(connector.opening.encoded())
-        guard let challenge = forger.next(), case .reply(let proof) = try connector.receive(try Handshake(decoding: challenge)) else {
-            Issue.record("no challenge")
+        guard try Self.authenticate(forger) != nil else {
+            Issue.record("the genuine handshake failed")
             return
         }
-        try forger.send(proof.encoded())
-        _ = forger.next() // accepted
         try forger.send(PeerToMaster.register(listen: PeerAddress(host: "127.0.0.1", port: 9)).encoded())
         var id: PeerID = 0, epoch: UInt64 = 0
         while epoch == 0, let payload = forger.next() {
