@@ -261,7 +261,12 @@ static void frame_done(conn *c) {
 static int deliver(chorus_engine *e, conn *c) {
     int status = CHORUS_OK;
     pthread_mutex_lock(&e->lock);
-    if (c->header.type == CHORUS_FRAME_CONTROL) {
+    if (c->header.type == CHORUS_FRAME_CONTROL && c->owner_closed) {
+        // Closed by the owner while the frame was read: no event of it follows the close.
+        free(c->control_payload);
+        e->control_bytes -= c->control_reserved;
+        c->control_reserved = 0;
+    } else if (c->header.type == CHORUS_FRAME_CONTROL) {
         event_node *node = calloc(1, sizeof *node);
         if (node == NULL) {
             status = CHORUS_ERR_SYSTEM;
@@ -825,9 +830,31 @@ int chorus_engine_remote_address(chorus_engine *e, chorus_conn_id id, char *host
     return CHORUS_OK;
 }
 
+/// Removes the queued control events of connection `id`: its owner closed it, and no event of a
+/// closed connection reaches the owner (a refused stranger's next frames would otherwise be judged,
+/// and refused, again).
+static void drop_queued_events_locked(chorus_engine *e, chorus_conn_id id) {
+    event_node **link = &e->event_head, *last = NULL;
+    while (*link != NULL) {
+        event_node *node = *link;
+        if (node->event.conn == id && node->event.kind == CHORUS_EVENT_CONTROL) {
+            *link = node->next;
+            e->control_bytes -= node->event.header.length;
+            __atomic_store_n(&e->event_count, e->event_count - 1, __ATOMIC_RELEASE);
+            free(node->event.payload);
+            free(node);
+        } else {
+            last = node;
+            link = &node->next;
+        }
+    }
+    e->event_tail = last;
+}
+
 int chorus_engine_close(chorus_engine *e, chorus_conn_id id) {
     pthread_mutex_lock(&e->lock);
     conn *c = find_locked(e, id);
+    if (c != NULL) drop_queued_events_locked(e, id);
     if (c != NULL) {
         c->owner_closed = 1;
         c->needs_attention = 1;

@@ -291,6 +291,19 @@ import Testing
         #expect(failed == side && error.code == .idleTimeout)
     }
 
+    /// Once the owner closes a connection nothing of it follows: control frames it had already sent
+    /// and queued are dropped, not handed over after the close.
+    @Test func noEventOfAConnectionFollowsItsClose() throws {
+        let p = try Self.pair()
+        for i in 0 ..< 3 { try p.client.sendControl(p.clientSide, address: FrameAddress(epoch: 1, opID: 1), payload: [UInt8(i)]) }
+        guard case .control(_, _, let first)? = p.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no frame") }
+        #expect(first == [0])
+        usleep(200_000) // the other two are queued by now
+        p.server.close(p.serverSide)
+        let next = p.server.nextEvent(timeout: .milliseconds(300))
+        #expect(next == nil, "\(String(describing: next))")
+    }
+
     @Test func heartbeatsKeepAnIdleConnectionAlive() throws {
         let fast = TransportSettings(heartbeatInterval: .milliseconds(50), idleTimeout: .milliseconds(400))
         let p = try Self.pair(settings: fast)
