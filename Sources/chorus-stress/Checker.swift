@@ -10,7 +10,8 @@ import Glibc
 ///   name different participants;
 /// - wrong result: an `ok` whose output hash differs from the sum over its participants' inputs;
 /// - hang: an operation that took longer than the bound, or a peer that did not finish when told;
-/// - recovery: from each kill or stop to the end of the first successful collective that started after it.
+/// - recovery: from each kill or stop to the end of the first successful collective that started after
+///   it; the same per kind of event (kill, stop, leave, join) in `recoveryByKind`.
 struct Checker {
     let directory: String
     let count: Int
@@ -111,15 +112,17 @@ struct Checker {
         for op in slow.prefix(3) { examples.append("hang \(op.epoch)/\(op.op) at peer \(op.peer): \((op.end - op.start) / 1000) ms") }
         let driver = lines(of: "driver.log")
         func count(_ kind: String) -> Int { driver.filter { $0["kind"] == kind }.count }
-        let faults = driver.filter { $0["kind"] == "kill" || $0["kind"] == "stop" }.compactMap { UInt64($0["t"] ?? "") }
         let successes = verdicts.filter { $0.outcome == "ok" }.sorted { $0.end < $1.end }
-        var recoveries: [Double] = []
-        for t in faults {
-            if let next = successes.first(where: { $0.start >= t }) { recoveries.append(Double(next.end - t) / 1000) }
+        /// From each event of these kinds to the end of the first success that started after it, sorted.
+        func recoveries(_ kinds: Set<String>) -> (times: [Double], events: Int) {
+            let times = driver.filter { kinds.contains($0["kind"] ?? "") }.compactMap { UInt64($0["t"] ?? "") }
+            let recovered = times.compactMap { t in successes.first { $0.start >= t }.map { Double($0.end - t) / 1000 } }
+            return (recovered.sorted(), times.count)
         }
-        recoveries.sort()
-        func percentile(_ p: Double) -> Double {
-            recoveries.isEmpty ? 0 : recoveries[min(recoveries.count - 1, Int((Double(recoveries.count) * p).rounded(.up)) - 1)]
+        let faults = recoveries(["kill", "stop"])
+        let byKind = ["kill", "stop", "leave", "join"].map { kind in
+            let r = recoveries([kind])
+            return RecoveryTimes(kind: kind, sorted: r.times, events: r.events)
         }
         return StressReport(
             opsAttempted: Set(all.filter { !$0.outcome.hasPrefix("local:") }.map { "\($0.epoch)/\($0.op)" }).count,
@@ -129,8 +132,7 @@ struct Checker {
             kills: count("kill"), stops: count("stop"), joins: count("join"), leaves: count("leave"),
             splitOutcomes: split, wrongResults: wrong, stateDivergences: stateDivergences, syncs: syncs,
             hangs: slow.count + stragglers,
-            recoveryP50: percentile(0.5), recoveryP99: percentile(0.99), recoveryMax: recoveries.last ?? 0,
-            recoveredFaults: recoveries.count, faults: faults.count,
+            recovery: RecoveryTimes(kind: "kill/stop", sorted: faults.times, events: faults.events), recoveryByKind: byKind,
             before: resourcesBefore, after: resourcesAfter, examples: examples)
     }
 
@@ -144,12 +146,33 @@ struct Checker {
     }
 }
 
+/// Recovery times after the events of one kind, in milliseconds, ascending.
+struct RecoveryTimes {
+    let kind: String
+    let sorted: [Double]
+    /// Events of the kind, recovered or not (the run may end before a success follows one).
+    let events: Int
+
+    func percentile(_ p: Double) -> Double {
+        sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
+    }
+    var p50: Double { percentile(0.5) }
+    var p99: Double { percentile(0.99) }
+    var max: Double { sorted.last ?? 0 }
+
+    var summary: String {
+        let ms = { (v: Double) in String(Int(v.rounded())) + " ms" }
+        return "p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(max)) (\(sorted.count) of \(events) events)"
+    }
+}
+
 struct StressReport {
     let opsAttempted, opsSucceeded, opsAborted, peerOperations, localRefusals, fatalAtEvictedPeers: Int
     let kills, stops, joins, leaves: Int
     let splitOutcomes, wrongResults, stateDivergences, syncs, hangs: Int
-    let recoveryP50, recoveryP99, recoveryMax: Double
-    let recoveredFaults, faults: Int
+    /// After kills and stops together, and per kind of event.
+    let recovery: RecoveryTimes
+    let recoveryByKind: [RecoveryTimes]
     let before, after: Resources
     let examples: [String]
 
@@ -159,7 +182,6 @@ struct StressReport {
 
     var table: String {
         func row(_ name: String, _ value: String) -> String { "  " + name + String(repeating: " ", count: max(1, 34 - name.count)) + value }
-        let ms = { (v: Double) in String(Int(v.rounded())) + " ms" }
         return (["chorus-stress report (\(passed ? "PASS" : "FAIL"))",
                  row("collectives attempted", "\(opsAttempted)"),
                  row("  succeeded / aborted", "\(opsSucceeded) / \(opsAborted)"),
@@ -169,7 +191,9 @@ struct StressReport {
                  row("wrong results", "\(wrongResults)"),
                  row("shared-state syncs / divergences", "\(syncs) / \(stateDivergences)"),
                  row("hangs", "\(hangs)"),
-                 row("recovery after kill/stop", "p50 \(ms(recoveryP50)), p99 \(ms(recoveryP99)), max \(ms(recoveryMax)) (\(recoveredFaults) of \(faults) faults)"),
+                 row("recovery after kill/stop", recovery.summary)]
+                + recoveryByKind.map { row("  after a \($0.kind)", $0.summary) }
+                + [
                  row("master process before", before.description),
                  row("master process after", after.description)] + examples.map { "  ! " + $0 }).joined(separator: "\n")
     }
@@ -181,7 +205,11 @@ struct StressReport {
             ("kills", "\(kills)"), ("stops", "\(stops)"), ("joins", "\(joins)"), ("leaves", "\(leaves)"),
             ("split_outcomes", "\(splitOutcomes)"), ("wrong_results", "\(wrongResults)"), ("hangs", "\(hangs)"),
             ("state_syncs", "\(syncs)"), ("state_divergences", "\(stateDivergences)"),
-            ("recovery_ms_p50", "\(recoveryP50)"), ("recovery_ms_p99", "\(recoveryP99)"), ("recovery_ms_max", "\(recoveryMax)"),
+            ("recovery_ms_p50", "\(recovery.p50)"), ("recovery_ms_p99", "\(recovery.p99)"), ("recovery_ms_max", "\(recovery.max)"),
+        ] + recoveryByKind.flatMap { r in
+            [("recovery_\(r.kind)_ms_p50", "\(r.p50)"), ("recovery_\(r.kind)_ms_p99", "\(r.p99)"), ("recovery_\(r.kind)_ms_max", "\(r.max)"),
+             ("recovery_\(r.kind)_events", "\(r.events)")]
+        } + [
             ("fds_before", "\(before.descriptors)"), ("fds_after", "\(after.descriptors)"),
             ("threads_before", "\(before.threads)"), ("threads_after", "\(after.threads)"),
             ("rss_kib_before", "\(before.residentKiB)"), ("rss_kib_after", "\(after.residentKiB)"),
