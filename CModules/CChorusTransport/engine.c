@@ -1,14 +1,17 @@
-// The engine: one epoll thread that owns the reading side of every connection, accepts inbound
-// connections, flushes queued sends, sends heartbeats and enforces idle timeouts.
+// The engine's connections: the table, sending, reading frames, accepting, failing, and the public
+// calls on connections. Who drives them (the I/O thread, or a caller waiting in the engine) is in
+// engine_progress.c.
 //
 // Locking (always taken in this order):
+//   conn->io_lock    – the read side (header and payload progress, the receive being filled), the
+//                      connection's timers and its failure; held by whichever thread serves the
+//                      connection (engine_serve), never waited for while another io_lock is held.
 //   conn->send_lock  – the send queue and the socket's write side; held by whichever thread writes
 //                      (the owner posts and writes inline when the queue is empty, which saves a
-//                      thread hop per message; the I/O thread flushes the rest on EPOLLOUT).
-//   engine->lock     – the connection table, posted receives, request completion, the event queue.
+//                      thread hop per message; the io_lock holder flushes the rest on EPOLLOUT).
 //   conn->rdma_lock  – an RDMA connection's link, slots, credits and queued data sends (engine_rdma.c);
 //                      taken before engine->lock, never together with send_lock.
-// The read side (header and payload progress, the receive being filled) belongs to the I/O thread only.
+//   engine->lock     – the connection table, posted receives, request completion, the event queue.
 // Sockets are edge-triggered: a reader stops only at EAGAIN, or when a data header waits for a
 // receive to be posted (then the connection is "paused" and its idle timer stops, because the stall
 // is ours, not the peer's).
@@ -17,26 +20,18 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 // MARK: - Small helpers
-
-void engine_wake(chorus_engine *e) {
-    uint64_t one = 1;
-    ssize_t ignored = write(e->wakefd, &one, sizeof one);
-    (void)ignored;
-}
 
 static conn *find_locked(chorus_engine *e, chorus_conn_id id) {
     for (size_t i = 0; i < e->conn_count; i++)
@@ -53,6 +48,7 @@ conn *engine_acquire(chorus_engine *e, chorus_conn_id id) {
 }
 
 static void free_conn(conn *c) {
+    pthread_mutex_destroy(&c->io_lock);
     pthread_mutex_destroy(&c->send_lock);
     pthread_mutex_destroy(&c->rdma_lock);
     free(c->control_payload);
@@ -66,26 +62,18 @@ void engine_release(chorus_engine *e, conn *c) {
     if (last) free_conn(c);
 }
 
-void engine_complete_locked(chorus_engine *e, chorus_request *r, int status) {
-    r->status = status;
-    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE); // also read without the lock while spinning
-    pthread_cond_broadcast(&e->cond);
+int engine_errno_status(int error) {
+    return error == 0 || error == EPIPE || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM;
 }
 
-void engine_push_event_locked(chorus_engine *e, event_node *node) {
-    node->next = NULL;
-    if (e->event_tail) e->event_tail->next = node; else e->event_head = node;
-    e->event_tail = node;
-    __atomic_store_n(&e->event_count, e->event_count + 1, __ATOMIC_RELEASE);
-    pthread_cond_broadcast(&e->cond);
-}
-
-void engine_flag_attention(chorus_engine *e, conn *c) {
+void engine_fail_later(chorus_engine *e, conn *c, int status, int sys_errno) {
     pthread_mutex_lock(&e->lock);
-    c->needs_attention = 1;
-    e->attention = 1;
+    if (c->pending_status == CHORUS_OK) {
+        c->pending_status = status;
+        c->pending_errno = sys_errno;
+    }
     pthread_mutex_unlock(&e->lock);
-    engine_wake(e);
+    engine_serve(e, c, IO_ATTENTION);
 }
 
 // MARK: - Sending (caller holds c->send_lock)
@@ -157,8 +145,8 @@ static int flush_sends(chorus_engine *e, conn *c) {
     return 0;
 }
 
-/// Queues an item and writes what the socket takes now; a write error is handed to the I/O thread,
-/// which fails the connection (it owns the read side, which must be torn down too).
+/// Queues an item and writes what the socket takes now; a write error fails the connection through
+/// engine_fail_later (the read side, torn down too, belongs to the io_lock holder).
 int engine_submit(chorus_engine *e, conn *c, send_item *item) {
     pthread_mutex_lock(&c->send_lock);
     if (c->send_closed) {
@@ -169,17 +157,11 @@ int engine_submit(chorus_engine *e, conn *c, send_item *item) {
     enqueue_send(c, item);
     int error = was_idle ? flush_sends(e, c) : 0;
     pthread_mutex_unlock(&c->send_lock);
-    if (error != 0) {
-        pthread_mutex_lock(&e->lock);
-        c->send_error = CHORUS_ERR_SYSTEM;
-        c->sys_errno = error;
-        pthread_mutex_unlock(&e->lock);
-        engine_flag_attention(e, c);
-    }
+    if (error != 0) engine_fail_later(e, c, engine_errno_status(error), error);
     return CHORUS_OK;
 }
 
-// MARK: - Failing and closing (I/O thread)
+// MARK: - Failing and closing (io_lock held)
 
 void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
     pthread_mutex_lock(&e->lock);
@@ -238,7 +220,7 @@ void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno) {
     engine_release(e, c); // the table's reference
 }
 
-// MARK: - Receiving (I/O thread)
+// MARK: - Receiving (io_lock held)
 
 int engine_match_receive(const chorus_frame_header *h, const chorus_request *r) {
     if (h->epoch < r->epoch) return CHORUS_ERR_STALE_EPOCH;
@@ -351,7 +333,7 @@ static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length)
         int error = got == 0 ? 0 : errno;
         if (error == EINTR) continue;
         if (error == EAGAIN || error == EWOULDBLOCK) return 0;
-        engine_fail_conn(e, c, error == 0 || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
+        engine_fail_conn(e, c, engine_errno_status(error), error);
         return -1;
     }
 }
@@ -408,55 +390,39 @@ static void read_conn(chorus_engine *e, conn *c) {
     }
 }
 
-// MARK: - I/O thread
+// MARK: - Work on one connection (io_lock held)
 
+static int conn_failed(chorus_engine *e, conn *c) {
+    pthread_mutex_lock(&e->lock);
+    int failed = c->failed;
+    pthread_mutex_unlock(&e->lock);
+    return failed;
+}
 
-static void flush_from_io(chorus_engine *e, conn *c) {
+static void flush_queued(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&c->send_lock);
     int error = flush_sends(e, c);
     pthread_mutex_unlock(&c->send_lock);
-    if (error != 0) engine_fail_conn(e, c, error == EPIPE || error == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : CHORUS_ERR_SYSTEM, error);
+    if (error != 0) engine_fail_conn(e, c, engine_errno_status(error), error);
 }
 
-/// Handles what owners asked for (close, resume a paused reader) and what their inline sends hit.
-static void serve_attention(chorus_engine *e) {
+/// What owners asked for or ran into without the io_lock: a close, a send error, a receive posted
+/// on a connection paused for want of one.
+static void serve_attention(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&e->lock);
-    if (!e->attention) {
-        pthread_mutex_unlock(&e->lock);
-        return;
-    }
-    e->attention = 0;
-    size_t count = e->conn_count;
-    conn **todo = malloc(count * sizeof *todo);
-    size_t n = 0;
-    for (size_t i = 0; todo != NULL && i < count; i++) {
-        conn *c = e->conns[i];
-        if (!c->needs_attention) continue;
-        c->needs_attention = 0;
-        c->refs++;
-        todo[n++] = c;
-    }
-    if (todo == NULL) e->attention = 1; // try again on the next wake-up
+    int closing = c->owner_closed, status = c->pending_status, sys_errno = c->pending_errno;
+    int resume = c->paused && c->recv_head != NULL;
+    if (resume) c->paused = 0;
+    int rdma_resume = c->rdma_paused && c->recv_head != NULL;
+    if (rdma_resume) c->rdma_paused = 0;
     pthread_mutex_unlock(&e->lock);
-    for (size_t i = 0; i < n; i++) {
-        conn *c = todo[i];
-        pthread_mutex_lock(&e->lock);
-        int closing = c->owner_closed, send_error = c->send_error, sys_errno = c->sys_errno;
-        int resume = c->paused && c->recv_head != NULL;
-        if (resume) c->paused = 0;
-        int rdma_resume = c->rdma_paused && c->recv_head != NULL;
-        if (rdma_resume) c->rdma_paused = 0;
-        pthread_mutex_unlock(&e->lock);
-        if (closing) engine_fail_conn(e, c, CHORUS_ERR_CANCELLED, 0);
-        else if (send_error) engine_fail_conn(e, c, sys_errno == EPIPE || sys_errno == ECONNRESET ? CHORUS_ERR_PEER_CLOSED : send_error, sys_errno);
-        else if (resume) read_conn(e, c);
-        else if (rdma_resume) {
-            int status = rdma_consume(e, c);
-            if (status != CHORUS_OK) engine_fail_conn(e, c, status, 0);
-        }
-        engine_release(e, c);
+    if (closing) engine_fail_conn(e, c, CHORUS_ERR_CANCELLED, 0);
+    else if (status != CHORUS_OK) engine_fail_conn(e, c, status, sys_errno);
+    else if (resume) read_conn(e, c);
+    else if (rdma_resume) {
+        int consumed = rdma_consume(e, c);
+        if (consumed != CHORUS_OK) engine_fail_conn(e, c, consumed, 0);
     }
-    free(todo);
 }
 
 /// Whether the sender of a connection paused on an early data frame (nothing is read from it until a
@@ -474,104 +440,47 @@ static int paused_sender_silent(const conn *c, uint32_t idle_ms) {
     return info.tcpi_last_data_recv > idle_ms && queued < buffer / 4;
 }
 
-/// Heartbeats on connections that have sent nothing for a while; idle timeouts on silent ones
-/// (including ones paused on an early data frame, judged by what their kernel received).
-static void serve_timers(chorus_engine *e, uint64_t now) {
+/// The handshake deadline of an unadmitted connection, the idle timeout of a silent one (including
+/// one paused on an early data frame, judged by what its kernel received), and a heartbeat on one
+/// that has sent nothing for a while.
+static void serve_timers(chorus_engine *e, conn *c) {
+    if (c->is_listener) return;
+    uint64_t now = chorus_now_ms();
     pthread_mutex_lock(&e->lock);
-    size_t count = e->conn_count;
-    conn **all = malloc(count * sizeof *all);
-    for (size_t i = 0; all != NULL && i < count; i++) {
-        all[i] = e->conns[i];
-        all[i]->refs++;
-    }
+    int paused = c->paused, admitted = c->admitted;
     pthread_mutex_unlock(&e->lock);
-    if (all == NULL) return;
-    for (size_t i = 0; i < count; i++) {
-        conn *c = all[i];
-        if (!c->is_listener) {
-            pthread_mutex_lock(&e->lock);
-            int paused = c->paused, failed = c->failed, admitted = c->admitted;
-            pthread_mutex_unlock(&e->lock);
-            uint32_t idle = e->config.idle_timeout_ms, handshake = e->config.handshake_timeout_ms;
-            if (!failed && !admitted && handshake > 0 && now > c->created_ms + handshake) {
-                engine_fail_conn(e, c, CHORUS_ERR_HANDSHAKE_TIMEOUT, 0);
-            } else if (!failed && idle > 0 && (paused ? paused_sender_silent(c, idle) : now > c->last_recv_ms + idle)) {
-                engine_fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
-            } else if (!failed && e->config.heartbeat_interval_ms > 0 && pthread_mutex_trylock(&c->send_lock) == 0) {
-                int error = 0;
-                if (!c->send_closed && c->send_head == NULL && now >= c->last_send_ms + e->config.heartbeat_interval_ms) {
-                    c->heartbeat.header_sent = 0;
-                    enqueue_send(c, &c->heartbeat);
-                    error = flush_sends(e, c);
-                }
-                pthread_mutex_unlock(&c->send_lock);
-                if (error != 0) engine_fail_conn(e, c, CHORUS_ERR_PEER_CLOSED, error);
-            }
+    uint32_t idle = e->config.idle_timeout_ms, handshake = e->config.handshake_timeout_ms;
+    if (!admitted && handshake > 0 && now > c->created_ms + handshake) {
+        engine_fail_conn(e, c, CHORUS_ERR_HANDSHAKE_TIMEOUT, 0);
+    } else if (idle > 0 && (paused ? paused_sender_silent(c, idle) : now > c->last_recv_ms + idle)) {
+        engine_fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
+    } else if (e->config.heartbeat_interval_ms > 0 && pthread_mutex_trylock(&c->send_lock) == 0) {
+        int error = 0;
+        if (!c->send_closed && c->send_head == NULL && now >= c->last_send_ms + e->config.heartbeat_interval_ms) {
+            c->heartbeat.header_sent = 0;
+            enqueue_send(c, &c->heartbeat);
+            error = flush_sends(e, c);
         }
-        engine_release(e, c);
+        pthread_mutex_unlock(&c->send_lock);
+        if (error != 0) engine_fail_conn(e, c, engine_errno_status(error), error);
     }
-    free(all);
 }
 
-static void *io_main(void *arg) {
-    chorus_engine *e = arg;
-    uint32_t tick = e->config.heartbeat_interval_ms;
-    if (e->config.idle_timeout_ms > 0 && (tick == 0 || e->config.idle_timeout_ms / 4 < tick))
-        tick = e->config.idle_timeout_ms / 4;
-    if (tick == 0) tick = 1000;
-    uint64_t next_timers = chorus_now_ms() + tick;
-    uint64_t last_activity_us = 0;
-    struct epoll_event events[64];
-    for (;;) {
+void engine_do_work(chorus_engine *e, conn *c, uint32_t work) {
+    // Each step may fail the connection; the ones after it then have nothing to do.
+    if ((work & IO_ATTENTION) && !conn_failed(e, c)) serve_attention(e, c);
+    if ((work & IO_TIMERS) && !conn_failed(e, c)) serve_timers(e, c);
+    if ((work & IO_WRITE) && !conn_failed(e, c)) flush_queued(e, c);
+    if ((work & IO_READ) && !conn_failed(e, c)) {
         pthread_mutex_lock(&e->lock);
-        int stopping = e->stopping;
+        int paused = c->paused;
         pthread_mutex_unlock(&e->lock);
-        if (stopping) break;
-        uint64_t now = chorus_now_ms();
-        int wait_ms = now >= next_timers ? 0 : (int)(next_timers - now);
-        // Right after traffic, poll briefly (yielding) instead of sleeping: the next frame of a
-        // collective usually follows within microseconds, and a sleeping thread costs a wake-up.
-        int busy = e->config.spin_wait_us > 0 && chorus_now_us() - last_activity_us < e->config.spin_wait_us;
-        int n = epoll_wait(e->epfd, events, 64, busy ? 0 : wait_ms);
-        if (n > 0) last_activity_us = chorus_now_us();
-        else if (busy) sched_yield();
-        for (int i = 0; i < n; i++) {
-            if (events[i].data.u64 == WAKE_ID) {
-                uint64_t drained;
-                ssize_t ignored = read(e->wakefd, &drained, sizeof drained);
-                (void)ignored;
-                continue;
-            }
-            uint64_t key = events[i].data.u64 & ~KEY_ID_MASK;
-            conn *c = engine_acquire(e, events[i].data.u64 & KEY_ID_MASK);
-            if (c == NULL) continue;
-            if (key == KEY_RDMA_CQ) {
-                rdma_on_completions(e, c);
-            } else if (key == KEY_RDMA_CM) {
-                rdma_on_cm_events(e, c);
-            } else if (key == KEY_RDMA_LISTENER) {
-                rdma_on_listener(e, c);
-            } else if (c->is_listener) {
-                engine_accept_all(e, c);
-            } else {
-                if (events[i].events & EPOLLOUT) flush_from_io(e, c);
-                if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-                    pthread_mutex_lock(&e->lock);
-                    int readable = !c->failed && !c->paused;
-                    pthread_mutex_unlock(&e->lock);
-                    if (readable) read_conn(e, c);
-                }
-            }
-            engine_release(e, c);
-        }
-        serve_attention(e);
-        now = chorus_now_ms();
-        if (now >= next_timers) {
-            serve_timers(e, now);
-            next_timers = now + tick;
-        }
+        if (!paused) read_conn(e, c);
     }
-    return NULL;
+    if ((work & IO_RDMA_CQ) && !conn_failed(e, c)) rdma_on_completions(e, c);
+    if ((work & IO_RDMA_CM) && !conn_failed(e, c)) rdma_on_cm_events(e, c);
+    if ((work & IO_ACCEPT) && !conn_failed(e, c)) engine_accept_all(e, c);
+    if ((work & IO_RDMA_ACCEPT) && !conn_failed(e, c)) rdma_on_listener(e, c);
 }
 
 // MARK: - Connections
@@ -588,6 +497,7 @@ static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, in
     c->refs = 1; // the table's
     c->last_recv_ms = c->last_send_ms = c->created_ms = chorus_now_ms();
     c->admitted = c->data_allowed = admitted;
+    pthread_mutex_init(&c->io_lock, NULL);
     pthread_mutex_init(&c->send_lock, NULL);
     chorus_frame_header beat = {.type = CHORUS_FRAME_HEARTBEAT};
     chorus_frame_encode(&beat, c->heartbeat.header);
@@ -614,8 +524,12 @@ static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, in
         int saved = errno;
         pthread_mutex_lock(&e->lock);
         c->owner_closed = 1;
+        c->refs++; // failing drops the table's reference
         pthread_mutex_unlock(&e->lock);
+        pthread_mutex_lock(&c->io_lock); // not in epoll: nobody else serves it
         engine_fail_conn(e, c, CHORUS_ERR_SYSTEM, saved);
+        pthread_mutex_unlock(&c->io_lock);
+        engine_release(e, c);
         return CHORUS_ERR_SYSTEM;
     }
     *out = c->id;
@@ -640,7 +554,7 @@ static void bound_unadmitted(chorus_engine *e) {
     if (oldest != NULL) oldest->refs++;
     pthread_mutex_unlock(&e->lock);
     if (oldest == NULL) return;
-    engine_fail_conn(e, oldest, CHORUS_ERR_HANDSHAKE_FLOOD, 0);
+    engine_fail_later(e, oldest, CHORUS_ERR_HANDSHAKE_FLOOD, 0);
     engine_release(e, oldest);
 }
 
@@ -681,7 +595,7 @@ void engine_accept_all(chorus_engine *e, conn *listener) {
         // The socket may already hold the peer's first frame; with edge triggering nobody else reads it.
         conn *c = engine_acquire(e, id);
         if (c != NULL) {
-            read_conn(e, c);
+            engine_serve(e, c, IO_READ);
             engine_release(e, c);
         }
         if (!admitted) bound_unadmitted(e);
@@ -689,62 +603,6 @@ void engine_accept_all(chorus_engine *e, conn *listener) {
 }
 
 // MARK: - Public API
-
-int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out) {
-    if (config == NULL || out == NULL || config->max_queued_events == 0) return CHORUS_ERR_INVALID_ARGUMENT;
-    chorus_engine *e = calloc(1, sizeof *e);
-    if (e == NULL) return CHORUS_ERR_SYSTEM;
-    e->config = *config;
-    e->epfd = epoll_create1(EPOLL_CLOEXEC);
-    e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    pthread_mutex_init(&e->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&e->cond, &attr);
-    pthread_condattr_destroy(&attr);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_ID};
-    if (e->epfd < 0 || e->wakefd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &ev) != 0 ||
-        pthread_create(&e->thread, NULL, io_main, e) != 0) {
-        if (e->epfd >= 0) close(e->epfd);
-        if (e->wakefd >= 0) close(e->wakefd);
-        pthread_cond_destroy(&e->cond);
-        pthread_mutex_destroy(&e->lock);
-        free(e);
-        return CHORUS_ERR_SYSTEM;
-    }
-    *out = e;
-    return CHORUS_OK;
-}
-
-void chorus_engine_destroy(chorus_engine *e) {
-    if (e == NULL) return;
-    pthread_mutex_lock(&e->lock);
-    e->stopping = 1;
-    pthread_mutex_unlock(&e->lock);
-    engine_wake(e);
-    pthread_join(e->thread, NULL);
-    for (;;) {
-        pthread_mutex_lock(&e->lock);
-        conn *c = e->conn_count > 0 ? e->conns[0] : NULL;
-        if (c != NULL) c->owner_closed = 1;
-        pthread_mutex_unlock(&e->lock);
-        if (c == NULL) break;
-        engine_fail_conn(e, c, CHORUS_ERR_SHUTDOWN, 0);
-    }
-    for (event_node *node = e->event_head; node != NULL;) {
-        event_node *next = node->next;
-        chorus_event_release(&node->event);
-        free(node);
-        node = next;
-    }
-    free(e->conns);
-    close(e->epfd);
-    close(e->wakefd);
-    pthread_cond_destroy(&e->cond);
-    pthread_mutex_destroy(&e->lock);
-    free(e);
-}
 
 int chorus_engine_listen(chorus_engine *e, const char *host, uint16_t port, uint16_t last_port, int backlog, int rdma,
                          uint16_t *bound_port) {
@@ -815,7 +673,7 @@ int chorus_engine_admit(chorus_engine *e, chorus_conn_id id, int allow_data) {
     c->data_allowed = allow_data != 0;
     int refused = c->paused && !c->data_allowed; // a data frame already waits on it
     pthread_mutex_unlock(&e->lock);
-    if (refused) engine_fail_conn(e, c, CHORUS_ERR_UNEXPECTED_DATA, 0);
+    if (refused) engine_fail_later(e, c, CHORUS_ERR_UNEXPECTED_DATA, 0);
     engine_release(e, c);
     return CHORUS_OK;
 }
@@ -854,15 +712,16 @@ static void drop_queued_events_locked(chorus_engine *e, chorus_conn_id id) {
 int chorus_engine_close(chorus_engine *e, chorus_conn_id id) {
     pthread_mutex_lock(&e->lock);
     conn *c = find_locked(e, id);
-    if (c != NULL) drop_queued_events_locked(e, id);
     if (c != NULL) {
+        drop_queued_events_locked(e, id);
         c->owner_closed = 1;
-        c->needs_attention = 1;
-        e->attention = 1;
+        c->refs++;
     }
     pthread_mutex_unlock(&e->lock);
-    if (c != NULL) engine_wake(e);
-    return c != NULL ? CHORUS_OK : CHORUS_ERR_NO_SUCH_CONNECTION;
+    if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
+    engine_serve(e, c, IO_ATTENTION); // here, unless another thread is serving it right now
+    engine_release(e, c);
+    return CHORUS_OK;
 }
 
 int chorus_engine_send_control(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,
@@ -900,9 +759,11 @@ int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch,
     r->item.payload = buffer;
     r->item.length = length;
     r->item.request = r;
+    __atomic_add_fetch(&e->in_flight, 1, __ATOMIC_SEQ_CST); // before it can complete
     int status = c->uses_rdma ? rdma_queue_send(e, c, r) : engine_submit(e, c, &r->item);
     engine_release(e, c);
     if (status != CHORUS_OK) {
+        __atomic_sub_fetch(&e->in_flight, 1, __ATOMIC_SEQ_CST);
         free(r);
         return status;
     }
@@ -925,85 +786,14 @@ int chorus_engine_post_recv(chorus_engine *e, chorus_conn_id id, uint64_t epoch,
     }
     if (c->recv_tail) c->recv_tail->next = r; else c->recv_head = r;
     c->recv_tail = r;
-    int wake = c->paused || c->rdma_paused;
-    if (wake) {
+    __atomic_add_fetch(&e->in_flight, 1, __ATOMIC_SEQ_CST);
+    // A paused connection resumes when this engine next makes progress: in the owner's wait for the
+    // receive, or at the I/O thread's next tick; not inline, so posting never reads a whole frame.
+    if (c->paused || c->rdma_paused) {
         c->needs_attention = 1;
         e->attention = 1;
     }
     pthread_mutex_unlock(&e->lock);
-    if (wake) engine_wake(e);
     *out = r;
     return CHORUS_OK;
-}
-
-static struct timespec deadline_after(int timeout_ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec += 1;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-/// Polls `flag` (or the event count) for up to spin_wait_us before the caller blocks: a completion
-/// usually lands within microseconds, and a futex sleep and wake-up costs more than that. Yields the
-/// core on every round, so an oversubscribed machine loses little.
-static void spin_briefly(chorus_engine *e, const int *flag, int watch_events) {
-    if (e->config.spin_wait_us == 0) return;
-    uint64_t start = chorus_now_us();
-    do {
-        if (flag != NULL && __atomic_load_n(flag, __ATOMIC_ACQUIRE)) return;
-        if (watch_events && __atomic_load_n(&e->event_count, __ATOMIC_ACQUIRE) > 0) return;
-        sched_yield();
-    } while (chorus_now_us() - start < e->config.spin_wait_us);
-}
-
-int chorus_request_wait(chorus_engine *e, chorus_request *r, int timeout_ms, int interruptible) {
-    spin_briefly(e, &r->done, interruptible);
-    struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
-    pthread_mutex_lock(&e->lock);
-    for (;;) {
-        if (r->done) {
-            int status = r->status;
-            pthread_mutex_unlock(&e->lock);
-            free(r);
-            return status;
-        }
-        if (interruptible && e->event_count > 0) break;
-        if (pthread_cond_timedwait(&e->cond, &e->lock, &deadline) == ETIMEDOUT && !r->done) {
-            pthread_mutex_unlock(&e->lock);
-            return CHORUS_ERR_TIMEDOUT;
-        }
-    }
-    pthread_mutex_unlock(&e->lock);
-    return CHORUS_ERR_INTERRUPTED;
-}
-
-int chorus_engine_next_event(chorus_engine *e, int timeout_ms, chorus_event *out) {
-    if (timeout_ms > 0) spin_briefly(e, NULL, 1);
-    struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
-    pthread_mutex_lock(&e->lock);
-    while (e->event_head == NULL) {
-        if (pthread_cond_timedwait(&e->cond, &e->lock, &deadline) == ETIMEDOUT && e->event_head == NULL) {
-            pthread_mutex_unlock(&e->lock);
-            return CHORUS_ERR_TIMEDOUT;
-        }
-    }
-    event_node *node = e->event_head;
-    e->event_head = node->next;
-    if (e->event_head == NULL) e->event_tail = NULL;
-    if (node->event.kind == CHORUS_EVENT_CONTROL) e->control_bytes -= node->event.header.length;
-    __atomic_store_n(&e->event_count, e->event_count - 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&e->lock);
-    *out = node->event;
-    free(node);
-    return CHORUS_OK;
-}
-
-void chorus_event_release(chorus_event *event) {
-    free(event->payload);
-    event->payload = NULL;
 }

@@ -1,13 +1,11 @@
-// Internal to the transport: the engine's data structures and the helpers that engine.c and
-// engine_rdma.c share. Locking rules are in engine.c's header comment.
+// Internal to the transport: the engine's data structures and the helpers that engine.c,
+// engine_progress.c and engine_rdma.c share. Locking rules are in engine.c's header comment.
 #ifndef CHORUS_ENGINE_INTERNAL_H
 #define CHORUS_ENGINE_INTERNAL_H
 #include "rdma.h"
 #include "sockets.h"
 
 #include <pthread.h>
-
-#define WAKE_ID 0u
 
 typedef struct send_item {
     struct send_item *next;
@@ -39,9 +37,15 @@ typedef struct conn {
     int refs;            // engine->lock
     int failed;          // engine->lock
     int owner_closed;    // engine->lock: the owner closed it, so no FAILED event
-    int needs_attention; // engine->lock: close requested, send error, or a receive posted while paused
-    int send_error;      // engine->lock
-    int sys_errno;       // engine->lock
+    int needs_attention; // engine->lock: in the attention scan (a receive posted while paused)
+    int pending_status;  // engine->lock: a failure found without io_lock (a send error), applied under it
+    int pending_errno;   // engine->lock
+
+    // Held by whichever thread serves the connection's readiness, timers and failure (the I/O thread
+    // or a waiting caller); everything marked "I/O side" below belongs to its holder. Never waited
+    // for while another connection's io_lock is held: see engine_serve.
+    pthread_mutex_t io_lock;
+    uint32_t io_work; // atomic: IO_* work left for the io_lock holder
 
     pthread_mutex_t send_lock;
     send_item *send_head, *send_tail; // send_lock
@@ -80,7 +84,7 @@ typedef struct conn {
     uint32_t returned;            // slots reposted since the last credit frame
     int rdma_paused;              // engine->lock: a message waits for a receive to be posted
 
-    // I/O thread only.
+    // I/O side (io_lock).
     uint8_t header_raw[CHORUS_FRAME_HEADER_BYTES];
     uint32_t header_got;
     int have_header;
@@ -101,12 +105,15 @@ typedef struct event_node {
 struct chorus_engine {
     chorus_engine_config config;
     int epfd;
-    int wakefd;
+    int wakefd; // wakes the I/O thread (to stop); not in epfd
     pthread_t thread;
     int stopping; // lock
+    int pollers;   // atomic: callers waiting in this engine, who serve readiness themselves
+    int io_parked; // atomic: the I/O thread stands aside for them until its next tick
+    int in_flight; // atomic: requests posted and not completed
 
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    struct sleeper *sleepers; // lock: callers blocked in poll, woken by completions and events
     conn **conns;
     size_t conn_count, conn_capacity;
     chorus_conn_id next_id;
@@ -116,6 +123,18 @@ struct chorus_engine {
     uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)
 };
 
+/// Work on a connection, done by the holder of its io_lock (engine_serve).
+enum {
+    IO_READ = 1u << 0,        // the socket is readable (or hung up)
+    IO_WRITE = 1u << 1,       // the socket is writable: flush queued sends
+    IO_RDMA_CQ = 1u << 2,     // the link's completion channel
+    IO_RDMA_CM = 1u << 3,     // the link's connection-manager channel
+    IO_ACCEPT = 1u << 4,      // a listener's socket
+    IO_RDMA_ACCEPT = 1u << 5, // a listener's rdma_cm channel
+    IO_ATTENTION = 1u << 6,   // a close, a pending failure, or a receive posted while paused
+    IO_TIMERS = 1u << 7,      // handshake and idle deadlines, heartbeats
+};
+
 /// epoll keys: the connection id, tagged with what became ready.
 #define KEY_SOCKET 0ull
 #define KEY_RDMA_CQ (1ull << 56)
@@ -123,15 +142,29 @@ struct chorus_engine {
 #define KEY_RDMA_LISTENER (3ull << 56)
 #define KEY_ID_MASK ((1ull << 56) - 1)
 
-void engine_wake(chorus_engine *e);
 conn *engine_acquire(chorus_engine *e, chorus_conn_id id);
 void engine_release(chorus_engine *e, conn *c);
 void engine_complete_locked(chorus_engine *e, chorus_request *r, int status);
 void engine_push_event_locked(chorus_engine *e, event_node *node);
-void engine_flag_attention(chorus_engine *e, conn *c);
+/// Does `work` on `c` under its io_lock, on this thread; when another thread holds the lock, leaves
+/// the work to it (it repeats until none is left). Never blocks, so a holder of one connection's
+/// io_lock may call it for another.
+void engine_serve(chorus_engine *e, conn *c, uint32_t work);
+/// What engine_serve does, the lock held (engine_progress.c dispatches; engine.c implements).
+void engine_do_work(chorus_engine *e, conn *c, uint32_t work);
+/// Fails `c` from a thread that may not hold its io_lock: records the status, then serves it.
+void engine_fail_later(chorus_engine *e, conn *c, int status, int sys_errno);
+/// The status of a failed socket call: the peer's reset or close, or a local system error.
+int engine_errno_status(int error);
+/// Harvests ready connections and serves them on the calling thread, waiting up to timeout_ms for
+/// readiness (0: only look), then serves connections flagged for attention. Returns how many
+/// readiness events it harvested.
+int engine_progress(chorus_engine *e, int timeout_ms);
 int engine_submit(chorus_engine *e, conn *c, send_item *item);
 /// Encodes the owed credits into `c->credit` and marks it queued (caller holds send_lock, then queues it).
 void engine_arm_credit_locked(conn *c);
+/// Fails a connection: completes its requests, queues a FAILED event (unless the owner closed it),
+/// closes the socket. Caller holds c->io_lock.
 void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno);
 int engine_match_receive(const chorus_frame_header *h, const chorus_request *r);
 void engine_accept_all(chorus_engine *e, conn *listener);
@@ -139,18 +172,18 @@ void engine_accept_all(chorus_engine *e, conn *listener);
 // engine_rdma.c
 /// Queues a data send on an RDMA connection and sends what it can now.
 int rdma_queue_send(chorus_engine *e, conn *c, chorus_request *r);
-/// Sends what slots and credits allow. Owner or I/O thread. Returns CHORUS_OK or a failure status.
+/// Sends what slots and credits allow. The owner, or the io_lock holder. Returns CHORUS_OK or a failure status.
 int rdma_flush_sends(chorus_engine *e, conn *c);
-/// Consumes received messages into posted receives (I/O thread). Returns OK or a failure status.
+/// Consumes received messages into posted receives (io_lock held). Returns OK or a failure status.
 int rdma_consume(chorus_engine *e, conn *c);
-/// The I/O thread's handlers for a link's completion channel and CM channel, and a listener's.
+/// The handlers (io_lock held) for a link's completion channel and CM channel, and a listener's.
 void rdma_on_completions(chorus_engine *e, conn *c);
 void rdma_on_cm_events(chorus_engine *e, conn *c);
 void rdma_on_listener(chorus_engine *e, conn *listener);
-/// A credit frame arrived on the socket (I/O thread).
+/// A credit frame arrived on the socket (io_lock held).
 int rdma_on_credit(chorus_engine *e, conn *c, uint32_t credits);
 /// Attaches an established or accepted link and registers its channels with epoll.
 int rdma_attach(chorus_engine *e, conn *c, rdma_link *link);
-/// Fails queued sends and releases the link (I/O thread, from engine_fail_conn).
+/// Fails queued sends and releases the link (from engine_fail_conn).
 void rdma_teardown(chorus_engine *e, conn *c, int request_status);
 #endif

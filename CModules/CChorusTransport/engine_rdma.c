@@ -128,12 +128,7 @@ int rdma_queue_send(chorus_engine *e, conn *c, chorus_request *r) {
     c->rdma_send_tail = r;
     pthread_mutex_unlock(&c->rdma_lock);
     int status = rdma_flush_sends(e, c);
-    if (status != CHORUS_OK) { // the I/O thread fails the connection
-        pthread_mutex_lock(&e->lock);
-        c->send_error = status;
-        pthread_mutex_unlock(&e->lock);
-        engine_flag_attention(e, c);
-    }
+    if (status != CHORUS_OK) engine_fail_later(e, c, status, 0);
     return CHORUS_OK;
 }
 
@@ -152,7 +147,7 @@ static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32
     if (r == NULL && offset == 0) {
         r = c->recv_head;
         if (r == NULL) {
-            c->rdma_paused = 1; // post_recv wakes the I/O thread
+            c->rdma_paused = 1; // post_recv flags it for attention
             pthread_mutex_unlock(&e->lock);
             return CHORUS_ERR_INTERRUPTED;
         }
@@ -169,7 +164,7 @@ static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32
         return CHORUS_ERR_BAD_LENGTH; // a chunk out of sequence
     }
     pthread_mutex_unlock(&e->lock);
-    // Copied without the engine lock: only the I/O thread (here, or failing the connection)
+    // Copied without the engine lock: only the io_lock holder (here, or failing the connection)
     // completes `rdma_active`, and its owner may not free it before then.
     if (chunk > 0) memcpy(r->buffer + offset, message + CHORUS_RDMA_MESSAGE_HEADER, chunk);
     c->recv_offset = offset + chunk;
@@ -292,7 +287,7 @@ void rdma_on_listener(chorus_engine *e, conn *listener) {
         }
         int status = rdma_attach(e, c, link);
         if (status == CHORUS_OK) status = rdma_link_accept(link);
-        if (status != CHORUS_OK) engine_fail_conn(e, c, status, errno);
+        if (status != CHORUS_OK) engine_fail_later(e, c, status, errno); // another connection than the listener
         engine_release(e, c);
     }
 }

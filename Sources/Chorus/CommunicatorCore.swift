@@ -175,16 +175,14 @@ final class Core: @unchecked Sendable {
         var local = Outcome.success
         var verdict: Outcome?
         if let route, session.links != nil {
-            let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline)
+            // The master compares the members' calls as they begin (a synchronization's digest already
+            // told it); the links send the announcement right behind the first frame.
+            let begin = descriptor.collective == Collective.synchronize.rawValue
+                ? nil : PeerToMaster.begin(epoch: session.topology.epoch, opID: opID, descriptor: descriptor)
+            let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline, begin: begin)
             do {
-                // Tell the master what this member called before any data moves: it compares the
-                // members' calls and stops a mismatch at once, instead of all waiting for data that
-                // will never come. (A synchronization's digest already told it.)
-                if descriptor.collective != Collective.synchronize.rawValue {
-                    try session.sendToMaster(.begin(epoch: session.topology.epoch, opID: opID, descriptor: descriptor))
-                }
                 try dataPhase(links)
-                links.finish()
+                try links.finish()
             } catch {
                 links.tearDown()
                 switch error as? OperationInterruption {

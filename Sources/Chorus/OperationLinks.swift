@@ -34,8 +34,13 @@ final class OperationLinks: CollectiveLinks {
     let opID: UInt64
     let deadline: ContinuousClock.Instant
     private var outstanding: [(request: TransportRequest, link: ConnectionID)] = []
+    /// What this member tells the master before any data moves (its call, so a mismatch stops at once
+    /// instead of everyone waiting for data that never comes), until it is sent: after the first frame
+    /// is posted, so the master's wake-up does not delay the data, or before the first wait.
+    private var owedBegin: PeerToMaster?
 
-    init(session: PeerSession, route: Route, opID: UInt64, deadline: ContinuousClock.Instant) {
+    /// `begin`: the message announcing this member's call to the master (nil: already announced).
+    init(session: PeerSession, route: Route, opID: UInt64, deadline: ContinuousClock.Instant, begin: PeerToMaster?) {
         precondition(session.links != nil, "an operation needs links")
         self.session = session
         self.rank = session.rank
@@ -45,6 +50,18 @@ final class OperationLinks: CollectiveLinks {
         self.epoch = session.topology.epoch
         self.opID = opID
         self.deadline = deadline
+        self.owedBegin = begin
+    }
+
+    /// Sends the owed `begin`, once.
+    func announce() throws {
+        guard let message = owedBegin else { return }
+        owedBegin = nil
+        do {
+            try session.sendToMaster(message)
+        } catch {
+            throw OperationInterruption.masterLost(error)
+        }
     }
 
     private func connection(to peer: Int, tag: UInt32, ringSide: [ConnectionID], neighbour: Int) -> ConnectionID {
@@ -59,9 +76,11 @@ final class OperationLinks: CollectiveLinks {
 
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
         let link = connection(to: peer, tag: tag, ringSide: links.right, neighbour: (rank + 1) % worldSize)
-        return try track(link) { () throws(TransportError) in
+        let request = try track(link) { () throws(TransportError) in
             try session.engine.postSend(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
         }
+        try announce()
+        return request
     }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
@@ -119,6 +138,7 @@ final class OperationLinks: CollectiveLinks {
     }
 
     func wait(_ request: TransportRequest) throws {
+        try announce()
         while true {
             let remaining = deadline - .now
             guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: [])) }
@@ -147,9 +167,11 @@ final class OperationLinks: CollectiveLinks {
         outstanding = []
     }
 
-    /// Forgets finished requests (after a successful run every request has finished).
-    func finish() {
+    /// Forgets finished requests (after a successful run every request has finished), and announces
+    /// the call if the data phase never did (a member with nothing to move).
+    func finish() throws {
         precondition(outstanding.allSatisfy { $0.request.isFinished })
         outstanding = []
+        try announce()
     }
 }

@@ -23,6 +23,7 @@ extension OperationLinks {
     /// Waits for the next message of this operation from one of `peers`, or the loss of one of them.
     /// Throws like `wait`: the master's abort verdict, a lost master, the operation deadline.
     func nextSignal(from peers: Set<Int>) throws -> PeerSignal {
+        try announce()
         while true {
             session.drainEvents()
             if let (connection, message) = session.takePeerMessage(opID: opID) {

@@ -1,5 +1,6 @@
 import ChorusTransport
 import Glibc
+import Synchronization
 import Testing
 
 /// The engine over real loopback sockets with ephemeral ports.
@@ -312,6 +313,108 @@ import Testing
         guard case .control? = p.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("connection died") }
     }
 
+    @Test func anOwnerThatDoesNotWaitForLongerThanTheIdleTimeoutKeepsItsConnections() throws {
+        // Nobody waits in either engine: the I/O threads must still read the heartbeats (at their
+        // ticks), or the idle deadline would fail a healthy connection.
+        let fast = TransportSettings(heartbeatInterval: .milliseconds(50), idleTimeout: .milliseconds(400))
+        let p = try Self.pair(settings: fast)
+        usleep(1_500_000)
+        try p.client.sendControl(p.clientSide, address: FrameAddress(epoch: 0, opID: 0), payload: [7])
+        guard case .control(let conn, _, let payload)? = p.server.nextEvent(timeout: .seconds(5)) else {
+            throw TestFailure("the connection died while its owner computed")
+        }
+        #expect(conn == p.serverSide && payload == [7])
+    }
+
+    @Test func requestsInFlightProgressWhileTheirOwnersCompute() throws {
+        // 16 MiB through 64 KiB socket buffers while neither side waits: only the I/O threads can move
+        // it (the sender's flushing, the receiver's reading), and what their ticks alone would move
+        // (a buffer's worth each) falls far short. Afterwards a zero-timeout wait must find both done.
+        let small = TransportSettings(heartbeatInterval: .milliseconds(100), idleTimeout: .seconds(5), socketBufferBytes: 64 << 10)
+        let p = try Self.pair(settings: small)
+        let count = 16 << 20
+        var source = [UInt8](repeating: 0, count: count)
+        source.withUnsafeMutableBytes { s in
+            let words = s.bindMemory(to: UInt64.self)
+            for i in words.indices { words[i] = UInt64(i) &* 0x9E37_79B9_7F4A_7C15 }
+        }
+        var target = [UInt8](repeating: 0, count: count)
+        let address = FrameAddress(epoch: 1, opID: 1, tag: 1)
+        try source.withUnsafeBytes { s in
+            try target.withUnsafeMutableBytes { t in
+                let receive = try p.server.postReceive(p.serverSide, address: address, into: t)
+                let send = try p.client.postSend(p.clientSide, address: address, bytes: s)
+                usleep(2_000_000)
+                #expect(p.server.wait(receive, timeout: .zero, interruptible: false) == .completed)
+                #expect(p.client.wait(send, timeout: .zero, interruptible: false) == .completed)
+                // Not finished (a failure above): let them end before the buffers go away.
+                _ = p.server.wait(receive, timeout: .seconds(60), interruptible: false)
+                _ = p.client.wait(send, timeout: .seconds(60), interruptible: false)
+            }
+        }
+        #expect(memcmp(source, target, count) == 0)
+    }
+
+    @Test func threadsWaitingInOneEngineEachGetTheirOwnFrames() throws {
+        // Two threads wait in the same engine on different connections; whichever harvests a frame
+        // serves it, and the other must still be woken with its own data, round after round.
+        let server = try TransportEngine(settings: Self.settings)
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let clients = try (0 ..< 2).map { _ in try TransportEngine(settings: Self.settings) }
+        let clientSides = try clients.map { try $0.connect(host: "127.0.0.1", port: port, timeout: .seconds(5)) }
+        var serverSides: [ConnectionID] = []
+        while serverSides.count < 2 {
+            guard case .accepted(let conn)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+            serverSides.append(conn)
+        }
+        // Which accepted connection belongs to which client: each says its index.
+        for (i, client) in clients.enumerated() {
+            try client.sendControl(clientSides[i], address: FrameAddress(epoch: 0, opID: 0), payload: [UInt8(i)])
+        }
+        var owner: [ConnectionID: Int] = [:]
+        while owner.count < 2 {
+            guard case .control(let conn, _, let payload)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no hello") }
+            owner[conn] = Int(payload[0])
+        }
+        let rounds = 200, bytes = 4096
+        let results = Mutex([[UInt8]](repeating: [], count: 2))
+        let failures = Mutex([String]())
+        let threads = serverSides.map { conn in
+            let index = owner[conn]!
+            return JoinableThread {
+                var buffer = [UInt8](repeating: 0, count: bytes)
+                var sum = [UInt8](repeating: 0, count: bytes)
+                for round in 0 ..< rounds {
+                    buffer.withUnsafeMutableBytes { b in
+                        do {
+                            let r = try server.postReceive(conn, address: FrameAddress(epoch: 1, opID: UInt64(round), tag: UInt32(index)), into: b)
+                            let outcome = server.wait(r, timeout: .seconds(20), interruptible: false)
+                            if outcome != .completed { failures.withLock { $0.append("thread \(index) round \(round): \(outcome)") } }
+                        } catch {
+                            failures.withLock { $0.append("thread \(index) round \(round): \(error)") }
+                        }
+                    }
+                    for i in 0 ..< bytes { sum[i] &+= buffer[i] }
+                }
+                results.withLock { $0[index] = sum }
+            }
+        }
+        var expected = [[UInt8]](repeating: [UInt8](repeating: 0, count: bytes), count: 2)
+        for round in 0 ..< rounds {
+            for (index, client) in clients.enumerated() {
+                let frame = (0 ..< bytes).map { UInt8(truncatingIfNeeded: $0 &* 3 &+ round &* 17 &+ index &* 101) }
+                for i in 0 ..< bytes { expected[index][i] &+= frame[i] }
+                try frame.withUnsafeBytes { f in
+                    let send = try client.postSend(clientSides[index], address: FrameAddress(epoch: 1, opID: UInt64(round), tag: UInt32(index)), bytes: f)
+                    #expect(client.wait(send, timeout: .seconds(20), interruptible: false) == .completed)
+                }
+            }
+        }
+        threads.forEach { $0.join() }
+        #expect(failures.withLock { $0 } == [])
+        #expect(results.withLock { $0 } == expected)
+    }
+
     @Test func waitsHonourTheirDeadlineAndCloseCancels() throws {
         let p = try Self.pair()
         var target = [UInt8](repeating: 0, count: 8)
@@ -342,3 +445,22 @@ import Testing
     }
 }
 
+
+/// A thread the test can join (the engine's callers are plain threads, not Swift tasks).
+final class JoinableThread: @unchecked Sendable {
+    private var handle = pthread_t()
+    private let body: () -> Void
+
+    init(_ body: @escaping @Sendable () -> Void) {
+        self.body = body
+        let box = Unmanaged.passRetained(self)
+        let result = pthread_create(&handle, nil, { raw in
+            let thread = Unmanaged<JoinableThread>.fromOpaque(raw!).takeRetainedValue()
+            thread.body()
+            return nil
+        }, box.toOpaque())
+        precondition(result == 0, "pthread_create failed: \(result)")
+    }
+
+    func join() { pthread_join(handle, nil) }
+}

@@ -9,7 +9,10 @@
 //     connection with a precise status;
 //   - liveness: heartbeats are sent on idle connections, and a connection on which nothing arrives for
 //     idle_timeout_ms (while we are reading) fails with CHORUS_ERR_IDLE_TIMEOUT;
-//   - waits take a timeout and block on a condition variable; nothing spins.
+//   - a caller waiting in the engine serves its connections itself (reads, accepts, flushes) instead
+//     of being woken by another thread; the engine's I/O thread serves requests in flight while
+//     nobody waits, and runs heartbeats and deadlines;
+//   - waits take a timeout, spin briefly (yielding) and then block in poll; nothing spins for long.
 #ifndef CHORUS_TRANSPORT_H
 #define CHORUS_TRANSPORT_H
 
@@ -175,12 +178,15 @@ int chorus_engine_post_send(chorus_engine *engine, chorus_conn_id conn, uint64_t
 
 /// Posts a receive for the next data frame on `conn`, which must carry exactly (epoch, op_id, tag,
 /// length). The payload is written straight into `buffer`, which must stay valid until completion.
+/// A frame that arrived before its receive is read when the engine next makes progress (a wait on
+/// this engine, or the I/O thread's tick), not inside this call.
 int chorus_engine_post_recv(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id,
                             uint32_t tag, void *buffer, uint32_t length, chorus_request **out);
 
 /// Blocks until the request completes (returns its final status, >= CHORUS_OK meaning success, and
 /// frees it), the timeout passes (CHORUS_ERR_TIMEDOUT), or, when `interruptible`, an event is waiting
 /// for the owner (CHORUS_ERR_INTERRUPTED). After TIMEDOUT or INTERRUPTED the request is still live.
+/// While it waits, the calling thread serves the engine's ready connections (as does next_event).
 int chorus_request_wait(chorus_engine *engine, chorus_request *request, int timeout_ms, int interruptible);
 
 typedef enum chorus_event_kind {
