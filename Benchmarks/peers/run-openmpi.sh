@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Open MPI's MPI_Allreduce over TCP on loopback, same sweep and JSON fields as chorus-bench.
-# Usage: run-openmpi.sh PEERS JSON_FILE [-c allreduce|exscan] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
+# Usage: run-openmpi.sh PEERS JSON_FILE [-c allreduce|exscan] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP] [-g GAP_MS]
 set -euo pipefail
 peers=$1 json=$2
 shift 2
