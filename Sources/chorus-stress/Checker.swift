@@ -10,8 +10,9 @@ import Glibc
 ///   name different participants;
 /// - wrong result: an `ok` whose output hash differs from the sum over its participants' inputs;
 /// - hang: an operation that took longer than the bound, or a peer that did not finish when told;
-/// - recovery: from each kill or stop to the end of the first successful collective that started after
-///   it; the same per kind of event (kill, stop, leave, join) in `recoveryByKind`.
+/// - recovery: from each kill or stop to the end of the first successful all-reduce that started after
+///   it, split into phases (`Recovery`); the same per kind of event (kill, stop, leave, join) in
+///   `recoveryByKind`.
 struct Checker {
     let directory: String
     let count: Int
@@ -58,6 +59,12 @@ struct Checker {
             if name.hasPrefix("peer-") && name.hasSuffix(".log") { names.append(name) }
         }
         return names
+    }
+
+    /// When peers logged events of `kind` (e.g. `reformed`), ascending, in microseconds.
+    private func peerEvents(_ kind: String) -> [UInt64] {
+        peerLogs().flatMap { lines(of: $0) }.filter { $0["type"] == "event" && $0["kind"] == kind }
+            .compactMap { UInt64($0["t"] ?? "") }.sorted()
     }
 
     func operations() -> [Operation] {
@@ -112,18 +119,13 @@ struct Checker {
         for op in slow.prefix(3) { examples.append("hang \(op.epoch)/\(op.op) at peer \(op.peer): \((op.end - op.start) / 1000) ms") }
         let driver = lines(of: "driver.log")
         func count(_ kind: String) -> Int { driver.filter { $0["kind"] == kind }.count }
-        let successes = verdicts.filter { $0.outcome == "ok" }.sorted { $0.end < $1.end }
-        /// From each event of these kinds to the end of the first success that started after it, sorted.
-        func recoveries(_ kinds: Set<String>) -> (times: [Double], events: Int) {
+        let recover = RecoveryClock(operations: all, reformed: peerEvents("reformed"))
+        func recoveries(_ kind: String, of kinds: Set<String>) -> RecoveryTimes {
             let times = driver.filter { kinds.contains($0["kind"] ?? "") }.compactMap { UInt64($0["t"] ?? "") }
-            let recovered = times.compactMap { t in successes.first { $0.start >= t }.map { Double($0.end - t) / 1000 } }
-            return (recovered.sorted(), times.count)
+            return RecoveryTimes(kind: kind, recoveries: times.compactMap(recover.recovery(after:)), events: times.count)
         }
-        let faults = recoveries(["kill", "stop"])
-        let byKind = ["kill", "stop", "leave", "join"].map { kind in
-            let r = recoveries([kind])
-            return RecoveryTimes(kind: kind, sorted: r.times, events: r.events)
-        }
+        let faults = recoveries("kill/stop", of: ["kill", "stop"])
+        let byKind = ["kill", "stop", "leave", "join"].map { recoveries($0, of: [$0]) }
         return StressReport(
             opsAttempted: Set(all.filter { !$0.outcome.hasPrefix("local:") }.map { "\($0.epoch)/\($0.op)" }).count,
             opsSucceeded: succeeded, opsAborted: aborted,
@@ -132,7 +134,7 @@ struct Checker {
             kills: count("kill"), stops: count("stop"), joins: count("join"), leaves: count("leave"),
             splitOutcomes: split, wrongResults: wrong, stateDivergences: stateDivergences, syncs: syncs,
             hangs: slow.count + stragglers,
-            recovery: RecoveryTimes(kind: "kill/stop", sorted: faults.times, events: faults.events), recoveryByKind: byKind,
+            recovery: faults, recoveryByKind: byKind,
             before: resourcesBefore, after: resourcesAfter, examples: examples)
     }
 
@@ -146,12 +148,58 @@ struct Checker {
     }
 }
 
-/// Recovery times after the events of one kind, in milliseconds, ascending.
-struct RecoveryTimes {
-    let kind: String
+/// One recovery, in milliseconds, from an event to the end of the first successful all-reduce that
+/// started after it, cut where the survivors' logs show the next step (each phase starts where the one
+/// before ends, so they add up to the whole):
+/// - verdict: until the first operation that ended without success (the fault noticed, by the socket
+///   closing or a peer timeout, and the master's verdict); 0 when no operation was under way;
+/// - reform: until the first ring re-formed after that (`updateTopology` returned somewhere);
+/// - sync: until the first successful shared-state synchronization of the new epoch ended;
+/// - collective: until the all-reduce ended.
+struct Recovery {
+    static let phases = ["verdict", "reform", "sync", "collective"]
+    let verdict, reform, sync, collective: Double
+    var total: Double { verdict + reform + sync + collective }
+
+    func phase(_ name: String) -> Double {
+        switch name {
+        case "verdict": verdict
+        case "reform": reform
+        case "sync": sync
+        default: collective
+        }
+    }
+}
+
+/// Finds each recovery's phases in the logs.
+struct RecoveryClock {
+    private let allReduces: [Checker.Operation], syncs: [Checker.Operation]
+    private let unsuccessfulEnds: [UInt64], reformed: [UInt64]
+
+    init(operations: [Checker.Operation], reformed: [UInt64]) {
+        let succeeded = operations.filter { $0.outcome == "ok" }.sorted { $0.end < $1.end }
+        allReduces = succeeded.filter { $0.kind == "allreduce" }
+        syncs = succeeded.filter { $0.kind == "sync" }
+        unsuccessfulEnds = operations.filter { $0.outcome.hasPrefix("abort:") || $0.outcome.hasPrefix("local:") }.map(\.end).sorted()
+        self.reformed = reformed
+    }
+
+    /// The recovery from an event at `t` (µs), or nil when no all-reduce succeeded after it.
+    func recovery(after t: UInt64) -> Recovery? {
+        guard let done = allReduces.first(where: { $0.start >= t })?.end else { return nil }
+        let verdict = unsuccessfulEnds.first { $0 >= t && $0 <= done } ?? t
+        let reform = reformed.first { $0 >= verdict && $0 <= done } ?? verdict
+        let synced = syncs.first { $0.start >= reform && $0.end <= done }?.end ?? reform
+        func ms(_ from: UInt64, _ to: UInt64) -> Double { Double(to - from) / 1000 }
+        return Recovery(verdict: ms(t, verdict), reform: ms(verdict, reform), sync: ms(reform, synced), collective: ms(synced, done))
+    }
+}
+
+/// p50, p99 and max of some durations (ms).
+struct Percentiles {
     let sorted: [Double]
-    /// Events of the kind, recovered or not (the run may end before a success follows one).
-    let events: Int
+
+    init(_ values: [Double]) { sorted = values.sorted() }
 
     func percentile(_ p: Double) -> Double {
         sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
@@ -162,7 +210,41 @@ struct RecoveryTimes {
 
     var summary: String {
         let ms = { (v: Double) in String(Int(v.rounded())) + " ms" }
-        return "p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(max)) (\(sorted.count) of \(events) events)"
+        return "p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(max))"
+    }
+}
+
+/// The recoveries after the events of one kind.
+struct RecoveryTimes {
+    let kind: String
+    let recoveries: [Recovery]
+    /// Events of the kind, recovered or not (the run may end before a success follows one).
+    let events: Int
+
+    var whole: Percentiles { Percentiles(recoveries.map(\.total)) }
+    func phase(_ name: String) -> Percentiles { Percentiles(recoveries.map { $0.phase(name) }) }
+    var p50: Double { whole.p50 }
+    var p99: Double { whole.p99 }
+    var max: Double { whole.max }
+
+    var summary: String { whole.summary + " (\(recoveries.count) of \(events) events)" }
+    /// `recovery_<kind>_ms_p50/_p99/_max`, `_events`, and each phase's `recovery_<kind>_<phase>_ms_p50/_p99`.
+    var jsonFields: [(String, String)] {
+        var fields: [(String, String)] = [("recovery_\(kind)_ms_p50", "\(p50)"), ("recovery_\(kind)_ms_p99", "\(p99)"),
+                                          ("recovery_\(kind)_ms_max", "\(max)"), ("recovery_\(kind)_events", "\(events)")]
+        for name in Recovery.phases {
+            let p = phase(name)
+            fields.append(("recovery_\(kind)_\(name)_ms_p50", "\(p.p50)"))
+            fields.append(("recovery_\(kind)_\(name)_ms_p99", "\(p.p99)"))
+        }
+        return fields
+    }
+    /// The phases' p50 and p99 on one line.
+    var phaseSummary: String {
+        Recovery.phases.map { name in
+            let p = phase(name)
+            return "\(name) \(Int(p.p50.rounded()))/\(Int(p.p99.rounded()))"
+        }.joined(separator: ", ") + " ms (p50/p99)"
     }
 }
 
@@ -192,7 +274,7 @@ struct StressReport {
                  row("shared-state syncs / divergences", "\(syncs) / \(stateDivergences)"),
                  row("hangs", "\(hangs)"),
                  row("recovery after kill/stop", recovery.summary)]
-                + recoveryByKind.map { row("  after a \($0.kind)", $0.summary) }
+                + recoveryByKind.flatMap { [row("  after a \($0.kind)", $0.summary), row("", $0.phaseSummary)] }
                 + [
                  row("master process before", before.description),
                  row("master process after", after.description)] + examples.map { "  ! " + $0 }).joined(separator: "\n")
@@ -206,10 +288,7 @@ struct StressReport {
             ("split_outcomes", "\(splitOutcomes)"), ("wrong_results", "\(wrongResults)"), ("hangs", "\(hangs)"),
             ("state_syncs", "\(syncs)"), ("state_divergences", "\(stateDivergences)"),
             ("recovery_ms_p50", "\(recovery.p50)"), ("recovery_ms_p99", "\(recovery.p99)"), ("recovery_ms_max", "\(recovery.max)"),
-        ] + recoveryByKind.flatMap { r in
-            [("recovery_\(r.kind)_ms_p50", "\(r.p50)"), ("recovery_\(r.kind)_ms_p99", "\(r.p99)"), ("recovery_\(r.kind)_ms_max", "\(r.max)"),
-             ("recovery_\(r.kind)_events", "\(r.events)")]
-        } + [
+        ] + recoveryByKind.flatMap(\.jsonFields) + [
             ("fds_before", "\(before.descriptors)"), ("fds_after", "\(after.descriptors)"),
             ("threads_before", "\(before.threads)"), ("threads_after", "\(after.threads)"),
             ("rss_kib_before", "\(before.residentKiB)"), ("rss_kib_after", "\(after.residentKiB)"),

@@ -5,7 +5,8 @@ import Glibc
 
 /// The per-peer log the checker reads: one line per operation attempt or event, `key=value` fields.
 ///   op peer=P epoch=E op=K participants=1,2,3 outcome=ok|abort:REASON|fatal:REASON hash=H start=US end=US
-///   event kind=kill|stop|cont|leave|join peer=P t=US        (written by the driver)
+///   event kind=kill|stop|cont|leave|join slot=S t=US        (written by the driver)
+///   event kind=admitted|reformed|left peer=P [epoch=E] t=US  (written by the peer)
 struct StressLog {
     private let file: UnsafeMutablePointer<FILE>
 

@@ -49,9 +49,9 @@ struct StressPeer: ParsableCommand {
                 return
             }
             do {
-                if c.topologyChangePending { try c.updateTopology() }
+                if c.topologyChangePending { try reform(c, out) }
                 if c.worldSize < 2 {
-                    try c.updateTopology(minimumWorldSize: 2)
+                    try reform(c, out, minimumWorldSize: 2)
                     continue
                 }
             } catch ChorusError.timedOut(_) {
@@ -62,6 +62,12 @@ struct StressPeer: ParsableCommand {
             try step(c, &state, out)
         }
         try leave(c)
+    }
+
+    /// Re-forms the ring and logs when it is done (the checker's "re-forming" phase of a recovery ends there).
+    private func reform(_ c: Communicator, _ out: StressLog, minimumWorldSize: Int = 1) throws {
+        try c.updateTopology(minimumWorldSize: minimumWorldSize)
+        out.write("event kind=reformed peer=\(c.peerID) epoch=\(c.epoch) t=\(monotonicMicroseconds())")
     }
 
     /// Leaves, asking again while the others are slow to reach their safe point (the admission
@@ -109,7 +115,7 @@ struct StressPeer: ParsableCommand {
         if outcome.hasPrefix("fatal:") { throw ExitCode(3) }
         if outcome != "ok" {
             do {
-                try c.updateTopology()
+                try reform(c, out)
             } catch let error as ChorusError {
                 if case .timedOut = error { return } // the next step asks again
                 guard error.isRetryable else { throw error }

@@ -45,6 +45,11 @@ import Glibc
         for zero in ["split_outcomes", "wrong_results", "hangs", "state_divergences"] { #expect(report[zero] == "0", "\(report)") }
         #expect(report["passed"] == "true" && Int(report["ops_succeeded"] ?? "") ?? 0 > 100, "many successful collectives: \(report)")
         #expect(Int(report["churn_events"] ?? "") ?? 0 >= 24, "a few dozen churn events: \(report)")
+        for kind in ["kill", "stop", "leave", "join"] {
+            for phase in ["verdict", "reform", "sync", "collective"] {
+                #expect(report["recovery_\(kind)_\(phase)_ms_p50"] != nil && report["recovery_\(kind)_\(phase)_ms_p99"] != nil, "\(kind) \(phase): \(report)")
+            }
+        }
 
         let injections: [(field: String, rewrite: (String) -> String?)] = [
             ("split_outcomes", { $0.contains("kind=allreduce outcome=ok") ? $0.replacingOccurrences(of: "outcome=ok", with: "outcome=abort:peerLost(99)") : nil }),
@@ -86,6 +91,36 @@ import Glibc
             #expect(status == 1 && injected["passed"] == "false", "\(field) injected, the checker passed:\n\(checked)")
             #expect(Int(injected[field] ?? "") ?? 0 >= 1, "\(field) injected: \(injected)")
         }
+    }
+
+    /// The checker's phases of a recovery, on logs written by hand: a kill at 1.000 s, the first
+    /// abort ending at 1.012 s, the ring re-formed at 1.040 s, the synchronization done at 1.070 s,
+    /// the first all-reduce at 1.080 s. Each phase must come out exact, and they add up to the whole.
+    @Test func theCheckerSplitsARecoveryIntoPhasesThatAddUp() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-phases-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "event kind=join slot=0 t=100\nevent kind=kill slot=2 t=1000000\n".write(toFile: directory + "/driver.log", atomically: true, encoding: .utf8)
+        for (peer, late) in [(1, 0), (2, 3000)] {
+            let op = { (epoch: Int, id: Int, kind: String, outcome: String, start: Int, end: Int) in
+                "op peer=\(peer) epoch=\(epoch) op=\(id) participants=1,2,3 kind=\(kind) outcome=\(outcome) hash=0 state=5 start=\(start) end=\(end + late)"
+            }
+            let lines = [op(1, 5, "allreduce", "ok", 500_000, 510_000),
+                         op(1, 6, "allreduce", "abort:peer_3_was_lost", 990_000, 1_012_000),
+                         "event kind=reformed peer=\(peer) epoch=2 t=\(1_040_000 + late)",
+                         op(2, 1, "sync", "ok", 1_041_000 + late, 1_070_000),
+                         op(2, 2, "allreduce", "ok", 1_071_000 + late, 1_080_000)]
+            try (lines.joined(separator: "\n") + "\n").write(toFile: directory + "/peer-\(peer).log", atomically: true, encoding: .utf8)
+        }
+        _ = try run("chorus-stress", ["check", "--log-dir", directory, "--json", directory + "/report.json"])
+        let report = try Self.reportFields(directory + "/report.json")
+        let expected = ["verdict": 12.0, "reform": 28.0, "sync": 30.0, "collective": 10.0]
+        for (phase, ms) in expected {
+            #expect(Double(report["recovery_kill_\(phase)_ms_p50"] ?? "") == ms, "\(phase): \(report)")
+        }
+        #expect(Double(report["recovery_kill_ms_p50"] ?? "") == expected.values.reduce(0, +), "\(report)")
+        #expect(report["recovery_kill_events"] == "1" && report["recovery_join_events"] == "1", "\(report)")
     }
 
     /// The flat JSON object chorus-stress writes, as strings.
