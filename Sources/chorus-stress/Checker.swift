@@ -207,10 +207,12 @@ struct Percentiles {
     var p50: Double { percentile(0.5) }
     var p99: Double { percentile(0.99) }
     var max: Double { sorted.last ?? 0 }
+    /// Means add up where percentiles do not: the phases' means sum to the whole's.
+    var mean: Double { sorted.isEmpty ? 0 : sorted.reduce(0, +) / Double(sorted.count) }
 
     var summary: String {
         let ms = { (v: Double) in String(Int(v.rounded())) + " ms" }
-        return "p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(max))"
+        return "p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(max)), mean \(ms(mean))"
     }
 }
 
@@ -228,23 +230,25 @@ struct RecoveryTimes {
     var max: Double { whole.max }
 
     var summary: String { whole.summary + " (\(recoveries.count) of \(events) events)" }
-    /// `recovery_<kind>_ms_p50/_p99/_max`, `_events`, and each phase's `recovery_<kind>_<phase>_ms_p50/_p99`.
+    /// `recovery_<kind>_ms_p50/_p99/_max/_mean`, `_events`, and each phase's `recovery_<kind>_<phase>_ms_p50/_p99/_mean`.
     var jsonFields: [(String, String)] {
         var fields: [(String, String)] = [("recovery_\(kind)_ms_p50", "\(p50)"), ("recovery_\(kind)_ms_p99", "\(p99)"),
-                                          ("recovery_\(kind)_ms_max", "\(max)"), ("recovery_\(kind)_events", "\(events)")]
+                                          ("recovery_\(kind)_ms_max", "\(max)"), ("recovery_\(kind)_ms_mean", "\(whole.mean)"),
+                                          ("recovery_\(kind)_events", "\(events)")]
         for name in Recovery.phases {
             let p = phase(name)
             fields.append(("recovery_\(kind)_\(name)_ms_p50", "\(p.p50)"))
             fields.append(("recovery_\(kind)_\(name)_ms_p99", "\(p.p99)"))
+            fields.append(("recovery_\(kind)_\(name)_ms_mean", "\(p.mean)"))
         }
         return fields
     }
-    /// The phases' p50 and p99 on one line.
+    /// The phases' mean and p99 on one line (the means add up to the whole's mean; percentiles do not).
     var phaseSummary: String {
         Recovery.phases.map { name in
             let p = phase(name)
-            return "\(name) \(Int(p.p50.rounded()))/\(Int(p.p99.rounded()))"
-        }.joined(separator: ", ") + " ms (p50/p99)"
+            return "\(name) \(Int(p.mean.rounded()))/\(Int(p.p99.rounded()))"
+        }.joined(separator: ", ") + " ms (mean/p99)"
     }
 }
 

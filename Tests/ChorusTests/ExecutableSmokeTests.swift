@@ -120,6 +120,7 @@ import Glibc
             #expect(Double(report["recovery_kill_\(phase)_ms_p50"] ?? "") == ms, "\(phase): \(report)")
         }
         #expect(Double(report["recovery_kill_ms_p50"] ?? "") == expected.values.reduce(0, +), "\(report)")
+        #expect(Double(report["recovery_kill_verdict_ms_mean"] ?? "") == 12.0 && Double(report["recovery_kill_ms_mean"] ?? "") == 80.0, "\(report)")
         #expect(report["recovery_kill_events"] == "1" && report["recovery_join_events"] == "1", "\(report)")
     }
 
