@@ -91,7 +91,9 @@ public final class Master: Sendable {
         while !stopping.load(ordering: .relaxed) {
             gate.flushRefusals(logger: logger)
             guard let event = engine.nextEvent(timeout: .milliseconds(100)) else { continue }
-            let before = (machine.epoch, machine.worldSize, machine.pendingCount)
+            // The pending count changes only with the epoch or the registrations, so it is counted
+            // only then (not on every begin and report).
+            let before = (machine.epoch, machine.worldSize, machine.registeredCount)
             let actions: [MasterStateMachine<ConnectionID>.Action]
             switch event {
             case .accepted:
@@ -133,9 +135,10 @@ public final class Master: Sendable {
                     gate.forget(connection)
                 }
             }
-            let after = (machine.epoch, machine.worldSize, machine.pendingCount)
+            let after = (machine.epoch, machine.worldSize, machine.registeredCount)
             if after != before {
-                status.withLock { $0 = MasterStatus(epoch: after.0, worldSize: after.1, pendingPeers: after.2) }
+                let pending = machine.pendingCount
+                status.withLock { $0 = MasterStatus(epoch: after.0, worldSize: after.1, pendingPeers: pending) }
                 if after.0 != before.0 { logger.info("epoch \(after.0) formed with \(after.1) peers") }
             }
         }

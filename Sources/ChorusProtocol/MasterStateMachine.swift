@@ -96,7 +96,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     /// Peers waiting for admission.
-    public var pendingCount: Int { peers.values.filter { $0.role == .pending }.count }
+    public var pendingCount: Int { peers.values.reduce(0) { $0 + ($1.role == .pending ? 1 : 0) } } // no array per call: the master asks per event
     /// Members of the current epoch.
     public var worldSize: Int { ring.count }
     /// Everyone with a live registration.
@@ -355,9 +355,13 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// The abort of operation `opID` when a member already waits at the safe point: it will not
     /// call the operation, so the members that did must not wait for it.
     private mutating func safePointConflict(opID: UInt64) -> [Action]? {
-        let waiting = ring.compactMap { peers[$0] }.first { $0.role == .member && $0.requestedMinimum != nil }
-        guard let waiting else { return nil }
-        return abort(opID: opID, .topologyUpdateRequested(waiting.id))
+        // Asked on every begin and report: a plain search, no copies of the records.
+        for connection in ring {
+            if let waiting = peers[connection], waiting.role == .member, waiting.requestedMinimum != nil {
+                return abort(opID: opID, .topologyUpdateRequested(waiting.id))
+            }
+        }
+        return nil
     }
 
     /// The ranks that have sent nothing for the undecided operation.
