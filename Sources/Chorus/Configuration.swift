@@ -72,8 +72,9 @@ public struct Configuration: Sendable {
     public var syncChunkBytes = 4 << 20
     /// ...and keeps this many pieces in flight per source.
     public var syncChunksInFlight = 2
-    /// A peer whose link was closed by its neighbour waits this long for the master's verdict before
-    /// reporting the closed link, so the verdict names the cause (a crash, a mismatched call).
+    /// A peer whose link was closed by its neighbour, or that received a frame of another shape, waits
+    /// this long for the master's verdict before reporting it, so the verdict names the cause (a crash,
+    /// a mismatched call).
     var linkFailureGrace: Duration = .milliseconds(200)
     /// Where this peer (or master) logs, through swift-log: the application's `LoggingSystem` backend
     /// (standard error unless it bootstrapped another). Every line carries the process id and, once

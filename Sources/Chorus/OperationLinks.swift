@@ -102,12 +102,15 @@ final class OperationLinks: CollectiveLinks {
 
     /// What to throw for a failed link. A link the peer closed is usually the effect of a cause the
     /// master hears about at once (that peer crashed, or it saw a mismatched frame and reported it),
-    /// so wait briefly for the master's verdict before reporting the effect: the verdict then names
-    /// the cause, the same at every member, whichever report would have reached the master first.
+    /// and a frame of another shape is the effect of a neighbour's different call, which the master
+    /// names precisely from the members' `begin`s (each sent right behind its first frame); so wait
+    /// briefly for the master's verdict before reporting the effect: the verdict then names the
+    /// cause, the same at every member, whichever report would have reached the master first.
     func linkInterruption(_ link: ConnectionID, _ error: TransportError) -> OperationInterruption {
         session.drainEvents() // the link's failure event carries its cause (a post only sees "no such connection")
         let reason = linkFailure(link, error)
-        guard [.peerClosed, .noSuchConnection].contains((session.linkFailure(link) ?? error).code) else { return .local(reason) }
+        let effects: [TransportError.Code] = [.peerClosed, .noSuchConnection, .opMismatch, .tagMismatch, .lengthMismatch]
+        guard effects.contains((session.linkFailure(link) ?? error).code) else { return .local(reason) }
         let graceEnd = min(deadline, .now + session.configuration.linkFailureGrace)
         while ContinuousClock.now < graceEnd {
             session.awaitEvent(timeout: graceEnd - .now)
