@@ -791,7 +791,7 @@ int chorus_engine_post_recv(chorus_engine *e, chorus_conn_id id, uint64_t epoch,
     // receive, or at the I/O thread's next tick; not inline, so posting never reads a whole frame.
     if (c->paused || c->rdma_paused) {
         c->needs_attention = 1;
-        e->attention = 1;
+        __atomic_store_n(&e->attention, 1, __ATOMIC_RELEASE); // also peeked without the lock
     }
     pthread_mutex_unlock(&e->lock);
     *out = r;

@@ -117,7 +117,7 @@ struct chorus_engine {
     conn **conns;
     size_t conn_count, conn_capacity;
     chorus_conn_id next_id;
-    int attention; // some conn needs_attention
+    int attention; // lock to write (atomically: peeked without it); some conn needs_attention
     event_node *event_head, *event_tail;
     uint32_t event_count;
     uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)

@@ -103,6 +103,9 @@ void engine_serve(chorus_engine *e, conn *c, uint32_t work) {
 
 /// Serves connections flagged for attention (receives posted on paused ones).
 static void serve_flagged(chorus_engine *e) {
+    // Looked at on every round of a waiting caller's spin: peek before taking the lock (a flag set
+    // just after is seen on the next round, under the lock).
+    if (!__atomic_load_n(&e->attention, __ATOMIC_ACQUIRE)) return;
     for (;;) {
         conn *batch[32];
         size_t n = 0;
@@ -111,12 +114,12 @@ static void serve_flagged(chorus_engine *e) {
             pthread_mutex_unlock(&e->lock);
             return;
         }
-        e->attention = 0;
+        __atomic_store_n(&e->attention, 0, __ATOMIC_RELEASE);
         for (size_t i = 0; i < e->conn_count; i++) {
             conn *c = e->conns[i];
             if (!c->needs_attention) continue;
             if (n == sizeof batch / sizeof batch[0]) {
-                e->attention = 1; // the rest in the next round
+                __atomic_store_n(&e->attention, 1, __ATOMIC_RELEASE); // the rest in the next round
                 break;
             }
             c->needs_attention = 0;
