@@ -73,9 +73,11 @@ public struct Configuration: Sendable {
     /// ...and keeps this many pieces in flight per source.
     public var syncChunksInFlight = 2
     /// A peer whose link was closed by its neighbour, or that received a frame of another shape, waits
-    /// this long for the master's verdict before reporting it, so the verdict names the cause (a crash,
-    /// a mismatched call).
-    var linkFailureGrace: Duration = .milliseconds(200)
+    /// up to this long for the master's verdict before reporting the failure itself, so the verdict
+    /// names the cause (a crash, a mismatched call). The verdict usually arrives with the failure (the
+    /// master hears of a crash as soon as the neighbours do), and then nothing waits; raise it where
+    /// the master is much farther away than the neighbours. `CHORUS_LINK_FAILURE_GRACE_MS`.
+    public var linkFailureGrace: Duration = .milliseconds(200)
     /// Where this peer (or master) logs, through swift-log: the application's `LoggingSystem` backend
     /// (standard error unless it bootstrapped another). Every line carries the process id and, once
     /// known, the peer id, rank and epoch. Level `.warning` by default (aborts, lost links, a lost
@@ -107,6 +109,9 @@ public struct Configuration: Sendable {
         try positive(handshakeTimeout, "handshakeTimeout", "CHORUS_HANDSHAKE_TIMEOUT_MS")
         try positive(operationTimeout, "operationTimeout", "CHORUS_OP_TIMEOUT_MS")
         try positive(admissionTimeout, "admissionTimeout", "CHORUS_ADMISSION_TIMEOUT_MS")
+        guard linkFailureGrace >= .zero else {
+            throw .invalidArgument("linkFailureGrace (CHORUS_LINK_FAILURE_GRACE_MS) is \(linkFailureGrace), it must not be negative")
+        }
         if let secret, secret.count < SharedSecret.minimumBytes {
             throw .invalidArgument("the secret (CHORUS_SECRET or CHORUS_SECRET_FILE) has \(secret.count) bytes; at least \(SharedSecret.minimumBytes) are needed (e.g. head -c 32 /dev/urandom | base64)")
         }

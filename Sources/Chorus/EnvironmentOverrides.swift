@@ -54,6 +54,7 @@ extension Configuration {
         if let v = try number("CHORUS_HANDSHAKE_TIMEOUT_MS") { c.handshakeTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_OP_TIMEOUT_MS") { c.operationTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_ADMISSION_TIMEOUT_MS") { c.admissionTimeout = .milliseconds(v) }
+        if let v = try number("CHORUS_LINK_FAILURE_GRACE_MS") { c.linkFailureGrace = .milliseconds(v) }
         if let v = try number("CHORUS_SEGMENT_BYTES") { c.segmentBytes = v }
         if let v = try number("CHORUS_SOCKET_BUFFER_BYTES") { c.socketBufferBytes = v }
         if let v = try number("CHORUS_SPIN_US") { c.spinWait = .microseconds(v) }

@@ -112,12 +112,13 @@ final class OperationLinks: CollectiveLinks {
         let effects: [TransportError.Code] = [.peerClosed, .noSuchConnection, .opMismatch, .tagMismatch, .lengthMismatch]
         guard effects.contains((session.linkFailure(link) ?? error).code) else { return .local(reason) }
         let graceEnd = min(deadline, .now + session.configuration.linkFailureGrace)
-        while ContinuousClock.now < graceEnd {
-            session.awaitEvent(timeout: graceEnd - .now)
+        while true {
+            // Looked at before waiting: the verdict usually came in with the failure itself.
             if case .aborted(let verdict)? = session.verdict(for: opID) { return .verdict(verdict) }
             if let error = session.masterLossError { return .masterLost(error) }
+            guard ContinuousClock.now < graceEnd else { return .local(reason) }
+            session.awaitEvent(timeout: graceEnd - .now)
         }
-        return .local(reason)
     }
 
     func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {

@@ -42,12 +42,12 @@ import Glibc
         output.split(separator: "\n").compactMap(Line.init)
     }
 
-    static func startPeers(_ count: Int, master: String, rounds: Int, elements: Int, scan: Bool = false,
+    static func startPeers(_ count: Int, master: String, rounds: Int, elements: Int, scan: Bool = false, arguments: [String] = [],
                            lastPeerArguments: [String] = [], extraEnvironment: [String: String] = [:]) throws -> [ChildProcess] {
         try (0 ..< count).map { index in
             try ChildProcess(executable: binaries + "/chorus-test-peer",
                              arguments: ["--master", master, "--world", "\(count)", "--count", "\(elements)", "--rounds", "\(rounds)"]
-                                 + (scan ? ["--scan"] : []) + (index == count - 1 ? lastPeerArguments : []),
+                                 + (scan ? ["--scan"] : []) + arguments + (index == count - 1 ? lastPeerArguments : []),
                              environment: environment.merging(extraEnvironment) { $1 }, captureOutput: true)
         }
     }
@@ -95,6 +95,35 @@ import Glibc
         peers[2].signal(SIGKILL)
         #expect(peers[2].waitForExit(timeoutMilliseconds: 10_000) == 128 + SIGKILL)
         Self.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
+    }
+
+    /// A crash costs the survivors the time to hear of it, not a timeout: with the peer timeout, the
+    /// link-failure grace and the master's timeout all far above the bound, the failed call and the
+    /// re-forming after it each end well inside it. (Before the fix, a survivor whose verdict had
+    /// already arrived still waited out the whole grace: 200 ms by default, 20 s here.)
+    @Test func aCrashIsRecoveredWithoutWaitingForAnyTimeout() throws {
+        var configuration = Configuration()
+        configuration.peerTimeout = .seconds(30)
+        configuration.heartbeatInterval = .seconds(1)
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
+        defer { master.shutdown() }
+        let slowTimeouts = ["CHORUS_PEER_TIMEOUT_MS": "30000", "CHORUS_HEARTBEAT_MS": "1000", "CHORUS_LINK_FAILURE_GRACE_MS": "20000"]
+        // Small rounds after a gap, as in training: the kill lands between or inside collectives.
+        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 600, elements: 1 << 12, arguments: ["--gap-ms", "5"],
+                                        extraEnvironment: slowTimeouts)
+        #expect(Self.waitForRound(30, peers))
+        peers[2].signal(SIGKILL)
+        #expect(peers[2].waitForExit(timeoutMilliseconds: 10_000) == 128 + SIGKILL)
+        let survivors = Array(peers[0 ..< 2])
+        Self.checkRecovery(survivors: survivors, expectedWorld: 2)
+        let boundMilliseconds = 5_000 // a quarter of the shortest wait set above
+        for peer in survivors {
+            let parsed = Self.lines(peer.output(timeoutMilliseconds: 2_000))
+            for line in parsed where line.kind == "ABORT" || line.kind == "TOPOLOGY" {
+                let milliseconds = Int(line.fields["ms"] ?? "") ?? Int.max
+                #expect(milliseconds < boundMilliseconds, "\(line.kind) took \(milliseconds) ms, as if a timeout had run out")
+            }
+        }
     }
 
     /// `withRetry` carries a training loop across a SIGKILLed peer: the survivors re-form, synchronize

@@ -2,8 +2,8 @@
 // and prints one line per event, which the tests parse:
 //   READY rank=R world=N epoch=E
 //   OK round=K epoch=E world=N correct=true|false hash=H
-//   ABORT round=K epoch=E retryable=true|false restored=true|false error=TEXT
-//   TOPOLOGY epoch=E world=N rank=R
+//   ABORT round=K epoch=E retryable=true|false restored=true|false ms=M error=TEXT
+//   TOPOLOGY epoch=E world=N rank=R ms=M
 //   REFORM-FAILED error=TEXT (a retryable failure of updateTopology, which is then retried)
 //   DONE
 // Inputs are small integers (rank + round + i % 13), so every expected sum is exact.
@@ -11,7 +11,8 @@
 // state (updated the same way after every round) before each attempt, and prints instead
 //   OK round=K epoch=E world=N correct=true|false hash=H attempts=A state=S
 // With --scan the collective is an All-Scan (sum); "correct" checks the inclusive prefix.
-// With --stop-before-round K it SIGSTOPs itself before round K. With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
+// M is how long the failed call, and the re-forming after it, took (milliseconds). With --gap-ms G
+// it sleeps G ms before each round (a training step's compute). With --stop-before-round K it SIGSTOPs itself before round K. With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
 // runs rounds of another collective and checks restore-on-abort (RestorePeer.swift).
 import Chorus
 #if canImport(Glibc)
@@ -39,6 +40,12 @@ let count = argument("count", default: 1 << 20)
 let rounds = argument("rounds", default: 5)
 let scan = CommandLine.arguments.contains("--scan")
 let withRetry = CommandLine.arguments.contains("--with-retry")
+let gapMilliseconds = argument("gap-ms", default: 0)
+
+func milliseconds(since start: ContinuousClock.Instant) -> Int {
+    let elapsed = ContinuousClock.now - start
+    return Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+}
 
 func inputs(rank: Int, round: Int) -> [Float] {
     (0 ..< count).map { Float(rank + round + $0 % 13) }
@@ -72,9 +79,11 @@ do {
         // --stop-before-round K: the peer stops itself (SIGSTOP) just before round K's collective, so
         // the others wait on its data, not on its report.
         if round == argument("stop-before-round", default: -1) { raise(SIGSTOP) }
+        if gapMilliseconds > 0 { usleep(UInt32(gapMilliseconds * 1000)) }
         let rank = communicator.rank, size = communicator.worldSize, epoch = communicator.epoch
         let original = inputs(rank: rank, round: round)
         var values = original
+        let start = ContinuousClock.now
         do {
             // The sum over the ranks that count: all of them, or those up to this one for a scan.
             let counted = scan ? rank + 1 : size
@@ -91,9 +100,10 @@ do {
             // In place (all-reduce) the buffer must hold the input again; out of place (scan) the
             // input must be untouched.
             let restored = (scan ? original : values) == inputs(rank: rank, round: round)
-            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(restored) error=\(error)")
+            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(restored) ms=\(milliseconds(since: start)) error=\(error)")
             guard error.isRetryable else { exit(3) }
             // Re-forming can fail too (a ring that cannot connect): retry while the error says so.
+            let reformStart = ContinuousClock.now
             while true {
                 do {
                     try communicator.updateTopology()
@@ -102,7 +112,7 @@ do {
                     say("REFORM-FAILED error=\(error)")
                 }
             }
-            say("TOPOLOGY epoch=\(communicator.epoch) world=\(communicator.worldSize) rank=\(communicator.rank)")
+            say("TOPOLOGY epoch=\(communicator.epoch) world=\(communicator.worldSize) rank=\(communicator.rank) ms=\(milliseconds(since: reformStart))")
         }
     }
     try communicator.leave()
