@@ -321,13 +321,26 @@ static int begin_payload(chorus_engine *e, conn *c) {
     }
 }
 
+/// Learns the rhythm of a connection's sender from a silence that just ended: only silences of at
+/// least half a heartbeat interval count (within a burst of frames the gaps say nothing about
+/// liveness). A longer one is taken at once and a shorter one pulls the rhythm down by an eighth of
+/// the difference, so a slow moment (a core taken by other load) raises the bar at once and it comes
+/// down over a few seconds of regular heartbeats.
+static void note_silence(chorus_engine *e, conn *c, uint64_t silence_ms) {
+    if (silence_ms * 2 < e->config.heartbeat_interval_ms) return;
+    if (silence_ms >= c->rhythm_ms) c->rhythm_ms = silence_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)silence_ms;
+    else c->rhythm_ms -= (uint32_t)((c->rhythm_ms - silence_ms) / 8);
+}
+
 /// Reads what the socket holds, up to `length`. Returns the bytes read, 0 when the socket is drained
 /// (EAGAIN), or -1 when the connection failed (and has been failed here).
 static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length) {
     for (;;) {
         ssize_t got = recv(c->fd, buffer, length, 0);
         if (got > 0) {
-            c->last_recv_ms = chorus_now_ms();
+            uint64_t now = chorus_now_ms();
+            note_silence(e, c, now - c->last_recv_ms);
+            c->last_recv_ms = now;
             return got;
         }
         int error = got == 0 ? 0 : errno;
@@ -429,7 +442,7 @@ static void serve_attention(chorus_engine *e, conn *c) {
 /// receive is posted) has gone silent: its kernel has delivered nothing for `idle_ms` (heartbeats
 /// keep arriving behind the frame while it lives), and our receive buffer has room, so the silence
 /// is not our own flow control holding it back.
-static int paused_sender_silent(const conn *c, uint32_t idle_ms) {
+static int paused_sender_silent(const conn *c, uint64_t idle_ms) {
     struct tcp_info info;
     socklen_t size = sizeof info;
     int queued = 0, buffer = 0;
@@ -438,6 +451,17 @@ static int paused_sender_silent(const conn *c, uint32_t idle_ms) {
         getsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &buffer, &buffer_size) != 0)
         return 0;
     return info.tcpi_last_data_recv > idle_ms && queued < buffer / 4;
+}
+
+/// How long `c` may stay silent: the idle timeout, or earlier, a multiple of its sender's rhythm
+/// (suspicion), unless this engine's I/O thread was itself held up lately (then the silence may be
+/// ours: a paused process or a starved core reads late).
+static uint64_t silence_allowed_ms(chorus_engine *e, const conn *c, uint64_t now) {
+    uint64_t allowed = e->config.idle_timeout_ms;
+    if (e->config.suspicion_multiple == 0 || now < __atomic_load_n(&e->judge_from_ms, __ATOMIC_ACQUIRE)) return allowed;
+    uint64_t suspicion = (uint64_t)c->rhythm_ms * e->config.suspicion_multiple;
+    if (suspicion < e->config.suspicion_min_ms) suspicion = e->config.suspicion_min_ms;
+    return suspicion < allowed ? suspicion : allowed;
 }
 
 /// The handshake deadline of an unadmitted connection, the idle timeout of a silent one (including
@@ -449,7 +473,8 @@ static void serve_timers(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&e->lock);
     int paused = c->paused, admitted = c->admitted;
     pthread_mutex_unlock(&e->lock);
-    uint32_t idle = e->config.idle_timeout_ms, handshake = e->config.handshake_timeout_ms;
+    uint32_t handshake = e->config.handshake_timeout_ms;
+    uint64_t idle = e->config.idle_timeout_ms > 0 ? silence_allowed_ms(e, c, now) : 0;
     if (!admitted && handshake > 0 && now > c->created_ms + handshake) {
         engine_fail_conn(e, c, CHORUS_ERR_HANDSHAKE_TIMEOUT, 0);
     } else if (idle > 0 && (paused ? paused_sender_silent(c, idle) : now > c->last_recv_ms + idle)) {
@@ -496,6 +521,7 @@ static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, in
     pthread_mutex_init(&c->rdma_lock, NULL);
     c->refs = 1; // the table's
     c->last_recv_ms = c->last_send_ms = c->created_ms = chorus_now_ms();
+    c->rhythm_ms = 2 * e->config.heartbeat_interval_ms; // heartbeats go out on the timer's tick: up to two intervals apart
     c->admitted = c->data_allowed = admitted;
     pthread_mutex_init(&c->io_lock, NULL);
     pthread_mutex_init(&c->send_lock, NULL);

@@ -95,6 +95,7 @@ typedef struct conn {
     uint32_t payload_got;
     chorus_request *active_recv;
     uint64_t last_recv_ms;
+    uint32_t rhythm_ms; // the longest silence its sender usually keeps between frames (see note_silence)
 } conn;
 
 typedef struct event_node {
@@ -121,6 +122,7 @@ struct chorus_engine {
     event_node *event_head, *event_tail;
     uint32_t event_count;
     uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)
+    uint64_t judge_from_ms; // atomic: no early (suspicion) failure before this; set when the I/O thread was held up
 };
 
 /// Work on a connection, done by the holder of its io_lock (engine_serve).

@@ -189,6 +189,9 @@ static void *io_main(void *arg) {
         if (stopping) break;
         uint64_t now = chorus_now_ms();
         if (now >= next_timers) {
+            // Late by more than a tick: this process was paused or starved, so the peers' silence
+            // may be our own; suspect nobody until they have had two ticks to be heard.
+            if (now - next_timers > tick) __atomic_store_n(&e->judge_from_ms, now + 2 * tick, __ATOMIC_RELEASE);
             engine_progress(e, 0); // what arrived while nobody served it counts before the idle deadlines
             serve_all_timers(e);
             next_timers = chorus_now_ms() + tick;

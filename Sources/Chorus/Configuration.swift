@@ -13,11 +13,21 @@ public struct Configuration: Sendable {
     /// Ports this peer may listen on for its neighbours (the first free one is taken), so a firewall
     /// needs to open only these; nil takes an ephemeral port (32768-60999 on Linux).
     public var peerPorts: ClosedRange<UInt16>?
-    /// A connection that has sent nothing for this long sends a heartbeat.
-    public var heartbeatInterval: Duration = .milliseconds(500)
+    /// A connection that has sent nothing for this long sends a heartbeat (a 32-byte frame, sent by
+    /// the engine's own thread, so a busy program keeps sending them).
+    public var heartbeatInterval: Duration = .milliseconds(100)
     /// A connection silent for this long (while we wait on it) is declared dead: this bounds how
     /// long a crashed or hung (SIGSTOP) peer or master can stall anyone.
     public var peerTimeout: Duration = .seconds(5)
+    /// Hang suspicion: a connection silent for this many times the longest silence its sender
+    /// usually keeps between frames (learned from its heartbeats; raised at once by a slow moment,
+    /// lowered over a few seconds) is declared dead before `peerTimeout`, so a hung peer is evicted
+    /// in well under a second while one slowed by other load, whose heartbeats come late, raises
+    /// its own bar. A process that finds itself held up (its timer late) suspects nobody until the
+    /// others have had time to be heard. 0: `peerTimeout` alone. `CHORUS_SUSPICION_MULTIPLE`.
+    public var suspicionMultiple = 4
+    /// The least silence that hang suspicion declares dead. `CHORUS_SUSPICION_MIN_MS`.
+    public var suspicionMinimum: Duration = .milliseconds(500)
     /// Deadline for establishing a TCP connection (master or neighbour).
     public var connectTimeout: Duration = .seconds(10)
     /// An accepted connection must identify itself (a registration at the master, a hello at a
@@ -109,6 +119,9 @@ public struct Configuration: Sendable {
         try positive(handshakeTimeout, "handshakeTimeout", "CHORUS_HANDSHAKE_TIMEOUT_MS")
         try positive(operationTimeout, "operationTimeout", "CHORUS_OP_TIMEOUT_MS")
         try positive(admissionTimeout, "admissionTimeout", "CHORUS_ADMISSION_TIMEOUT_MS")
+        guard suspicionMinimum >= .zero else {
+            throw .invalidArgument("suspicionMinimum (CHORUS_SUSPICION_MIN_MS) is \(suspicionMinimum), it must not be negative")
+        }
         guard linkFailureGrace >= .zero else {
             throw .invalidArgument("linkFailureGrace (CHORUS_LINK_FAILURE_GRACE_MS) is \(linkFailureGrace), it must not be negative")
         }
@@ -122,6 +135,7 @@ public struct Configuration: Sendable {
             ("recursiveDoublingMaxBytes", "CHORUS_RD_MAX_BYTES", recursiveDoublingMaxBytes, 0 ... Int.max),
             ("scanRecursiveDoublingMaxBytes", "CHORUS_SCAN_RD_MAX_BYTES", scanRecursiveDoublingMaxBytes, 0 ... Int.max),
             ("connectionsPerPeer", "CHORUS_CONNECTIONS", connectionsPerPeer, 1 ... 64),
+            ("suspicionMultiple", "CHORUS_SUSPICION_MULTIPLE", suspicionMultiple, 0 ... 1000),
             ("maxControlBytes", "maxControlBytes", maxControlBytes, 1024 ... Int(Int32.max)),
             ("maxBufferedControlBytes", "maxBufferedControlBytes", maxBufferedControlBytes, maxControlBytes ... Int.max),
             ("maxUnidentifiedConnections", "maxUnidentifiedConnections", maxUnidentifiedConnections, 1 ... 1 << 20),
@@ -155,7 +169,8 @@ public struct Configuration: Sendable {
         TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,
                           maxControlBytes: maxControlBytes, maxQueuedEvents: 4096,
                           socketBufferBytes: socketBufferBytes, spinWait: spinWait, handshakeTimeout: handshakeTimeout,
-                          maxUnadmitted: maxUnidentifiedConnections, maxBufferedControlBytes: maxBufferedControlBytes)
+                          maxUnadmitted: maxUnidentifiedConnections, maxBufferedControlBytes: maxBufferedControlBytes,
+                          suspicionMultiple: suspicionMultiple, suspicionMinimum: suspicionMinimum)
     }
 }
 

@@ -264,18 +264,24 @@ final class PeerSession {
         } catch {
             return .noAnswer("asking it failed (\(error))")
         }
+        let asked = ContinuousClock.now
+        func silent() -> Inquiry {
+            .noAnswer("it accepted a connection but did not answer within \(ContinuousClock.now - asked) (paused or overloaded?)")
+        }
         while ContinuousClock.now < deadline {
             switch probe.nextEvent(timeout: deadline - .now) {
             case .control(_, _, let payload)?:
                 if case .inquiry(let id, let registered)? = try? MasterToPeer(decoding: payload), id == peerID { return .answered(registered) }
                 return .noAnswer("it answered the inquiry with something else")
+            case .failed(_, let error)? where error.code == .idleTimeout:
+                return silent() // hang suspicion, or the peer timeout, on the inquiry's connection
             case .failed(_, let error)?:
                 return .noAnswer("it closed the inquiry (\(error))")
             default:
                 continue
             }
         }
-        return .noAnswer("it accepted a connection but did not answer within \(min(configuration.peerTimeout, .seconds(3))) (paused or overloaded?)")
+        return silent()
     }
 
     /// True when the master is alive but no longer counts this peer.

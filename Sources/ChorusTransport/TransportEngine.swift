@@ -35,11 +35,15 @@ public struct TransportSettings: Sendable {
     /// Control payloads being read or waiting for the owner, over every connection; a frame that
     /// would pass it fails its connection (`.controlBudget`). 0: no bound.
     public var maxBufferedControlBytes: Int
+    /// A connection silent for this many times the longest silence its sender usually keeps (but at
+    /// least `suspicionMinimum`) fails before the idle timeout. 0: the idle timeout alone.
+    public var suspicionMultiple: Int
+    public var suspicionMinimum: Duration
 
     public init(heartbeatInterval: Duration = .milliseconds(500), idleTimeout: Duration = .seconds(5),
                 maxControlBytes: Int = 1 << 20, maxQueuedEvents: Int = 4096, socketBufferBytes: Int = 0,
                 spinWait: Duration = .zero, handshakeTimeout: Duration = .zero, maxUnadmitted: Int = 0,
-                maxBufferedControlBytes: Int = 0) {
+                maxBufferedControlBytes: Int = 0, suspicionMultiple: Int = 0, suspicionMinimum: Duration = .zero) {
         self.heartbeatInterval = heartbeatInterval
         self.idleTimeout = idleTimeout
         self.maxControlBytes = maxControlBytes
@@ -49,6 +53,8 @@ public struct TransportSettings: Sendable {
         self.handshakeTimeout = handshakeTimeout
         self.maxUnadmitted = maxUnadmitted
         self.maxBufferedControlBytes = maxBufferedControlBytes
+        self.suspicionMultiple = suspicionMultiple
+        self.suspicionMinimum = suspicionMinimum
     }
 }
 
@@ -110,7 +116,9 @@ public final class TransportEngine: @unchecked Sendable {
                                  + settings.spinWait.components.attoseconds / 1_000_000_000_000),
             handshake_timeout_ms: UInt32(milliseconds(settings.handshakeTimeout)),
             max_unadmitted: UInt32(clamping: settings.maxUnadmitted),
-            max_buffered_control_bytes: UInt64(clamping: settings.maxBufferedControlBytes))
+            max_buffered_control_bytes: UInt64(clamping: settings.maxBufferedControlBytes),
+            suspicion_multiple: UInt32(clamping: settings.suspicionMultiple),
+            suspicion_min_ms: UInt32(milliseconds(settings.suspicionMinimum)))
         var created: OpaquePointer?
         try check(chorus_engine_create(&config, &created))
         engine = created!

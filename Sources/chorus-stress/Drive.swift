@@ -16,7 +16,7 @@ struct Drive: ParsableCommand {
     @Option(help: "Run until this many collectives have been decided.") var ops: Int?
     @Option(help: "Seed of the churn schedule.") var seed: UInt64 = 1
     @Option(help: "Mean time between churn events (ms).") var eventIntervalMs = 400
-    @Option(help: "Heartbeat silence that evicts a peer (ms); the hang bound derives from it.") var peerTimeoutMs = 1500
+    @Option(help: "Heartbeat silence that evicts a peer at the latest (ms; hang suspicion evicts sooner); the hang bound derives from it.") var peerTimeoutMs = 1500
     @Option(help: "Elements per all-reduce (f32).") var count = 1024
     @Option(help: "Write the report as JSON here.") var json: String?
     @Option(help: "Keep the peer logs here (default: a fresh directory under /tmp).") var logDir: String?
@@ -33,13 +33,15 @@ struct Drive: ParsableCommand {
         unlink(stopFile)
         var masterConfiguration = try Configuration.fromEnvironment()
         masterConfiguration.peerTimeout = .milliseconds(peerTimeoutMs)
-        masterConfiguration.heartbeatInterval = .milliseconds(max(50, peerTimeoutMs / 6))
+        // The library's heartbeat (hang suspicion learns its rhythm), shorter if the timeout is tiny.
+        let heartbeatMs = max(10, min(100, peerTimeoutMs / 6))
+        masterConfiguration.heartbeatInterval = .milliseconds(heartbeatMs)
         let master = try Master(host: "127.0.0.1", port: 0, configuration: masterConfiguration)
         let baseline = Resources.current()
         let events = try StressLog(path: directory + "/driver.log")
         var random = SplitMix64(seed: seed)
         var alive: [Int: ChildProcess] = [:], stopped: [Int: UInt64] = [:], next = 0
-        let environment = ["CHORUS_PEER_TIMEOUT_MS": "\(peerTimeoutMs)", "CHORUS_HEARTBEAT_MS": "\(max(50, peerTimeoutMs / 6))",
+        let environment = ["CHORUS_PEER_TIMEOUT_MS": "\(peerTimeoutMs)", "CHORUS_HEARTBEAT_MS": "\(heartbeatMs)",
                            "CHORUS_OP_TIMEOUT_MS": "\(peerTimeoutMs * 20)"]
         func spawn() throws {
             alive[next] = try ChildProcess(executable: ChildProcess.currentExecutable(),

@@ -223,14 +223,16 @@ import Glibc
     /// third stopped, and the time from its stop to the survivors' abort (nil when none came).
     /// `selfStopped`: the third stops itself just before round 2's collective (so the others wait on
     /// its data); otherwise the test SIGSTOPs it after round 1, wherever it is.
-    static func stopOneOfThree(masterTimeout: Duration, masterHeartbeat: Duration, selfStopped: Bool = false)
+    static func stopOneOfThree(masterTimeout: Duration, masterHeartbeat: Duration, masterSuspects: Bool = true,
+                               selfStopped: Bool = false, peerEnvironment: [String: String] = [:])
         throws -> (master: Master, peers: [ChildProcess], verdictMs: Int?) {
         var configuration = Configuration()
         configuration.peerTimeout = masterTimeout
         configuration.heartbeatInterval = masterHeartbeat
+        if !masterSuspects { configuration.suspicionMultiple = 0 }
         let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
         let peers = try startPeers(3, master: master.endpoint, rounds: 400, elements: 1 << 16,
-                                   lastPeerArguments: selfStopped ? ["--stop-before-round", "2"] : [])
+                                   lastPeerArguments: selfStopped ? ["--stop-before-round", "2"] : [], extraEnvironment: peerEnvironment)
         if selfStopped {
             #expect(waitUntilStopped(peers[2]))
         } else {
@@ -273,13 +275,51 @@ import Glibc
         Self.checkRecovery(survivors: survivors, expectedWorld: 2)
     }
 
+    /// Hang suspicion finds a stopped peer long before the peer timeout: with the timeout at 30 s
+    /// everywhere, the survivors' verdict comes within a few seconds (about 0.9 s on this machine:
+    /// four times the longest silence between heartbeats, 100 ms apart), and they re-form without it.
+    @Test func aHungPeerIsEvictedLongBeforeThePeerTimeout() throws {
+        let (master, peers, verdict) = try Self.stopOneOfThree(masterTimeout: .seconds(30), masterHeartbeat: .milliseconds(100),
+                                                               peerEnvironment: ["CHORUS_PEER_TIMEOUT_MS": "30000", "CHORUS_HEARTBEAT_MS": "100"])
+        defer { master.shutdown() }
+        #expect(verdict != nil && verdict! < 7_500, "the stopped peer's verdict took \(String(describing: verdict)) ms of a 30 s timeout")
+        peers[2].signal(SIGKILL)
+        Self.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
+    }
+
+    /// ...and takes a slow peer for a slow one: a peer stopped for a fifth of a second, well inside
+    /// the suspicion window, and peers starved by four busy processes on the machine's cores, with a
+    /// gap between rounds (so heartbeats are all that is heard), train to the end without an abort.
+    @Test func aSlowButAlivePeerIsNotEvicted() throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let peers = try Self.startPeers(3, master: master.endpoint, rounds: 120, elements: 1 << 12, arguments: ["--gap-ms", "100"],
+                                        extraEnvironment: ["CHORUS_PEER_TIMEOUT_MS": "5000", "CHORUS_HEARTBEAT_MS": "100"])
+        #expect(Self.waitForRound(5, peers))
+        let hogs = try (0 ..< 4).map { _ in try ChildProcess(executable: "/bin/sh", arguments: ["-c", "while :; do :; done"]) }
+        defer { for hog in hogs { hog.signal(SIGKILL); _ = hog.waitForExit(timeoutMilliseconds: 10_000) } }
+        for _ in 0 ..< 3 {
+            usleep(1_000_000)
+            peers[2].signal(SIGSTOP)
+            usleep(200_000)
+            peers[2].signal(SIGCONT)
+        }
+        for peer in peers {
+            let code = peer.waitForExit(timeoutMilliseconds: 120_000)
+            let output = peer.output(timeoutMilliseconds: 2_000)
+            let parsed = Self.lines(output)
+            #expect(code == 0 && !parsed.contains { $0.kind == "ABORT" }, "a slow peer was taken for a hung one:\n\(output)")
+            #expect(parsed.filter { $0.kind == "OK" && $0.fields["correct"] == "true" }.count == 120, "\(output)")
+        }
+    }
+
     /// The links' own idle timeout catches a stopped neighbour, without the master: the master's
     /// timeout is 60 s, the peers' 2 s, and the survivors, waiting on its data, still get one verdict
     /// within the bound, naming the silent link. (A peer stopped after its data but before its
     /// report leaves the others waiting on the master alone: that is the master's timeout's job.)
     @Test func aSilentNeighbourIsCaughtByTheLinksWithoutTheMaster() throws {
         let (master, peers, verdict) = try Self.stopOneOfThree(masterTimeout: .seconds(60), masterHeartbeat: .milliseconds(500),
-                                                               selfStopped: true)
+                                                               masterSuspects: false, selfStopped: true)
         defer { master.shutdown() }
         let survivors = Array(peers[0 ..< 2])
         #expect(verdict != nil && verdict! <= 2 * 2_000 + 3_000, "the links' verdict took \(String(describing: verdict)) ms")

@@ -8,7 +8,9 @@
 //     directly in the caller's buffer; a frame that does not match (epoch, op, tag, length) fails the
 //     connection with a precise status;
 //   - liveness: heartbeats are sent on idle connections, and a connection on which nothing arrives for
-//     idle_timeout_ms (while we are reading) fails with CHORUS_ERR_IDLE_TIMEOUT;
+//     idle_timeout_ms (while we are reading) fails with CHORUS_ERR_IDLE_TIMEOUT; with a suspicion
+//     multiple set, so does one silent for that many times the longest silence its sender usually
+//     keeps (but not less than suspicion_min_ms), which finds a hung peer long before the timeout;
 //   - a caller waiting in the engine serves its connections itself (reads, accepts, flushes) instead
 //     of being woken by another thread; the engine's I/O thread serves requests in flight while
 //     nobody waits, and runs heartbeats and deadlines;
@@ -118,6 +120,8 @@ typedef struct chorus_engine_config {
     uint32_t handshake_timeout_ms;  // fail an accepted connection the owner has not admitted by then; 0: accepted ones start admitted
     uint32_t max_unadmitted;        // accepted connections not yet admitted; beyond it the oldest is failed; 0 = no bound
     uint64_t max_buffered_control_bytes; // control payloads read or queued for the owner, over every connection; 0 = no bound
+    uint32_t suspicion_multiple;    // fail a connection silent this many times its sender's usual longest silence; 0 = idle timeout only
+    uint32_t suspicion_min_ms;      // ...but never one silent for less than this
 } chorus_engine_config;
 
 /// The largest control frame a connection may send before it is admitted (handshake, registration, hello).
