@@ -164,6 +164,35 @@ import Testing
         #expect(silent.closedByPeer(timeoutMilliseconds: 2000))
     }
 
+    /// Hang suspicion learns each sender's rhythm: a sender whose heartbeats come ever later (a
+    /// process slowing under load: gaps of 0.3 s up to 1.5 s, each within four of the longest before
+    /// it) is kept, though its later gaps are past four times the starting rhythm; one that kept a
+    /// 100 ms rhythm and then falls silent is failed long before the 30 s idle timeout.
+    @Test func hangSuspicionFollowsTheSendersRhythm() throws {
+        let server = try TransportEngine(settings: TransportSettings(heartbeatInterval: .milliseconds(100), idleTimeout: .seconds(30),
+                                                                     suspicionMultiple: 4, suspicionMinimum: .milliseconds(100)))
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let steady = try RawSocket(port: port)
+        guard case .accepted(let steadyID)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        for _ in 0 ..< 20 {
+            steady.send(header(type: 3, length: 0))
+            usleep(100_000)
+        }
+        let silentSince = ContinuousClock.now
+        guard case .failed(steadyID, let error)? = server.nextEvent(timeout: .seconds(30)) else { throw TestFailure("the silent one was never failed") }
+        #expect(error.code == .idleTimeout)
+        #expect(ContinuousClock.now - silentSince < .seconds(10), "failed only at the idle timeout, not on suspicion")
+
+        let slowing = try RawSocket(port: port)
+        guard case .accepted? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        for gap in [300, 500, 700, 900, 1_100, 1_300, 1_500] {
+            slowing.send(header(type: 3, length: 0))
+            if let event = server.nextEvent(timeout: .milliseconds(gap)) { Issue.record("a slowing sender was taken for a hung one: \(event)") }
+        }
+        slowing.send(header(type: 3, length: 0))
+        #expect(server.nextEvent(timeout: .milliseconds(100)) == nil)
+    }
+
     /// A stranger's data-frame header used to pause its connection, which stopped the idle timer for
     /// good: one 32-byte header parked a descriptor forever. Now a data frame before any control frame
     /// fails the connection at once; one behind a control frame (a hello the owner has yet to judge)
