@@ -521,7 +521,7 @@ static int add_conn(chorus_engine *e, int fd, int is_listener, int uses_rdma, in
     pthread_mutex_init(&c->rdma_lock, NULL);
     c->refs = 1; // the table's
     c->last_recv_ms = c->last_send_ms = c->created_ms = chorus_now_ms();
-    c->rhythm_ms = 2 * e->config.heartbeat_interval_ms; // heartbeats go out on the timer's tick: up to two intervals apart
+    c->rhythm_ms = e->config.heartbeat_interval_ms * 3 / 2; // heartbeats leave on the timer's tick (half an interval)
     c->admitted = c->data_allowed = admitted;
     pthread_mutex_init(&c->io_lock, NULL);
     pthread_mutex_init(&c->send_lock, NULL);

@@ -176,7 +176,9 @@ static void serve_all_timers(chorus_engine *e) {
 
 static void *io_main(void *arg) {
     chorus_engine *e = arg;
-    uint32_t tick = e->config.heartbeat_interval_ms;
+    // Half a heartbeat interval: a heartbeat then leaves at most 1.5 intervals after the last send,
+    // which keeps the senders' rhythm (and hang suspicion's bar) short.
+    uint32_t tick = e->config.heartbeat_interval_ms / 2;
     if (e->config.idle_timeout_ms > 0 && (tick == 0 || e->config.idle_timeout_ms / 4 < tick))
         tick = e->config.idle_timeout_ms / 4;
     if (tick == 0) tick = 1000;

@@ -40,7 +40,8 @@ struct Drive: ParsableCommand {
         let baseline = Resources.current()
         let events = try StressLog(path: directory + "/driver.log")
         var random = SplitMix64(seed: seed)
-        var alive: [Int: ChildProcess] = [:], stopped: [Int: UInt64] = [:], next = 0
+        // `resumed`: stopped past twice the peer timeout, so evicted and about to exit: no member.
+        var alive: [Int: ChildProcess] = [:], stopped: [Int: UInt64] = [:], resumed: Set<Int> = [], next = 0
         let environment = ["CHORUS_PEER_TIMEOUT_MS": "\(peerTimeoutMs)", "CHORUS_HEARTBEAT_MS": "\(heartbeatMs)",
                            "CHORUS_OP_TIMEOUT_MS": "\(peerTimeoutMs * 20)"]
         func spawn() throws {
@@ -66,13 +67,20 @@ struct Drive: ParsableCommand {
             }
             usleep(UInt32(random.next(below: UInt64(eventIntervalMs) * 2) + 1) * 1000)
             // Reap peers that exited (evicted after a stop, or finished a leave); resume stopped ones.
-            for (slot, child) in alive where child.waitForExit(timeoutMilliseconds: 0) != nil { alive[slot] = nil; stopped[slot] = nil }
+            for (slot, child) in alive where child.waitForExit(timeoutMilliseconds: 0) != nil {
+                alive[slot] = nil
+                stopped[slot] = nil
+                resumed.remove(slot)
+            }
             for (slot, since) in stopped where monotonicMicroseconds() - since > UInt64(peerTimeoutMs) * 2000 {
                 alive[slot]?.signal(SIGCONT)
                 events.write("event kind=cont slot=\(slot) t=\(monotonicMicroseconds())")
                 stopped[slot] = nil
+                resumed.insert(slot)
             }
-            let running = alive.keys.filter { stopped[$0] == nil }.sorted()
+            // Members the schedule may act on; an evicted peer still exiting is none of them (killing
+            // it, or counting it toward the minimum, left groups of one waiting for a join).
+            let running = alive.keys.filter { stopped[$0] == nil && !resumed.contains($0) }.sorted()
             let choice = random.next(below: 8)
             if alive.count < peers && (choice < 2 || running.count <= minPeers) {
                 try spawn()

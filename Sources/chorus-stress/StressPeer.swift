@@ -39,6 +39,17 @@ struct StressPeer: ParsableCommand {
         }
         let c = communicator!
         out.write("event kind=admitted peer=\(c.peerID) t=\(monotonicMicroseconds())")
+        do {
+            try train(c, out)
+        } catch let error as ChorusError {
+            // The checker counts evictions of peers the driver never stopped (slow taken for hung).
+            if case .evicted = error { out.write("event kind=evicted peer=\(c.peerID) t=\(monotonicMicroseconds())") }
+            throw error
+        }
+    }
+
+    /// Steps until the stop file appears or SIGUSR1 asks this peer to leave.
+    private func train(_ c: Communicator, _ out: StressLog) throws {
         var state = try StressState(count: count)
         while access(stopFile, F_OK) != 0 {
             var pending = sigset_t()
@@ -112,7 +123,10 @@ struct StressPeer: ParsableCommand {
                   + " kind=\(synchronizing ? "sync" : "allreduce") outcome=\(outcome)"
                   + " hash=\(outcome == "ok" && !synchronizing ? stressHash(values) : 0) state=\(state.shared.contentHash)"
                   + " start=\(start) end=\(monotonicMicroseconds())")
-        if outcome.hasPrefix("fatal:") { throw ExitCode(3) }
+        if outcome.hasPrefix("fatal:") {
+            if outcome.hasPrefix("fatal:evicted") { out.write("event kind=evicted peer=\(c.peerID) t=\(monotonicMicroseconds())") }
+            throw ExitCode(3)
+        }
         if outcome != "ok" {
             do {
                 try reform(c, out)

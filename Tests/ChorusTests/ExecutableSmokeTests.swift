@@ -42,7 +42,7 @@ import Glibc
                                                        "--json", directory + "/report.json"])
         #expect(code == 0, "\(output)")
         let report = try Self.reportFields(directory + "/report.json")
-        for zero in ["split_outcomes", "wrong_results", "hangs", "state_divergences"] { #expect(report[zero] == "0", "\(report)") }
+        for zero in ["split_outcomes", "wrong_results", "hangs", "state_divergences", "false_evictions"] { #expect(report[zero] == "0", "\(report)") }
         #expect(report["passed"] == "true" && Int(report["ops_succeeded"] ?? "") ?? 0 > 100, "many successful collectives: \(report)")
         #expect(Int(report["churn_events"] ?? "") ?? 0 >= 24, "a few dozen churn events: \(report)")
         for kind in ["kill", "stop", "leave", "join"] {
@@ -91,6 +91,22 @@ import Glibc
             #expect(status == 1 && injected["passed"] == "false", "\(field) injected, the checker passed:\n\(checked)")
             #expect(Int(injected[field] ?? "") ?? 0 >= 1, "\(field) injected: \(injected)")
         }
+
+        // A peer the driver never stopped says it was evicted: a slow peer taken for a hung one.
+        let stoppedSlots = Set(try String(contentsOfFile: directory + "/driver.log", encoding: .utf8).components(separatedBy: "\n")
+            .filter { $0.contains("kind=stop ") }.compactMap { $0.split(separator: " ").first { $0.hasPrefix("slot=") }?.dropFirst(5) }.map(String.init))
+        let slot = try #require((0 ..< 100).map(String.init).first { !stoppedSlots.contains($0) && FileManager.default.fileExists(atPath: directory + "/peer-\($0).log") })
+        let copy = directory + "-false-eviction"
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        try FileManager.default.copyItem(atPath: directory + "/driver.log", toPath: copy + "/driver.log")
+        try FileManager.default.copyItem(atPath: directory + "/peer-\(slot).log", toPath: copy + "/peer-\(slot).log")
+        let log = try String(contentsOfFile: copy + "/peer-\(slot).log", encoding: .utf8)
+        try (log + "event kind=evicted peer=99 t=1\n").write(toFile: copy + "/peer-\(slot).log", atomically: true, encoding: .utf8)
+        let (status, checked) = try run("chorus-stress", ["check", "--log-dir", copy, "--json", copy + "/report.json"])
+        let injected = try Self.reportFields(copy + "/report.json")
+        #expect(status == 1 && injected["false_evictions"] == "1", "a false eviction injected, the checker said:\n\(checked)")
     }
 
     /// The checker's phases of a recovery, on logs written by hand: a kill at 1.000 s, the first
