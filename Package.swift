@@ -69,7 +69,7 @@ let package = Package(
         ], path: "Examples/chorus-demo", exclude: ["README.md"]),
 
         // Tests. chorus-test-peer is the peer process that integration tests start and kill.
-        .executableTarget(name: "chorus-test-peer", dependencies: ["Chorus", "ChorusTestSupport"], path: "Tests/chorus-test-peer"),
+        .executableTarget(name: "chorus-test-peer", dependencies: ["Chorus", "ChorusLauncher", "ChorusTestSupport"], path: "Tests/chorus-test-peer"),
         .target(name: "ChorusTestSupport", dependencies: ["ChorusAlgorithms"], path: "Tests/ChorusTestSupport"),
         .testTarget(name: "ChorusTransportTests", dependencies: ["ChorusTransport"]),
         .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol"]),

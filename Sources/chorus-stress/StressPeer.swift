@@ -42,10 +42,14 @@ struct StressPeer: ParsableCommand {
         do {
             try train(c, out)
         } catch let error as ChorusError {
-            // The checker counts evictions of peers the driver never stopped (slow taken for hung).
-            if case .evicted = error { out.write("event kind=evicted peer=\(c.peerID) t=\(monotonicMicroseconds())") }
+            if case .evicted = error { logEviction(c, out) }
             throw error
         }
+    }
+
+    /// The checker counts evictions of peers the driver never stopped (a slow peer taken for a hung one).
+    private func logEviction(_ c: Communicator, _ out: StressLog) {
+        out.write("event kind=evicted peer=\(c.peerID) t=\(monotonicMicroseconds())")
     }
 
     /// Steps until the stop file appears or SIGUSR1 asks this peer to leave.
@@ -124,7 +128,7 @@ struct StressPeer: ParsableCommand {
                   + " hash=\(outcome == "ok" && !synchronizing ? stressHash(values) : 0) state=\(state.shared.contentHash)"
                   + " start=\(start) end=\(monotonicMicroseconds())")
         if outcome.hasPrefix("fatal:") {
-            if outcome.hasPrefix("fatal:evicted") { out.write("event kind=evicted peer=\(c.peerID) t=\(monotonicMicroseconds())") }
+            if outcome.hasPrefix("fatal:evicted") { logEviction(c, out) }
             throw ExitCode(3)
         }
         if outcome != "ok" {

@@ -15,6 +15,7 @@
 // it sleeps G ms before each round (a training step's compute). With --stop-before-round K it SIGSTOPs itself before round K. With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
 // runs rounds of another collective and checks restore-on-abort (RestorePeer.swift).
 import Chorus
+import ChorusLauncher
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,11 +42,6 @@ let rounds = argument("rounds", default: 5)
 let scan = CommandLine.arguments.contains("--scan")
 let withRetry = CommandLine.arguments.contains("--with-retry")
 let gapMilliseconds = argument("gap-ms", default: 0)
-
-func milliseconds(since start: ContinuousClock.Instant) -> Int {
-    let elapsed = ContinuousClock.now - start
-    return Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
-}
 
 func inputs(rank: Int, round: Int) -> [Float] {
     (0 ..< count).map { Float(rank + round + $0 % 13) }
@@ -83,7 +79,7 @@ do {
         let rank = communicator.rank, size = communicator.worldSize, epoch = communicator.epoch
         let original = inputs(rank: rank, round: round)
         var values = original
-        let start = ContinuousClock.now
+        let start = monotonicMilliseconds()
         do {
             // The sum over the ranks that count: all of them, or those up to this one for a scan.
             let counted = scan ? rank + 1 : size
@@ -100,10 +96,10 @@ do {
             // In place (all-reduce) the buffer must hold the input again; out of place (scan) the
             // input must be untouched.
             let restored = (scan ? original : values) == inputs(rank: rank, round: round)
-            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(restored) ms=\(milliseconds(since: start)) error=\(error)")
+            say("ABORT round=\(round) epoch=\(epoch) retryable=\(error.isRetryable) restored=\(restored) ms=\(monotonicMilliseconds() - start) error=\(error)")
             guard error.isRetryable else { exit(3) }
             // Re-forming can fail too (a ring that cannot connect): retry while the error says so.
-            let reformStart = ContinuousClock.now
+            let reformStart = monotonicMilliseconds()
             while true {
                 do {
                     try communicator.updateTopology()
@@ -112,7 +108,7 @@ do {
                     say("REFORM-FAILED error=\(error)")
                 }
             }
-            say("TOPOLOGY epoch=\(communicator.epoch) world=\(communicator.worldSize) rank=\(communicator.rank) ms=\(milliseconds(since: reformStart))")
+            say("TOPOLOGY epoch=\(communicator.epoch) world=\(communicator.worldSize) rank=\(communicator.rank) ms=\(monotonicMilliseconds() - reformStart)")
         }
     }
     try communicator.leave()
