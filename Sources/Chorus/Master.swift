@@ -118,6 +118,13 @@ public final class Master: Sendable {
                 actions = machine.connectionClosed(connection)
                 if who != "an unregistered connection" { logger.notice("lost \(who): \(error)") }
             }
+            // Published before the actions take effect: whoever sees a send or a close sees the state behind it.
+            let after = (machine.epoch, machine.worldSize, machine.registeredCount)
+            if after != before {
+                let pending = machine.pendingCount
+                status.withLock { $0 = MasterStatus(epoch: after.0, worldSize: after.1, pendingPeers: pending) }
+                if after.0 != before.0 { logger.info("epoch \(after.0) formed with \(after.1) peers") }
+            }
             var abortLogged = Set<UInt64>()
             for action in actions {
                 switch action {
@@ -134,12 +141,6 @@ public final class Master: Sendable {
                     engine.close(connection)
                     gate.forget(connection)
                 }
-            }
-            let after = (machine.epoch, machine.worldSize, machine.registeredCount)
-            if after != before {
-                let pending = machine.pendingCount
-                status.withLock { $0 = MasterStatus(epoch: after.0, worldSize: after.1, pendingPeers: pending) }
-                if after.0 != before.0 { logger.info("epoch \(after.0) formed with \(after.1) peers") }
             }
         }
         stopped.withLock { $0 = true }
