@@ -77,7 +77,10 @@ struct Flood: ParsableCommand {
     enum Kind: CaseIterable { case silent, heartbeats, dataHeader, trickle }
 
     struct Attacker {
-        var fd: Int32
+        var fd: Int32 = -1
+        /// False while the non-blocking connect is in progress: a target too busy to accept must not
+        /// stall the flood, which would then never look at the connections it did open.
+        var connected = false
         let kind: Kind
     }
 
@@ -93,22 +96,35 @@ struct Flood: ParsableCommand {
             print("\(label): target \(r.residentKiB / 1024) MiB resident, \(r.descriptors) descriptors")
         }
         sample("before")
-        var attackers = (0 ..< connections).map { Attacker(fd: -1, kind: Kind.allCases[$0 % Kind.allCases.count]) }
+        var attackers = (0 ..< connections).map { Attacker(kind: Kind.allCases[$0 % Kind.allCases.count]) }
         var reopened = 0
         let started = ContinuousClock.now
         var nextSample = started + .seconds(1)
         while ContinuousClock.now - started < .seconds(seconds) {
             for index in attackers.indices {
-                if attackers[index].fd >= 0 && closedByTarget(attackers[index].fd) {
-                    close(attackers[index].fd)
-                    attackers[index].fd = -1
+                let attacker = attackers[index]
+                if attacker.fd < 0 {
+                    attackers[index].fd = connectWithoutWaiting(host, port)
+                } else if !attacker.connected {
+                    switch connectOutcome(attacker.fd) {
+                    case true?:
+                        attackers[index].connected = true
+                        greet(attacker)
+                    case false?:
+                        close(attacker.fd)
+                        attackers[index].fd = -1
+                    case nil: break
+                    }
+                } else if closedByTarget(attacker.fd) {
+                    close(attacker.fd)
+                    attackers[index] = Attacker(kind: attacker.kind)
                     reopened += 1
+                } else {
+                    tick(attacker)
                 }
-                if attackers[index].fd < 0 { attackers[index].fd = open(host, port, attackers[index].kind) }
-                else { tick(attackers[index]) }
             }
             if ContinuousClock.now >= nextSample {
-                let open = attackers.filter { $0.fd >= 0 }.count
+                let open = attackers.filter { $0.connected }.count
                 sample("t=\((ContinuousClock.now - started).components.seconds) s, \(open) attacking connections open, \(reopened) closed by the target so far")
                 nextSample += .seconds(1)
             }
@@ -131,9 +147,9 @@ struct Flood: ParsableCommand {
         return bytes
     }
 
-    /// A non-blocking connection that has sent its kind's opening bytes, or -1.
-    private func open(_ host: String, _ port: UInt16, _ kind: Kind) -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    /// A non-blocking socket whose connect to the target is under way (or done), or -1.
+    private func connectWithoutWaiting(_ host: String, _ port: UInt16) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { return -1 }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -142,17 +158,29 @@ struct Flood: ParsableCommand {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else {
+        guard connected == 0 || errno == EINPROGRESS else {
             close(fd)
             return -1
         }
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        switch kind {
-        case .silent, .heartbeats: break
-        case .dataHeader: send(fd, header(CHORUS_FRAME_DATA, length: 1 << 20))
-        case .trickle: send(fd, header(CHORUS_FRAME_CONTROL, length: 1 << 20)) // never finished
-        }
         return fd
+    }
+
+    /// Whether a non-blocking connect succeeded (true), failed (false) or is still under way (nil).
+    private func connectOutcome(_ fd: Int32) -> Bool? {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        guard poll(&descriptor, 1, 0) == 1 else { return nil }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0
+    }
+
+    /// Sends the opening bytes of the attacker's kind on its newly connected socket.
+    private func greet(_ attacker: Attacker) {
+        switch attacker.kind {
+        case .silent, .heartbeats: break
+        case .dataHeader: send(attacker.fd, header(CHORUS_FRAME_DATA, length: 1 << 20))
+        case .trickle: send(attacker.fd, header(CHORUS_FRAME_CONTROL, length: 1 << 20)) // never finished
+        }
     }
 
     private func tick(_ attacker: Attacker) {
