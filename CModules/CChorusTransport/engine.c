@@ -332,12 +332,34 @@ static void note_silence(chorus_engine *e, conn *c, uint64_t silence_ms) {
     else c->rhythm_ms -= (uint32_t)((c->rhythm_ms - silence_ms) / 8);
 }
 
+/// Queues a heartbeat and writes what the socket takes, unless frames are queued already (they say
+/// as much). Caller holds c->send_lock. Returns 0, or errno.
+static int send_heartbeat_locked(chorus_engine *e, conn *c) {
+    if (c->send_closed || c->send_head != NULL) return 0;
+    c->heartbeat.header_sent = 0;
+    enqueue_send(c, &c->heartbeat);
+    return flush_sends(e, c);
+}
+
+/// Answers a probe on an admitted connection (a stranger gets nothing). Returns 0, or errno.
+static int answer_probe(chorus_engine *e, conn *c) {
+    pthread_mutex_lock(&e->lock);
+    int admitted = c->admitted;
+    pthread_mutex_unlock(&e->lock);
+    if (!admitted) return 0;
+    pthread_mutex_lock(&c->send_lock);
+    int error = send_heartbeat_locked(e, c);
+    pthread_mutex_unlock(&c->send_lock);
+    return error;
+}
+
 /// Reads what the socket holds, up to `length`. Returns the bytes read, 0 when the socket is drained
 /// (EAGAIN), or -1 when the connection failed (and has been failed here).
 static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length) {
     for (;;) {
         ssize_t got = recv(c->fd, buffer, length, 0);
         if (got > 0) {
+            __atomic_store_n(&c->probe_deadline_ms, 0, __ATOMIC_RELEASE); // any sign of life answers a probe
             uint64_t now = chorus_now_ms();
             note_silence(e, c, now - c->last_recv_ms);
             c->last_recv_ms = now;
@@ -365,7 +387,9 @@ static void read_conn(chorus_engine *e, conn *c) {
             int status = chorus_frame_decode(c->header_raw, e->config.max_control_bytes, &c->header);
             if (status != CHORUS_OK) { engine_fail_conn(e, c, status, 0); return; }
             c->have_header = 1;
-            if (c->header.type == CHORUS_FRAME_HEARTBEAT) {
+            if (c->header.type == CHORUS_FRAME_HEARTBEAT || c->header.type == CHORUS_FRAME_PROBE) {
+                int error = c->header.type == CHORUS_FRAME_PROBE ? answer_probe(e, c) : 0;
+                if (error != 0) { engine_fail_conn(e, c, engine_errno_status(error), error); return; }
                 frame_done(c);
                 continue;
             }
@@ -475,17 +499,14 @@ static void serve_timers(chorus_engine *e, conn *c) {
     pthread_mutex_unlock(&e->lock);
     uint32_t handshake = e->config.handshake_timeout_ms;
     uint64_t idle = e->config.idle_timeout_ms > 0 ? silence_allowed_ms(e, c, now) : 0;
+    uint64_t probe = __atomic_load_n(&c->probe_deadline_ms, __ATOMIC_ACQUIRE);
+    int unanswered = probe != 0 && !paused && now >= probe && now >= __atomic_load_n(&e->judge_from_ms, __ATOMIC_ACQUIRE);
     if (!admitted && handshake > 0 && now > c->created_ms + handshake) {
         engine_fail_conn(e, c, CHORUS_ERR_HANDSHAKE_TIMEOUT, 0);
-    } else if (idle > 0 && (paused ? paused_sender_silent(c, idle) : now > c->last_recv_ms + idle)) {
+    } else if (unanswered || (idle > 0 && (paused ? paused_sender_silent(c, idle) : now > c->last_recv_ms + idle))) {
         engine_fail_conn(e, c, CHORUS_ERR_IDLE_TIMEOUT, 0);
     } else if (e->config.heartbeat_interval_ms > 0 && pthread_mutex_trylock(&c->send_lock) == 0) {
-        int error = 0;
-        if (!c->send_closed && c->send_head == NULL && now >= c->last_send_ms + e->config.heartbeat_interval_ms) {
-            c->heartbeat.header_sent = 0;
-            enqueue_send(c, &c->heartbeat);
-            error = flush_sends(e, c);
-        }
+        int error = now >= c->last_send_ms + e->config.heartbeat_interval_ms ? send_heartbeat_locked(e, c) : 0;
         pthread_mutex_unlock(&c->send_lock);
         if (error != 0) engine_fail_conn(e, c, engine_errno_status(error), error);
     }
@@ -748,6 +769,29 @@ int chorus_engine_close(chorus_engine *e, chorus_conn_id id) {
     engine_serve(e, c, IO_ATTENTION); // here, unless another thread is serving it right now
     engine_release(e, c);
     return CHORUS_OK;
+}
+
+int chorus_engine_probe(chorus_engine *e, chorus_conn_id id, uint32_t answer_within_ms) {
+    conn *c = engine_acquire(e, id);
+    if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
+    send_item *item = malloc(sizeof *item);
+    if (item == NULL) {
+        engine_release(e, c);
+        return CHORUS_ERR_SYSTEM;
+    }
+    chorus_frame_header h = {.type = CHORUS_FRAME_PROBE};
+    *item = (send_item){.heap_owned = 1};
+    chorus_frame_encode(&h, item->header);
+    // Armed before the frame leaves: the answer may arrive before this call returns. A sender whose
+    // heartbeats come slower than asked gets its own rhythm (its engine answers on its tick).
+    uint32_t rhythm = __atomic_load_n(&c->rhythm_ms, __ATOMIC_RELAXED);
+    uint64_t deadline = chorus_now_ms() + (answer_within_ms > rhythm ? answer_within_ms : rhythm), none = 0;
+    int armed = __atomic_compare_exchange_n(&c->probe_deadline_ms, &none, deadline, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    int status = engine_submit(e, c, item);
+    if (status != CHORUS_OK) free(item);
+    else if (armed) engine_timers_due_by(e, deadline);
+    engine_release(e, c);
+    return status;
 }
 
 int chorus_engine_send_control(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,

@@ -96,6 +96,7 @@ typedef struct conn {
     chorus_request *active_recv;
     uint64_t last_recv_ms;
     uint32_t rhythm_ms; // the longest silence its sender usually keeps between frames (see note_silence)
+    uint64_t probe_deadline_ms; // atomic: an unanswered probe's deadline (0: none); anything received clears it
 } conn;
 
 typedef struct event_node {
@@ -123,6 +124,7 @@ struct chorus_engine {
     uint32_t event_count;
     uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)
     uint64_t judge_from_ms; // atomic: no early (suspicion) failure before this; set when the I/O thread was held up
+    uint64_t timers_due_ms; // atomic: run the timers by then, before the next tick (a probe's deadline); 0: none
 };
 
 /// Work on a connection, done by the holder of its io_lock (engine_serve).
@@ -170,6 +172,8 @@ void engine_arm_credit_locked(conn *c);
 void engine_fail_conn(chorus_engine *e, conn *c, int status, int sys_errno);
 int engine_match_receive(const chorus_frame_header *h, const chorus_request *r);
 void engine_accept_all(chorus_engine *e, conn *listener);
+/// Has the I/O thread run the timers by `due_ms` (earlier than its tick, if need be).
+void engine_timers_due_by(chorus_engine *e, uint64_t due_ms);
 
 // engine_rdma.c
 /// Queues a data send on an RDMA connection and sends what it can now.

@@ -174,6 +174,20 @@ static void serve_all_timers(chorus_engine *e) {
 
 // MARK: - The I/O thread
 
+void engine_timers_due_by(chorus_engine *e, uint64_t due_ms) {
+    uint64_t current = __atomic_load_n(&e->timers_due_ms, __ATOMIC_ACQUIRE);
+    do {
+        if (current != 0 && current <= due_ms) return;
+    } while (!__atomic_compare_exchange_n(&e->timers_due_ms, &current, due_ms, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+    signal_fd(e->wakefd); // it sleeps until its tick: have it look at the earlier time
+}
+
+/// Serves what arrived, then every connection's timers.
+static void run_timers(chorus_engine *e) {
+    engine_progress(e, 0); // what arrived while nobody served it counts before the deadlines
+    serve_all_timers(e);
+}
+
 static void *io_main(void *arg) {
     chorus_engine *e = arg;
     // Half a heartbeat interval: a heartbeat then leaves at most 1.5 intervals after the last send,
@@ -190,15 +204,21 @@ static void *io_main(void *arg) {
         pthread_mutex_unlock(&e->lock);
         if (stopping) break;
         uint64_t now = chorus_now_ms();
+        uint64_t due = __atomic_load_n(&e->timers_due_ms, __ATOMIC_ACQUIRE);
+        if (due != 0 && now >= due) __atomic_compare_exchange_n(&e->timers_due_ms, &due, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
         if (now >= next_timers) {
             // Late by more than a tick: this process was paused or starved, so the peers' silence
             // may be our own; suspect nobody until they have had two ticks to be heard.
             if (now - next_timers > tick) __atomic_store_n(&e->judge_from_ms, now + 2 * tick, __ATOMIC_RELEASE);
-            engine_progress(e, 0); // what arrived while nobody served it counts before the idle deadlines
-            serve_all_timers(e);
+            run_timers(e);
             next_timers = chorus_now_ms() + tick;
             continue;
         }
+        if (due != 0 && now >= due) { // a probe's deadline, between ticks
+            run_timers(e);
+            continue;
+        }
+        uint64_t wake_at = due != 0 && due < next_timers ? due : next_timers;
         // Right after traffic, look (yielding the core) instead of sleeping: within a collective the
         // next frame usually follows within microseconds, and it lands while the owner computes.
         if (e->config.spin_wait_us > 0 && chorus_now_us() - last_activity_us < e->config.spin_wait_us) {
@@ -216,7 +236,7 @@ static void *io_main(void *arg) {
         int background = __atomic_load_n(&e->pollers, __ATOMIC_SEQ_CST) == 0 && __atomic_load_n(&e->in_flight, __ATOMIC_SEQ_CST) > 0;
         if (background) __atomic_store_n(&e->io_parked, 0, __ATOMIC_SEQ_CST);
         struct pollfd fds[2] = {{.fd = e->wakefd, .events = POLLIN}, {.fd = e->epfd, .events = POLLIN}};
-        int n = poll(fds, background ? 2 : 1, (int)(next_timers - now));
+        int n = poll(fds, background ? 2 : 1, (int)(wake_at - now));
         __atomic_store_n(&e->io_parked, 0, __ATOMIC_SEQ_CST);
         if (n > 0 && (fds[0].revents & POLLIN)) {
             drain_fd(e->wakefd);

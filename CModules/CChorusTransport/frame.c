@@ -48,6 +48,7 @@ int chorus_frame_decode(const uint8_t raw[CHORUS_FRAME_HEADER_BYTES], uint32_t m
         if (h.length > max_control_bytes) return CHORUS_ERR_CONTROL_TOO_LARGE;
         break;
     case CHORUS_FRAME_HEARTBEAT:
+    case CHORUS_FRAME_PROBE:
     case CHORUS_FRAME_CREDIT:
         if (h.length != 0) return CHORUS_ERR_BAD_LENGTH;
         break;

@@ -62,7 +62,8 @@ public final class Master: Sendable {
             logger.warning("no shared secret configured: anyone who can reach \(PeerAddress(host: host, port: self.port)) may join, read members' data and abort their operations (set CHORUS_SECRET_FILE)")
         }
         let gate = AcceptorGate(secret: configuration.sharedSecret, name: "this master")
-        let thread = Thread { [self] in serve(gate: gate) }
+        let prober = RecoveryProber(answerWithin: configuration.recoveryProbeTimeout)
+        let thread = Thread { [self] in serve(gate: gate, prober: prober) }
         thread.start()
     }
 
@@ -80,8 +81,9 @@ public final class Master: Sendable {
         }
     }
 
-    private func serve(gate initialGate: AcceptorGate) {
+    private func serve(gate initialGate: AcceptorGate, prober initialProber: RecoveryProber) {
         var gate = initialGate
+        var prober = initialProber
         var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames)
         /// A connection as the logs call it: the peer id and address once it registered.
         func name(_ connection: ConnectionID) -> String {
@@ -90,7 +92,8 @@ public final class Master: Sendable {
         }
         while !stopping.load(ordering: .relaxed) {
             gate.flushRefusals(logger: logger)
-            guard let event = engine.nextEvent(timeout: .milliseconds(100)) else { continue }
+            prober.look(at: machine.membersHoldingUpTheRecovery, engine: engine)
+            guard let event = engine.nextEvent(timeout: prober.timeUntilNextProbe(idle: .milliseconds(100))) else { continue }
             // The pending count changes only with the epoch or the registrations, so it is counted
             // only then (not on every begin and report).
             let before = (machine.epoch, machine.worldSize, machine.registeredCount)
@@ -116,7 +119,11 @@ public final class Master: Sendable {
                 gate.forget(connection)
                 let who = name(connection)
                 actions = machine.connectionClosed(connection)
-                if who != "an unregistered connection" { logger.notice("lost \(who): \(error)") }
+                if who != "an unregistered connection" {
+                    let why = error.code == .idleTimeout && prober.probed(connection)
+                        ? "it did not answer a probe within \(prober.answerWithin) while the group recovered" : "\(error)"
+                    logger.notice("lost \(who): \(why)")
+                }
             }
             // Published before the actions take effect: whoever sees a send or a close sees the state behind it.
             let after = (machine.epoch, machine.worldSize, machine.registeredCount)

@@ -101,6 +101,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public var worldSize: Int { ring.count }
     /// Everyone with a live registration.
     public var registeredCount: Int { peers.count }
+    /// Members a recovery waits for: while the epoch is broken (an operation aborted or a member was
+    /// lost), the members that have not reached the safe point. Empty otherwise, at no cost.
+    public var membersHoldingUpTheRecovery: [Connection] {
+        guard brokenReason != nil else { return [] }
+        return ring.filter { peers[$0]?.requestedMinimum == nil }
+    }
     /// The peer registered on `connection`, if any.
     public func peerID(of connection: Connection) -> PeerID? { peers[connection]?.id }
     /// The address a registered peer listens on.

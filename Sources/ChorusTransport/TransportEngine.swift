@@ -188,6 +188,13 @@ public final class TransportEngine: @unchecked Sendable {
         _ = chorus_engine_close(engine, connection.rawValue)
     }
 
+    /// Asks the peer on `connection` for a sign of life: unless something arrives on it within
+    /// `answerWithin` (or its sender's usual silence, if longer), it fails with `idleTimeout`.
+    /// A probe while one is unanswered keeps the earlier deadline.
+    public func probe(_ connection: ConnectionID, answerWithin: Duration) throws(TransportError) {
+        try check(chorus_engine_probe(engine, connection.rawValue, UInt32(milliseconds(answerWithin))))
+    }
+
     /// Queues a control frame (the payload is copied).
     public func sendControl(_ connection: ConnectionID, address: FrameAddress, payload: [UInt8]) throws(TransportError) {
         let status = payload.withUnsafeBytes {

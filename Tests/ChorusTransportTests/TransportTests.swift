@@ -193,6 +193,37 @@ import Testing
         #expect(server.nextEvent(timeout: .milliseconds(100)) == nil)
     }
 
+    /// A probe asks for a sign of life within a deadline: a silent peer (a raw socket) fails with
+    /// `idleTimeout` at about the deadline, long before the 30 s idle timeout, and what the probe sent
+    /// is a probe frame; an engine whose heartbeats come every 10 s but whose owner waits in it answers
+    /// every probe at once, so its connection lives on the answers alone.
+    @Test func aProbeFailsASilentPeerFastAndAnEngineAnswersIt() throws {
+        let prober = try TransportEngine(settings: TransportSettings(heartbeatInterval: .milliseconds(100), idleTimeout: .seconds(30)))
+        let port = try prober.listen(host: "127.0.0.1", port: 0)
+        let silent = try RawSocket(port: port)
+        guard case .accepted(let silentID)? = prober.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        let probed = ContinuousClock.now
+        try prober.probe(silentID, answerWithin: .milliseconds(200))
+        guard case .failed(silentID, let error)? = prober.nextEvent(timeout: .seconds(30)) else { throw TestFailure("the silent one was never failed") }
+        let took = ContinuousClock.now - probed
+        #expect(error.code == .idleTimeout)
+        #expect(took >= .milliseconds(150) && took < .seconds(3), "failed after \(took), not at the probe's deadline")
+        var received = [UInt8](repeating: 0, count: 1024) // the probe, perhaps among heartbeats (empty frames too)
+        let got = recv(silent.fd, &received, received.count, Int32(MSG_DONTWAIT))
+        let types = stride(from: 0, to: max(0, got) - 31, by: 32).map { received[$0 + 5] }
+        #expect(types.contains(5), "frame types on the wire: \(types)")
+
+        let answerer = try TransportEngine(settings: TransportSettings(heartbeatInterval: .seconds(10), idleTimeout: .seconds(30)))
+        _ = try answerer.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+        guard case .accepted(let answererID)? = prober.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        let owner = JoinableThread { _ = answerer.nextEvent(timeout: .seconds(4)) } // waiting, it serves its connections
+        defer { owner.join() }
+        for _ in 0 ..< 8 {
+            try prober.probe(answererID, answerWithin: .milliseconds(200))
+            if let event = prober.nextEvent(timeout: .milliseconds(250)) { Issue.record("an answering engine was failed: \(event)") }
+        }
+    }
+
     /// A stranger's data-frame header used to pause its connection, which stopped the idle timer for
     /// good: one 32-byte header parked a descriptor forever. Now a data frame before any control frame
     /// fails the connection at once; one behind a control frame (a hello the owner has yet to judge)

@@ -11,6 +11,7 @@
 //     idle_timeout_ms (while we are reading) fails with CHORUS_ERR_IDLE_TIMEOUT; with a suspicion
 //     multiple set, so does one silent for that many times the longest silence its sender usually
 //     keeps (but not less than suspicion_min_ms), which finds a hung peer long before the timeout;
+//   - a probe (chorus_engine_probe) asks a peer for a sign of life within a short deadline;
 //   - a caller waiting in the engine serves its connections itself (reads, accepts, flushes) instead
 //     of being woken by another thread; the engine's I/O thread serves requests in flight while
 //     nobody waits, and runs heartbeats and deadlines;
@@ -84,6 +85,7 @@ typedef enum chorus_frame_type {
     CHORUS_FRAME_DATA = 2,      // payload of a collective, matched against a posted receive
     CHORUS_FRAME_HEARTBEAT = 3, // liveness only, empty
     CHORUS_FRAME_CREDIT = 4,    // RDMA connections: `tag` more message slots are free at the sender; empty
+    CHORUS_FRAME_PROBE = 5,     // liveness question, answered with a heartbeat (chorus_engine_probe); empty
 } chorus_frame_type;
 
 /// The decoded header. On the wire every field is little-endian:
@@ -171,6 +173,15 @@ int chorus_engine_remote_address(chorus_engine *engine, chorus_conn_id conn, cha
 
 /// Closes a connection: pending requests on it complete with CHORUS_ERR_CANCELLED, no event follows.
 int chorus_engine_close(chorus_engine *engine, chorus_conn_id conn);
+
+/// Asks the peer on `conn` to show it is alive: sends a probe frame, which its engine answers with a
+/// heartbeat as soon as it serves the connection (at once while its owner waits in the engine,
+/// otherwise at its I/O thread's next tick, half a heartbeat interval). If nothing at all arrives on
+/// `conn` within max(answer_within_ms, the longest silence its sender usually keeps), the connection
+/// fails with CHORUS_ERR_IDLE_TIMEOUT, unless this engine's own I/O thread was held up meanwhile (see
+/// the suspicion rule). A probe while one is unanswered keeps the earlier deadline. Not judged on a
+/// connection paused on an early data frame (its reply would wait behind the frame).
+int chorus_engine_probe(chorus_engine *engine, chorus_conn_id conn, uint32_t answer_within_ms);
 
 /// Queues a control frame; the payload is copied. Failures surface as a CHORUS_EVENT_FAILED.
 int chorus_engine_send_control(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch,
