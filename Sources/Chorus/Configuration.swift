@@ -28,14 +28,14 @@ public struct Configuration: Sendable {
     public var suspicionMultiple = 4
     /// The least silence that hang suspicion declares dead. `CHORUS_SUSPICION_MIN_MS`.
     public var suspicionMinimum: Duration = .milliseconds(500)
-    /// Master: while the group recovers from a fault (an operation aborted or a member was lost, and
-    /// the members meet at the safe point to re-form), a member that has not reached the safe point
-    /// 25 ms after the others could is probed, and evicted unless something arrives from it within
-    /// this long (or its usual silence between heartbeats, if longer). A live member's engine answers
-    /// within half a heartbeat interval even while its program computes; a hung one is dropped in the
-    /// same re-forming instead of holding the survivors for the suspicion window and causing a second
-    /// one. 0: no probes. `CHORUS_RECOVERY_PROBE_MS`.
-    public var recoveryProbeTimeout: Duration = .milliseconds(150)
+    /// Master: while the group meets at a safe point (to re-form after a fault, to admit a joiner, to
+    /// let a member leave), a member that has not reached it 25 ms after the others could is probed,
+    /// and evicted unless something arrives from it within this long (or its usual silence between
+    /// heartbeats, if longer). A live member's engine answers within half a heartbeat interval even
+    /// while its program computes; a hung one is dropped in the same re-forming instead of holding
+    /// everyone for the suspicion window and causing a second one. 0: no probes.
+    /// `CHORUS_PROBE_TIMEOUT_MS`.
+    public var probeTimeout: Duration = .milliseconds(150)
     /// Deadline for establishing a TCP connection (master or neighbour).
     public var connectTimeout: Duration = .seconds(10)
     /// An accepted connection must identify itself (a registration at the master, a hello at a
@@ -130,8 +130,8 @@ public struct Configuration: Sendable {
         guard suspicionMinimum >= .zero else {
             throw .invalidArgument("suspicionMinimum (CHORUS_SUSPICION_MIN_MS) is \(suspicionMinimum), it must not be negative")
         }
-        guard recoveryProbeTimeout >= .zero else {
-            throw .invalidArgument("recoveryProbeTimeout (CHORUS_RECOVERY_PROBE_MS) is \(recoveryProbeTimeout), it must not be negative")
+        guard probeTimeout >= .zero else {
+            throw .invalidArgument("probeTimeout (CHORUS_PROBE_TIMEOUT_MS) is \(probeTimeout), it must not be negative")
         }
         guard linkFailureGrace >= .zero else {
             throw .invalidArgument("linkFailureGrace (CHORUS_LINK_FAILURE_GRACE_MS) is \(linkFailureGrace), it must not be negative")

@@ -62,7 +62,7 @@ public final class Master: Sendable {
             logger.warning("no shared secret configured: anyone who can reach \(PeerAddress(host: host, port: self.port)) may join, read members' data and abort their operations (set CHORUS_SECRET_FILE)")
         }
         let gate = AcceptorGate(secret: configuration.sharedSecret, name: "this master")
-        let prober = RecoveryProber(answerWithin: configuration.recoveryProbeTimeout)
+        let prober = SafePointProber(answerWithin: configuration.probeTimeout)
         let thread = Thread { [self] in serve(gate: gate, prober: prober) }
         thread.start()
     }
@@ -81,7 +81,7 @@ public final class Master: Sendable {
         }
     }
 
-    private func serve(gate initialGate: AcceptorGate, prober initialProber: RecoveryProber) {
+    private func serve(gate initialGate: AcceptorGate, prober initialProber: SafePointProber) {
         var gate = initialGate
         var prober = initialProber
         var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames)
@@ -92,8 +92,8 @@ public final class Master: Sendable {
         }
         while !stopping.load(ordering: .relaxed) {
             gate.flushRefusals(logger: logger)
-            prober.look(at: machine.membersHoldingUpTheRecovery, engine: engine)
-            guard let event = engine.nextEvent(timeout: prober.timeUntilNextProbe(idle: .milliseconds(100))) else { continue }
+            prober.look(at: machine.membersHoldingUpTheSafePoint, engine: engine)
+            guard let event = engine.nextEvent(timeout: prober.timeUntilNextLook(idle: .milliseconds(100))) else { continue }
             // The pending count changes only with the epoch or the registrations, so it is counted
             // only then (not on every begin and report).
             let before = (machine.epoch, machine.worldSize, machine.registeredCount)
@@ -121,7 +121,7 @@ public final class Master: Sendable {
                 actions = machine.connectionClosed(connection)
                 if who != "an unregistered connection" {
                     let why = error.code == .idleTimeout && prober.probed(connection)
-                        ? "it did not answer a probe within \(prober.answerWithin) while the group recovered" : "\(error)"
+                        ? "it did not answer a probe within \(prober.answerWithin) while the others waited for it at the safe point" : "\(error)"
                     logger.notice("lost \(who): \(why)")
                 }
             }

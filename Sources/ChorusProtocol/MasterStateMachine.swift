@@ -101,11 +101,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public var worldSize: Int { ring.count }
     /// Everyone with a live registration.
     public var registeredCount: Int { peers.count }
-    /// Members a recovery waits for: while the epoch is broken (an operation aborted or a member was
-    /// lost), the members that have not reached the safe point. Empty otherwise, at no cost.
-    public var membersHoldingUpTheRecovery: [Connection] {
-        guard brokenReason != nil else { return [] }
-        return ring.filter { peers[$0]?.requestedMinimum == nil }
+    /// Members a safe point waits for: once the epoch is broken (an operation aborted or a member was
+    /// lost) or a member waits there (to admit joiners, to leave), the members that have not reached
+    /// it. Empty while the epoch is whole and nobody waits there.
+    public var membersHoldingUpTheSafePoint: [Connection] {
+        let away = ring.filter { peers[$0]?.requestedMinimum == nil }
+        return brokenReason != nil || away.count < ring.count ? away : []
     }
     /// The peer registered on `connection`, if any.
     public func peerID(of connection: Connection) -> PeerID? { peers[connection]?.id }
