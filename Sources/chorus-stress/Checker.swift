@@ -13,7 +13,9 @@ import Glibc
 /// - false eviction: a peer evicted (it logs `event kind=evicted`) that the driver never stopped;
 /// - recovery: from each kill or stop to the end of the first successful all-reduce that started after
 ///   it, split into phases (`Recovery`); the same per kind of event (kill, stop, leave, join) in
-///   `recoveryByKind`.
+///   `recoveryByKind`, where a kill, stop or leave of a peer the master had not admitted yet is a kind
+///   of its own ("kill before admission"): the group has nothing to recover from, and the time
+///   measured after it is whatever else was going on.
 struct Checker {
     let directory: String
     let count: Int
@@ -63,16 +65,18 @@ struct Checker {
     }
 
     /// What the peers' `event` lines say, in one pass: when rings re-formed (ascending, in
-    /// microseconds), and which peers (by the driver's slot) were evicted.
-    private func peerEvents() -> (reformed: [UInt64], evictedSlots: Set<String>) {
-        var reformed: [UInt64] = [], evicted: Set<String> = []
+    /// microseconds), which peers (by the driver's slot) were evicted, and when each was admitted.
+    private func peerEvents() -> (reformed: [UInt64], evictedSlots: Set<String>, admitted: [String: UInt64]) {
+        var reformed: [UInt64] = [], evicted: Set<String> = [], admitted: [String: UInt64] = [:]
         for log in peerLogs() {
+            let slot = String(log.dropFirst("peer-".count).dropLast(".log".count))
             for line in lines(of: log) where line["type"] == "event" {
                 if line["kind"] == "reformed", let t = UInt64(line["t"] ?? "") { reformed.append(t) }
-                if line["kind"] == "evicted" { evicted.insert(String(log.dropFirst("peer-".count).dropLast(".log".count))) }
+                if line["kind"] == "evicted" { evicted.insert(slot) }
+                if line["kind"] == "admitted", admitted[slot] == nil, let t = UInt64(line["t"] ?? "") { admitted[slot] = t }
             }
         }
-        return (reformed.sorted(), evicted)
+        return (reformed.sorted(), evicted, admitted)
     }
 
     func operations() -> [Operation] {
@@ -132,12 +136,17 @@ struct Checker {
         // A peer evicted that the driver never stopped was alive and merely slow: a false alarm.
         let falseEvictions = events.evictedSlots.subtracting(driver.filter { $0["kind"] == "stop" }.compactMap { $0["slot"] })
         for slot in falseEvictions.sorted().prefix(3) { examples.append("false eviction: peer-\(slot).log was evicted but never stopped") }
-        func recoveries(_ kind: String, of kinds: Set<String>) -> RecoveryTimes {
-            let times = driver.filter { kinds.contains($0["kind"] ?? "") }.compactMap { UInt64($0["t"] ?? "") }
+        func recoveries(_ kind: String, of kinds: Set<String>, where include: (_ admitted: Bool) -> Bool = { _ in true }) -> RecoveryTimes {
+            let times = driver.filter { line in
+                guard kinds.contains(line["kind"] ?? ""), let t = UInt64(line["t"] ?? "") else { return false }
+                return include(events.admitted[line["slot"] ?? ""].map { $0 < t } ?? false)
+            }.compactMap { UInt64($0["t"] ?? "") }
             return RecoveryTimes(kind: kind, recoveries: times.compactMap(recover.recovery(after:)), events: times.count)
         }
         let faults = recoveries("kill/stop", of: ["kill", "stop"])
-        let byKind = ["kill", "stop", "leave", "join"].map { recoveries($0, of: [$0]) }
+        let ofMembers = ["kill", "stop", "leave"].map { recoveries($0, of: [$0], where: { $0 }) }
+        let beforeAdmission = ["kill", "stop", "leave"].map { recoveries("\($0) before admission", of: [$0], where: { !$0 }) }
+        let byKind = ofMembers + [recoveries("join", of: ["join"])] + beforeAdmission.filter { $0.events > 0 }
         return StressReport(
             opsAttempted: Set(all.filter { !$0.outcome.hasPrefix("local:") }.map { "\($0.epoch)/\($0.op)" }).count,
             opsSucceeded: succeeded, opsAborted: aborted,
@@ -242,8 +251,10 @@ struct RecoveryTimes {
     var max: Double { whole.max }
 
     var summary: String { whole.summary + " (\(recoveries.count) of \(events) events)" }
-    /// `recovery_<kind>_ms_p50/_p99/_max/_mean`, `_events`, and each phase's `recovery_<kind>_<phase>_ms_p50/_p99/_mean`.
+    /// `recovery_<kind>_ms_p50/_p99/_max/_mean`, `_events`, and each phase's `recovery_<kind>_<phase>_ms_p50/_p99/_mean`
+    /// (spaces in the kind become underscores).
     var jsonFields: [(String, String)] {
+        let kind = String(kind.map { $0 == " " ? "_" : $0 })
         var fields: [(String, String)] = [("recovery_\(kind)_ms_p50", "\(p50)"), ("recovery_\(kind)_ms_p99", "\(p99)"),
                                           ("recovery_\(kind)_ms_max", "\(max)"), ("recovery_\(kind)_ms_mean", "\(whole.mean)"),
                                           ("recovery_\(kind)_events", "\(events)")]
