@@ -125,6 +125,8 @@ struct chorus_engine {
     uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)
     uint64_t judge_from_ms; // atomic: no early (suspicion) failure before this; set when the I/O thread was held up
     uint64_t timers_due_ms; // atomic: run the timers by then, before the next tick (a probe's deadline); 0: none
+    uint64_t spin_resumes_us; // atomic: no spinning before this (a yield found the core taken; see spin_yield)
+    uint64_t spin_pause_us;   // atomic: the last such pause, doubled while yields keep finding the core taken
 };
 
 /// Work on a connection, done by the holder of its io_lock (engine_serve).

@@ -87,6 +87,38 @@ void engine_push_event_locked(chorus_engine *e, event_node *node) {
     wake_sleepers_locked(e);
 }
 
+// MARK: - Spinning
+
+// A sched_yield with nothing else to run returns within microseconds; one that kept us off the core
+// for a time slice handed it to other runnable work (a busy process on our cores).
+#define CONTENDED_YIELD_US 1000
+// ...and while that lasts every yield hands over a whole slice, which costs a small collective ten
+// times its time; so spinning stops (waits block at once, and a woken thread is scheduled promptly)
+// for a pause that doubles while yields keep finding the core taken, from 5 ms up to a second, and
+// ends at the first yield that finds it free.
+#define SPIN_PAUSE_MIN_US 5000
+#define SPIN_PAUSE_MAX_US 1000000
+
+static int may_spin(chorus_engine *e, uint64_t now_us) {
+    return now_us >= __atomic_load_n(&e->spin_resumes_us, __ATOMIC_RELAXED);
+}
+
+/// Yields the core for one round of a spin, and pauses spinning if the core was taken.
+static void spin_yield(chorus_engine *e) {
+    uint64_t before = chorus_now_us();
+    sched_yield();
+    uint64_t after = chorus_now_us();
+    // Threads of one engine race on these two only to lengthen or shorten one pause.
+    uint64_t pause = __atomic_load_n(&e->spin_pause_us, __ATOMIC_RELAXED);
+    if (after - before > CONTENDED_YIELD_US) {
+        pause = pause == 0 ? SPIN_PAUSE_MIN_US : pause * 2 > SPIN_PAUSE_MAX_US ? SPIN_PAUSE_MAX_US : pause * 2;
+        __atomic_store_n(&e->spin_pause_us, pause, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->spin_resumes_us, after + pause, __ATOMIC_RELAXED);
+    } else if (pause != 0) {
+        __atomic_store_n(&e->spin_pause_us, 0, __ATOMIC_RELAXED);
+    }
+}
+
 // MARK: - Serving connections
 
 void engine_serve(chorus_engine *e, conn *c, uint32_t work) {
@@ -221,9 +253,10 @@ static void *io_main(void *arg) {
         uint64_t wake_at = due != 0 && due < next_timers ? due : next_timers;
         // Right after traffic, look (yielding the core) instead of sleeping: within a collective the
         // next frame usually follows within microseconds, and it lands while the owner computes.
-        if (e->config.spin_wait_us > 0 && chorus_now_us() - last_activity_us < e->config.spin_wait_us) {
+        uint64_t now_us = chorus_now_us();
+        if (e->config.spin_wait_us > 0 && now_us - last_activity_us < e->config.spin_wait_us && may_spin(e, now_us)) {
             if (engine_progress(e, 0) > 0) last_activity_us = chorus_now_us();
-            else sched_yield();
+            else spin_yield(e);
             continue;
         }
         // Otherwise serve readiness only for requests in flight while nobody waits (the owner computing
@@ -272,10 +305,10 @@ static int await_locked(chorus_engine *e, int (*ready)(chorus_engine *, void *),
             result = 0;
             break;
         }
-        if (spin && now - start < e->config.spin_wait_us) {
+        if (spin && now - start < e->config.spin_wait_us && may_spin(e, now)) {
             // A completion usually lands within microseconds, and a sleep and wake-up cost more.
             pthread_mutex_unlock(&e->lock);
-            sched_yield();
+            spin_yield(e);
             continue;
         }
         me.woken = 0;
