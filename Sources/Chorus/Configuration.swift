@@ -29,8 +29,8 @@ public struct Configuration: Sendable {
     /// The least silence that hang suspicion declares dead. `CHORUS_SUSPICION_MIN_MS`.
     public var suspicionMinimum: Duration = .milliseconds(500)
     /// Master: while the group meets at a safe point (to re-form after a fault, to admit a joiner, to
-    /// let a member leave), a member that has not reached it 25 ms after the others could is probed,
-    /// and evicted unless something arrives from it within this long (or its usual silence between
+    /// let a member leave), a member the safe point has waited for 25 ms is probed, and evicted
+    /// unless something arrives from it within this long (or its usual silence between
     /// heartbeats, if longer). A live member's engine answers within half a heartbeat interval even
     /// while its program computes; a hung one is dropped in the same re-forming instead of holding
     /// everyone for the suspicion window and causing a second one. 0: no probes.

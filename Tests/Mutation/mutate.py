@@ -147,7 +147,7 @@ MUTATIONS = [
          find="    if (silence_ms * 2 < e->config.heartbeat_interval_ms) return;",
          replace="    if (silence_ms * 2 < e->config.heartbeat_interval_ms || 1) return;",
          filter="hangSuspicionFollows|aSlowButAlive"),
-    dict(name="no-recovery-probes",
+    dict(name="no-safe-point-probes",
          what="the master probes nobody at a safe point",
          file="Sources/ChorusProtocol/MasterStateMachine.swift",
          find="        return brokenReason != nil || away.count < ring.count ? away : []",
