@@ -27,6 +27,7 @@ in a new DistributedDataParallel and redo the step:
         rank, world_size = chorus.torch.reform()
         ddp = DistributedDataParallel(ddp.module)
 """
+import atexit
 import os
 import queue
 import socket
@@ -69,6 +70,9 @@ class _Completer:
     work's future and never calls `wait()`, so something must complete it; requests finish in the
     order they were made, so one thread in that order suffices."""
 
+    # At exit, how long the completer may take to finish the works already queued.
+    STOP_TIMEOUT_SECONDS = 10
+
     def __init__(self):
         self._queue = queue.SimpleQueue()
         self._thread = None
@@ -79,14 +83,24 @@ class _Completer:
             self._thread.start()
         self._queue.put(work)
 
+    def stop(self):
+        """Ends the thread while the interpreter is whole: a daemon thread still completing a torch
+        future during finalization re-takes the GIL inside torch's C++, and Python's exit of that
+        thread then unwinds through it and aborts the process (std::terminate)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(self.STOP_TIMEOUT_SECONDS)
+            self._thread = None
+
     def _run(self):
-        while True:
-            self._queue.get()._complete()
+        while (work := self._queue.get()) is not None:
+            work._complete()
 
 
 # One for the process: its requests all come from the one communicator, in call order, and a
 # group re-created by reform() must not leave a thread behind.
 _completer = _Completer()
+atexit.register(_completer.stop)
 
 
 class _Work(dist.Work):
