@@ -25,6 +25,7 @@ extension Core {
         let plan: SyncPlan
         switch answer {
         case .verdict(.success):
+            session.lastSyncedRevision = state.revision
             return SyncResult(revision: state.revision, wasOutdated: false, receivedTensors: [], bytesReceived: 0, bytesSent: 0, sources: [],
                               lostSources: [])
         case .verdict(.aborted(let reason)):
@@ -58,6 +59,7 @@ extension Core {
             }
         }
         state.revision = plan.revision
+        session.lastSyncedRevision = plan.revision
         return SyncResult(revision: plan.revision, wasOutdated: mine != nil, receivedTensors: received.map(\.tensor.name),
                           bytesReceived: received.reduce(0) { $0 + $1.tensor.byteCount }, bytesSent: sent, sources: plan.sources,
                           lostSources: lost.map { members[$0] })

@@ -36,6 +36,14 @@ public struct Configuration: Sendable {
     /// everyone for the suspicion window and causing a second one. 0: no probes.
     /// `CHORUS_PROBE_TIMEOUT_MS`.
     public var probeTimeout: Duration = .milliseconds(150)
+    /// How long the master may be gone without ending the run. A peer whose master connection fails
+    /// keeps its session (id, epoch, links, the operation in flight) and dials the master's address
+    /// again until one answers (the same master, or a restarted one, which re-adopts the group) or
+    /// this window passes (then `masterUnreachable`); it tries for at least a few seconds
+    /// (`min(peerTimeout, 3 s)`) even at 0, so that a master that dropped it can say so (`evicted`).
+    /// A restarted master waits this long, from the first member's return, for the others.
+    /// `CHORUS_MASTER_WINDOW_MS`.
+    public var masterWindow: Duration = .seconds(10)
     /// Deadline for establishing a TCP connection (master or neighbour).
     public var connectTimeout: Duration = .seconds(10)
     /// An accepted connection must identify itself (a registration at the master, a hello at a
@@ -132,6 +140,9 @@ public struct Configuration: Sendable {
         }
         guard probeTimeout >= .zero else {
             throw .invalidArgument("probeTimeout (CHORUS_PROBE_TIMEOUT_MS) is \(probeTimeout), it must not be negative")
+        }
+        guard masterWindow >= .zero else {
+            throw .invalidArgument("masterWindow (CHORUS_MASTER_WINDOW_MS) is \(masterWindow), it must not be negative")
         }
         guard linkFailureGrace >= .zero else {
             throw .invalidArgument("linkFailureGrace (CHORUS_LINK_FAILURE_GRACE_MS) is \(linkFailureGrace), it must not be negative")

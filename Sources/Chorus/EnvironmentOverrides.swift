@@ -53,6 +53,7 @@ extension Configuration {
         if let v = try number("CHORUS_SUSPICION_MULTIPLE") { c.suspicionMultiple = v }
         if let v = try number("CHORUS_SUSPICION_MIN_MS") { c.suspicionMinimum = .milliseconds(v) }
         if let v = try number("CHORUS_PROBE_TIMEOUT_MS") { c.probeTimeout = .milliseconds(v) }
+        if let v = try number("CHORUS_MASTER_WINDOW_MS") { c.masterWindow = .milliseconds(v) }
         if let v = try number("CHORUS_CONNECT_TIMEOUT_MS") { c.connectTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_HANDSHAKE_TIMEOUT_MS") { c.handshakeTimeout = .milliseconds(v) }
         if let v = try number("CHORUS_OP_TIMEOUT_MS") { c.operationTimeout = .milliseconds(v) }

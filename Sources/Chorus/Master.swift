@@ -63,7 +63,8 @@ public final class Master: Sendable {
         }
         let gate = AcceptorGate(secret: configuration.sharedSecret, name: "this master")
         let prober = SafePointProber(answerWithin: configuration.probeTimeout)
-        let thread = Thread { [self] in serve(gate: gate, prober: prober) }
+        let window = configuration.masterWindow
+        let thread = Thread { [self] in serve(gate: gate, prober: prober, adoptionWindow: window) }
         thread.start()
     }
 
@@ -81,10 +82,13 @@ public final class Master: Sendable {
         }
     }
 
-    private func serve(gate initialGate: AcceptorGate, prober initialProber: SafePointProber) {
+    private func serve(gate initialGate: AcceptorGate, prober initialProber: SafePointProber, adoptionWindow: Duration) {
         var gate = initialGate
         var prober = initialProber
         var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames)
+        /// When the members of a group that lost its master started returning here.
+        var adoptionStarted: ContinuousClock.Instant?
+        var forgiveness = StallForgiveness(window: adoptionWindow)
         /// A connection as the logs call it: the peer id and address once it registered.
         func name(_ connection: ConnectionID) -> String {
             guard let id = machine.peerID(of: connection) else { return "an unregistered connection" }
@@ -93,37 +97,64 @@ public final class Master: Sendable {
         while !stopping.load(ordering: .relaxed) {
             gate.flushRefusals(logger: logger)
             prober.look(at: machine.membersHoldingUpTheSafePoint, engine: engine)
-            guard let event = engine.nextEvent(timeout: prober.timeUntilNextLook(idle: .milliseconds(100))) else { continue }
+            let asked = prober.timeUntilNextLook(idle: .milliseconds(100)), waitStarted = ContinuousClock.now
+            let event = engine.nextEvent(timeout: asked)
+            if let stalled = forgiveness.waited(asked, since: waitStarted) {
+                logger.warning("this master was stalled for \(stalled): members whose connections closed meanwhile have \(adoptionWindow) to return")
+            }
             // The pending count changes only with the epoch or the registrations, so it is counted
             // only then (not on every begin and report).
             let before = (machine.epoch, machine.worldSize, machine.registeredCount)
-            let actions: [MasterStateMachine<ConnectionID>.Action]
+            var actions: [MasterStateMachine<ConnectionID>.Action] = []
+            for connection in forgiveness.expired() where machine.peerID(of: connection) != nil {
+                logger.notice("lost \(name(connection)): it did not return within \(adoptionWindow) after this master's stall")
+                actions += machine.connectionClosed(connection)
+            }
+            if let started = adoptionStarted, machine.isAdopting, ContinuousClock.now - started >= adoptionWindow {
+                logger.warning("re-adoption window of \(adoptionWindow) passed: the group goes on without the members that did not return")
+                actions += machine.endAdoption()
+            }
             switch event {
-            case .accepted:
-                actions = []
+            case nil, .accepted:
+                break
             case .control(let connection, _, let payload):
                 guard gate.admits(connection, payload, engine: engine, logger: logger) else { continue }
                 do {
                     let message = try PeerToMaster(decoding: payload)
-                    actions = machine.received(message, from: connection)
+                    actions += machine.received(message, from: connection)
+                    // Identified: admitted in the engine (peers never send the master data frames).
                     if case .register(let address) = message, let id = machine.peerID(of: connection) {
-                        // Identified; peers never send the master data frames.
                         engine.admit(connection, allowData: false)
                         logger.info("peer \(id) registered (listening on \(address))")
                     }
+                    if case .rejoin(let rejoin) = message, machine.knows(connection) {
+                        engine.admit(connection, allowData: false)
+                        if adoptionStarted == nil && (machine.isAdopting || before.0 == 0 && machine.epoch > 0) {
+                            adoptionStarted = .now
+                            logger.warning("peer \(rejoin.peer) of epoch \(rejoin.topology.epoch) returned after losing its master: re-adopting its group (waiting up to \(adoptionWindow) for the others)")
+                        } else {
+                            logger.info("peer \(rejoin.peer) rejoined")
+                        }
+                    }
                 } catch {
                     logger.warning("\(name(connection)) sent a malformed message (\(error)); disconnecting it")
-                    actions = machine.receivedMalformed(from: connection, reason: error.description)
+                    actions += machine.receivedMalformed(from: connection, reason: error.description)
                 }
+            case .failed(let connection, _) where machine.peerID(of: connection) != nil && forgiveness.forgive(connection):
+                gate.forget(connection) // judged later: its member may be about to rejoin
             case .failed(let connection, let error):
                 gate.forget(connection)
                 let who = name(connection)
-                actions = machine.connectionClosed(connection)
+                actions += machine.connectionClosed(connection)
                 if who != "an unregistered connection" {
                     let why = error.code == .idleTimeout && prober.probed(connection)
                         ? "it did not answer a probe within \(prober.answerWithin) while the others waited for it at the safe point" : "\(error)"
                     logger.notice("lost \(who): \(why)")
                 }
+            }
+            if let started = adoptionStarted, !machine.isAdopting {
+                adoptionStarted = nil
+                logger.warning("re-adopted the group in \(ContinuousClock.now - started): epoch \(machine.epoch), \(machine.worldSize) members")
             }
             // Published before the actions take effect: whoever sees a send or a close sees the state behind it.
             let after = (machine.epoch, machine.worldSize, machine.registeredCount)

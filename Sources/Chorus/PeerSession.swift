@@ -11,7 +11,8 @@ import Glibc
 final class PeerSession {
     let engine: TransportEngine
     let configuration: Configuration
-    private let master: ConnectionID
+    /// The master connection (a new one after the session resumed with a master reached again).
+    var master: ConnectionID
     /// Where this peer listens for its neighbours (the address they dial).
     let listenAddress: PeerAddress
 
@@ -26,22 +27,29 @@ final class PeerSession {
     private(set) var nextOpID: UInt64 = 1
 
     // Filled as events arrive.
-    private var verdicts: [UInt64: Outcome] = [:]
+    private(set) var verdictsReceived: [UInt64: Outcome] = [:]
     private var syncPlans: [UInt64: SyncPlan] = [:]
     /// Shared-state requests from members, with the operation their frame named.
     private var peerMessages: [(connection: ConnectionID, opID: UInt64, message: PeerToPeer)] = []
     private var offeredTopology: Topology?
     private var leaveAcknowledged = false
     private var masterFailure: String?
+    /// Set while the peer tries to reach a master again (`MasterRecovery.swift`).
+    var recovery: MasterRecovery?
+    /// What this peer sent the master that no verdict, topology or acknowledgement has answered yet:
+    /// sent again to a master reached after a loss (it may have missed it, or be a new master).
+    private(set) var unanswered: [PeerToMaster] = []
+    /// The revision of the last synchronization of shared state this peer completed.
+    var lastSyncedRevision: UInt64?
     private var hellos: [ConnectionID: Hello] = [:]
     private var failedLinks: [ConnectionID: TransportError] = [:]
     /// Links this peer dialed for the epoch being formed, until the ring is connected.
     private var dials: [ConnectionID: Dial] = [:]
     /// Inbound links authenticate here before their hello counts.
     private var gate: AcceptorGate
-    private let secret: SharedSecret?
+    let secret: SharedSecret?
     private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
-    private let masterEndpoint: (host: String, port: UInt16)
+    let masterEndpoint: (host: String, port: UInt16)
     /// Data links go over RDMA (links to the master never do).
     let usesRDMA: Bool
     /// The configuration's logger with this process's identity: pid, then peer id, rank and epoch.
@@ -86,7 +94,7 @@ final class PeerSession {
         try sendToMaster(.register(listen: listenAddress))
     }
 
-    private var masterName: String { "the master at \(masterEndpoint.host):\(masterEndpoint.port)" }
+    var masterName: String { "the master at \(masterEndpoint.host):\(masterEndpoint.port)" }
 
     /// Runs the connecting side of the handshake on a fresh connection to the master (before anything
     /// else is handled on `engine`, so it reads the engine's events directly).
@@ -129,11 +137,13 @@ final class PeerSession {
     /// Handles every event already queued, without blocking.
     func drainEvents() {
         while let event = engine.nextEvent(timeout: .zero) { handle(event) }
+        driveRecovery()
     }
 
     /// Blocks until one event arrives (or `timeout` passes) and handles it.
     func awaitEvent(timeout: Duration) {
-        if let event = engine.nextEvent(timeout: timeout) { handle(event) }
+        if let event = engine.nextEvent(timeout: min(timeout, recoveryWake ?? timeout)) { handle(event) }
+        driveRecovery()
     }
 
     /// Waits (blocking, deadline-bound) until `condition` yields a value, handling events meanwhile.
@@ -142,10 +152,11 @@ final class PeerSession {
                     _ condition: () throws(ChorusError) -> T?) throws(ChorusError) -> T {
         while true {
             if let value = try condition() { return value }
+            driveRecovery()
             if let error = masterLossError { throw error }
             let remaining = deadline - .now
             guard remaining > .zero else { throw .timedOut("waiting for \(what)") }
-            if let event = engine.nextEvent(timeout: min(remaining, .milliseconds(250))) { handle(event) }
+            if let event = engine.nextEvent(timeout: min(remaining, recoveryWake ?? .milliseconds(250))) { handle(event) }
         }
     }
 
@@ -164,6 +175,8 @@ final class PeerSession {
             } catch {
                 loseMaster("master sent a malformed message: \(error)")
             }
+        case .control(let connection, _, let payload) where connection == recovery?.attempt:
+            continueRecovery(payload)
         case .control(let connection, _, let payload) where dials[connection] != nil:
             continueDial(connection, payload)
         case .control(let connection, let address, let payload):
@@ -179,8 +192,12 @@ final class PeerSession {
                 engine.close(connection) // malformed, not for us, or from an epoch that is over
                 gate.forget(connection)
             }
+        case .failed(let connection, _) where connection == master && recovery != nil:
+            break // the connection that failed already
         case .failed(let connection, let error) where connection == master:
-            loseMaster(diagnoseMasterLoss(error))
+            beginRecovery(after: error)
+        case .failed(let connection, let error) where connection == recovery?.attempt:
+            recoveryAttemptFailed(error.code == .idleTimeout ? "it accepted a connection but did not answer (paused or overloaded?)" : "\(error)")
         case .failed(let connection, let error) where dials[connection] != nil:
             if dials[connection]?.failure == nil { dials[connection]?.failure = "\(error)" }
         case .failed(let connection, let error):
@@ -194,6 +211,7 @@ final class PeerSession {
     }
 
     private func handleMaster(_ message: MasterToPeer) {
+        forgetAnswered(by: message)
         switch message {
         case .registered(let id):
             peerID = id
@@ -202,7 +220,7 @@ final class PeerSession {
         case .topology(let offered):
             offeredTopology = offered
         case .verdict(let epoch, let opID, let outcome) where epoch == topology.epoch:
-            verdicts[opID] = outcome
+            verdictsReceived[opID] = outcome
         case .verdict:
             break // from an epoch that is over
         case .syncPlan(let epoch, let opID, let plan):
@@ -214,80 +232,43 @@ final class PeerSession {
         case .rejected(let why):
             evicted = true // the master's own word
             loseMaster("the master removed this peer: \(why)")
-        case .inquiry:
-            break // answers come on the inquiry's own connection
+        case .resumed:
+            break // answers a rejoin, on the connection that becomes the master's
         }
     }
 
-    private func loseMaster(_ why: String) {
+    /// Drops what `message` answers from `unanswered`: a verdict answers this epoch's messages about
+    /// its operation and earlier ones, a topology everything of the epochs before it, `left` all.
+    private func forgetAnswered(by message: MasterToPeer) {
+        switch message {
+        case .verdict(let epoch, let decided, _) where epoch == topology.epoch:
+            unanswered.removeAll {
+                switch $0 {
+                case .begin(_, let op, _), .report(_, let op, _, _), .syncState(_, let op, _): op <= decided
+                default: false
+                }
+            }
+        case .topology(let offered) where offered.epoch > topology.epoch:
+            unanswered.removeAll()
+        case .left:
+            unanswered.removeAll()
+        case .registered:
+            unanswered.removeAll { if case .register = $0 { true } else { false } }
+        default:
+            break
+        }
+    }
+
+    func loseMaster(_ why: String) {
         guard masterFailure == nil else { return }
         masterFailure = why
         logger.error("\(evicted ? "evicted" : "lost the master"): \(why)")
     }
 
-    /// The master connection failed: the master is gone, paused or overloaded, or it dropped us (we
-    /// were silent past the peer timeout, e.g. stopped). Only the master's own answer may say we were
-    /// dropped: a dial alone proves nothing (the kernel accepts for a paused master).
-    private func diagnoseMasterLoss(_ error: TransportError) -> String {
-        switch askMasterWhetherItCountsThisPeer() {
-        case .answered(false):
-            evicted = true
-            return "the master no longer counts this peer (its connection failed: \(error)); create a new Communicator to rejoin"
-        case .answered(true):
-            return "the connection to the master failed (\(error)), though the master still counts this peer"
-        case .noAnswer(let why):
-            return "connection to the master failed: \(error); \(why)"
-        }
-    }
-
-    private enum Inquiry {
-        case answered(Bool)
-        case noAnswer(String)
-    }
-
-    /// Asks the master on a new connection (its own engine, so no event of this session is consumed)
-    /// whether it still counts this peer, waiting at most about a peer timeout.
-    private func askMasterWhetherItCountsThisPeer() -> Inquiry {
-        let deadline = ContinuousClock.now + min(configuration.peerTimeout, .seconds(3))
-        guard let probe = try? TransportEngine(settings: configuration.transportSettings) else { return .noAnswer("no engine to ask it") }
-        let connection: ConnectionID
-        do {
-            connection = try probe.connect(host: masterEndpoint.host, port: masterEndpoint.port, timeout: deadline - .now)
-        } catch {
-            return .noAnswer("it cannot be reached (\(error))")
-        }
-        do {
-            if let secret {
-                try Self.authenticate(engine: probe, connection: connection, secret: secret, to: masterName, deadline: deadline)
-            }
-            try probe.sendControl(connection, address: FrameAddress(epoch: 0, opID: 0), payload: PeerToMaster.inquire(peer: peerID).encoded())
-        } catch {
-            return .noAnswer("asking it failed (\(error))")
-        }
-        let asked = ContinuousClock.now
-        func silent() -> Inquiry {
-            .noAnswer("it accepted a connection but did not answer within \(ContinuousClock.now - asked) (paused or overloaded?)")
-        }
-        while ContinuousClock.now < deadline {
-            switch probe.nextEvent(timeout: deadline - .now) {
-            case .control(_, _, let payload)?:
-                if case .inquiry(let id, let registered)? = try? MasterToPeer(decoding: payload), id == peerID { return .answered(registered) }
-                return .noAnswer("it answered the inquiry with something else")
-            case .failed(_, let error)? where error.code == .idleTimeout:
-                return silent() // hang suspicion, or the peer timeout, on the inquiry's connection
-            case .failed(_, let error)?:
-                return .noAnswer("it closed the inquiry (\(error))")
-            default:
-                continue
-            }
-        }
-        return silent()
-    }
-
     /// True when the master is alive but no longer counts this peer.
-    private(set) var evicted = false
+    var evicted = false
     /// True when the master refused this peer's (missing) authentication.
-    private var authenticationRefused = false
+    var authenticationRefused = false
 
     /// The error for a lost master connection.
     var masterLossError: ChorusError? {
@@ -297,11 +278,15 @@ final class PeerSession {
     }
 
     func sendToMaster(_ message: PeerToMaster) throws(ChorusError) {
+        if let error = masterLossError { throw error }
+        unanswered.append(message)
+        guard recovery == nil else { return } // sent once a master is reached again
         do {
             try engine.sendControl(master, address: FrameAddress(epoch: topology.epoch, opID: 0), payload: message.encoded())
         } catch {
-            drainEvents() // the failure event says whether the master died or dropped us
-            throw masterLossError ?? .masterUnreachable("cannot send to the master: \(error)")
+            drainEvents() // the connection's failure event starts the recovery, which sends it again
+            if recovery == nil, masterLossError == nil { beginRecovery(after: error) }
+            if let error = masterLossError { throw error }
         }
     }
 
@@ -320,7 +305,7 @@ final class PeerSession {
     private func adopt(_ next: Topology) throws(ChorusError) {
         closeLinks()
         topology = next
-        verdicts = [:]
+        verdictsReceived = [:]
         syncPlans = [:]
         peerMessages = []
         nextOpID = 1
@@ -401,7 +386,7 @@ final class PeerSession {
                 guard leftLanes.count == lanes, meshIn.count == index, ownHellosSent else {
                     // A member lost while the ring forms never dials: the master's abort says so at once.
                     // (A ring that did connect is kept; the abort then surfaces on the next collective.)
-                    if case .aborted(let reason)? = verdicts[1] { throw .topologyFailed("\(reason) while the ring formed") }
+                    if case .aborted(let reason)? = verdictsReceived[1] { throw .topologyFailed("\(reason) while the ring formed") }
                     return nil
                 }
                 return (leftLanes.sorted { $0.0 < $1.0 }.map(\.1), meshIn)
@@ -495,7 +480,7 @@ final class PeerSession {
     }
 
     /// The verdict for `opID` if it has arrived.
-    func verdict(for opID: UInt64) -> Outcome? { verdicts[opID] }
+    func verdict(for opID: UInt64) -> Outcome? { verdictsReceived[opID] }
 
     /// The shared-state transfer plan for `opID` if it has arrived.
     func syncPlan(for opID: UInt64) -> SyncPlan? { syncPlans[opID] }

@@ -30,6 +30,13 @@
 ///   partition. At the next safe point the master evicts the member named in the most such pairs
 ///   (ties: the highest peer id, the latest to join), telling it which pair could not connect, so
 ///   the others re-form without it instead of failing forever.
+/// - rejoin: a peer whose master connection failed connects again and asks to resume its session.
+///   A master that still counts it moves it to the new connection (resending a verdict or topology
+///   it missed). A master that has formed no group of its own *adopts* the group: it gathers the
+///   returning members' reports (the newest epoch any of them reports is the group's; its members in
+///   its ring order), and once every member of that epoch has returned, or the shell ends the
+///   adoption at its window, it takes the epoch, the last verdict any member received, and the newest
+///   synchronized revision; members that did not return are lost. Everyone else is refused.
 public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public enum Action: Hashable, Sendable {
         case send(Connection, MasterToPeer)
@@ -44,8 +51,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     private struct Peer: Sendable {
-        let id: PeerID
-        let connection: Connection
+        var id: PeerID
+        var connection: Connection
         let address: PeerAddress
         var role: Role
         var requestedMinimum: UInt32? // set while the member waits at the safe point
@@ -63,6 +70,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// Members in ring order.
     private var ring: [Connection] = []
     private var lastDecidedOp: UInt64 = 0
+    /// The verdict of `lastDecidedOp` (resent to a member that rejoins without it).
+    private var lastOutcome: Outcome = .success
     private var reports: [Connection: Report] = [:]
     /// What each member called the undecided operation with (see "arrival").
     private var arrivals: [Connection: OperationDescriptor] = [:]
@@ -70,8 +79,16 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var brokenReason: AbortReason?
     /// Digests of the synchronization that is electing (operation `lastDecidedOp + 1`).
     private var syncDigests: [Connection: StateDigest] = [:]
-    /// The synchronization whose plan went out, and the revision it elected.
-    private var syncInTransfer: (opID: UInt64, revision: UInt64)?
+    /// The synchronization whose plan went out (resent to a member that asks again).
+    private var syncInTransfer: (opID: UInt64, plan: SyncPlan)?
+    /// The group being re-adopted, while its members return (see "rejoin").
+    private var adoption: Adoption?
+
+    private struct Adoption: Sendable {
+        /// The newest topology a returning member reported.
+        var topology: Topology
+        var returned: [Connection: Rejoin] = [:]
+    }
     /// The revision of the last successful synchronization (kept across epochs).
     public private(set) var lastSyncedRevision: UInt64?
     /// Pairs of members whose link failed, with in how many epochs in a row (cleared by a success).
@@ -101,6 +118,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public var worldSize: Int { ring.count }
     /// Everyone with a live registration.
     public var registeredCount: Int { peers.count }
+    /// True while a group is being re-adopted: the shell ends it with `endAdoption()` at its window.
+    public var isAdopting: Bool { adoption != nil }
+    /// True once the connection has registered or rejoined (the shell then admits it in the engine).
+    public func knows(_ connection: Connection) -> Bool { peers[connection] != nil || adoption?.returned[connection] != nil }
     /// Members a safe point waits for: once the epoch is broken (an operation aborted or a member was
     /// lost) or a member waits there (to admit joiners, to leave), the members that have not reached
     /// it. Empty while the epoch is whole and nobody waits there.
@@ -117,18 +138,20 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
 
     public mutating func received(_ message: PeerToMaster, from connection: Connection) -> [Action] {
         if case .register(let address) = message { return register(connection, address: address) }
-        if case .inquire(let id) = message, peers[connection] == nil {
-            let registered = peers.values.contains { $0.id == id }
-            return [.send(connection, .inquiry(peer: id, registered: registered)), .close(connection)]
+        if case .rejoin(let rejoin) = message, peers[connection] == nil, adoption?.returned[connection] == nil {
+            return self.rejoin(connection, rejoin)
         }
+        if adoption?.returned[connection] != nil { return [] } // it sends nothing else before `resumed`
         guard let peer = peers[connection] else {
             return [.send(connection, .rejected("register before anything else")), .close(connection)]
         }
         switch message {
-        case .register, .inquire:
+        case .register, .rejoin:
             return [.send(connection, .rejected("already registered as peer \(peer.id)")), .close(connection)]
-        case .updateTopology(_, let minimum, let admitting):
-            guard peer.role == .member else { return [] } // pending peers wait for admission anyway
+        case .updateTopology(let requestEpoch, let minimum, let admitting):
+            // Pending peers wait for admission anyway; a request from an older epoch was answered by
+            // the topology on its way (a member that rejoined sends it again).
+            guard peer.role == .member, requestEpoch == epoch else { return [] }
             peers[connection]?.requestedMinimum = minimum
             peers[connection]?.admitting = admitting
             // Members that already began the undecided operation would wait for this one forever.
@@ -191,6 +214,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
 
     /// The connection closed, failed, or went silent past the idle timeout.
     public mutating func connectionClosed(_ connection: Connection) -> [Action] {
+        if adoption?.returned.removeValue(forKey: connection) != nil { return [] }
         guard let peer = peers.removeValue(forKey: connection) else { return [] }
         if peer.role == .pending { return pendingChanged() }
         ring.removeAll { $0 == connection }
@@ -261,6 +285,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     private mutating func formTopologyIfReady() -> [Action] {
+        guard adoption == nil else { return [] } // the group's own members may be about to return
         let atSafePoint = ring.compactMap { peers[$0] }.allSatisfy { $0.requestedMinimum != nil }
         let evictions = atSafePoint ? evictPartitioned() : []
         return evictions + formTopology()
@@ -303,6 +328,101 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         })
         actions += ring.map { .send($0, .topology(topology)) }
         return actions + pendingChanged()
+    }
+
+    // MARK: - Rejoining and adoption
+
+    private mutating func rejoin(_ connection: Connection, _ rejoin: Rejoin) -> [Action] {
+        if let old = peers.first(where: { $0.value.id == rejoin.peer })?.key {
+            return resume(from: old, on: connection, rejoin)
+        }
+        let fresh = epoch == 0 && ring.isEmpty
+        if rejoin.topology.epoch == 0 && adoption == nil && !fresh {
+            // Never admitted: it waits for admission here again, under its id (nobody holds it).
+            nextPeerID = max(nextPeerID, rejoin.peer + 1)
+            peers[connection] = Peer(id: rejoin.peer, connection: connection, address: rejoin.listen, role: .pending)
+            return [.send(connection, .resumed)] + pendingChanged() + formTopologyIfReady()
+        }
+        guard adoption != nil || fresh else {
+            return [.send(connection, .rejected("peer \(rejoin.peer) is not in this master's group (it was dropped, or this master formed its own group)")),
+                    .close(connection)]
+        }
+        // Ids stay unique: new ones start above every id the group used, and a peer that registered
+        // here meanwhile and holds a returning member's id gets a new one (it has used it nowhere yet).
+        let ids = [rejoin.peer] + rejoin.topology.members.map(\.id)
+        nextPeerID = max(nextPeerID, (ids.max() ?? 0) + 1)
+        var actions: [Action] = []
+        for (holder, peer) in peers where ids.contains(peer.id) {
+            peers[holder]?.id = nextPeerID
+            actions.append(.send(holder, .registered(nextPeerID)))
+            nextPeerID += 1
+        }
+        if adoption == nil { adoption = Adoption(topology: rejoin.topology) }
+        if rejoin.topology.epoch > adoption!.topology.epoch { adoption!.topology = rejoin.topology }
+        adoption!.returned[connection] = rejoin
+        let returned = Set(adoption!.returned.values.map(\.peer))
+        // Complete once a member has returned (waiting peers alone do not know the group) and all have.
+        if adoption!.topology.epoch > 0 && adoption!.topology.members.allSatisfy({ returned.contains($0.id) }) { actions += endAdoption() }
+        return actions
+    }
+
+    /// A peer this master counts moved to a new connection (its side of the old one failed).
+    private mutating func resume(from old: Connection, on connection: Connection, _ rejoin: Rejoin) -> [Action] {
+        guard var peer = peers.removeValue(forKey: old) else { return [] }
+        peer.connection = connection
+        peers[connection] = peer
+        ring = ring.map { $0 == old ? connection : $0 }
+        if let report = reports.removeValue(forKey: old) { reports[connection] = report }
+        if let arrival = arrivals.removeValue(forKey: old) { arrivals[connection] = arrival }
+        if let digest = syncDigests.removeValue(forKey: old) { syncDigests[connection] = digest }
+        let current = Topology(epoch: epoch, members: ring.compactMap { peers[$0] }.map { Member(id: $0.id, address: $0.address) })
+        return [.close(old), .send(connection, .resumed)] + (ring.contains(connection) ? catchUp(connection, rejoin, current) : [])
+    }
+
+    /// What a member that rejoined missed: the topology of the current epoch, or its last verdict.
+    private func catchUp(_ connection: Connection, _ rejoin: Rejoin, _ current: Topology) -> [Action] {
+        if rejoin.topology.epoch < epoch { return [.send(connection, .topology(current))] }
+        guard rejoin.lastDecidedOp < lastDecidedOp else { return [] }
+        return [.send(connection, .verdict(epoch: epoch, opID: lastDecidedOp, outcome: lastOutcome))]
+    }
+
+    /// Ends a re-adoption with the members that returned (called when the last one returns, or by
+    /// the shell when its window passes): the group goes on in its epoch without the others.
+    public mutating func endAdoption() -> [Action] {
+        guard let adopted = adoption else { return [] }
+        adoption = nil
+        let topology = adopted.topology
+        epoch = topology.epoch
+        let current = adopted.returned.values.filter { $0.topology.epoch == topology.epoch }
+        let latest = current.max { $0.lastDecidedOp < $1.lastDecidedOp }
+        lastDecidedOp = latest?.lastDecidedOp ?? 0
+        lastOutcome = latest?.lastOutcome ?? .success
+        if case .aborted(let reason) = lastOutcome { brokenReason = reason }
+        lastSyncedRevision = adopted.returned.values.compactMap(\.lastSyncedRevision).max()
+        let byID = Dictionary(adopted.returned.map { ($0.value.peer, $0.key) }, uniquingKeysWith: { a, _ in a })
+        ring = topology.members.compactMap { byID[$0.id] }
+        for member in topology.members {
+            if let connection = byID[member.id] { peers[connection] = Peer(id: member.id, connection: connection, address: member.address, role: .member) }
+        }
+        var actions: [Action] = []
+        for (connection, rejoin) in adopted.returned.sorted(by: { $0.value.peer < $1.value.peer }) {
+            if ring.contains(connection) {
+                // The topology as the others hold it, members that did not return included.
+                actions += [.send(connection, .resumed)] + catchUp(connection, rejoin, topology)
+            } else if rejoin.topology.epoch == 0 {
+                peers[connection] = Peer(id: rejoin.peer, connection: connection, address: rejoin.listen, role: .pending)
+                actions.append(.send(connection, .resumed))
+            } else if rejoin.leaving {
+                actions += [.send(connection, .left), .close(connection)]
+            } else {
+                actions += [.send(connection, .rejected("epoch \(topology.epoch) was formed without peer \(rejoin.peer)")), .close(connection)]
+            }
+        }
+        if let lost = topology.members.first(where: { byID[$0.id] == nil }), brokenReason == nil {
+            brokenReason = .peerLost(lost.id)
+            actions += decide(opID: lastDecidedOp + 1, .aborted(.peerLost(lost.id)))
+        }
+        return actions + pendingChanged() + formTopologyIfReady()
     }
 
     // MARK: - Verdicts
@@ -410,19 +530,22 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         guard reports.values.allSatisfy({ $0.descriptor == first }) else {
             return abort(opID: opID, .argumentMismatch("operation \(opID) of epoch \(epoch): the members' reports describe different calls"))
         }
-        if let transfer = syncInTransfer, transfer.opID == opID { lastSyncedRevision = transfer.revision }
+        if let transfer = syncInTransfer, transfer.opID == opID { lastSyncedRevision = transfer.plan.revision }
         return decide(opID: opID, .success)
     }
 
     private mutating func syncState(from connection: Connection, epoch reportEpoch: UInt64, opID: UInt64,
                                     _ digest: StateDigest) -> [Action] {
         if let answer = screen(connection, epoch: reportEpoch, opID: opID) { return answer }
+        // A member that rejoined asks again for the plan it may have missed.
+        if let transfer = syncInTransfer, transfer.opID == opID { return [.send(connection, .syncPlan(epoch: epoch, opID: opID, transfer.plan))] }
         if let reason = brokenReason { return decide(opID: opID, .aborted(reason)) }
         if let conflict = safePointConflict(opID: opID) { return conflict }
         let call = OperationDescriptor(collective: OperationDescriptor.synchronizeCollective, dataType: 0, reduceOp: 0,
                                        count: UInt64(digest.tensors.count))
         if let mismatch = arrive(connection, opID: opID, call) { return mismatch }
-        guard syncInTransfer == nil, syncDigests[connection] == nil else {
+        if let earlier = syncDigests[connection] {
+            guard earlier != digest else { return [] } // sent again by a member that rejoined
             return abort(opID: opID, .argumentMismatch("operation \(opID) of epoch \(epoch): a second synchronization message from one member"))
         }
         syncDigests[connection] = digest
@@ -436,7 +559,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             lastSyncedRevision = revision
             return decide(opID: opID, .success)
         case .transfer(let plan):
-            syncInTransfer = (opID, plan.revision)
+            syncInTransfer = (opID, plan)
             return ring.map { .send($0, .syncPlan(epoch: epoch, opID: opID, plan)) }
         }
     }
@@ -449,6 +572,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private mutating func decide(opID: UInt64, _ outcome: Outcome) -> [Action] {
         if outcome == .success { linkStrikes = [:] } // every pair of this epoch connected
         lastDecidedOp = opID
+        lastOutcome = outcome
         reports = [:]
         arrivals = [:]
         syncDigests = [:]

@@ -1,9 +1,9 @@
 /// Encoding and decoding of the control messages (layout in DESIGN.md, "Control messages").
 
 private enum Kind: UInt8 {
-    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05, begin = 0x06, inquire = 0x07, unreachable = 0x08
+    case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05, begin = 0x06, rejoin = 0x07, unreachable = 0x08
     case registered = 0x41, topology = 0x42, verdict = 0x43, membershipPending = 0x44, left = 0x45, rejected = 0x46
-    case syncPlan = 0x47, inquiry = 0x48
+    case syncPlan = 0x47, resumed = 0x48
     case hello = 0x81, stateRequest = 0x82, stateDone = 0x83
 }
 
@@ -13,6 +13,10 @@ public let maximumWorldSize = 1 << 16
 extension ByteWriter {
     fileprivate mutating func kind(_ k: Kind) { u8(k.rawValue) }
     mutating func address(_ a: PeerAddress) { string(a.host); u16(a.port) }
+    mutating func topology(_ t: Topology) {
+        u64(t.epoch); u32(UInt32(t.members.count))
+        for m in t.members { u64(m.id); address(m.address) }
+    }
     mutating func descriptor(_ d: OperationDescriptor) {
         u8(d.collective); u8(d.dataType); u8(d.reduceOp); u64(d.count); u64(d.detail)
     }
@@ -42,6 +46,15 @@ extension ByteReader {
     }
     mutating func address() throws(DecodeError) -> PeerAddress {
         PeerAddress(host: try string(), port: try u16())
+    }
+    mutating func topology() throws(DecodeError) -> Topology {
+        let epoch = try u64()
+        // A member takes at least 8 (id) + 2 (host length) + 2 (port) bytes.
+        let n = try count(minimumItemBytes: 12, limit: maximumWorldSize)
+        var members: [Member] = []
+        members.reserveCapacity(n)
+        for _ in 0 ..< n { members.append(Member(id: try u64(), address: try address())) }
+        return Topology(epoch: epoch, members: members)
     }
     mutating func outcome() throws(DecodeError) -> Outcome {
         switch try u8() {
@@ -87,7 +100,10 @@ extension PeerToMaster {
             w.kind(.report); w.u64(epoch); w.u64(opID); w.descriptor(d); w.outcome(outcome)
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
         case .syncState(let epoch, let opID, let digest): w.kind(.syncState); w.u64(epoch); w.u64(opID); w.digest(digest)
-        case .inquire(let peer): w.kind(.inquire); w.u64(peer)
+        case .rejoin(let r):
+            w.kind(.rejoin); w.u64(r.peer); w.address(r.listen); w.topology(r.topology)
+            w.u64(r.lastDecidedOp); w.outcome(r.lastOutcome)
+            w.u8(r.lastSyncedRevision == nil ? 0 : 1); w.u64(r.lastSyncedRevision ?? 0); w.u8(r.leaving ? 1 : 0)
         case .unreachable(let epoch, let peer, let detail): w.kind(.unreachable); w.u64(epoch); w.u64(peer); w.string(detail)
         }
         return w.bytes
@@ -103,7 +119,12 @@ extension PeerToMaster {
             self = .report(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor(), outcome: try r.outcome())
         case .leave: self = .leave(epoch: try r.u64())
         case .syncState: self = .syncState(epoch: try r.u64(), opID: try r.u64(), try r.digest())
-        case .inquire: self = .inquire(peer: try r.u64())
+        case .rejoin:
+            let peer = try r.u64(), listen = try r.address(), topology = try r.topology()
+            let lastDecidedOp = try r.u64(), lastOutcome = try r.outcome()
+            let hasRevision = try r.flag("has revision"), revision = try r.u64()
+            self = .rejoin(Rejoin(peer: peer, listen: listen, topology: topology, lastDecidedOp: lastDecidedOp, lastOutcome: lastOutcome,
+                                  lastSyncedRevision: hasRevision ? revision : nil, leaving: try r.flag("leaving")))
         case .unreachable: self = .unreachable(epoch: try r.u64(), peer: try r.u64(), detail: try r.string())
         default: throw DecodeError("not a peer-to-master message")
         }
@@ -116,15 +137,13 @@ extension MasterToPeer {
         var w = ByteWriter()
         switch self {
         case .registered(let id): w.kind(.registered); w.u64(id)
-        case .topology(let t):
-            w.kind(.topology); w.u64(t.epoch); w.u32(UInt32(t.members.count))
-            for m in t.members { w.u64(m.id); w.address(m.address) }
+        case .topology(let t): w.kind(.topology); w.topology(t)
         case .verdict(let epoch, let opID, let outcome): w.kind(.verdict); w.u64(epoch); w.u64(opID); w.outcome(outcome)
         case .membershipPending(let joining, let leaving): w.kind(.membershipPending); w.u32(joining); w.u32(leaving)
         case .left: w.kind(.left)
         case .rejected(let why): w.kind(.rejected); w.string(why)
         case .syncPlan(let epoch, let opID, let plan): w.kind(.syncPlan); w.u64(epoch); w.u64(opID); w.plan(plan)
-        case .inquiry(let peer, let registered): w.kind(.inquiry); w.u64(peer); w.u8(registered ? 1 : 0)
+        case .resumed: w.kind(.resumed)
         }
         return w.bytes
     }
@@ -133,20 +152,13 @@ extension MasterToPeer {
         var r = ByteReader(bytes)
         switch try r.kind() {
         case .registered: self = .registered(try r.u64())
-        case .topology:
-            let epoch = try r.u64()
-            // A member takes at least 8 (id) + 2 (host length) + 2 (port) bytes.
-            let n = try r.count(minimumItemBytes: 12, limit: maximumWorldSize)
-            var members: [Member] = []
-            members.reserveCapacity(n)
-            for _ in 0 ..< n { members.append(Member(id: try r.u64(), address: try r.address())) }
-            self = .topology(Topology(epoch: epoch, members: members))
+        case .topology: self = .topology(try r.topology())
         case .verdict: self = .verdict(epoch: try r.u64(), opID: try r.u64(), outcome: try r.outcome())
         case .membershipPending: self = .membershipPending(joining: try r.u32(), leaving: try r.u32())
         case .left: self = .left
         case .rejected: self = .rejected(try r.string())
         case .syncPlan: self = .syncPlan(epoch: try r.u64(), opID: try r.u64(), try r.plan())
-        case .inquiry: self = .inquiry(peer: try r.u64(), registered: try r.flag("registered"))
+        case .resumed: self = .resumed
         default: throw DecodeError("not a master-to-peer message")
         }
         try r.expectEnd()

@@ -122,6 +122,33 @@ extension OperationDescriptor {
     }
 }
 
+/// What a peer that lost its master tells the master it reaches again: enough for that master to
+/// resume the session, or for a restarted master to re-adopt the group.
+public struct Rejoin: Hashable, Sendable {
+    public var peer: PeerID
+    public var listen: PeerAddress
+    /// The last topology the peer adopted (epoch 0 and no members: never admitted).
+    public var topology: Topology
+    /// The last operation of that epoch whose verdict the peer received (0: none), and the verdict.
+    public var lastDecidedOp: UInt64
+    public var lastOutcome: Outcome
+    /// The revision of the last synchronization of shared state the peer completed, if any.
+    public var lastSyncedRevision: UInt64?
+    /// The peer asked to leave and has not been told it left.
+    public var leaving: Bool
+
+    public init(peer: PeerID, listen: PeerAddress, topology: Topology, lastDecidedOp: UInt64 = 0, lastOutcome: Outcome = .success,
+                lastSyncedRevision: UInt64? = nil, leaving: Bool = false) {
+        self.peer = peer
+        self.listen = listen
+        self.topology = topology
+        self.lastDecidedOp = lastDecidedOp
+        self.lastOutcome = lastOutcome
+        self.lastSyncedRevision = lastSyncedRevision
+        self.leaving = leaving
+    }
+}
+
 public enum PeerToMaster: Hashable, Sendable {
     /// First message on a new master connection.
     case register(listen: PeerAddress)
@@ -138,10 +165,10 @@ public enum PeerToMaster: Hashable, Sendable {
     case leave(epoch: UInt64)
     /// The peer entered shared-state synchronization `opID` holding this state.
     case syncState(epoch: UInt64, opID: UInt64, StateDigest)
-    /// First message on a short-lived connection (instead of `register`): does the master still count
-    /// peer `peer`? A peer whose master connection failed asks, so that only the master's own
-    /// answer can tell it that it was evicted.
-    case inquire(peer: PeerID)
+    /// First message on a new connection of a peer whose master connection failed (instead of
+    /// `register`): resume this session. A master that counts the peer resumes it; one that formed
+    /// no group yet re-adopts the group from its returning members; any other refuses (`rejected`).
+    case rejoin(Rejoin)
     /// While epoch `epoch` formed, this peer could not connect to member `peer` (a dial that failed
     /// or timed out, or a link that never arrived). The master aborts the epoch's first operation so
     /// nobody waits out the connect timeout, and counts the pair towards a partition.
@@ -164,8 +191,9 @@ public enum MasterToPeer: Hashable, Sendable {
     /// Some member of synchronization `opID` is outdated: move the state as planned, then report.
     /// (When nobody is outdated the master sends the success verdict instead.)
     case syncPlan(epoch: UInt64, opID: UInt64, SyncPlan)
-    /// The answer to `inquire`: whether the master still counts `peer` (the connection closes after it).
-    case inquiry(peer: PeerID, registered: Bool)
+    /// The answer to `rejoin`: the session goes on; the peer sends again what the master has not
+    /// answered yet. A topology or verdict the peer missed follows.
+    case resumed
 }
 
 /// What a peer-to-peer connection carries.

@@ -124,6 +124,7 @@ func runWithRetry(_ communicator: Communicator) throws {
     let state = SharedState()
     let weights = try state.add("weights", values: [Float](repeating: 0, count: 16))
     for round in 0 ..< rounds {
+        if gapMilliseconds > 0 { usleep(UInt32(gapMilliseconds * 1000)) }
         let (values, attempts, size, epoch) = try communicator.withRetry(synchronizing: state) { attempt in
             var values = inputs(rank: communicator.rank, round: round)
             try communicator.allReduce(&values, op: .sum)

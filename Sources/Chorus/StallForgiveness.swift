@@ -1,0 +1,43 @@
+import ChorusTransport
+
+/// A master that was itself stalled (SIGSTOP, swapped out, its VM paused) cannot judge the
+/// connections that closed meanwhile: its members found it silent, closed them, and are dialing it
+/// again to resume their sessions. So for a moment after such a stall, a member whose connection
+/// closed is not lost yet: it has the master window to rejoin (its session then moves to the new
+/// connection) before the master counts it lost.
+struct StallForgiveness {
+    let window: Duration
+    /// How much longer than asked a wait must have taken to count as a stall of this process.
+    static let stall: Duration = .seconds(1)
+    /// How long after a stall closed connections are forgiven (their events arrive in milliseconds).
+    static let forgivingFor: Duration = .seconds(1)
+    private var forgivingUntil: ContinuousClock.Instant?
+    /// Closed connections of members, with when each counts as lost.
+    private var deferred: [ConnectionID: ContinuousClock.Instant] = [:]
+
+    init(window: Duration) { self.window = window }
+
+    /// Records a wait for events that was asked to last `asked`; how long this process was stalled
+    /// if it took far longer.
+    mutating func waited(_ asked: Duration, since start: ContinuousClock.Instant) -> Duration? {
+        let took = ContinuousClock.now - start
+        guard took > asked + Self.stall else { return nil }
+        forgivingUntil = .now + Self.forgivingFor
+        return took - asked
+    }
+
+    /// True when the loss of a member's connection waits for its rejoin (just after a stall).
+    mutating func forgive(_ connection: ConnectionID) -> Bool {
+        guard let until = forgivingUntil, ContinuousClock.now < until else { return false }
+        deferred[connection] = .now + window
+        return true
+    }
+
+    /// The forgiven connections whose members did not come back in time.
+    mutating func expired() -> [ConnectionID] {
+        let now = ContinuousClock.now
+        let due = deferred.filter { $0.value <= now }.map(\.key)
+        due.forEach { deferred[$0] = nil }
+        return due
+    }
+}
