@@ -100,14 +100,14 @@ public final class Master: Sendable {
             let asked = prober.timeUntilNextLook(idle: .milliseconds(100)), waitStarted = ContinuousClock.now
             let event = engine.nextEvent(timeout: asked)
             if let stalled = forgiveness.waited(asked, since: waitStarted) {
-                logger.warning("this master was stalled for \(stalled): members whose connections closed meanwhile have \(adoptionWindow) to return")
+                logger.warning("this master was stalled for \(stalled): members whose connections closed meanwhile have \(forgiveness.grace) to return")
             }
             // The pending count changes only with the epoch or the registrations, so it is counted
             // only then (not on every begin and report).
             let before = (machine.epoch, machine.worldSize, machine.registeredCount)
             var actions: [MasterStateMachine<ConnectionID>.Action] = []
             for connection in forgiveness.expired() where machine.peerID(of: connection) != nil {
-                logger.notice("lost \(name(connection)): it did not return within \(adoptionWindow) after this master's stall")
+                logger.notice("lost \(name(connection)): it did not return within \(forgiveness.grace) after this master's stall")
                 actions += machine.connectionClosed(connection)
             }
             if let started = adoptionStarted, machine.isAdopting, ContinuousClock.now - started >= adoptionWindow {

@@ -1,12 +1,13 @@
 import ChorusTransport
 
 /// A master that was itself stalled (SIGSTOP, swapped out, its VM paused) cannot judge the
-/// connections that closed meanwhile: its members found it silent, closed them, and are dialing it
-/// again to resume their sessions. So for a moment after such a stall, a member whose connection
-/// closed is not lost yet: it has the master window to rejoin (its session then moves to the new
-/// connection) before the master counts it lost.
+/// connections that closed meanwhile: its members found it silent, closed them, and dialed it again
+/// to resume their sessions (the kernel queued those dials during the stall). So for a moment after
+/// such a stall, a member whose connection closed is not lost yet: it has `grace` to rejoin (its
+/// session then moves to the new connection) before the master counts it lost. The grace is short
+/// because a crash during the stall looks the same and must not wait long for its verdict.
 struct StallForgiveness {
-    let window: Duration
+    let grace: Duration
     /// How much longer than asked a wait must have taken to count as a stall of this process.
     static let stall: Duration = .seconds(1)
     /// How long after a stall closed connections are forgiven (their events arrive in milliseconds).
@@ -15,7 +16,9 @@ struct StallForgiveness {
     /// Closed connections of members, with when each counts as lost.
     private var deferred: [ConnectionID: ContinuousClock.Instant] = [:]
 
-    init(window: Duration) { self.window = window }
+    /// - Parameter grace: how long a forgiven member has to rejoin: its dial is already queued, so a
+    ///   second is plenty; capped by the master window.
+    init(window: Duration) { grace = min(window, .seconds(1)) }
 
     /// Records a wait for events that was asked to last `asked`; how long this process was stalled
     /// if it took far longer.
@@ -29,7 +32,7 @@ struct StallForgiveness {
     /// True when the loss of a member's connection waits for its rejoin (just after a stall).
     mutating func forgive(_ connection: ConnectionID) -> Bool {
         guard let until = forgivingUntil, ContinuousClock.now < until else { return false }
-        deferred[connection] = .now + window
+        deferred[connection] = .now + grace
         return true
     }
 

@@ -11,7 +11,7 @@ import Glibc
 /// - wrong result: an `ok` whose output hash differs from the sum over its participants' inputs;
 /// - hang: an operation that took longer than the bound, or a peer that did not finish when told;
 /// - false eviction: a peer evicted (it logs `event kind=evicted`) that the driver never stopped;
-/// - recovery: from each kill or stop to the end of the first successful all-reduce that started after
+/// - recovery: from each kill, stop (or master restart) to the end of the first successful all-reduce that started after
 ///   it, split into phases (`Recovery`); the same per kind of event (kill, stop, leave, join) in
 ///   `recoveryByKind`, where a kill, stop or leave of a peer the master had not admitted yet is a kind
 ///   of its own ("kill before admission"): the group has nothing to recover from, and the time
@@ -146,13 +146,15 @@ struct Checker {
         let faults = recoveries("kill/stop", of: ["kill", "stop"])
         let ofMembers = ["kill", "stop", "leave"].map { recoveries($0, of: [$0], where: { $0 }) }
         let beforeAdmission = ["kill", "stop", "leave"].map { recoveries("\($0) before admission", of: [$0], where: { !$0 }) }
+        let masterRestarts = recoveries("master restart", of: ["master"])
         let byKind = ofMembers + [recoveries("join", of: ["join"])] + beforeAdmission.filter { $0.events > 0 }
+            + (masterRestarts.events > 0 ? [masterRestarts] : [])
         return StressReport(
             opsAttempted: Set(all.filter { !$0.outcome.hasPrefix("local:") }.map { "\($0.epoch)/\($0.op)" }).count,
             opsSucceeded: succeeded, opsAborted: aborted,
             peerOperations: all.count, localRefusals: all.filter { $0.outcome.hasPrefix("local:") }.count,
             fatalAtEvictedPeers: all.filter { $0.outcome.hasPrefix("fatal:") }.count,
-            kills: count("kill"), stops: count("stop"), joins: count("join"), leaves: count("leave"),
+            kills: count("kill"), stops: count("stop"), joins: count("join"), leaves: count("leave"), masterRestarts: count("master"),
             splitOutcomes: split, wrongResults: wrong, stateDivergences: stateDivergences, syncs: syncs,
             hangs: slow.count + stragglers, falseEvictions: falseEvictions.count,
             recovery: faults, recoveryByKind: byKind,
@@ -277,7 +279,7 @@ struct RecoveryTimes {
 
 struct StressReport {
     let opsAttempted, opsSucceeded, opsAborted, peerOperations, localRefusals, fatalAtEvictedPeers: Int
-    let kills, stops, joins, leaves: Int
+    let kills, stops, joins, leaves, masterRestarts: Int
     let splitOutcomes, wrongResults, stateDivergences, syncs, hangs: Int
     /// Peers evicted that were never stopped (alive, merely slow).
     let falseEvictions: Int
@@ -287,7 +289,7 @@ struct StressReport {
     let before, after: Resources
     let examples: [String]
 
-    var churnEvents: Int { kills + stops + joins + leaves }
+    var churnEvents: Int { kills + stops + joins + leaves + masterRestarts }
     /// A run that decided nothing proved nothing, so it does not pass either.
     var passed: Bool {
         splitOutcomes == 0 && wrongResults == 0 && stateDivergences == 0 && hangs == 0 && falseEvictions == 0 && opsSucceeded > 0
@@ -299,7 +301,7 @@ struct StressReport {
                  row("collectives attempted", "\(opsAttempted)"),
                  row("  succeeded / aborted", "\(opsSucceeded) / \(opsAborted)"),
                  row("peer-side operations logged", "\(peerOperations) (\(localRefusals) refused locally, \(fatalAtEvictedPeers) at evicted peers)"),
-                 row("churn events", "\(churnEvents): \(joins) joins, \(leaves) leaves, \(kills) kills, \(stops) stops"),
+                 row("churn events", "\(churnEvents): \(joins) joins, \(leaves) leaves, \(kills) kills, \(stops) stops, \(masterRestarts) master restarts"),
                  row("split outcomes", "\(splitOutcomes)"),
                  row("wrong results", "\(wrongResults)"),
                  row("shared-state syncs / divergences", "\(syncs) / \(stateDivergences)"),
@@ -316,7 +318,7 @@ struct StressReport {
         let fields: [(String, String)] = [
             ("passed", "\(passed)"), ("ops_attempted", "\(opsAttempted)"), ("ops_succeeded", "\(opsSucceeded)"),
             ("ops_aborted", "\(opsAborted)"), ("peer_operations", "\(peerOperations)"), ("churn_events", "\(churnEvents)"),
-            ("kills", "\(kills)"), ("stops", "\(stops)"), ("joins", "\(joins)"), ("leaves", "\(leaves)"),
+            ("kills", "\(kills)"), ("stops", "\(stops)"), ("joins", "\(joins)"), ("leaves", "\(leaves)"), ("master_restarts", "\(masterRestarts)"),
             ("split_outcomes", "\(splitOutcomes)"), ("wrong_results", "\(wrongResults)"), ("hangs", "\(hangs)"),
             ("false_evictions", "\(falseEvictions)"),
             ("state_syncs", "\(syncs)"), ("state_divergences", "\(stateDivergences)"),

@@ -6,7 +6,8 @@ import Glibc
 #endif
 
 /// The driver: an embedded master, a changing set of peer processes, and a seeded schedule of
-/// joins, graceful leaves, SIGKILLs and SIGSTOP/SIGCONT; then the checker over every peer's log.
+/// joins, graceful leaves, SIGKILLs and SIGSTOP/SIGCONT, and with `--master-restart-ms` the master
+/// shut down and started again on its port; then the checker over every peer's log.
 struct Drive: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a churn stress test (default).")
 
@@ -20,10 +21,14 @@ struct Drive: ParsableCommand {
     @Option(help: "Elements per all-reduce (f32).") var count = 1024
     @Option(help: "Write the report as JSON here.") var json: String?
     @Option(help: "Keep the peer logs here (default: a fresh directory under /tmp).") var logDir: String?
+    @Option(help: "Mean time between master restarts (ms): the master shuts down (every connection closes, as when it is killed) and a new one starts on its port after --master-down-ms. Off by default.")
+    var masterRestartMs: Int?
+    @Option(help: "How long the master stays down at a restart (ms).") var masterDownMs = 200
 
     func validate() throws {
         guard (duration == nil) != (ops == nil) else { throw ValidationError("give exactly one of --duration and --ops") }
         guard minPeers >= 2, peers >= minPeers + 1 else { throw ValidationError("need --min-peers >= 2 and --peers > --min-peers") }
+        guard (masterRestartMs ?? 1) > 0, masterDownMs >= 0 else { throw ValidationError("need --master-restart-ms > 0 and --master-down-ms >= 0") }
     }
 
     func run() throws {
@@ -36,17 +41,22 @@ struct Drive: ParsableCommand {
         // The library's heartbeat (hang suspicion learns its rhythm), shorter if the timeout is tiny.
         let heartbeatMs = max(10, min(100, peerTimeoutMs / 6))
         masterConfiguration.heartbeatInterval = .milliseconds(heartbeatMs)
-        let master = try Master(host: "127.0.0.1", port: 0, configuration: masterConfiguration)
+        // A restarted master waits this long for the members to return (they try as long): a member
+        // stopped across a restart then either returns in time or is lost like any stopped one.
+        let windowMs = peerTimeoutMs * 2
+        masterConfiguration.masterWindow = .milliseconds(windowMs)
+        var master = try Master(host: "127.0.0.1", port: 0, configuration: masterConfiguration)
+        let endpoint = master.endpoint
         let baseline = Resources.current()
         let events = try StressLog(path: directory + "/driver.log")
         var random = SplitMix64(seed: seed)
         // `resumed`: stopped past twice the peer timeout, so evicted and about to exit: no member.
         var alive: [Int: ChildProcess] = [:], stopped: [Int: UInt64] = [:], resumed: Set<Int> = [], next = 0
         let environment = ["CHORUS_PEER_TIMEOUT_MS": "\(peerTimeoutMs)", "CHORUS_HEARTBEAT_MS": "\(heartbeatMs)",
-                           "CHORUS_OP_TIMEOUT_MS": "\(peerTimeoutMs * 20)"]
+                           "CHORUS_OP_TIMEOUT_MS": "\(peerTimeoutMs * 20)", "CHORUS_MASTER_WINDOW_MS": "\(windowMs)"]
         func spawn() throws {
             alive[next] = try ChildProcess(executable: ChildProcess.currentExecutable(),
-                                           arguments: ["peer", "--master", master.endpoint, "--log", "\(directory)/peer-\(next).log",
+                                           arguments: ["peer", "--master", endpoint, "--log", "\(directory)/peer-\(next).log",
                                                        "--stop-file", stopFile, "--count", "\(count)"],
                                            environment: environment)
             events.write("event kind=join slot=\(next) t=\(monotonicMicroseconds())")
@@ -56,6 +66,10 @@ struct Drive: ParsableCommand {
         print("chorus-stress: \(peers) peers, seed \(seed), logs in \(directory)")
         let started = monotonicMicroseconds()
         var lastProgress = started
+        func nextRestart() -> UInt64? {
+            masterRestartMs.map { monotonicMicroseconds() + (random.next(below: UInt64($0) * 2) + 1) * 1000 }
+        }
+        var restartAt = nextRestart()
         while true {
             let elapsed = monotonicMicroseconds() - started
             if let duration, elapsed >= UInt64(duration) * 1_000_000 { break }
@@ -66,6 +80,14 @@ struct Drive: ParsableCommand {
                 if decided >= ops { break }
             }
             usleep(UInt32(random.next(below: UInt64(eventIntervalMs) * 2) + 1) * 1000)
+            if let due = restartAt, monotonicMicroseconds() >= due {
+                master.shutdown()
+                events.write("event kind=master t=\(monotonicMicroseconds())")
+                usleep(UInt32(masterDownMs * 1000))
+                master = try Master(host: "127.0.0.1", port: master.port, configuration: masterConfiguration)
+                restartAt = nextRestart()
+                continue
+            }
             // Reap peers that exited (evicted after a stop, or finished a leave); resume stopped ones.
             for (slot, child) in alive where child.waitForExit(timeoutMilliseconds: 0) != nil {
                 alive[slot] = nil
