@@ -85,7 +85,7 @@ public final class Master: Sendable {
     private func serve(gate initialGate: AcceptorGate, prober initialProber: SafePointProber, adoptionWindow: Duration) {
         var gate = initialGate
         var prober = initialProber
-        var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames)
+        var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames, group: .random(in: 1 ... .max))
         /// When the members of a group that lost its master started returning here.
         var adoptionStarted: ContinuousClock.Instant?
         var forgiveness = StallForgiveness(window: adoptionWindow)

@@ -80,7 +80,7 @@ extension PeerSession {
     private var rejoinReport: Rejoin {
         let last = verdictsReceived.max { $0.key < $1.key }
         let leaving = unanswered.contains { if case .leave = $0 { true } else { false } }
-        return Rejoin(peer: peerID, listen: listenAddress, topology: topology, lastDecidedOp: last?.key ?? 0,
+        return Rejoin(peer: peerID, group: group, listen: listenAddress, topology: topology, lastDecidedOp: last?.key ?? 0,
                       lastOutcome: last?.value ?? .success, lastSyncedRevision: lastSyncedRevision, leaving: leaving)
     }
 

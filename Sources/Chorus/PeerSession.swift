@@ -17,6 +17,8 @@ final class PeerSession {
     let listenAddress: PeerAddress
 
     private(set) var peerID: PeerID = 0
+    /// The group this peer registered in (named again when it rejoins a master).
+    private(set) var group: UInt64 = 0
     private(set) var topology = Topology(epoch: 0, members: [])
     private(set) var rank = 0
     /// The links of the current epoch: `connectionsPerPeer` ring lanes each way and one mesh
@@ -213,8 +215,9 @@ final class PeerSession {
     private func handleMaster(_ message: MasterToPeer) {
         forgetAnswered(by: message)
         switch message {
-        case .registered(let id):
+        case .registered(let id, let group):
             peerID = id
+            self.group = group
             logger[metadataKey: "peer"] = "\(id)"
             logger.info("registered with the master at \(masterEndpoint.host):\(masterEndpoint.port) as peer \(id)")
         case .topology(let offered):

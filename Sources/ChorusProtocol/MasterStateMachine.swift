@@ -76,6 +76,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// What each member called the undecided operation with (see "arrival").
     private var arrivals: [Connection: OperationDescriptor] = [:]
     private let naming: DescriptorNaming
+    /// The group's identity (see `MasterToPeer.registered`): drawn by the shell, or taken from the
+    /// members of a group this master adopts.
+    public private(set) var group: UInt64
     private var brokenReason: AbortReason?
     /// Digests of the synchronization that is electing (operation `lastDecidedOp + 1`).
     private var syncDigests: [Connection: StateDigest] = [:]
@@ -87,6 +90,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private struct Adoption: Sendable {
         /// The newest topology a returning member reported.
         var topology: Topology
+        /// The group they belong to (the first to return names it).
+        let group: UInt64
         var returned: [Connection: Rejoin] = [:]
     }
     /// The revision of the last successful synchronization (kept across epochs).
@@ -108,8 +113,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
 
     /// - Parameter naming: how to name a descriptor's fields in a mismatch's message (the public
     ///   layer knows the collectives, data types and operators; the default prints numbers).
-    public init(naming: @escaping DescriptorNaming = OperationDescriptor.numericFields) {
+    ///   - group: this master's group identity if it forms a group of its own (a random number).
+    public init(naming: @escaping DescriptorNaming = OperationDescriptor.numericFields, group: UInt64) {
         self.naming = naming
+        self.group = group
     }
 
     /// Peers waiting for admission.
@@ -241,7 +248,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         let id = nextPeerID
         nextPeerID += 1
         peers[connection] = Peer(id: id, connection: connection, address: address, role: .pending)
-        return [.send(connection, .registered(id))] + pendingChanged() + formTopologyIfReady()
+        return [.send(connection, .registered(id, group: group))] + pendingChanged() + formTopologyIfReady()
     }
 
     private func pendingChanged() -> [Action] {
@@ -333,10 +340,13 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     // MARK: - Rejoining and adoption
 
     private mutating func rejoin(_ connection: Connection, _ rejoin: Rejoin) -> [Action] {
+        let fresh = epoch == 0 && ring.isEmpty
+        guard rejoin.group == (adoption?.group ?? group) || (fresh && adoption == nil) else {
+            return [.send(connection, .rejected("this master serves another group")), .close(connection)]
+        }
         if let old = peers.first(where: { $0.value.id == rejoin.peer })?.key {
             return resume(from: old, on: connection, rejoin)
         }
-        let fresh = epoch == 0 && ring.isEmpty
         if rejoin.topology.epoch == 0 && adoption == nil && !fresh {
             // Never admitted: it waits for admission here again, under its id (nobody holds it).
             nextPeerID = max(nextPeerID, rejoin.peer + 1)
@@ -354,10 +364,13 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         var actions: [Action] = []
         for (holder, peer) in peers where ids.contains(peer.id) {
             peers[holder]?.id = nextPeerID
-            actions.append(.send(holder, .registered(nextPeerID)))
+            actions.append(.send(holder, .registered(nextPeerID, group: rejoin.group)))
             nextPeerID += 1
         }
-        if adoption == nil { adoption = Adoption(topology: rejoin.topology) }
+        if adoption == nil {
+            adoption = Adoption(topology: rejoin.topology, group: rejoin.group)
+            group = rejoin.group // newcomers registering meanwhile join the adopted group
+        }
         if rejoin.topology.epoch > adoption!.topology.epoch { adoption!.topology = rejoin.topology }
         adoption!.returned[connection] = rejoin
         let returned = Set(adoption!.returned.values.map(\.peer))

@@ -101,7 +101,7 @@ extension PeerToMaster {
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
         case .syncState(let epoch, let opID, let digest): w.kind(.syncState); w.u64(epoch); w.u64(opID); w.digest(digest)
         case .rejoin(let r):
-            w.kind(.rejoin); w.u64(r.peer); w.address(r.listen); w.topology(r.topology)
+            w.kind(.rejoin); w.u64(r.peer); w.u64(r.group); w.address(r.listen); w.topology(r.topology)
             w.u64(r.lastDecidedOp); w.outcome(r.lastOutcome)
             w.u8(r.lastSyncedRevision == nil ? 0 : 1); w.u64(r.lastSyncedRevision ?? 0); w.u8(r.leaving ? 1 : 0)
         case .unreachable(let epoch, let peer, let detail): w.kind(.unreachable); w.u64(epoch); w.u64(peer); w.string(detail)
@@ -120,10 +120,10 @@ extension PeerToMaster {
         case .leave: self = .leave(epoch: try r.u64())
         case .syncState: self = .syncState(epoch: try r.u64(), opID: try r.u64(), try r.digest())
         case .rejoin:
-            let peer = try r.u64(), listen = try r.address(), topology = try r.topology()
+            let peer = try r.u64(), group = try r.u64(), listen = try r.address(), topology = try r.topology()
             let lastDecidedOp = try r.u64(), lastOutcome = try r.outcome()
             let hasRevision = try r.flag("has revision"), revision = try r.u64()
-            self = .rejoin(Rejoin(peer: peer, listen: listen, topology: topology, lastDecidedOp: lastDecidedOp, lastOutcome: lastOutcome,
+            self = .rejoin(Rejoin(peer: peer, group: group, listen: listen, topology: topology, lastDecidedOp: lastDecidedOp, lastOutcome: lastOutcome,
                                   lastSyncedRevision: hasRevision ? revision : nil, leaving: try r.flag("leaving")))
         case .unreachable: self = .unreachable(epoch: try r.u64(), peer: try r.u64(), detail: try r.string())
         default: throw DecodeError("not a peer-to-master message")
@@ -136,7 +136,7 @@ extension MasterToPeer {
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         switch self {
-        case .registered(let id): w.kind(.registered); w.u64(id)
+        case .registered(let id, let group): w.kind(.registered); w.u64(id); w.u64(group)
         case .topology(let t): w.kind(.topology); w.topology(t)
         case .verdict(let epoch, let opID, let outcome): w.kind(.verdict); w.u64(epoch); w.u64(opID); w.outcome(outcome)
         case .membershipPending(let joining, let leaving): w.kind(.membershipPending); w.u32(joining); w.u32(leaving)
@@ -151,7 +151,7 @@ extension MasterToPeer {
     public init(decoding bytes: [UInt8]) throws(DecodeError) {
         var r = ByteReader(bytes)
         switch try r.kind() {
-        case .registered: self = .registered(try r.u64())
+        case .registered: self = .registered(try r.u64(), group: try r.u64())
         case .topology: self = .topology(try r.topology())
         case .verdict: self = .verdict(epoch: try r.u64(), opID: try r.u64(), outcome: try r.outcome())
         case .membershipPending: self = .membershipPending(joining: try r.u32(), leaving: try r.u32())

@@ -126,6 +126,8 @@ extension OperationDescriptor {
 /// resume the session, or for a restarted master to re-adopt the group.
 public struct Rejoin: Hashable, Sendable {
     public var peer: PeerID
+    /// The group the peer registered in (`registered`).
+    public var group: UInt64
     public var listen: PeerAddress
     /// The last topology the peer adopted (epoch 0 and no members: never admitted).
     public var topology: Topology
@@ -137,9 +139,10 @@ public struct Rejoin: Hashable, Sendable {
     /// The peer asked to leave and has not been told it left.
     public var leaving: Bool
 
-    public init(peer: PeerID, listen: PeerAddress, topology: Topology, lastDecidedOp: UInt64 = 0, lastOutcome: Outcome = .success,
-                lastSyncedRevision: UInt64? = nil, leaving: Bool = false) {
+    public init(peer: PeerID, group: UInt64, listen: PeerAddress, topology: Topology, lastDecidedOp: UInt64 = 0,
+                lastOutcome: Outcome = .success, lastSyncedRevision: UInt64? = nil, leaving: Bool = false) {
         self.peer = peer
+        self.group = group
         self.listen = listen
         self.topology = topology
         self.lastDecidedOp = lastDecidedOp
@@ -176,7 +179,10 @@ public enum PeerToMaster: Hashable, Sendable {
 }
 
 public enum MasterToPeer: Hashable, Sendable {
-    case registered(PeerID)
+    /// The peer's id, and the group's: a random number the group's first master drew, which a
+    /// rejoin must name (so a peer of another group that reaches this master, e.g. after a restart
+    /// on a reused port, cannot take over a session with the same peer id).
+    case registered(PeerID, group: UInt64)
     /// A new epoch; the receiver is admitted if it is among the members.
     case topology(Topology)
     /// The one outcome of operation `opID` that every member returns.

@@ -11,16 +11,16 @@ import Testing
             .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
             .begin(epoch: 3, opID: 11, descriptor: Self.descriptor),
             .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, peer: 6, detail: "reset"))),
-            .rejoin(Rejoin(peer: 17, listen: Self.address, topology: Topology(epoch: 5, members: [Member(id: 17, address: Self.address)]),
+            .rejoin(Rejoin(peer: 17, group: 99, listen: Self.address, topology: Topology(epoch: 5, members: [Member(id: 17, address: Self.address)]),
                            lastDecidedOp: 9, lastOutcome: .aborted(.peerLost(3)), lastSyncedRevision: 4, leaving: true)),
-            .rejoin(Rejoin(peer: 18, listen: Self.address, topology: Topology(epoch: 0, members: []))),
+            .rejoin(Rejoin(peer: 18, group: 99, listen: Self.address, topology: Topology(epoch: 0, members: []))),
         ]
         for message in toMaster { #expect(try PeerToMaster(decoding: message.encoded()) == message) }
         let reasons: [AbortReason] = [.peerLost(2), .peerLeft(3), .timedOut(reporter: 4, notArrived: []),
                                       .timedOut(reporter: 4, notArrived: [0, 7]), .argumentMismatch("count differs"), .staleEpoch,
                                       .linkFailed(reporter: 1, peer: nil, detail: "x"), .topologyUpdateRequested(6),
                                       .stateMismatch("shapes"), .stateSenderOutdated(2), .stateTransferFailed(reporter: 3, detail: "hash")]
-        var toPeer: [MasterToPeer] = [.registered(42), .membershipPending(joining: 3, leaving: 1), .left, .rejected("no"),
+        var toPeer: [MasterToPeer] = [.registered(42, group: 0xDEAD_BEEF_0123), .membershipPending(joining: 3, leaving: 1), .left, .rejected("no"),
                                       .resumed,
                                       .topology(Topology(epoch: 5, members: [Member(id: 1, address: Self.address),
                                                                              Member(id: 9, address: PeerAddress(host: "::1", port: 1))]))]

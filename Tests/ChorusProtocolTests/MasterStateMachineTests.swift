@@ -22,7 +22,7 @@ import Testing
 
     /// Registers `count` peers and forms one epoch with all of them.
     private func formed(_ count: Int) -> Machine {
-        var m = Machine()
+        var m = Machine(group: 7)
         _ = m.received(.register(listen: address(1)), from: 1) // alone: admitted at once
         for c in 2 ... max(2, count) where c <= count { _ = m.received(.register(listen: address(c)), from: c) }
         if count > 1 { _ = m.received(.updateTopology(epoch: m.epoch, minimumWorldSize: 1), from: 1) }
@@ -30,12 +30,12 @@ import Testing
     }
 
     @Test func firstPeerIsAdmittedAloneAndOthersWaitForTheSafePoint() {
-        var m = Machine()
+        var m = Machine(group: 7)
         let first = m.received(.register(listen: address(1)), from: 1)
-        #expect(first.contains(.send(1, .registered(1))))
+        #expect(first.contains(.send(1, .registered(1, group: 7))))
         #expect(topologies(first)[1]?.members.map(\.id) == [1])
         let second = m.received(.register(listen: address(2)), from: 2)
-        #expect(second.contains(.send(2, .registered(2))))
+        #expect(second.contains(.send(2, .registered(2, group: 7))))
         #expect(second.contains(.send(1, .membershipPending(joining: 1, leaving: 0))))
         #expect(topologies(second).isEmpty, "no admission before the members reach a safe point")
         let update = m.received(.updateTopology(epoch: 1, minimumWorldSize: 1), from: 1)
@@ -45,7 +45,7 @@ import Testing
     }
 
     @Test func minimumWorldSizeHoldsTheUpdateUntilEnoughPeersWait() {
-        var m = Machine()
+        var m = Machine(group: 7)
         _ = m.received(.register(listen: address(1)), from: 1)
         #expect(topologies(m.received(.updateTopology(epoch: 1, minimumWorldSize: 3), from: 1)).isEmpty)
         #expect(topologies(m.received(.register(listen: address(2)), from: 2)).isEmpty)
@@ -292,7 +292,7 @@ import Testing
         var m = formed(3)
         for c in 1 ... 3 { _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: c) }
         let topology = Topology(epoch: 2, members: (1 ... 3).map { Member(id: PeerID($0), address: address($0)) })
-        let rejoin = m.received(.rejoin(Rejoin(peer: 2, listen: address(2), topology: topology)), from: 12)
+        let rejoin = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: topology)), from: 12)
         #expect(rejoin == [.close(2), .send(12, .resumed), .send(12, .verdict(epoch: 2, opID: 1, outcome: .success))])
         #expect(m.connectionClosed(2).isEmpty, "the old connection is nobody's any more")
         _ = m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 1)
@@ -301,29 +301,34 @@ import Testing
         _ = m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 12)
         #expect(verdicts(m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 3))
                 == [1: .success, 12: .success, 3: .success])
-        let stranger = m.received(.rejoin(Rejoin(peer: 9, listen: address(9), topology: topology)), from: 20)
+        let stranger = m.received(.rejoin(Rejoin(peer: 9, group: 7, listen: address(9), topology: topology)), from: 20)
         #expect(stranger == [.send(20, .rejected("peer 9 is not in this master's group (it was dropped, or this master formed its own group)")), .close(20)])
+        // A peer of another group with a member's id (e.g. its master's port was reused) takes nothing over.
+        let foreigner = m.received(.rejoin(Rejoin(peer: 1, group: 8, listen: address(9), topology: topology)), from: 21)
+        #expect(foreigner == [.send(21, .rejected("this master serves another group")), .close(21)])
     }
 
     /// A master that formed no group adopts the one its visitors report: the newest epoch, its ring
     /// order, the last verdict any member received (sent to the member that missed it), and the
     /// operation in flight is then decided from the reports the members send again.
     @Test func aRestartedMasterReadoptsTheGroupAndDecidesTheOperationInFlight() {
-        var m = Machine()
+        var m = Machine(group: 1) // its own identity, replaced by the adopted group's
         func member(_ id: Int) -> Member { Member(id: PeerID(id), address: address(id)) }
         let epoch4 = Topology(epoch: 4, members: [member(3), member(1), member(2)])
         let epoch5 = Topology(epoch: 5, members: [member(3), member(1), member(2), member(4)])
         // Peer 1 missed the topology of epoch 5; the others report it.
-        #expect(m.received(.rejoin(Rejoin(peer: 1, listen: address(1), topology: epoch4, lastDecidedOp: 9)), from: 11).isEmpty)
-        #expect(m.isAdopting)
+        #expect(m.received(.rejoin(Rejoin(peer: 1, group: 7, listen: address(1), topology: epoch4, lastDecidedOp: 9)), from: 11).isEmpty)
+        #expect(m.isAdopting && m.group == 7)
+        #expect(m.received(.rejoin(Rejoin(peer: 2, group: 8, listen: address(2), topology: epoch4)), from: 50)
+                == [.send(50, .rejected("this master serves another group")), .close(50)])
         // A newcomer that registers meanwhile waits; it gets an id above the group's, and a new one
         // when a member holding its id returns.
-        #expect(m.received(.register(listen: address(30)), from: 30).contains(.send(30, .registered(4))))
-        #expect(m.received(.rejoin(Rejoin(peer: 3, listen: address(3), topology: epoch5, lastDecidedOp: 2)), from: 13)
-                == [.send(30, .registered(5))])
-        #expect(m.received(.rejoin(Rejoin(peer: 4, listen: address(4), topology: epoch5, lastDecidedOp: 1,
+        #expect(m.received(.register(listen: address(30)), from: 30).contains(.send(30, .registered(4, group: 7))))
+        #expect(m.received(.rejoin(Rejoin(peer: 3, group: 7, listen: address(3), topology: epoch5, lastDecidedOp: 2)), from: 13)
+                == [.send(30, .registered(5, group: 7))])
+        #expect(m.received(.rejoin(Rejoin(peer: 4, group: 7, listen: address(4), topology: epoch5, lastDecidedOp: 1,
                                           lastSyncedRevision: 6)), from: 17).isEmpty)
-        let adopted = m.received(.rejoin(Rejoin(peer: 2, listen: address(2), topology: epoch5, lastDecidedOp: 2)), from: 12)
+        let adopted = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: epoch5, lastDecidedOp: 2)), from: 12)
         #expect(!m.isAdopting && m.epoch == 5 && m.worldSize == 4 && m.lastSyncedRevision == 6)
         #expect(adopted.contains(.send(11, .topology(epoch5))), "the member that missed the epoch gets it")
         #expect(adopted.contains(.send(17, .verdict(epoch: 5, opID: 2, outcome: .success))), "and the one that missed a verdict gets it")
@@ -335,23 +340,23 @@ import Testing
         #expect(verdicts(m.received(.report(epoch: 5, opID: 3, descriptor: Self.descriptor, outcome: .success), from: 11))
                 == [11: .success, 12: .success, 13: .success, 17: .success])
         // Adopted once: a visitor of another group later is refused.
-        let late = m.received(.rejoin(Rejoin(peer: 40, listen: address(40), topology: epoch4)), from: 40)
+        let late = m.received(.rejoin(Rejoin(peer: 40, group: 7, listen: address(40), topology: epoch4)), from: 40)
         #expect(late.contains(.close(40)))
     }
 
     /// Members that do not return by the end of the window are lost like crashed ones: the next
     /// operation aborts and the others re-form without them.
     @Test func membersThatDoNotReturnAreLostWhenTheAdoptionEnds() {
-        var m = Machine()
+        var m = Machine(group: 7)
         let topology = Topology(epoch: 3, members: (1 ... 3).map { Member(id: PeerID($0), address: address($0)) })
-        _ = m.received(.rejoin(Rejoin(peer: 1, listen: address(1), topology: topology, lastDecidedOp: 4)), from: 1)
-        _ = m.received(.rejoin(Rejoin(peer: 3, listen: address(3), topology: topology, lastDecidedOp: 4)), from: 3)
+        _ = m.received(.rejoin(Rejoin(peer: 1, group: 7, listen: address(1), topology: topology, lastDecidedOp: 4)), from: 1)
+        _ = m.received(.rejoin(Rejoin(peer: 3, group: 7, listen: address(3), topology: topology, lastDecidedOp: 4)), from: 3)
         let ended = m.endAdoption()
         #expect(ended.contains(.send(1, .resumed)) && ended.contains(.send(3, .resumed)))
         #expect(verdicts(ended) == [1: .aborted(.peerLost(2)), 3: .aborted(.peerLost(2))])
         _ = m.received(.updateTopology(epoch: 3, minimumWorldSize: 1), from: 1)
         #expect(topologies(m.received(.updateTopology(epoch: 3, minimumWorldSize: 1), from: 3))[1]?.members.map(\.id) == [1, 3])
-        let late = m.received(.rejoin(Rejoin(peer: 2, listen: address(2), topology: topology, lastDecidedOp: 4)), from: 2)
+        let late = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: topology, lastDecidedOp: 4)), from: 2)
         #expect(late.contains(.close(2)), "too late: it is not a member any more")
     }
 }

@@ -122,7 +122,7 @@ import Testing
     static let address = PeerAddress(host: "127.0.0.1", port: 1)
 
     private func formed(_ count: Int) -> Machine {
-        var m = Machine()
+        var m = Machine(group: 7)
         for c in 1 ... count { _ = m.received(.register(listen: Self.address), from: c) }
         _ = m.received(.updateTopology(epoch: m.epoch, minimumWorldSize: 1), from: 1)
         return m

@@ -176,7 +176,7 @@ import Testing
         var id: PeerID = 0, epoch: UInt64 = 0
         while epoch == 0, let payload = forger.next() {
             switch try MasterToPeer(decoding: payload) {
-            case .registered(let assigned): id = assigned
+            case .registered(let assigned, _): id = assigned
             case .topology(let topology): epoch = topology.epoch // alone: admitted at once
             default: continue
             }

@@ -1,6 +1,7 @@
 import Chorus
 import Foundation
 import ChorusLauncher
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -379,8 +380,32 @@ import Glibc
         return nil
     }
 
-    /// A `chorus-master` process on `port` (0: an ephemeral one) and the endpoint it printed.
-    static func startMaster(port: UInt16 = 0) throws -> (ChildProcess, String) {
+    /// The next candidate for `unusedMasterPort`.
+    private static let nextMasterPort = Atomic<Int>(20_000 + Int(getpid() % 1_000) * 10)
+
+    /// A free port below Linux's ephemeral range (32768-60999), never handed out twice in one run.
+    /// The `chorus-master` processes that tests kill listen there: their peers keep dialing the
+    /// address for the master window, and an ephemeral port could meanwhile be given to another
+    /// test's master, which would then be asked to adopt a group that is not its own.
+    static func unusedMasterPort() -> UInt16 {
+        while true {
+            let port = UInt16(20_000 + nextMasterPort.add(1, ordering: .relaxed).oldValue % 12_000)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+            if bound == 0 { return port }
+        }
+    }
+
+    /// A `chorus-master` process on `port` (by default an unused one, `unusedMasterPort`) and the
+    /// endpoint it printed.
+    static func startMaster(port: UInt16 = unusedMasterPort()) throws -> (ChildProcess, String) {
         let master = try ChildProcess(executable: Self.binaries + "/chorus-master",
                                       arguments: ["--port", "\(port)", "--log-level", "warning"], environment: Self.environment,
                                       captureOutput: true)

@@ -62,7 +62,7 @@ import Testing
         let (c0, c1) = try await Self.formedPair(master)
         let fake = try FakePeer(master: master.endpoint)
         var fakeID: PeerID = 0
-        if case .registered(let id)? = fake.nextFromMaster() { fakeID = id }
+        if case .registered(let id, _)? = fake.nextFromMaster() { fakeID = id }
         #expect(fakeID != 0)
         // (Members learn of waiting peers only while they make calls; the master knows at once.)
         while master.currentStatus.pendingPeers < 1 { try await Task.sleep(for: .milliseconds(2)) }
@@ -129,7 +129,7 @@ import Testing
         defer { master.shutdown() }
         let member = try await Communicator.connect(master: master.endpoint, configuration: GroupHarness.testConfiguration())
         let fake = try FakePeer(master: master.endpoint)
-        guard case .registered(let fakeID)? = fake.nextFromMaster() else {
+        guard case .registered(let fakeID, _)? = fake.nextFromMaster() else {
             Issue.record("the fake was not registered")
             return
         }
