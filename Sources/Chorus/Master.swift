@@ -97,9 +97,9 @@ public final class Master: Sendable {
         while !stopping.load(ordering: .relaxed) {
             gate.flushRefusals(logger: logger)
             prober.look(at: machine.membersHoldingUpTheSafePoint, engine: engine)
-            let asked = prober.timeUntilNextLook(idle: .milliseconds(100)), waitStarted = ContinuousClock.now
+            let asked = prober.timeUntilNextLook(idle: .milliseconds(100))
             let event = engine.nextEvent(timeout: asked)
-            if let stalled = forgiveness.waited(asked, since: waitStarted) {
+            if let stalled = forgiveness.waited(asked) {
                 logger.warning("this master was stalled for \(stalled): members whose connections closed meanwhile have \(forgiveness.grace) to return")
             }
             // The pending count changes only with the epoch or the registrations, so it is counted

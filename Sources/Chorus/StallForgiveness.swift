@@ -20,10 +20,15 @@ struct StallForgiveness {
     ///   second is plenty; capped by the master window.
     init(window: Duration) { grace = min(window, .seconds(1)) }
 
-    /// Records a wait for events that was asked to last `asked`; how long this process was stalled
-    /// if it took far longer.
-    mutating func waited(_ asked: Duration, since start: ContinuousClock.Instant) -> Duration? {
-        let took = ContinuousClock.now - start
+    /// When the previous wait for events returned.
+    private var lastTurn = ContinuousClock.now
+
+    /// Records a wait for events, asked to last at most `asked`, that just returned; how long this
+    /// process was stalled if the turn (the work after the previous wait, then this wait) took far
+    /// longer. The work is counted too: a stop can land in it as well as in the wait.
+    mutating func waited(_ asked: Duration) -> Duration? {
+        let took = ContinuousClock.now - lastTurn
+        lastTurn = .now
         guard took > asked + Self.stall else { return nil }
         forgivingUntil = .now + Self.forgivingFor
         return took - asked
