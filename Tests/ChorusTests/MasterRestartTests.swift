@@ -10,9 +10,8 @@ import Glibc
 /// before every step) keep their sessions, the new master re-adopts the group from their reports,
 /// and the run goes on: every round correct, the same output and the same shared state at every
 /// member, nobody lost. The window is 3 s here (`ProcessFaultTests.environment`).
-/// Part of the serialized `ProcessFaultTests`: these tests block while their processes run, and
-/// two suites blocking at once would hold both of the cooperative pool's threads on a 2-core
-/// machine, stalling every async test meanwhile.
+/// Part of the serialized `ProcessFaultTests`: like them, these tests block while their processes
+/// run, so they must not run beside another suite that does.
 extension ProcessFaultTests {
     /// Kills `master` and starts a new one on the port of `endpoint` after `downMilliseconds`.
     static func restart(_ master: ChildProcess, at endpoint: String, downMilliseconds: Int, running peers: [ChildProcess]) throws -> ChildProcess {

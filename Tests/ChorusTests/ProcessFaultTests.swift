@@ -437,7 +437,8 @@ import Glibc
     }
 
     /// A master that is not back within the window (3 s here) ends the run with a clear error at
-    /// every peer, within the window plus the peer timeout, instead of a hang.
+    /// every peer, within the window plus the peer timeout, instead of a hang; a master started on
+    /// the address after that finds nobody trying to rejoin it.
     @Test func masterDeathGivesPeersAClearErrorAfterTheWindowInsteadOfAHang() throws {
         let (masterProcess, address) = try Self.startMaster()
         let peers = try Self.startPeers(2, master: address, rounds: 1_000_000, elements: 1 << 12)
@@ -453,5 +454,9 @@ import Glibc
             #expect(output.contains("master unreachable") && output.contains("could not resume the session within"),
                     "the error names the master and the window:\n\(output.suffix(400))")
         }
+        let (late, _) = try Self.startMaster(port: UInt16(address.split(separator: ":").last!)!)
+        defer { late.signal(SIGKILL) }
+        usleep(500_000)
+        #expect(!late.outputSoFar(waitMilliseconds: 0).contains("re-adopting"), "\(late.outputSoFar(waitMilliseconds: 0))")
     }
 }
