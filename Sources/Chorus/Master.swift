@@ -21,7 +21,9 @@ public final class Master: Sendable {
     /// "host:port", ready for `CHORUS_MASTER` or `Communicator(master:)`.
     public var endpoint: String { PeerAddress(host: host, port: port).description }
 
-    private let engine: TransportEngine
+    /// The engine until `shutdown` drops it, which closes the listening socket and every connection
+    /// at once (a new master can bind the port right after).
+    private let engineHolder: Mutex<TransportEngine?>
     private let stopping = Atomic<Bool>(false)
     private let stopped = Mutex<Bool>(false)
     private let status = Mutex<MasterStatus>(MasterStatus())
@@ -49,8 +51,9 @@ public final class Master: Sendable {
         logger[metadataKey: "role"] = "master"
         logger[metadataKey: "pid"] = "\(getpid())"
         do {
-            engine = try TransportEngine(settings: configuration.transportSettings)
+            let engine = try TransportEngine(settings: configuration.transportSettings)
             self.port = try engine.listen(host: host, port: port)
+            engineHolder = Mutex(engine)
         } catch {
             logger.error("cannot listen on \(host):\(port): \(error)")
             throw ChorusError.setupFailed("master cannot listen on \(host):\(port): \(error)")
@@ -64,7 +67,10 @@ public final class Master: Sendable {
         let gate = AcceptorGate(secret: configuration.sharedSecret, name: "this master")
         let prober = SafePointProber(answerWithin: configuration.probeTimeout)
         let window = configuration.masterWindow
-        let thread = Thread { [self] in serve(gate: gate, prober: prober, adoptionWindow: window) }
+        let thread = Thread { [self] in
+            serve(gate: gate, prober: prober, adoptionWindow: window)
+            stopped.withLock { $0 = true } // after serve's hold on the engine has ended
+        }
         thread.start()
     }
 
@@ -73,16 +79,19 @@ public final class Master: Sendable {
     /// The current epoch, world size and pending count.
     public var currentStatus: MasterStatus { status.withLock { $0 } }
 
-    /// Stops serving: every peer's master connection closes (they see `masterUnreachable`).
-    /// Returns after the serving thread has finished.
+    /// Stops serving and closes the listening socket and every connection (peers try to reach a
+    /// master again for their `masterWindow`, then see `masterUnreachable`). Returns after the
+    /// serving thread has finished and the port is free.
     public func shutdown() {
         stopping.store(true, ordering: .relaxed)
         while !stopped.withLock({ $0 }) {
             sleepBriefly()
         }
+        engineHolder.withLock { $0 = nil }
     }
 
     private func serve(gate initialGate: AcceptorGate, prober initialProber: SafePointProber, adoptionWindow: Duration) {
+        guard let engine = engineHolder.withLock({ $0 }) else { return }
         var gate = initialGate
         var prober = initialProber
         var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames, group: .random(in: 1 ... .max))
@@ -181,6 +190,5 @@ public final class Master: Sendable {
                 }
             }
         }
-        stopped.withLock { $0 = true }
     }
 }
