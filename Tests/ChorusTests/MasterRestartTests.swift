@@ -44,25 +44,27 @@ extension ProcessFaultTests {
         #expect(byRound.values.allSatisfy { $0.count == 1 }, "members disagree: \(byRound.filter { $0.value.count > 1 })")
     }
 
-    /// Between steps (a 100 ms gap after each): nothing was in flight, so nothing is retried.
-    @Test func aMasterKilledBetweenOperationsIsReplacedAndTheRunGoesOn() throws {
+    /// Three peers train (`withRetry`, `rounds` rounds of `elements` floats, `gapMilliseconds` before
+    /// each); the master is SIGKILLed once every peer has finished round `killAfter`, and a new one
+    /// starts on its address 300 ms later. Every round must succeed at the first attempt everywhere.
+    static func killTheMasterWhileTraining(rounds: Int, elements: Int, gapMilliseconds: Int, killAfter: Int) throws {
         let (master, endpoint) = try ProcessFaultTests.startMaster()
-        let peers = try Self.withRetryPeers(3, master: endpoint, rounds: 30, elements: 1 << 12, gapMilliseconds: 100)
-        #expect(ProcessFaultTests.waitForRound(3, peers))
+        let peers = try Self.withRetryPeers(3, master: endpoint, rounds: rounds, elements: elements, gapMilliseconds: gapMilliseconds)
+        #expect(ProcessFaultTests.waitForRound(killAfter, peers))
         let restarted = try Self.restart(master, at: endpoint, downMilliseconds: 300, running: peers)
         defer { restarted.signal(SIGKILL) }
-        Self.checkTheRunWentOn(peers, rounds: 30, world: 3, firstAttempt: true)
+        Self.checkTheRunWentOn(peers, rounds: rounds, world: 3, firstAttempt: true)
+    }
+
+    /// Between steps (a 100 ms gap before each): nothing was in flight, so nothing is retried.
+    @Test func aMasterKilledBetweenOperationsIsReplacedAndTheRunGoesOn() throws {
+        try Self.killTheMasterWhileTraining(rounds: 30, elements: 1 << 12, gapMilliseconds: 100, killAfter: 3)
     }
 
     /// Back to back 1 MiB all-reduces and synchronizations: the master dies with an operation in
     /// flight, and the new one decides it from the reports the members send again (one outcome).
     @Test func aMasterKilledDuringOperationsIsReplacedWithOneOutcome() throws {
-        let (master, endpoint) = try ProcessFaultTests.startMaster()
-        let peers = try Self.withRetryPeers(3, master: endpoint, rounds: 60, elements: 1 << 18, gapMilliseconds: 0)
-        #expect(ProcessFaultTests.waitForRound(5, peers))
-        let restarted = try Self.restart(master, at: endpoint, downMilliseconds: 300, running: peers)
-        defer { restarted.signal(SIGKILL) }
-        Self.checkTheRunWentOn(peers, rounds: 60, world: 3, firstAttempt: true)
+        try Self.killTheMasterWhileTraining(rounds: 60, elements: 1 << 18, gapMilliseconds: 0, killAfter: 5)
     }
 
     /// Two peers wait at the safe point for a third (`--world 3`); the master dies there. The new
