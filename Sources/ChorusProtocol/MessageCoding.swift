@@ -123,6 +123,7 @@ extension PeerToMaster {
             let peer = try r.u64(), group = try r.u64(), listen = try r.address(), topology = try r.topology()
             let lastDecidedOp = try r.u64(), lastOutcome = try r.outcome()
             let hasRevision = try r.flag("has revision"), revision = try r.u64()
+            guard hasRevision || revision == 0 else { throw DecodeError("a revision of \(revision) marked absent") }
             self = .rejoin(Rejoin(peer: peer, group: group, listen: listen, topology: topology, lastDecidedOp: lastDecidedOp, lastOutcome: lastOutcome,
                                   lastSyncedRevision: hasRevision ? revision : nil, leaving: try r.flag("leaving")))
         case .unreachable: self = .unreachable(epoch: try r.u64(), peer: try r.u64(), detail: try r.string())

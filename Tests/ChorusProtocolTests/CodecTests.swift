@@ -47,6 +47,11 @@ import Testing
         #expect(throws: DecodeError.self) { try PeerToPeer(decoding: Array(mesh.dropLast(4)) + [1, 0, 0, 0]) }
         let update = PeerToMaster.updateTopology(epoch: 1, minimumWorldSize: 1, admitting: true).encoded()
         #expect(throws: DecodeError("admitting flag 2 is not 0 or 1")) { try PeerToMaster(decoding: update.dropLast() + [2]) }
+        // A rejoin whose revision is marked absent carries none (found by the fuzzer: it re-encoded as 0).
+        let rejoin = PeerToMaster.rejoin(Rejoin(peer: 1, group: 2, listen: Self.address, topology: Topology(epoch: 0, members: []))).encoded()
+        var marked = rejoin
+        marked[marked.count - 9] = 5
+        #expect(throws: DecodeError("a revision of 5 marked absent")) { try PeerToMaster(decoding: marked) }
         // Long strings are cut at a character boundary (1024 bytes = 512 "é"), so they stay valid.
         let long = MasterToPeer.rejected(String(repeating: "é", count: 700))
         #expect(try MasterToPeer(decoding: long.encoded()) == .rejected(String(repeating: "é", count: 512)))
