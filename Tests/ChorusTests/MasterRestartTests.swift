@@ -14,17 +14,19 @@ import Glibc
 /// run, so they must not run beside another suite that does.
 extension ProcessFaultTests {
     /// Kills `master` and starts a new one on the port of `endpoint` after `downMilliseconds`.
-    static func restart(_ master: ChildProcess, at endpoint: String, downMilliseconds: Int, running peers: [ChildProcess]) throws -> ChildProcess {
+    static func restart(_ master: ChildProcess, at endpoint: String, downMilliseconds: Int, running peers: [ChildProcess],
+                        extraEnvironment: [String: String] = [:]) throws -> ChildProcess {
         #expect(peers.allSatisfy { !$0.outputSoFar(waitMilliseconds: 0).contains("DONE") }, "a peer finished before the master died")
         master.signal(SIGKILL)
         _ = master.waitForExit(timeoutMilliseconds: 10_000)
         usleep(UInt32(downMilliseconds * 1000))
-        return try ProcessFaultTests.startMaster(port: UInt16(endpoint.split(separator: ":").last!)!).0
+        return try ProcessFaultTests.startMaster(port: UInt16(endpoint.split(separator: ":").last!)!, extraEnvironment: extraEnvironment).0
     }
 
-    static func withRetryPeers(_ count: Int, master: String, rounds: Int, elements: Int, gapMilliseconds: Int) throws -> [ChildProcess] {
+    static func withRetryPeers(_ count: Int, master: String, rounds: Int, elements: Int, gapMilliseconds: Int,
+                               extraEnvironment: [String: String] = [:]) throws -> [ChildProcess] {
         try ProcessFaultTests.startPeers(count, master: master, rounds: rounds, elements: elements,
-                                         arguments: ["--with-retry", "--gap-ms", "\(gapMilliseconds)"])
+                                         arguments: ["--with-retry", "--gap-ms", "\(gapMilliseconds)"], extraEnvironment: extraEnvironment)
     }
 
     /// Every peer ran every round to a correct result and exited 0; in each round all members agree
@@ -47,11 +49,13 @@ extension ProcessFaultTests {
     /// Three peers train (`withRetry`, `rounds` rounds of `elements` floats, `gapMilliseconds` before
     /// each); the master is SIGKILLed once every peer has finished round `killAfter`, and a new one
     /// starts on its address 300 ms later. Every round must succeed at the first attempt everywhere.
-    static func killTheMasterWhileTraining(rounds: Int, elements: Int, gapMilliseconds: Int, killAfter: Int) throws {
-        let (master, endpoint) = try ProcessFaultTests.startMaster()
-        let peers = try Self.withRetryPeers(3, master: endpoint, rounds: rounds, elements: elements, gapMilliseconds: gapMilliseconds)
+    static func killTheMasterWhileTraining(rounds: Int, elements: Int, gapMilliseconds: Int, killAfter: Int,
+                                           extraEnvironment: [String: String] = [:]) throws {
+        let (master, endpoint) = try ProcessFaultTests.startMaster(extraEnvironment: extraEnvironment)
+        let peers = try Self.withRetryPeers(3, master: endpoint, rounds: rounds, elements: elements, gapMilliseconds: gapMilliseconds,
+                                            extraEnvironment: extraEnvironment)
         #expect(ProcessFaultTests.waitForRound(killAfter, peers))
-        let restarted = try Self.restart(master, at: endpoint, downMilliseconds: 300, running: peers)
+        let restarted = try Self.restart(master, at: endpoint, downMilliseconds: 300, running: peers, extraEnvironment: extraEnvironment)
         defer { restarted.signal(SIGKILL) }
         Self.checkTheRunWentOn(peers, rounds: rounds, world: 3, firstAttempt: true)
     }
@@ -65,6 +69,18 @@ extension ProcessFaultTests {
     /// flight, and the new one decides it from the reports the members send again (one outcome).
     @Test func aMasterKilledDuringOperationsIsReplacedWithOneOutcome() throws {
         try Self.killTheMasterWhileTraining(rounds: 60, elements: 1 << 18, gapMilliseconds: 0, killAfter: 5)
+    }
+
+    /// With a shared secret: the peers prove themselves to the new master (and it to them) before
+    /// their rejoin counts.
+    @Test func aMasterKilledWithASecretIsReplacedAfterTheHandshake() throws {
+        let secretFile = "/tmp/chorus-secret-\(getpid())-\(monotonicMicroseconds())"
+        defer { unlink(secretFile) }
+        let file = fopen(secretFile, "w")
+        fputs("restart-test-secret-0123456789abcdef\n", file)
+        fclose(file)
+        try Self.killTheMasterWhileTraining(rounds: 40, elements: 1 << 12, gapMilliseconds: 20, killAfter: 3,
+                                            extraEnvironment: ["CHORUS_SECRET_FILE": secretFile])
     }
 
     /// Two peers wait at the safe point for a third (`--world 3`); the master dies there. The new

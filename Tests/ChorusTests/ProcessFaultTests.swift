@@ -405,9 +405,10 @@ import Glibc
 
     /// A `chorus-master` process on `port` (by default an unused one, `unusedMasterPort`) and the
     /// endpoint it printed.
-    static func startMaster(port: UInt16 = unusedMasterPort()) throws -> (ChildProcess, String) {
+    static func startMaster(port: UInt16 = unusedMasterPort(), extraEnvironment: [String: String] = [:]) throws -> (ChildProcess, String) {
         let master = try ChildProcess(executable: Self.binaries + "/chorus-master",
-                                      arguments: ["--port", "\(port)", "--log-level", "warning"], environment: Self.environment,
+                                      arguments: ["--port", "\(port)", "--log-level", "warning"],
+                                      environment: environment.merging(extraEnvironment) { $1 },
                                       captureOutput: true)
         guard let endpoint = endpoint(of: master) else {
             master.signal(SIGKILL)
