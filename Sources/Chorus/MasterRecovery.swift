@@ -19,6 +19,11 @@ struct MasterRecovery {
     var nextDial: ContinuousClock.Instant
     /// Why the last attempt did not resume the session.
     var lastFailure = "no attempt finished"
+    /// The rejoin went out on `attempt`.
+    var rejoined = false
+    /// Members whose links failed meanwhile: the master is told after the rejoin, so that a
+    /// restarted one need not wait out its window for a member that is not coming back.
+    var silentMembers: Set<PeerID> = []
 
     /// Between two dials of a master that refuses or closes connections.
     static let redialInterval: Duration = .milliseconds(50)
@@ -60,6 +65,7 @@ extension PeerSession {
             current.handshake = secret.map(ConnectorHandshake.init)
             let first = current.handshake?.opening.encoded() ?? PeerToMaster.rejoin(rejoinReport).encoded()
             try engine.sendControl(connection, address: FrameAddress(epoch: topology.epoch, opID: 0), payload: first)
+            if current.handshake == nil { try rejoined(&current, on: connection) }
         } catch {
             if let attempt = current.attempt { engine.close(attempt) }
             current.attempt = nil
@@ -74,6 +80,26 @@ extension PeerSession {
         guard let current = recovery else { return nil }
         let next = current.attempt == nil ? min(current.nextDial, current.deadline) : current.deadline
         return max(.zero, next - .now)
+    }
+
+    /// A link to `member` failed while the master is away (see `MasterRecovery.silentMembers`).
+    func recoveryNoticed(silent member: PeerID) {
+        guard var current = recovery, current.silentMembers.insert(member).inserted else { return }
+        if current.rejoined, let connection = current.attempt { try? tellSilent([member], on: connection) }
+        recovery = current
+    }
+
+    /// The rejoin just went out on `connection`: the silent members follow it.
+    private func rejoined(_ current: inout MasterRecovery, on connection: ConnectionID) throws(TransportError) {
+        current.rejoined = true
+        try tellSilent(current.silentMembers, on: connection)
+    }
+
+    private func tellSilent(_ members: some Sequence<PeerID>, on connection: ConnectionID) throws(TransportError) {
+        for member in members {
+            let message = PeerToMaster.unreachable(epoch: topology.epoch, peer: member, detail: "its links went silent while the master was away")
+            try engine.sendControl(connection, address: FrameAddress(epoch: topology.epoch, opID: 0), payload: message.encoded())
+        }
     }
 
     /// What this peer knows of its session, for the master it reaches.
@@ -95,6 +121,7 @@ extension PeerSession {
                 case .reply(let proof): // the rejoin goes right behind the proof
                     try engine.sendControl(connection, address: address, payload: proof.encoded())
                     try engine.sendControl(connection, address: address, payload: PeerToMaster.rejoin(rejoinReport).encoded())
+                    try rejoined(&current, on: connection)
                 case .authenticated:
                     break
                 }
@@ -134,6 +161,7 @@ extension PeerSession {
         guard var current = recovery, let connection = current.attempt else { return }
         engine.close(connection)
         current.attempt = nil
+        current.rejoined = false
         current.lastFailure = why
         current.nextDial = .now + MasterRecovery.redialInterval
         recovery = current

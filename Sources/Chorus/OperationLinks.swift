@@ -134,12 +134,7 @@ final class OperationLinks: CollectiveLinks {
     }
 
     /// The member at the other end of one of this epoch's links.
-    private func peer(on link: ConnectionID) -> PeerID? {
-        let members = session.topology.members
-        if links.left.contains(link) { return members[(rank + worldSize - 1) % worldSize].id }
-        if links.right.contains(link) { return members[(rank + 1) % worldSize].id }
-        return links.mesh.first { $0.value == link }.map { members[$0.key].id }
-    }
+    private func peer(on link: ConnectionID) -> PeerID? { links.member(on: link, rank: rank, of: session.topology.members) }
 
     func wait(_ request: TransportRequest) throws {
         try announce()

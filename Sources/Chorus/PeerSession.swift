@@ -208,6 +208,9 @@ final class PeerSession {
             if let links, links.contains(connection) {
                 failedLinks[connection] = error
                 logger.notice("a link of epoch \(topology.epoch) failed: \(error)")
+                if recovery != nil, let member = links.member(on: connection, rank: rank, of: topology.members) {
+                    recoveryNoticed(silent: member)
+                }
             }
         }
     }
@@ -511,6 +514,14 @@ struct EpochLinks {
 
     var all: [ConnectionID] { left + right + Array(mesh.values) }
     func contains(_ connection: ConnectionID) -> Bool { all.contains(connection) }
+
+    /// The member at the other end of `connection`, for a member at `rank` of `members`.
+    func member(on connection: ConnectionID, rank: Int, of members: [Member]) -> PeerID? {
+        let n = members.count
+        if left.contains(connection) { return members[(rank + n - 1) % n].id }
+        if right.contains(connection) { return members[(rank + 1) % n].id }
+        return mesh.first { $0.value == connection }.map { members[$0.key].id }
+    }
 }
 
 /// A link this peer dialed while its epoch forms.

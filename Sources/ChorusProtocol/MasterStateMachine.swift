@@ -93,6 +93,15 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         /// The group they belong to (the first to return names it).
         let group: UInt64
         var returned: [Connection: Rejoin] = [:]
+        /// Members that returning members found silent on their links (stopped, dead): not waited for.
+        var silent: Set<PeerID> = []
+
+        /// A member has returned (waiting peers alone do not know the group), and every member of
+        /// the epoch has returned or was found silent.
+        var isComplete: Bool {
+            let back = Set(returned.values.map(\.peer))
+            return topology.epoch > 0 && topology.members.allSatisfy { back.contains($0.id) || silent.contains($0.id) }
+        }
     }
     /// The revision of the last successful synchronization (kept across epochs).
     public private(set) var lastSyncedRevision: UInt64?
@@ -148,7 +157,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if case .rejoin(let rejoin) = message, peers[connection] == nil, adoption?.returned[connection] == nil {
             return self.rejoin(connection, rejoin)
         }
-        if adoption?.returned[connection] != nil { return [] } // it sends nothing else before `resumed`
+        if adoption?.returned[connection] != nil {
+            // Before `resumed` a returning member sends only which members' links went silent.
+            guard case .unreachable(let silentEpoch, let silent, _) = message, silentEpoch == adoption!.topology.epoch else { return [] }
+            adoption!.silent.insert(silent)
+            return adoption!.isComplete ? endAdoption() : []
+        }
         guard let peer = peers[connection] else {
             return [.send(connection, .rejected("register before anything else")), .close(connection)]
         }
@@ -373,9 +387,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         }
         if rejoin.topology.epoch > adoption!.topology.epoch { adoption!.topology = rejoin.topology }
         adoption!.returned[connection] = rejoin
-        let returned = Set(adoption!.returned.values.map(\.peer))
-        // Complete once a member has returned (waiting peers alone do not know the group) and all have.
-        if adoption!.topology.epoch > 0 && adoption!.topology.members.allSatisfy({ returned.contains($0.id) }) { actions += endAdoption() }
+        if adoption!.isComplete { actions += endAdoption() }
         return actions
     }
 

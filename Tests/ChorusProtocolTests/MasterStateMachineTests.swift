@@ -359,4 +359,17 @@ import Testing
         let late = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: topology, lastDecidedOp: 4)), from: 2)
         #expect(late.contains(.close(2)), "too late: it is not a member any more")
     }
+
+    /// A member that the returning ones found silent on their links (stopped, dead) is not waited
+    /// for: the adoption ends as soon as the others are back, and the silent one is lost.
+    @Test func aMemberFoundSilentIsNotWaitedFor() {
+        var m = Machine(group: 7)
+        let topology = Topology(epoch: 3, members: (1 ... 3).map { Member(id: PeerID($0), address: address($0)) })
+        _ = m.received(.rejoin(Rejoin(peer: 1, group: 7, listen: address(1), topology: topology, lastDecidedOp: 4)), from: 1)
+        #expect(m.received(.unreachable(epoch: 2, peer: 3, detail: "silent"), from: 1).isEmpty, "another epoch's silence counts for nothing")
+        #expect(m.received(.unreachable(epoch: 3, peer: 3, detail: "silent"), from: 1).isEmpty, "peer 2 is not back yet")
+        let ended = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: topology, lastDecidedOp: 4)), from: 2)
+        #expect(!m.isAdopting && m.worldSize == 2)
+        #expect(verdicts(ended) == [1: .aborted(.peerLost(3)), 2: .aborted(.peerLost(3))])
+    }
 }

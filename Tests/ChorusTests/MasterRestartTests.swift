@@ -31,14 +31,14 @@ extension ProcessFaultTests {
 
     /// Every peer ran every round to a correct result and exited 0; in each round all members agree
     /// on the output and the shared state. `firstAttempt`: no round needed a second attempt.
-    static func checkTheRunWentOn(_ peers: [ChildProcess], rounds: Int, world: Int, firstAttempt: Bool) {
+    static func checkTheRunWentOn(_ peers: [ChildProcess], rounds: Int, world: Int?, firstAttempt: Bool) {
         var byRound: [String: Set<String>] = [:]
         for peer in peers {
             let code = peer.waitForExit(timeoutMilliseconds: 120_000)
             let output = peer.output(timeoutMilliseconds: 2_000)
             #expect(code == 0, "exit \(String(describing: code)):\n\(output.suffix(1500))")
             let oks = ProcessFaultTests.lines(output).filter { $0.kind == "OK" }
-            #expect(oks.count == rounds && oks.allSatisfy { $0.fields["correct"] == "true" && $0.fields["world"] == "\(world)" },
+            #expect(oks.count == rounds && oks.allSatisfy { $0.fields["correct"] == "true" && (world == nil || $0.fields["world"] == "\(world!)") },
                     "\(output.suffix(1500))")
             if firstAttempt { #expect(oks.allSatisfy { $0.fields["attempts"] == "1" }, "a round was retried:\n\(output.suffix(1500))") }
             for ok in oks { byRound[ok.fields["round"]!, default: []].insert("\(ok.fields["hash"]!) \(ok.fields["state"]!)") }
@@ -81,6 +81,24 @@ extension ProcessFaultTests {
         fclose(file)
         try Self.killTheMasterWhileTraining(rounds: 40, elements: 1 << 12, gapMilliseconds: 20, killAfter: 3,
                                             extraEnvironment: ["CHORUS_SECRET_FILE": secretFile])
+    }
+
+    /// A member stopped (SIGSTOP) just before the master dies: the others find its links silent and
+    /// say so when they return, so the new master goes on without it well before its window (10 s
+    /// here) would have run out; the survivors re-form and finish as a world of two.
+    @Test func aMemberStoppedWhenTheMasterDiesIsNotWaitedForByTheNewOne() throws {
+        let window = ["CHORUS_MASTER_WINDOW_MS": "10000"]
+        let (master, endpoint) = try ProcessFaultTests.startMaster(extraEnvironment: window)
+        let peers = try Self.withRetryPeers(3, master: endpoint, rounds: 300, elements: 1 << 12, gapMilliseconds: 5, extraEnvironment: window)
+        defer { peers[2].signal(SIGKILL) }
+        #expect(ProcessFaultTests.waitForRound(3, peers))
+        peers[2].signal(SIGSTOP)
+        let restarted = try Self.restart(master, at: endpoint, downMilliseconds: 300, running: peers, extraEnvironment: window)
+        defer { restarted.signal(SIGKILL) }
+        let survivors = Array(peers[0 ..< 2])
+        let regrouped = ProcessFaultTests.millisecondsUntil("OK round=", in: survivors, within: 60_000, matching: "world=2")
+        #expect(regrouped != nil && regrouped! < 10_000, "the survivors went on as a world of two after \(String(describing: regrouped)) ms")
+        Self.checkTheRunWentOn(survivors, rounds: 300, world: nil, firstAttempt: false)
     }
 
     /// Two peers wait at the safe point for a third (`--world 3`); the master dies there. The new

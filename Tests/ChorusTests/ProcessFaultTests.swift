@@ -238,11 +238,12 @@ import Glibc
         #expect(hashes.count == 1, "survivors' states differ: \(hashes)")
     }
 
-    /// Waits until every peer's output holds a line starting with `prefix`; the time it took (ms).
-    static func millisecondsUntil(_ prefix: String, in peers: [ChildProcess], within limit: Int = 60_000) -> Int? {
+    /// Waits until every peer's output holds a line starting with `prefix` (and containing
+    /// `matching`); the time it took (ms).
+    static func millisecondsUntil(_ prefix: String, in peers: [ChildProcess], within limit: Int = 60_000, matching: String = "") -> Int? {
         let started = monotonicMilliseconds()
         while monotonicMilliseconds() - started < limit {
-            if peers.allSatisfy({ $0.outputSoFar(waitMilliseconds: 5).split(separator: "\n").contains { $0.hasPrefix(prefix) } }) {
+            if peers.allSatisfy({ $0.outputSoFar(waitMilliseconds: 5).split(separator: "\n").contains { $0.hasPrefix(prefix) && $0.contains(matching) } }) {
                 return monotonicMilliseconds() - started
             }
         }
