@@ -174,7 +174,9 @@ public enum PeerToMaster: Hashable, Sendable {
     case rejoin(Rejoin)
     /// While epoch `epoch` formed, this peer could not connect to member `peer` (a dial that failed
     /// or timed out, or a link that never arrived). The master aborts the epoch's first operation so
-    /// nobody waits out the connect timeout, and counts the pair towards a partition.
+    /// nobody waits out the connect timeout, and counts the pair towards a partition. Sent after a
+    /// rejoin, before `resumed`: the peer's links to `peer` went silent while the master was away
+    /// (a master re-adopting the group then does not wait for that member).
     case unreachable(epoch: UInt64, peer: PeerID, detail: String)
 }
 
