@@ -13,6 +13,8 @@ public final class Master: Sendable {
     /// The default port of `chorus-master`: below Linux's ephemeral range (32768-60999), so no
     /// outgoing connection of another program can be holding it when the master starts.
     public static let defaultPort: UInt16 = 28148
+    /// How long a new master admits nobody, in case a group that lost its master returns to it.
+    static let firstAdmissionHold: Duration = .milliseconds(250)
 
     /// The host the master listens on.
     public let host: String
@@ -94,7 +96,11 @@ public final class Master: Sendable {
         guard let engine = engineHolder.withLock({ $0 }) else { return }
         var gate = initialGate
         var prober = initialProber
-        var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames, group: .random(in: 1 ... .max))
+        var machine = MasterStateMachine<ConnectionID>(naming: OperationDescriptor.apiNames, group: .random(in: 1 ... .max),
+                                                       holdingFirstAdmission: adoptionWindow > .zero)
+        // Members of a group whose master this one replaces dial every 50 ms while they wait in a
+        // call: within this hold they are back before a newcomer could form a group of its own.
+        let firstAdmissionAt = ContinuousClock.now + min(adoptionWindow, Self.firstAdmissionHold)
         /// When the members of a group that lost its master started returning here.
         var adoptionStarted: ContinuousClock.Instant?
         var forgiveness = StallForgiveness(window: adoptionWindow)
@@ -119,6 +125,7 @@ public final class Master: Sendable {
                 logger.notice("lost \(name(connection)): it did not return within \(forgiveness.grace) after this master's stall")
                 actions += machine.connectionClosed(connection)
             }
+            if ContinuousClock.now >= firstAdmissionAt { actions += machine.endFirstAdmissionHold() }
             if let started = adoptionStarted, machine.isAdopting, ContinuousClock.now - started >= adoptionWindow {
                 logger.warning("re-adoption window of \(adoptionWindow) passed: the group goes on without the members that did not return")
                 actions += machine.endAdoption()

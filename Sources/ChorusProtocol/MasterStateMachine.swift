@@ -123,9 +123,24 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// - Parameter naming: how to name a descriptor's fields in a mismatch's message (the public
     ///   layer knows the collectives, data types and operators; the default prints numbers).
     ///   - group: this master's group identity if it forms a group of its own (a random number).
-    public init(naming: @escaping DescriptorNaming = OperationDescriptor.numericFields, group: UInt64) {
+    ///   - holdingFirstAdmission: a new master admits nobody until the shell calls
+    ///     `endFirstAdmissionHold()` (or a group returns to it): members of a group that lost its
+    ///     master may be about to return, and a newcomer admitted alone first would make this master
+    ///     refuse them.
+    public init(naming: @escaping DescriptorNaming = OperationDescriptor.numericFields, group: UInt64,
+                holdingFirstAdmission: Bool = false) {
         self.naming = naming
         self.group = group
+        self.holdingFirstAdmission = holdingFirstAdmission
+    }
+
+    private var holdingFirstAdmission: Bool
+
+    /// Ends the hold on the first admission (see `init`).
+    public mutating func endFirstAdmissionHold() -> [Action] {
+        guard holdingFirstAdmission else { return [] }
+        holdingFirstAdmission = false
+        return formTopologyIfReady()
     }
 
     /// Peers waiting for admission.
@@ -306,7 +321,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     private mutating func formTopologyIfReady() -> [Action] {
-        guard adoption == nil else { return [] } // the group's own members may be about to return
+        // The group's own members may be about to return.
+        guard adoption == nil, !(holdingFirstAdmission && epoch == 0) else { return [] }
         let atSafePoint = ring.compactMap { peers[$0] }.allSatisfy { $0.requestedMinimum != nil }
         let evictions = atSafePoint ? evictPartitioned() : []
         return evictions + formTopology()
@@ -355,10 +371,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
 
     private mutating func rejoin(_ connection: Connection, _ rejoin: Rejoin) -> [Action] {
         let fresh = epoch == 0 && ring.isEmpty
-        guard rejoin.group == (adoption?.group ?? group) || (fresh && adoption == nil) else {
+        let sameGroup = rejoin.group == (adoption?.group ?? group)
+        guard sameGroup || (fresh && adoption == nil) else {
             return [.send(connection, .rejected("this master serves another group")), .close(connection)]
         }
-        if let old = peers.first(where: { $0.value.id == rejoin.peer })?.key {
+        if sameGroup, let old = peers.first(where: { $0.value.id == rejoin.peer })?.key {
             return resume(from: old, on: connection, rejoin)
         }
         if rejoin.topology.epoch == 0 && adoption == nil && !fresh {
@@ -371,19 +388,23 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             return [.send(connection, .rejected("peer \(rejoin.peer) is not in this master's group (it was dropped, or this master formed its own group)")),
                     .close(connection)]
         }
-        // Ids stay unique: new ones start above every id the group used, and a peer that registered
-        // here meanwhile and holds a returning member's id gets a new one (it has used it nowhere yet).
+        let starting = adoption == nil
+        if starting {
+            adoption = Adoption(topology: rejoin.topology, group: rejoin.group)
+            group = rejoin.group
+        }
+        // Peers that registered here before or meanwhile join the adopted group: they are told its
+        // identity when it starts, and ids stay unique (new ones start above every id the group
+        // used; one holding a returning member's id gets a new one, as it has used it nowhere yet).
         let ids = [rejoin.peer] + rejoin.topology.members.map(\.id)
         nextPeerID = max(nextPeerID, (ids.max() ?? 0) + 1)
         var actions: [Action] = []
-        for (holder, peer) in peers where ids.contains(peer.id) {
-            peers[holder]?.id = nextPeerID
-            actions.append(.send(holder, .registered(nextPeerID, group: rejoin.group)))
-            nextPeerID += 1
-        }
-        if adoption == nil {
-            adoption = Adoption(topology: rejoin.topology, group: rejoin.group)
-            group = rejoin.group // newcomers registering meanwhile join the adopted group
+        for (holder, peer) in peers where starting || ids.contains(peer.id) {
+            if ids.contains(peer.id) {
+                peers[holder]?.id = nextPeerID
+                nextPeerID += 1
+            }
+            actions.append(.send(holder, .registered(peers[holder]!.id, group: group)))
         }
         if rejoin.topology.epoch > adoption!.topology.epoch { adoption!.topology = rejoin.topology }
         adoption!.returned[connection] = rejoin

@@ -372,4 +372,23 @@ import Testing
         #expect(!m.isAdopting && m.worldSize == 2)
         #expect(verdicts(ended) == [1: .aborted(.peerLost(3)), 2: .aborted(.peerLost(3))])
     }
+
+    /// A new master holds its first admission: a newcomer that registers before the members of a
+    /// returning group does not form a group of its own (which would make the master refuse them);
+    /// it waits, and joins the adopted group at its next safe point.
+    @Test func aNewMasterHoldsItsFirstAdmissionForAReturningGroup() {
+        var m = Machine(group: 1, holdingFirstAdmission: true)
+        let newcomer = m.received(.register(listen: address(9)), from: 9)
+        #expect(topologies(newcomer).isEmpty && m.epoch == 0, "admitted alone while the hold lasts")
+        let topology = Topology(epoch: 5, members: [Member(id: 1, address: address(1)), Member(id: 2, address: address(2))])
+        _ = m.received(.rejoin(Rejoin(peer: 1, group: 7, listen: address(1), topology: topology)), from: 1)
+        let adopted = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: topology)), from: 2)
+        #expect(adopted.contains(.send(1, .resumed)) && adopted.contains(.send(2, .resumed)) && m.epoch == 5 && m.worldSize == 2)
+        #expect(adopted.contains(.send(1, .membershipPending(joining: 1, leaving: 0))))
+        #expect(m.endFirstAdmissionHold().isEmpty && m.epoch == 5)
+        // Without a returning group, the hold's end admits the newcomer alone.
+        var fresh = Machine(group: 1, holdingFirstAdmission: true)
+        _ = fresh.received(.register(listen: address(9)), from: 9)
+        #expect(topologies(fresh.endFirstAdmissionHold())[9]?.members.count == 1)
+    }
 }
