@@ -93,14 +93,25 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         /// The group they belong to (the first to return names it).
         let group: UInt64
         var returned: [Connection: Rejoin] = [:]
-        /// Members that returning members found silent on their links (stopped, dead): not waited for.
-        var silent: Set<PeerID> = []
+        /// Members that returning members of an epoch found silent on their links (stopped, dead).
+        var silent: Set<SilentMember> = []
+
+        struct SilentMember: Hashable, Sendable {
+            let epoch: UInt64
+            let peer: PeerID
+        }
 
         /// A member has returned (waiting peers alone do not know the group), and every member of
-        /// the epoch has returned or was found silent.
+        /// the epoch has returned; or a majority of them has and the others were found silent by
+        /// members of that epoch. (A majority, because a peer that was dropped before the master
+        /// died finds everyone silent: alone, it must not stand for its old epoch.)
         var isComplete: Bool {
             let back = Set(returned.values.map(\.peer))
-            return topology.epoch > 0 && topology.members.allSatisfy { back.contains($0.id) || silent.contains($0.id) }
+            let members = topology.members.map(\.id)
+            let returning = members.filter { back.contains($0) }.count
+            guard topology.epoch > 0, returning < members.count else { return topology.epoch > 0 }
+            return returning > members.count / 2
+                && members.allSatisfy { back.contains($0) || silent.contains(SilentMember(epoch: topology.epoch, peer: $0)) }
         }
     }
     /// The revision of the last successful synchronization (kept across epochs).
@@ -174,8 +185,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         }
         if adoption?.returned[connection] != nil {
             // Before `resumed` a returning member sends only which members' links went silent.
-            guard case .unreachable(let silentEpoch, let silent, _) = message, silentEpoch == adoption!.topology.epoch else { return [] }
-            adoption!.silent.insert(silent)
+            guard case .unreachable(let silentEpoch, let silent, _) = message else { return [] }
+            adoption!.silent.insert(Adoption.SilentMember(epoch: silentEpoch, peer: silent))
             return adoption!.isComplete ? endAdoption() : []
         }
         guard let peer = peers[connection] else {

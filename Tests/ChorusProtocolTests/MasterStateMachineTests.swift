@@ -371,6 +371,13 @@ import Testing
         let ended = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: topology, lastDecidedOp: 4)), from: 2)
         #expect(!m.isAdopting && m.worldSize == 2)
         #expect(verdicts(ended) == [1: .aborted(.peerLost(3)), 2: .aborted(.peerLost(3))])
+        // A peer dropped before the master died finds everyone silent: alone, it does not stand
+        // for its epoch (the others, in a newer one, are on their way).
+        var stale = Machine(group: 7)
+        _ = stale.received(.rejoin(Rejoin(peer: 1, group: 7, listen: address(1), topology: topology)), from: 1)
+        _ = stale.received(.unreachable(epoch: 3, peer: 2, detail: "silent"), from: 1)
+        _ = stale.received(.unreachable(epoch: 3, peer: 3, detail: "silent"), from: 1)
+        #expect(stale.isAdopting)
     }
 
     /// A new master holds its first admission: a newcomer that registers before the members of a

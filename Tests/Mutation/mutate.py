@@ -186,7 +186,7 @@ MUTATIONS = [
     dict(name="silent-members-waited-for",
          what="a restarted master waits out its window for a member the returning ones found silent",
          file="Sources/ChorusProtocol/MasterStateMachine.swift",
-         find="            adoption!.silent.insert(silent)",
+         find="            adoption!.silent.insert(Adoption.SilentMember(epoch: silentEpoch, peer: silent))",
          replace="            _ = silent",
          filter="aMemberStoppedWhenTheMasterDies|aMemberFoundSilent"),
     dict(name="timeout-names-no-ranks",
