@@ -404,18 +404,23 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             adoption = Adoption(topology: rejoin.topology, group: rejoin.group)
             group = rejoin.group
         }
-        // Peers that registered here before or meanwhile join the adopted group: they are told its
-        // identity when it starts, and ids stay unique (new ones start above every id the group
-        // used; one holding a returning member's id gets a new one, as it has used it nowhere yet).
-        let ids = [rejoin.peer] + rejoin.topology.members.map(\.id)
-        nextPeerID = max(nextPeerID, (ids.max() ?? 0) + 1)
+        // Ids stay unique across masters: the old master may have given ids that no returning
+        // member knows (to a peer it dropped, to a newcomer never admitted) and that may still
+        // return, so this master gives ids of a new generation (the high 32 bits) above every one
+        // it hears of. Peers that registered here before or meanwhile join the adopted group: they
+        // get a new-generation id and the group's identity (they have used their id nowhere yet).
+        let heard = ([rejoin.peer] + rejoin.topology.members.map(\.id)).max() ?? 0
+        let generation = (heard >> 32) + 1
         var actions: [Action] = []
-        for (holder, peer) in peers where starting || ids.contains(peer.id) {
-            if ids.contains(peer.id) {
+        if nextPeerID >> 32 < generation {
+            nextPeerID = generation << 32 | 1
+            for holder in peers.keys.sorted(by: { peers[$0]!.id < peers[$1]!.id }) {
                 peers[holder]?.id = nextPeerID
                 nextPeerID += 1
+                actions.append(.send(holder, .registered(peers[holder]!.id, group: group)))
             }
-            actions.append(.send(holder, .registered(peers[holder]!.id, group: group)))
+        } else if starting {
+            for (holder, peer) in peers { actions.append(.send(holder, .registered(peer.id, group: group))) }
         }
         if rejoin.topology.epoch > adoption!.topology.epoch { adoption!.topology = rejoin.topology }
         adoption!.returned[connection] = rejoin

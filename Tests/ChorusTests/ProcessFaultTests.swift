@@ -243,7 +243,7 @@ import Glibc
     static func millisecondsUntil(_ prefix: String, in peers: [ChildProcess], within limit: Int = 60_000, matching: String = "") -> Int? {
         let started = monotonicMilliseconds()
         while monotonicMilliseconds() - started < limit {
-            if peers.allSatisfy({ $0.outputSoFar(waitMilliseconds: 5).split(separator: "\n").contains { $0.hasPrefix(prefix) && $0.contains(matching) } }) {
+            if peers.allSatisfy({ $0.outputSoFar(waitMilliseconds: 5).split(separator: "\n").contains { $0.hasPrefix(prefix) && (matching.isEmpty || $0.contains(matching)) } }) {
                 return monotonicMilliseconds() - started
             }
         }
