@@ -69,6 +69,7 @@ extension PeerSession {
         } catch {
             if let attempt = current.attempt { engine.close(attempt) }
             current.attempt = nil
+            current.rejoined = false
             current.lastFailure = "\(error)"
             current.nextDial = .now + MasterRecovery.redialInterval
         }
