@@ -21,12 +21,14 @@ struct MasterRecovery {
     var lastFailure = "no attempt finished"
     /// The rejoin went out on `attempt`.
     var rejoined = false
-    /// Members whose links failed meanwhile: the master is told after the rejoin, so that a
-    /// restarted one need not wait out its window for a member that is not coming back.
+    /// Members whose links went silent (idle timeout) meanwhile: the master is told after the
+    /// rejoin, so that a restarted one need not wait out its window for a member that is stopped.
     var silentMembers: Set<PeerID> = []
 
     /// Between two dials of a master that refuses or closes connections.
     static let redialInterval: Duration = .milliseconds(50)
+    /// Why an attempt failed when the master's kernel accepted the dial but the master said nothing.
+    static let silentMaster = "it accepted a connection but did not answer (paused or overloaded?)"
 }
 
 extension PeerSession {
@@ -50,7 +52,7 @@ extension PeerSession {
         if now >= current.deadline {
             if let attempt = current.attempt {
                 engine.close(attempt)
-                current.lastFailure = "it accepted a connection but did not answer (paused or overloaded?)"
+                current.lastFailure = MasterRecovery.silentMaster
             }
             recovery = nil
             loseMaster("lost the master at \(masterEndpoint.host):\(masterEndpoint.port) (\(current.cause)) and could not resume "
@@ -83,7 +85,7 @@ extension PeerSession {
         return max(.zero, next - .now)
     }
 
-    /// A link to `member` failed while the master is away (see `MasterRecovery.silentMembers`).
+    /// A link to `member` went silent while the master is away (see `MasterRecovery.silentMembers`).
     func recoveryNoticed(silent member: PeerID) {
         guard var current = recovery, current.silentMembers.insert(member).inserted else { return }
         if current.rejoined, let connection = current.attempt { try? tellSilent([member], on: connection) }

@@ -199,7 +199,7 @@ final class PeerSession {
         case .failed(let connection, let error) where connection == master:
             beginRecovery(after: error)
         case .failed(let connection, let error) where connection == recovery?.attempt:
-            recoveryAttemptFailed(error.code == .idleTimeout ? "it accepted a connection but did not answer (paused or overloaded?)" : "\(error)")
+            recoveryAttemptFailed(error.code == .idleTimeout ? MasterRecovery.silentMaster : "\(error)")
         case .failed(let connection, let error) where dials[connection] != nil:
             if dials[connection]?.failure == nil { dials[connection]?.failure = "\(error)" }
         case .failed(let connection, let error):
@@ -208,7 +208,9 @@ final class PeerSession {
             if let links, links.contains(connection) {
                 failedLinks[connection] = error
                 logger.notice("a link of epoch \(topology.epoch) failed: \(error)")
-                if recovery != nil, let member = links.member(on: connection, rank: rank, of: topology.members) {
+                // Only silence counts: a link its other end closed (after a failure of its own, say)
+                // says that member is alive, and it will be back.
+                if recovery != nil, error.code == .idleTimeout, let member = links.member(on: connection, rank: rank, of: topology.members) {
                     recoveryNoticed(silent: member)
                 }
             }
