@@ -31,12 +31,16 @@
 ///   (ties: the highest peer id, the latest to join), telling it which pair could not connect, so
 ///   the others re-form without it instead of failing forever.
 /// - rejoin: a peer whose master connection failed connects again and asks to resume its session.
-///   A master that still counts it moves it to the new connection (resending a verdict or topology
-///   it missed). A master that has formed no group of its own *adopts* the group: it gathers the
-///   returning members' reports (the newest epoch any of them reports is the group's; its members in
-///   its ring order), and once every member of that epoch has returned, or the shell ends the
-///   adoption at its window, it takes the epoch, the last verdict any member received, and the newest
-///   synchronized revision; members that did not return are lost. Everyone else is refused.
+///   A master that still counts it (in the same group) moves it to the new connection, resending a
+///   verdict or topology it missed. A master that has formed no group of its own *adopts* the group:
+///   it gathers the returning members' reports (the newest epoch any of them reports is the group's,
+///   its members in its ring order) until every member of that epoch has returned, or a majority has
+///   and the rest were reported silent in that epoch, or the shell ends the adoption at its window;
+///   then it takes the epoch, the last verdict any member received and the newest synchronized
+///   revision, and members that did not return are lost. While adopting it gives peer ids of a new
+///   generation (the old master's ids may still be out there). Everyone else is refused. A new
+///   master can hold its first admission (`holdingFirstAdmission`) so that a newcomer does not form
+///   a group just before a returning one arrives.
 public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public enum Action: Hashable, Sendable {
         case send(Connection, MasterToPeer)
@@ -90,8 +94,6 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private struct Adoption: Sendable {
         /// The newest topology a returning member reported.
         var topology: Topology
-        /// The group they belong to (the first to return names it).
-        let group: UInt64
         var returned: [Connection: Rejoin] = [:]
         /// Members that returning members of an epoch found silent on their links (stopped, dead).
         var silent: Set<SilentMember> = []
@@ -339,6 +341,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         return evictions + formTopology()
     }
 
+    /// The current epoch's members in ring order, as a topology message names them.
+    private var currentTopology: Topology {
+        Topology(epoch: epoch, members: ring.compactMap { peers[$0] }.map { Member(id: $0.id, address: $0.address) })
+    }
+
     private mutating func formTopology() -> [Action] {
         let members = ring.compactMap { peers[$0] }
         // Waiting peers join only when every member admits (a member re-forming after a failure
@@ -371,9 +378,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             peers[connection]?.requestedMinimum = nil
             peers[connection]?.admitting = true
         }
-        let topology = Topology(epoch: epoch, members: ring.compactMap { peers[$0] }.map {
-            Member(id: $0.id, address: $0.address)
-        })
+        let topology = currentTopology
         actions += ring.map { .send($0, .topology(topology)) }
         return actions + pendingChanged()
     }
@@ -382,7 +387,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
 
     private mutating func rejoin(_ connection: Connection, _ rejoin: Rejoin) -> [Action] {
         let fresh = epoch == 0 && ring.isEmpty
-        let sameGroup = rejoin.group == (adoption?.group ?? group)
+        let sameGroup = rejoin.group == group // while adopting, the adopted group's
         guard sameGroup || (fresh && adoption == nil) else {
             return [.send(connection, .rejected("this master serves another group")), .close(connection)]
         }
@@ -401,8 +406,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         }
         let starting = adoption == nil
         if starting {
-            adoption = Adoption(topology: rejoin.topology, group: rejoin.group)
-            group = rejoin.group
+            adoption = Adoption(topology: rejoin.topology)
+            group = rejoin.group // the first to return names it
         }
         // Ids stay unique across masters: the old master may have given ids that no returning
         // member knows (to a peer it dropped, to a newcomer never admitted) and that may still
@@ -437,8 +442,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if let report = reports.removeValue(forKey: old) { reports[connection] = report }
         if let arrival = arrivals.removeValue(forKey: old) { arrivals[connection] = arrival }
         if let digest = syncDigests.removeValue(forKey: old) { syncDigests[connection] = digest }
-        let current = Topology(epoch: epoch, members: ring.compactMap { peers[$0] }.map { Member(id: $0.id, address: $0.address) })
-        return [.close(old), .send(connection, .resumed)] + (ring.contains(connection) ? catchUp(connection, rejoin, current) : [])
+        return [.close(old), .send(connection, .resumed)] + (ring.contains(connection) ? catchUp(connection, rejoin, currentTopology) : [])
     }
 
     /// What a member that rejoined missed: the topology of the current epoch, or its last verdict.
