@@ -1,6 +1,7 @@
 import Chorus
 import Foundation
 import ChorusLauncher
+import ChorusTransport
 import Synchronization
 import Testing
 #if canImport(Glibc)
@@ -391,16 +392,8 @@ import Glibc
     static func unusedMasterPort() -> UInt16 {
         while true {
             let port = UInt16(20_000 + nextMasterPort.add(1, ordering: .relaxed).oldValue % 12_000)
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            close(fd)
-            if bound == 0 { return port }
+            // Free if an engine can listen there (it stops listening when it goes).
+            if (try? TransportEngine().listen(host: "127.0.0.1", port: port)) != nil { return port }
         }
     }
 
