@@ -107,7 +107,7 @@ extension PeerSession {
 
     /// What this peer knows of its session, for the master it reaches.
     private var rejoinReport: Rejoin {
-        let last = verdictsReceived.max { $0.key < $1.key }
+        let last = verdicts.max { $0.key < $1.key }
         let leaving = unanswered.contains { if case .leave = $0 { true } else { false } }
         return Rejoin(peer: peerID, group: group, listen: listenAddress, topology: topology, lastDecidedOp: last?.key ?? 0,
                       lastOutcome: last?.value ?? .success, lastSyncedRevision: lastSyncedRevision, leaving: leaving)

@@ -29,7 +29,7 @@ final class PeerSession {
     private(set) var nextOpID: UInt64 = 1
 
     // Filled as events arrive.
-    private(set) var verdictsReceived: [UInt64: Outcome] = [:]
+    private(set) var verdicts: [UInt64: Outcome] = [:]
     private var syncPlans: [UInt64: SyncPlan] = [:]
     /// Shared-state requests from members, with the operation their frame named.
     private var peerMessages: [(connection: ConnectionID, opID: UInt64, message: PeerToPeer)] = []
@@ -228,7 +228,7 @@ final class PeerSession {
         case .topology(let offered):
             offeredTopology = offered
         case .verdict(let epoch, let opID, let outcome) where epoch == topology.epoch:
-            verdictsReceived[opID] = outcome
+            verdicts[opID] = outcome
         case .verdict:
             break // from an epoch that is over
         case .syncPlan(let epoch, let opID, let plan):
@@ -313,7 +313,7 @@ final class PeerSession {
     private func adopt(_ next: Topology) throws(ChorusError) {
         closeLinks()
         topology = next
-        verdictsReceived = [:]
+        verdicts = [:]
         syncPlans = [:]
         peerMessages = []
         nextOpID = 1
@@ -394,7 +394,7 @@ final class PeerSession {
                 guard leftLanes.count == lanes, meshIn.count == index, ownHellosSent else {
                     // A member lost while the ring forms never dials: the master's abort says so at once.
                     // (A ring that did connect is kept; the abort then surfaces on the next collective.)
-                    if case .aborted(let reason)? = verdictsReceived[1] { throw .topologyFailed("\(reason) while the ring formed") }
+                    if case .aborted(let reason)? = verdicts[1] { throw .topologyFailed("\(reason) while the ring formed") }
                     return nil
                 }
                 return (leftLanes.sorted { $0.0 < $1.0 }.map(\.1), meshIn)
@@ -488,7 +488,7 @@ final class PeerSession {
     }
 
     /// The verdict for `opID` if it has arrived.
-    func verdict(for opID: UInt64) -> Outcome? { verdictsReceived[opID] }
+    func verdict(for opID: UInt64) -> Outcome? { verdicts[opID] }
 
     /// The shared-state transfer plan for `opID` if it has arrived.
     func syncPlan(for opID: UInt64) -> SyncPlan? { syncPlans[opID] }
