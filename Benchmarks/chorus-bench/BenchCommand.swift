@@ -24,7 +24,7 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "Element type: f32 f64 f16 bf16 i32 i64 u8.") var dtype = "f32"
     @Option(help: "Reduction: sum prod min max avg.") var redop = "sum"
     @Option(help: "Algorithm: allreduce ring, tree (recursive doubling) or auto; allscan chain, tree or auto.") var algorithm = "auto"
-    @Option(help: "Transport: tcp, rdma or auto (rdma needs an RDMA device and --bind on its interface).") var transport = "tcp"
+    @Option(help: "Transport: tcp, shm, rdma or auto (rdma needs an RDMA device and --bind on its interface).") var transport = "tcp"
     @Option(help: "Address peers listen on (default: CHORUS_BIND, else 127.0.0.1).") var bind: String?
     @Option(help: "Connections per neighbour.") var connections = 1
     @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
@@ -48,7 +48,7 @@ struct ChorusBench: ParsableCommand {
         guard collective != .allscan || redop != "avg" else { throw ValidationError("allscan has no avg operator") }
         if let blocks, blocks < 1 { throw ValidationError("--blocks must be at least 1") }
         guard joiners >= 0, joiners < max(2, local ?? world ?? 2) else { throw ValidationError("--joiners must leave at least one peer to serve") }
-        guard let kind = TransportKind(rawValue: transport) else { throw ValidationError("--transport must be tcp, rdma or auto") }
+        guard let kind = TransportKind(rawValue: transport) else { throw ValidationError("--transport must be tcp, shm, rdma or auto") }
         if kind == .rdma, let why = TransportKind.rdmaUnavailableReason { throw ValidationError("--transport rdma: \(why)") }
         guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
         if let gapMs, gapMs < 0 { throw ValidationError("--gap-ms must not be negative") }

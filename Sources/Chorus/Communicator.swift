@@ -52,7 +52,11 @@ public final class Communicator: Sendable {
             try session.sendToMaster(.updateTopology(epoch: session.topology.epoch, minimumWorldSize: 1))
         }
         core = Core(session: session)
-        transport = session.usesRDMA ? .rdma : .tcp
+        transport = switch session.dataPath {
+        case .tcp: .tcp
+        case .rdma: .rdma
+        case .shm: .shm
+        }
         listenAddress = session.listenAddress.description
         publishStatus(of: session)
     }
@@ -74,7 +78,7 @@ public final class Communicator: Sendable {
         }
     }
 
-    /// What carries this peer's collective data: `.tcp` or `.rdma` (`.auto` resolved).
+    /// What carries this peer's collective data: `.tcp`, `.rdma` or `.shm` (`.auto` resolved).
     public let transport: TransportKind
     /// "host:port" where this peer listens for its neighbours (the address they dial; the port is
     /// taken from `Configuration.peerPorts` when set).

@@ -80,7 +80,8 @@ public struct Configuration: Sendable {
     /// of a group must use the same number.
     public var connectionsPerPeer = 1
     /// What carries collective data between peers (the master always uses TCP). Every peer of a
-    /// group must resolve to the same transport.
+    /// group must resolve to the same transport, except that `.tcp` and `.shm` mix (a TCP end
+    /// refuses shared memory and the link stays on TCP).
     public var transport: TransportKind = .auto
     /// Largest control message accepted.
     public var maxControlBytes = 1 << 20
@@ -169,18 +170,20 @@ public struct Configuration: Sendable {
         }
     }
 
-    /// Whether this peer's data goes over RDMA.
+    /// Where this peer's data frames travel.
     /// - Throws: `setupFailed` when `.rdma` was asked for and this machine cannot do RDMA.
-    func usesRDMA() throws(ChorusError) -> Bool {
+    func dataPath() throws(ChorusError) -> TransportEngine.DataPath {
         switch transport {
         case .tcp:
-            return false
+            return .tcp
         case .rdma:
             if let why = TransportEngine.rdmaUnavailableReason { throw .setupFailed("transport rdma was asked for, but \(why)") }
-            return true
+            return .rdma
+        case .shm:
+            return .shm
         case .auto:
-            // RDMA devices do not serve loopback addresses, so a loopback group stays on TCP.
-            return TransportEngine.rdmaUnavailableReason == nil && !isLoopback(bindHost)
+            // RDMA devices do not serve loopback addresses, so a loopback group stays off RDMA.
+            return TransportEngine.rdmaUnavailableReason == nil && !isLoopback(bindHost) ? .rdma : .shm
         }
     }
 
@@ -204,7 +207,10 @@ public enum TransportKind: String, Sendable, CaseIterable {
     /// and heartbeats stay on a TCP connection beside each link. Fails with a clear error where no
     /// RDMA device exists.
     case rdma
-    /// RDMA when this machine has a device and the bind address is not loopback, else TCP.
+    /// Shared memory between members on one host (rings in a segment each link's dialer offers and
+    /// its acceptor maps), TCP between members on different hosts: chosen per link, automatically.
+    case shm
+    /// RDMA when this machine has a device and the bind address is not loopback, else `shm`.
     case auto
 }
 

@@ -38,7 +38,7 @@ extension Configuration {
         }
         if let v = environment["CHORUS_TRANSPORT"] {
             guard let kind = TransportKind(rawValue: v) else {
-                throw ChorusError.invalidArgument("CHORUS_TRANSPORT=\(v) is not one of tcp, rdma, auto")
+                throw ChorusError.invalidArgument("CHORUS_TRANSPORT=\(v) is not one of \(TransportKind.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             c.transport = kind
         }

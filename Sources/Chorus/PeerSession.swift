@@ -52,8 +52,8 @@ final class PeerSession {
     let secret: SharedSecret?
     private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
     let masterEndpoint: (host: String, port: UInt16)
-    /// Data links go over RDMA (links to the master never do).
-    let usesRDMA: Bool
+    /// Where data links carry their frames (links to the master carry none).
+    let dataPath: TransportEngine.DataPath
     /// The configuration's logger with this process's identity: pid, then peer id, rank and epoch.
     private(set) var logger: Logger
 
@@ -68,14 +68,14 @@ final class PeerSession {
         logger[metadataKey: "pid"] = "\(getpid())"
         secret = configuration.sharedSecret
         gate = AcceptorGate(secret: secret, name: "this peer")
-        usesRDMA = try configuration.usesRDMA()
+        dataPath = try configuration.dataPath()
         do {
             engine = try TransportEngine(settings: configuration.transportSettings)
             let ports = configuration.peerPorts ?? 0 ... 0
-            let port = try engine.listen(host: configuration.bindHost, port: ports.lowerBound, lastPort: ports.upperBound, rdma: usesRDMA)
+            let port = try engine.listen(host: configuration.bindHost, port: ports.lowerBound, lastPort: ports.upperBound, path: dataPath)
             listenAddress = PeerAddress(host: configuration.advertisedHost ?? configuration.bindHost, port: port)
         } catch {
-            throw .setupFailed("cannot listen on \(configuration.bindHost)\(usesRDMA ? " (with RDMA)" : ""): \(error)")
+            throw .setupFailed("cannot listen on \(configuration.bindHost)\(dataPath == .rdma ? " (with RDMA)" : ""): \(error)")
         }
         do {
             master = try engine.connect(host: endpoint.host, port: endpoint.port, timeout: configuration.connectTimeout)
@@ -343,7 +343,7 @@ final class PeerSession {
         func dial(_ member: Member, _ link: LinkKind) throws(ChorusError) -> ConnectionID {
             do {
                 let connection = try engine.connect(host: member.address.host, port: member.address.port,
-                                                    timeout: configuration.connectTimeout, rdma: usesRDMA)
+                                                    timeout: configuration.connectTimeout, path: dataPath)
                 dialed.append(connection)
                 let hello = PeerToPeer.hello(epoch: next.epoch, from: peerID, to: member.id, link: link)
                 // With a secret the hello follows the handshake (continueDial); without one it goes now.

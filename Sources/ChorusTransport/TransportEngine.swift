@@ -126,22 +126,42 @@ public final class TransportEngine: @unchecked Sendable {
 
     deinit { chorus_engine_destroy(engine) }
 
+    /// Where a connection's data frames travel. Control frames, heartbeats and liveness always use
+    /// its TCP stream.
+    public enum DataPath: Sendable {
+        /// On the TCP stream itself.
+        case tcp
+        /// On an RDMA queue pair to the same address and port (rdma_cm, reliable connected).
+        case rdma
+        /// In rings of shared memory when both ends share a host (the dialer offers a segment and
+        /// waits for the answer within its connect timeout), else on the TCP stream.
+        case shm
+
+        var kind: Int32 {
+            switch self {
+            case .tcp: Int32(CHORUS_PATH_TCP.rawValue)
+            case .rdma: Int32(CHORUS_PATH_RDMA.rawValue)
+            case .shm: Int32(CHORUS_PATH_SHM.rawValue)
+            }
+        }
+    }
+
     /// Listens on `host` and the first free port of `port...lastPort` (port 0 picks an ephemeral
     /// port; a `lastPort` below `port` means `port` alone). Failures name the call and the errno text.
-    /// - Parameter rdma: also listen with rdma_cm; accepted connections then carry data frames over
-    ///   RDMA (the dialer must connect with `rdma` too).
+    /// - Parameter path: where accepted connections carry data frames (the dialer must use the same).
     /// - Returns: the bound port.
-    public func listen(host: String, port: UInt16, lastPort: UInt16 = 0, rdma: Bool = false) throws(TransportError) -> UInt16 {
+    public func listen(host: String, port: UInt16, lastPort: UInt16 = 0, path: DataPath = .tcp) throws(TransportError) -> UInt16 {
         var bound: UInt16 = 0
-        try checkSetUp(chorus_engine_listen(engine, host, port, lastPort, 128, rdma ? 1 : 0, &bound))
+        try checkSetUp(chorus_engine_listen(engine, host, port, lastPort, 128, path.kind, &bound))
         return bound
     }
 
     /// Connects within `timeout`.
-    /// - Parameter rdma: also open an RDMA link to the same address, which carries the data frames.
-    public func connect(host: String, port: UInt16, timeout: Duration, rdma: Bool = false) throws(TransportError) -> ConnectionID {
+    /// - Parameter path: where the connection's data frames travel (`.rdma`: an RDMA link to the
+    ///   same address, opened within the same timeout).
+    public func connect(host: String, port: UInt16, timeout: Duration, path: DataPath = .tcp) throws(TransportError) -> ConnectionID {
         var id: UInt64 = 0
-        try checkSetUp(chorus_engine_connect(engine, host, port, milliseconds(timeout), rdma ? 1 : 0, &id))
+        try checkSetUp(chorus_engine_connect(engine, host, port, milliseconds(timeout), path.kind, &id))
         return ConnectionID(rawValue: id)
     }
 
@@ -254,7 +274,8 @@ public final class TransportEngine: @unchecked Sendable {
             let payload = [UInt8](UnsafeRawBufferPointer(start: event.payload, count: Int(header.length)))
             return .control(connection, FrameAddress(epoch: header.epoch, opID: header.op_id, tag: header.tag), payload)
         default:
-            return .failed(connection, TransportError(status: event.status, systemErrno: event.sys_errno))
+            return .failed(connection, TransportError(status: event.status, systemErrno: event.sys_errno,
+                                                      systemCall: event.sys_call.map { String(cString: $0) } ?? ""))
         }
     }
 }

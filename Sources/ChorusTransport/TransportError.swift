@@ -8,7 +8,7 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
     /// What went wrong, mirroring the C layer's status codes.
     public enum Code: Int32, Sendable {
         case badMagic = -100, badVersion = -101, badType = -102, badFlags = -103
-        case controlTooLarge = -104, badLength = -105
+        case controlTooLarge = -104, badLength = -105, outOfSequence = -106, badCredit = -107
         case staleEpoch = -110, epochMismatch = -111, opMismatch = -112, tagMismatch = -113
         case lengthMismatch = -114, unexpectedControl = -115, tooManyQueued = -116, unexpectedData = -117
         case peerClosed = -120, idleTimeout = -121, cancelled = -122, connectFailed = -123, system = -124
@@ -19,20 +19,23 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
     }
 
     public let code: Code
-    /// The errno behind a `.system` failure, 0 otherwise.
+    /// The errno of the system call behind the failure (`.system`, or `.peerClosed` from a reset), 0 otherwise.
     public let systemErrno: Int32
+    /// The name of that system call ("recv", "sendmsg", "ibv_post_send"); empty otherwise.
+    public let systemCall: String
     /// For a failed listen or connect: the system call, the address and the errno text
     /// ("bind 127.0.0.1:28148: Address already in use"); empty otherwise.
     public let detail: String
 
-    public init(code: Code, systemErrno: Int32 = 0, detail: String = "") {
+    public init(code: Code, systemErrno: Int32 = 0, systemCall: String = "", detail: String = "") {
         self.code = code
         self.systemErrno = systemErrno
+        self.systemCall = systemCall
         self.detail = detail
     }
 
-    init(status: Int32, systemErrno: Int32 = 0, detail: String = "") {
-        self.init(code: Code(rawValue: status) ?? .system, systemErrno: systemErrno, detail: detail)
+    init(status: Int32, systemErrno: Int32 = 0, systemCall: String = "", detail: String = "") {
+        self.init(code: Code(rawValue: status) ?? .system, systemErrno: systemErrno, systemCall: systemCall, detail: detail)
     }
 
     /// True when the remote side sent something that violates the wire protocol.
@@ -43,7 +46,9 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
     public var description: String {
         let text = String(cString: chorus_status_string(code.rawValue))
         if !detail.isEmpty { return "\(text): \(detail)" }
-        return systemErrno == 0 ? text : "\(text) (\(String(cString: strerror(systemErrno))), errno \(systemErrno))"
+        guard systemErrno != 0 else { return text }
+        let call = systemCall.isEmpty ? "" : "\(systemCall): "
+        return "\(text) (\(call)\(String(cString: strerror(systemErrno))), errno \(systemErrno))"
     }
 }
 

@@ -9,11 +9,23 @@ import Testing
 @Suite(.serialized) struct AllReduceMatrixTests {
     static let counts = [0, 1, 2, 3, 7, 13, 97, 1031]
 
+    /// Over the default transport (shared memory between the threads of this process).
     @Test(arguments: 1 ... 8)
     func everyDtypeOpAndCountMatchesTheReference(worldSize: Int) throws {
+        try Self.checkEveryDtypeOpAndCount(worldSize: worldSize, transport: .auto)
+    }
+
+    /// The same over TCP alone (the data path between hosts).
+    @Test(arguments: [2, 3, 5])
+    func everyDtypeOpAndCountMatchesTheReferenceOverTCP(worldSize: Int) throws {
+        try Self.checkEveryDtypeOpAndCount(worldSize: worldSize, transport: .tcp)
+    }
+
+    static func checkEveryDtypeOpAndCount(worldSize: Int, transport: TransportKind) throws {
         let checked = Atomic<Int>(0)
         let mismatches = Mutex<[String]>([])
-        let configuration = GroupHarness.testConfiguration(segmentBytes: 64)
+        var configuration = GroupHarness.testConfiguration(segmentBytes: 64)
+        configuration.transport = transport
         try GroupHarness.run(worldSize: worldSize, configuration: configuration) { communicator in
             let rank = communicator.rank, n = communicator.worldSize
             for dataType in DataType.allCases {
@@ -35,8 +47,8 @@ import Testing
                         try inPlace.withUnsafeMutableBytes {
                             try communicator.allReduce(inPlace: $0, count: count, dataType: dataType, op: op, algorithm: .ring)
                         }
-                        if output != expected || inPlace != expected {
-                            mismatches.withLock { $0.append("n=\(n) rank=\(rank) \(dataType) \(op) count=\(count)") }
+                        if output != expected || inPlace != expected || communicator.transport != (transport == .tcp ? .tcp : .shm) {
+                            mismatches.withLock { $0.append("n=\(n) rank=\(rank) \(communicator.transport) \(dataType) \(op) count=\(count)") }
                         }
                         checked.add(2, ordering: .relaxed)
                     }

@@ -18,7 +18,7 @@ let rdmaTestsRequired = Configuration.currentEnvironment()["CHORUS_REQUIRE_RDMA"
 struct RDMATests {
     static let host = Configuration.currentEnvironment()["CHORUS_RDMA_TEST_HOST"] ?? "10.99.0.1"
 
-    /// `.auto` takes RDMA when a device serves the bind address (and TCP on loopback).
+    /// `.auto` takes RDMA when a device serves the bind address (and shared memory on loopback).
     @Test func autoChoosesRDMAWhereADeviceServesTheBindAddress() throws {
         var configuration = Self.configuration()
         configuration.transport = .auto
@@ -138,10 +138,11 @@ struct RDMATests {
     }
 }
 
-/// Where RDMA is absent: asking for it is a clear error, and the default falls back to TCP.
+/// Where RDMA is absent: asking for it is a clear error, and the default falls back to shared
+/// memory (TCP between hosts).
 @Suite(.enabled(if: TransportKind.rdmaUnavailableReason != nil && !rdmaTestsRequired, "this machine has an RDMA device"))
 struct RDMAFallbackTests {
-    @Test func askingForRDMAIsAClearErrorAndAutoFallsBackToTCP() throws {
+    @Test func askingForRDMAIsAClearErrorAndAutoFallsBackToSharedMemory() throws {
         let reason = try #require(TransportKind.rdmaUnavailableReason)
         #expect(reason.contains("RDMA"), "the reason names RDMA: \(reason)")
         let master = try Master(host: "127.0.0.1", port: 0)
@@ -162,6 +163,6 @@ struct RDMAFallbackTests {
             try c.allReduce(&values)
             seen.withLock { $0.append("\(c.transport) \(values)") }
         }
-        #expect(seen.withLock { $0 } == ["tcp [3.0, 4.0]", "tcp [3.0, 4.0]"])
+        #expect(seen.withLock { $0 } == ["shm [3.0, 4.0]", "shm [3.0, 4.0]"])
     }
 }

@@ -2,7 +2,7 @@ import Glibc
 
 /// A plain blocking TCP client, to put arbitrary bytes on the wire.
 final class RawSocket {
-    let fd: Int32
+    private(set) var fd: Int32
 
     init(port: UInt16) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -16,7 +16,15 @@ final class RawSocket {
         guard result == 0 else { throw RawSocketError() }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Aborts the connection: a close with a zero linger time sends a reset instead of a FIN.
+    func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close(fd)
+        fd = -1
+    }
 
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
 

@@ -17,11 +17,12 @@ import Testing
         let port: UInt16
     }
 
-    static func pair(settings: TransportSettings = settings) throws -> Pair {
+    /// - Parameter path: the data path of both ends (`.shm`: the connection's data in shared-memory rings).
+    static func pair(settings: TransportSettings = settings, path: TransportEngine.DataPath = .tcp) throws -> Pair {
         let server = try TransportEngine(settings: settings)
-        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let port = try server.listen(host: "127.0.0.1", port: 0, path: path)
         let client = try TransportEngine(settings: settings)
-        let clientSide = try client.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+        let clientSide = try client.connect(host: "127.0.0.1", port: port, timeout: .seconds(5), path: path)
         guard case .accepted(let serverSide)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
         return Pair(server: server, client: client, serverSide: serverSide, clientSide: clientSide, port: port)
     }
@@ -42,9 +43,9 @@ import Testing
         #expect(conn == p.serverSide && address.epoch == 3 && address.opID == 4 && received == payload)
     }
 
-    @Test(arguments: [false, true])
-    func dataLandsInThePostedBuffer(postReceiveFirst: Bool) throws {
-        let p = try Self.pair()
+    @Test(arguments: [false, true], [TransportEngine.DataPath.tcp, .shm])
+    func dataLandsInThePostedBuffer(postReceiveFirst: Bool, path: TransportEngine.DataPath) throws {
+        let p = try Self.pair(path: path)
         let source = (0 ..< 3_000_001).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         var target = [UInt8](repeating: 0, count: source.count)
         let address = FrameAddress(epoch: 1, opID: 2, tag: 3)
@@ -69,10 +70,10 @@ import Testing
         (FrameAddress(epoch: 5, opID: 2, tag: 3), 17, .lengthMismatch),
     ]
 
-    @Test(arguments: 0 ..< mismatches.count)
-    func aFrameThatDoesNotMatchTheReceiveFailsItPrecisely(index: Int) throws {
+    @Test(arguments: 0 ..< mismatches.count, [TransportEngine.DataPath.tcp, .shm])
+    func aFrameThatDoesNotMatchTheReceiveFailsItPrecisely(index: Int, path: TransportEngine.DataPath) throws {
         let (sent, length, code) = Self.mismatches[index]
-        let p = try Self.pair()
+        let p = try Self.pair(path: path)
         let bystander = try p.client.connect(host: "127.0.0.1", port: p.port, timeout: .seconds(5))
         guard case .accepted(let bystanderServerSide)? = p.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
         let payload = [UInt8](repeating: 1, count: length)
@@ -162,6 +163,23 @@ import Testing
         guard case .failed(_, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("never timed out") }
         #expect(error.code == .idleTimeout)
         #expect(silent.closedByPeer(timeoutMilliseconds: 2000))
+    }
+
+    /// A failure found by a system call names the call and its errno: a peer's reset is `recv`'s
+    /// ECONNRESET, a peer's close is `recv` reading the end of the stream.
+    @Test(arguments: [true, false])
+    func aPeersResetOrCloseNamesTheCallThatFoundIt(reset: Bool) throws {
+        let server = try TransportEngine(settings: Self.settings)
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let peer = try RawSocket(port: port)
+        guard case .accepted? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        peer.send(header(type: 1, length: 8)) // half a control frame: the reader is mid-frame
+        if reset { peer.reset() } else { shutdown(peer.fd, Int32(SHUT_WR)) }
+        guard case .failed(_, let error)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no failure") }
+        #expect(error.code == .peerClosed)
+        #expect(error.systemCall == "recv")
+        #expect(error.systemErrno == (reset ? ECONNRESET : 0), "\(error)")
+        if reset { #expect(error.description.contains("recv: Connection reset by peer"), "\(error)") }
     }
 
     /// Hang suspicion learns each sender's rhythm: a sender whose heartbeats come ever later (a

@@ -8,7 +8,7 @@ seconds=${1:-60}
 out=${TMPDIR:-/tmp}/chorus-fuzz
 mkdir -p "$out/frame-corpus" "$out/messages-corpus"
 clang -g -O1 -fsanitize=fuzzer,address -I"$root/CModules/CChorusTransport/include" \
-    "$root/Tests/Fuzz/fuzz_frame_decode.c" "$root/CModules/CChorusTransport/frame.c" -o "$out/fuzz-frame"
+    "$root/Tests/Fuzz/fuzz_frame_decode.c" "$root/CModules/CChorusTransport/wire/frame.c" -o "$out/fuzz-frame"
 # The codecs without the handshake's proofs (HandshakeProofs.swift needs swift-crypto, which a bare
 # swiftc does not see).
 swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name ChorusProtocol \

@@ -37,6 +37,8 @@ typedef enum chorus_transport_status {
     CHORUS_ERR_BAD_FLAGS = -103,
     CHORUS_ERR_CONTROL_TOO_LARGE = -104,
     CHORUS_ERR_BAD_LENGTH = -105,
+    CHORUS_ERR_OUT_OF_SEQUENCE = -106, // an RDMA message whose chunk does not continue the frame in progress
+    CHORUS_ERR_BAD_CREDIT = -107,      // more RDMA credits returned than there are slots
     // Data frame does not match the posted receive (the connection is closed).
     CHORUS_ERR_STALE_EPOCH = -110,
     CHORUS_ERR_EPOCH_MISMATCH = -111,
@@ -56,8 +58,8 @@ typedef enum chorus_transport_status {
     CHORUS_ERR_CONTROL_BUDGET = -126,
     CHORUS_ERR_HANDSHAKE_FLOOD = -127,
     // Calls.
-    CHORUS_ERR_TIMEDOUT = -130,
-    CHORUS_ERR_INTERRUPTED = -131,
+    CHORUS_ERR_TIMEDOUT = -130,     // chorus_request_wait or chorus_engine_next_event: the timeout passed
+    CHORUS_ERR_INTERRUPTED = -131,  // chorus_request_wait: an event waits for the owner
     CHORUS_ERR_INVALID_ARGUMENT = -132,
     CHORUS_ERR_NO_SUCH_CONNECTION = -133,
     CHORUS_ERR_ADDRESS = -134,
@@ -86,6 +88,9 @@ typedef enum chorus_frame_type {
     CHORUS_FRAME_HEARTBEAT = 3, // liveness only, empty
     CHORUS_FRAME_CREDIT = 4,    // RDMA connections: `tag` more message slots are free at the sender; empty
     CHORUS_FRAME_PROBE = 5,     // liveness question, answered with a heartbeat (chorus_engine_probe); empty
+    CHORUS_FRAME_SHM_OFFER = 6,  // shared-memory path: the dialer's segment, named by tag, epoch and op_id; empty
+    CHORUS_FRAME_SHM_ANSWER = 7, // ...the acceptor's answer: tag 1 it mapped the segment, 0 it could not; empty
+    CHORUS_FRAME_SHM_DOORBELL = 8, // ...a ring has data (or room) for a reader (writer) that said it waits; empty
 } chorus_frame_type;
 
 /// The decoded header. On the wire every field is little-endian:
@@ -147,18 +152,27 @@ int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out
 /// No request may be waited on after this.
 void chorus_engine_destroy(chorus_engine *engine);
 
+/// Where a connection's data frames travel. Control frames, heartbeats, probes and liveness always
+/// use the connection's stream socket (TCP); the data path carries the collectives' bytes.
+typedef enum chorus_data_path_kind {
+    CHORUS_PATH_TCP = 0,  // on the stream socket itself
+    CHORUS_PATH_RDMA = 1, // on an RDMA queue pair (rdma_cm, reliable connected) to the same address and port
+    CHORUS_PATH_SHM = 2,  // on rings in shared memory when both ends share a host, else on the stream
+} chorus_data_path_kind;
+
 /// Listens on host and the first free port of port...last_port (port 0 = ephemeral; last_port below
-/// port = port alone). Accepted connections arrive as CHORUS_EVENT_ACCEPTED. With `rdma`, it also
-/// listens with rdma_cm on the same address and port, and every accepted connection carries its data
-/// frames over the RDMA link its dialer opens. On failure, `chorus_last_failure` says why.
-int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port, uint16_t last_port, int backlog, int rdma,
+/// port = port alone). Accepted connections arrive as CHORUS_EVENT_ACCEPTED and use `path` (a
+/// chorus_data_path_kind; the dialer must use the same): with CHORUS_PATH_RDMA it also listens with
+/// rdma_cm on the same address and port, and each accepted connection takes the RDMA link its dialer
+/// opens. An unknown path is CHORUS_ERR_INVALID_ARGUMENT, one not available here CHORUS_ERR_NO_RDMA.
+/// On failure, `chorus_last_failure` says why.
+int chorus_engine_listen(chorus_engine *engine, const char *host, uint16_t port, uint16_t last_port, int backlog, int path,
                          uint16_t *bound_port);
 
 /// Connects to host:port within timeout_ms, from the calling thread, then hands the socket to the
-/// engine. With `rdma`, it then opens an RDMA link (rdma_cm, reliable connected) to the same
-/// address and port, which carries the connection's data frames; control frames, heartbeats and
-/// credits stay on TCP.
-int chorus_engine_connect(chorus_engine *engine, const char *host, uint16_t port, int timeout_ms, int rdma,
+/// engine. With CHORUS_PATH_RDMA it then opens an RDMA link (rdma_cm, reliable connected) to the same
+/// address and port, which carries the connection's data frames.
+int chorus_engine_connect(chorus_engine *engine, const char *host, uint16_t port, int timeout_ms, int path,
                           chorus_conn_id *out);
 
 /// Marks an accepted connection as identified by the owner (a handshake it checked): the handshake
@@ -214,7 +228,8 @@ typedef struct chorus_event {
     int kind;
     chorus_conn_id conn;
     int status;               // CHORUS_EVENT_FAILED: why
-    int sys_errno;            // CHORUS_EVENT_FAILED with CHORUS_ERR_SYSTEM: errno
+    int sys_errno;            // CHORUS_EVENT_FAILED by a failed system call: its errno (0 otherwise)
+    const char *sys_call;     // ...and its name, a static string ("recv", "ibv_post_send"); NULL otherwise
     chorus_frame_header header; // CHORUS_EVENT_CONTROL
     uint8_t *payload;          // CHORUS_EVENT_CONTROL: owned by the event, free with chorus_event_release
 } chorus_event;

@@ -2,14 +2,15 @@
 // frames of a TCP connection. The TCP connection keeps control frames, heartbeats and credits.
 #ifndef CHORUS_RDMA_H
 #define CHORUS_RDMA_H
-#include "include/chorus_transport.h"
+#include "../core/failure.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 // Building the RDMA backend needs the verbs and rdma_cm headers (libibverbs-dev, librdmacm-dev);
-// building Chorus does not. Without them rdma.c compiles its other half, which answers every
-// call with CHORUS_ERR_NO_RDMA and the reason, so consumers need no RDMA packages at all.
+// building Chorus does not. Without them the RDMA data path is left out, verbs.c keeps only the
+// public calls (each answers CHORUS_ERR_NO_RDMA with the reason), and consumers need no RDMA
+// packages at all. Everything below the probe exists only with the headers.
 #if defined(__has_include)
 #if __has_include(<infiniband/verbs.h>) && __has_include(<rdma/rdma_cma.h>)
 #define CHORUS_HAVE_RDMA_HEADERS 1
@@ -33,9 +34,9 @@ int rdma_listener_create(const char *host, uint16_t port, rdma_listener **out);
 int rdma_listener_fd(const rdma_listener *listener);
 void rdma_listener_destroy(rdma_listener *listener);
 /// Takes the next connect request, if any: the new link (resources set up, not yet accepted), the
-/// dialer's TCP source port and address. CHORUS_ERR_TIMEDOUT when none is waiting.
+/// dialer's TCP source port and address. Returns 1 when it took one, 0 when none is waiting.
 int rdma_listener_take(rdma_listener *listener, rdma_link **link, uint16_t *tcp_port, char peer[64]);
-int rdma_link_accept(rdma_link *link);
+chorus_failure rdma_link_accept(rdma_link *link);
 void rdma_link_reject(rdma_link *link);
 
 /// Connects to host:port, naming the TCP connection by its local port; blocks until established.
@@ -49,16 +50,16 @@ int rdma_link_cm_events(rdma_link *link);
 void rdma_link_destroy(rdma_link *link);
 
 typedef void (*rdma_completion_fn)(void *context, int is_send, int slot, uint32_t bytes);
-/// Takes the completion-channel event, re-arms it and polls every completion. CHORUS_OK, or
-/// CHORUS_ERR_PEER_CLOSED when a work request failed (the QP went to error).
-int rdma_link_poll(rdma_link *link, rdma_completion_fn on_completion, void *context);
+/// Takes the completion-channel event, re-arms it and polls every completion. No failure, or
+/// CHORUS_ERR_PEER_CLOSED when a work request failed (the QP went to error), or a failed call.
+chorus_failure rdma_link_poll(rdma_link *link, rdma_completion_fn on_completion, void *context);
 uint8_t *rdma_link_send_slot(rdma_link *link, int slot);
 const uint8_t *rdma_link_recv_slot(rdma_link *link, int slot);
-int rdma_link_post_send(rdma_link *link, int slot, uint32_t bytes);
-int rdma_link_post_recv(rdma_link *link, int slot);
+chorus_failure rdma_link_post_send(rdma_link *link, int slot, uint32_t bytes);
+chorus_failure rdma_link_post_recv(rdma_link *link, int slot);
 /// True (with the key) when [address, address + length) lies in memory a caller registered
 /// (`chorus_rdma_register`); its region on this link's device is made at the first call.
 int rdma_link_registered_key(rdma_link *link, const void *address, size_t length, uint32_t *lkey);
 /// Sends the slot's message header followed by `bytes` of registered memory, without copying.
-int rdma_link_post_send_gather(rdma_link *link, int slot, const void *payload, uint32_t bytes, uint32_t lkey);
+chorus_failure rdma_link_post_send_gather(rdma_link *link, int slot, const void *payload, uint32_t bytes, uint32_t lkey);
 #endif

@@ -51,7 +51,7 @@ void chorus_socket_configure(int fd, int buffer_bytes) {
     }
 }
 
-static int resolve(const char *host, uint16_t port, int passive, struct addrinfo **out) {
+int chorus_socket_resolve(const char *host, uint16_t port, int passive, struct addrinfo **out) {
     if (host == NULL || host[0] == '\0') return CHORUS_ERR_INVALID_ARGUMENT;
     char service[8];
     snprintf(service, sizeof service, "%u", (unsigned)port);
@@ -66,7 +66,7 @@ static int resolve(const char *host, uint16_t port, int passive, struct addrinfo
 /// Binds and listens on one port; CHORUS_ERR_ADDRESS (with the failure noted) when it cannot.
 static int listen_on(const char *host, uint16_t port, int backlog, int *fd_out, uint16_t *bound_port) {
     struct addrinfo *list = NULL;
-    int status = resolve(host, port, 1, &list);
+    int status = chorus_socket_resolve(host, port, 1, &list);
     if (status != CHORUS_OK) return status;
     status = CHORUS_ERR_ADDRESS;
     for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
@@ -153,7 +153,7 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline_ms, int buff
 int chorus_socket_connect(const char *host, uint16_t port, int timeout_ms, int buffer_bytes, int *fd_out) {
     last_failure[0] = 0;
     struct addrinfo *list = NULL;
-    int status = resolve(host, port, 0, &list);
+    int status = chorus_socket_resolve(host, port, 0, &list);
     if (status != CHORUS_OK) return status;
     uint64_t deadline = chorus_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     status = CHORUS_ERR_CONNECT_FAILED;

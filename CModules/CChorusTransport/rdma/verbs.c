@@ -1,7 +1,7 @@
 // RDMA links over rdma_cm and verbs. The libraries are loaded at run time (as NCCL does), so the
 // transport builds and runs on machines without them; asking for RDMA there gives a clear error.
 #define _GNU_SOURCE
-#include "rdma.h"
+#include "verbs.h"
 #if CHORUS_HAVE_RDMA_HEADERS
 
 #include <dlfcn.h>
@@ -19,7 +19,7 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
-#include "sockets.h"
+#include "../core/sockets.h"
 
 // MARK: - Loading
 
@@ -241,7 +241,7 @@ static int setup_resources(rdma_link *l) {
     if ((l->memory = aligned_alloc(4096, bytes)) == NULL) return CHORUS_ERR_SYSTEM;
     if ((l->mr = V.reg_mr(l->pd, l->memory, bytes, IBV_ACCESS_LOCAL_WRITE)) == NULL) return CHORUS_ERR_SYSTEM;
     for (int slot = 0; slot < CHORUS_RDMA_SLOTS; slot++)
-        if (rdma_link_post_recv(l, slot) != CHORUS_OK) return CHORUS_ERR_SYSTEM;
+        if (rdma_link_post_recv(l, slot).status != CHORUS_OK) return CHORUS_ERR_SYSTEM;
     return CHORUS_OK;
 }
 
@@ -260,11 +260,11 @@ void rdma_link_destroy(rdma_link *l) {
     free(l);
 }
 
+/// The first address of host:port (rdma_cm takes one address, not a list).
 static int resolve(const char *host, uint16_t port, struct sockaddr_storage *out) {
-    char service[8];
-    snprintf(service, sizeof service, "%u", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *found = NULL;
-    if (getaddrinfo(host, service, &hints, &found) != 0 || found == NULL) return CHORUS_ERR_ADDRESS;
+    struct addrinfo *found = NULL;
+    int status = chorus_socket_resolve(host, port, 0, &found);
+    if (status != CHORUS_OK) return status;
     memcpy(out, found->ai_addr, found->ai_addrlen);
     freeaddrinfo(found);
     return CHORUS_OK;
@@ -341,7 +341,7 @@ void rdma_listener_destroy(rdma_listener *l) {
 int rdma_listener_take(rdma_listener *listener, rdma_link **out, uint16_t *tcp_port, char peer[64]) {
     for (;;) {
         struct rdma_cm_event *event;
-        if (V.get_cm_event(listener->events, &event) != 0) return CHORUS_ERR_TIMEDOUT;
+        if (V.get_cm_event(listener->events, &event) != 0) return 0; // none waiting (the channel is non-blocking)
         if (event->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
             V.ack_cm_event(event);
             continue;
@@ -371,13 +371,13 @@ int rdma_listener_take(rdma_listener *listener, rdma_link **out, uint16_t *tcp_p
         }
         *tcp_port = hello.tcp_port;
         *out = l;
-        return CHORUS_OK;
+        return 1;
     }
 }
 
-int rdma_link_accept(rdma_link *l) {
+chorus_failure rdma_link_accept(rdma_link *l) {
     struct rdma_conn_param param = {.retry_count = 7, .rnr_retry_count = 7};
-    return V.accept(l->id, &param) == 0 ? CHORUS_OK : CHORUS_ERR_SYSTEM;
+    return V.accept(l->id, &param) == 0 ? chorus_no_failure() : chorus_system_failure("rdma_accept", errno);
 }
 
 void rdma_link_reject(rdma_link *l) { V.reject(l->id, NULL, 0); }
@@ -403,20 +403,27 @@ int rdma_link_cm_events(rdma_link *l) {
     return status;
 }
 
-int rdma_link_poll(rdma_link *l, rdma_completion_fn on_completion, void *context) {
+chorus_failure rdma_link_poll(rdma_link *l, rdma_completion_fn on_completion, void *context) {
     struct ibv_cq *cq;
     void *ignored;
     while (V.get_cq_event(l->completions, &cq, &ignored) == 0) V.ack_cq_events(cq, 1);
-    if (ibv_req_notify_cq(l->cq, 0) != 0) return CHORUS_ERR_SYSTEM;
+    int error = ibv_req_notify_cq(l->cq, 0); // returns an errno value
+    if (error != 0) return chorus_system_failure("ibv_req_notify_cq", error);
     struct ibv_wc wc[16];
     int n;
     while ((n = ibv_poll_cq(l->cq, 16, wc)) > 0) {
         for (int i = 0; i < n; i++) {
-            if (wc[i].status != IBV_WC_SUCCESS) return CHORUS_ERR_PEER_CLOSED; // the QP went to error
+            if (wc[i].status != IBV_WC_SUCCESS) return chorus_failure_of(CHORUS_ERR_PEER_CLOSED); // the QP went to error
             on_completion(context, (int)(wc[i].wr_id >> 16), (int)(wc[i].wr_id & 0xFFFF), wc[i].byte_len);
         }
     }
-    return n < 0 ? CHORUS_ERR_SYSTEM : CHORUS_OK;
+    return n < 0 ? chorus_system_failure("ibv_poll_cq", errno) : chorus_no_failure();
+}
+
+/// A failed post: our credits and slots never overfill the queue, so the QP is in error and the
+/// link is gone (the peer's close, as a failed completion would say); errno and the call are kept.
+static chorus_failure post_failure(const char *call, int error) {
+    return (chorus_failure){CHORUS_ERR_PEER_CLOSED, error, call};
 }
 
 uint8_t *rdma_link_send_slot(rdma_link *l, int slot) { return l->memory + (size_t)slot * CHORUS_RDMA_SLOT_BYTES; }
@@ -425,11 +432,12 @@ const uint8_t *rdma_link_recv_slot(rdma_link *l, int slot) {
     return l->memory + (size_t)(CHORUS_RDMA_SLOTS + slot) * CHORUS_RDMA_SLOT_BYTES;
 }
 
-int rdma_link_post_send(rdma_link *l, int slot, uint32_t bytes) {
+chorus_failure rdma_link_post_send(rdma_link *l, int slot, uint32_t bytes) {
     struct ibv_sge sge = {.addr = (uintptr_t)rdma_link_send_slot(l, slot), .length = bytes, .lkey = l->mr->lkey};
     struct ibv_send_wr wr = {.wr_id = (1u << 16) | (uint32_t)slot, .sg_list = &sge, .num_sge = 1,
                              .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED}, *bad;
-    return ibv_post_send(l->id->qp, &wr, &bad) == 0 ? CHORUS_OK : CHORUS_ERR_PEER_CLOSED;
+    int error = ibv_post_send(l->id->qp, &wr, &bad); // returns an errno value
+    return error == 0 ? chorus_no_failure() : post_failure("ibv_post_send", error);
 }
 
 int rdma_link_registered_key(rdma_link *l, const void *address, size_t length, uint32_t *lkey) {
@@ -450,26 +458,28 @@ int rdma_link_registered_key(rdma_link *l, const void *address, size_t length, u
     return found;
 }
 
-int rdma_link_post_send_gather(rdma_link *l, int slot, const void *payload, uint32_t bytes, uint32_t lkey) {
+chorus_failure rdma_link_post_send_gather(rdma_link *l, int slot, const void *payload, uint32_t bytes, uint32_t lkey) {
     struct ibv_sge sge[2] = {
         {.addr = (uintptr_t)rdma_link_send_slot(l, slot), .length = CHORUS_RDMA_MESSAGE_HEADER, .lkey = l->mr->lkey},
         {.addr = (uintptr_t)payload, .length = bytes, .lkey = lkey},
     };
     struct ibv_send_wr wr = {.wr_id = (1u << 16) | (uint32_t)slot, .sg_list = sge, .num_sge = 2,
                              .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED}, *bad;
-    return ibv_post_send(l->id->qp, &wr, &bad) == 0 ? CHORUS_OK : CHORUS_ERR_PEER_CLOSED;
+    int error = ibv_post_send(l->id->qp, &wr, &bad); // returns an errno value
+    return error == 0 ? chorus_no_failure() : post_failure("ibv_post_send", error);
 }
 
-int rdma_link_post_recv(rdma_link *l, int slot) {
+chorus_failure rdma_link_post_recv(rdma_link *l, int slot) {
     struct ibv_sge sge = {.addr = (uintptr_t)rdma_link_recv_slot(l, slot), .length = CHORUS_RDMA_SLOT_BYTES, .lkey = l->mr->lkey};
     struct ibv_recv_wr wr = {.wr_id = (uint32_t)slot, .sg_list = &sge, .num_sge = 1}, *bad;
-    return ibv_post_recv(l->id->qp, &wr, &bad) == 0 ? CHORUS_OK : CHORUS_ERR_PEER_CLOSED;
+    int error = ibv_post_recv(l->id->qp, &wr, &bad); // returns an errno value
+    return error == 0 ? chorus_no_failure() : post_failure("ibv_post_recv", error);
 }
 #else // !CHORUS_HAVE_RDMA_HEADERS
 
-// A build made without the verbs and rdma_cm headers: every call reports RDMA as unavailable, with
-// the reason, so `.auto` falls back to TCP and `.rdma` fails with a clear error. (In this file, not
-// one of its own, so that installing the headers later changes one object, not two.)
+// A build made without the verbs and rdma_cm headers: RDMA is unavailable, with the reason, so
+// `.auto` falls back to TCP and `.rdma` fails with a clear error; the RDMA data path is left out
+// (data_paths.c).
 #include <stdio.h>
 
 static const char reason[] =
@@ -490,45 +500,4 @@ int chorus_rdma_deregister(uint64_t handle) {
     return CHORUS_ERR_NO_RDMA;
 }
 
-// The engine calls these only for links made while the probe succeeded, which never happens here.
-int rdma_listener_create(const char *host, uint16_t port, rdma_listener **out) {
-    (void)host, (void)port, (void)out;
-    return CHORUS_ERR_NO_RDMA;
-}
-int rdma_listener_fd(const rdma_listener *listener) { (void)listener; return -1; }
-void rdma_listener_destroy(rdma_listener *listener) { (void)listener; }
-int rdma_listener_take(rdma_listener *listener, rdma_link **link, uint16_t *tcp_port, char peer[64]) {
-    (void)listener, (void)link, (void)tcp_port, (void)peer;
-    return CHORUS_ERR_NO_RDMA;
-}
-int rdma_link_accept(rdma_link *link) { (void)link; return CHORUS_ERR_NO_RDMA; }
-void rdma_link_reject(rdma_link *link) { (void)link; }
-int rdma_link_connect(const char *host, uint16_t port, uint16_t tcp_port, int timeout_ms, rdma_link **out) {
-    (void)host, (void)port, (void)tcp_port, (void)timeout_ms, (void)out;
-    return CHORUS_ERR_NO_RDMA;
-}
-int rdma_link_cq_fd(const rdma_link *link) { (void)link; return -1; }
-int rdma_link_cm_fd(const rdma_link *link) { (void)link; return -1; }
-int rdma_link_established(const rdma_link *link) { (void)link; return 0; }
-int rdma_link_cm_events(rdma_link *link) { (void)link; return CHORUS_ERR_NO_RDMA; }
-void rdma_link_destroy(rdma_link *link) { (void)link; }
-int rdma_link_poll(rdma_link *link, rdma_completion_fn on_completion, void *context) {
-    (void)link, (void)on_completion, (void)context;
-    return CHORUS_ERR_NO_RDMA;
-}
-uint8_t *rdma_link_send_slot(rdma_link *link, int slot) { (void)link, (void)slot; return NULL; }
-const uint8_t *rdma_link_recv_slot(rdma_link *link, int slot) { (void)link, (void)slot; return NULL; }
-int rdma_link_post_send(rdma_link *link, int slot, uint32_t bytes) {
-    (void)link, (void)slot, (void)bytes;
-    return CHORUS_ERR_NO_RDMA;
-}
-int rdma_link_post_recv(rdma_link *link, int slot) { (void)link, (void)slot; return CHORUS_ERR_NO_RDMA; }
-int rdma_link_registered_key(rdma_link *link, const void *address, size_t length, uint32_t *lkey) {
-    (void)link, (void)address, (void)length, (void)lkey;
-    return 0;
-}
-int rdma_link_post_send_gather(rdma_link *link, int slot, const void *payload, uint32_t bytes, uint32_t lkey) {
-    (void)link, (void)slot, (void)payload, (void)bytes, (void)lkey;
-    return CHORUS_ERR_NO_RDMA;
-}
 #endif // CHORUS_HAVE_RDMA_HEADERS

@@ -10,7 +10,7 @@
 // timers. Waits spin briefly (serving the engine, yielding the core) before they block in poll on the
 // epoll set and the caller's own eventfd, which completions and events write when callers sleep.
 #define _GNU_SOURCE
-#include "engine_internal.h"
+#include "engine.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -77,6 +77,15 @@ void engine_complete_locked(chorus_engine *e, chorus_request *r, int status) {
     __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE); // also read without the lock while spinning
     __atomic_sub_fetch(&e->in_flight, 1, __ATOMIC_SEQ_CST);
     wake_sleepers_locked(e);
+}
+
+void engine_complete_all_locked(chorus_engine *e, chorus_request **head, chorus_request **tail, int status) {
+    for (chorus_request *r = *head; r != NULL;) {
+        chorus_request *next = r->next; // completion may let the owner free it
+        engine_complete_locked(e, r, status);
+        r = next;
+    }
+    *head = *tail = NULL;
 }
 
 void engine_push_event_locked(chorus_engine *e, event_node *node) {
@@ -170,13 +179,11 @@ int engine_progress(chorus_engine *e, int timeout_ms) {
     struct epoll_event events[64];
     int n = epoll_wait(e->epfd, events, 64, timeout_ms);
     for (int i = 0; i < n; i++) {
-        uint64_t key = events[i].data.u64 & ~KEY_ID_MASK;
+        uint64_t slot = events[i].data.u64 >> KEY_SLOT_SHIFT; // 0: the stream socket; s + 1: the path's slot s
         conn *c = engine_acquire(e, events[i].data.u64 & KEY_ID_MASK);
         if (c == NULL) continue;
         uint32_t work;
-        if (key == KEY_RDMA_CQ) work = IO_RDMA_CQ;
-        else if (key == KEY_RDMA_CM) work = IO_RDMA_CM;
-        else if (key == KEY_RDMA_LISTENER) work = IO_RDMA_ACCEPT;
+        if (slot > 0) work = 1u << (IO_PATH_SHIFT + slot - 1);
         else if (c->is_listener) work = IO_ACCEPT;
         else work = (events[i].events & EPOLLOUT ? IO_WRITE : 0u) |
                     (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) ? IO_READ : 0u);
@@ -420,7 +427,7 @@ void chorus_engine_destroy(chorus_engine *e) {
         pthread_mutex_unlock(&e->lock);
         if (c == NULL) break;
         pthread_mutex_lock(&c->io_lock);
-        engine_fail_conn(e, c, CHORUS_ERR_SHUTDOWN, 0);
+        engine_fail_conn(e, c, chorus_failure_of(CHORUS_ERR_SHUTDOWN));
         pthread_mutex_unlock(&c->io_lock);
         engine_release(e, c);
     }
