@@ -3,17 +3,19 @@
 # peers (back to back and after a gap, alternating the two so drift hits both), and a DDP step with
 # backend chorus against gloo at 2 and 4 processes. Needs the package installed (pip install ./python)
 # or CHORUS_LIBRARY and PYTHONPATH pointing at a build. Usage: Benchmarks/python/compare.sh [ROUNDS]
+# Both sides use the same transport: CHORUS_TRANSPORT, default shm (the library's default on one host).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 rounds=${1:-3}
 export CHORUS_LOG_LEVEL=error
+export CHORUS_TRANSPORT=${CHORUS_TRANSPORT:-shm}
 (cd "$root" && swift build -c release --product chorus-bench >/dev/null)
-bench=$root/.build/release/chorus-bench
+bench() { "$root/.build/release/chorus-bench" "$@" --transport "$CHORUS_TRANSPORT"; }
 python_bench=$root/Benchmarks/python/allreduce.py
 row() { tail -1 | awk -v name="$1" -v t="$2" -v c="$3" '{printf "%-8s time %8s us   cpu %8s us\n", name, $t, $c}'; }
 
 echo "== per call, a world of one, 4 KiB (20000 calls)"
-"$bench" allreduce --local 1 -b 4K -e 4K -n 20000 -w 1000 | row swift 5 8
+bench allreduce --local 1 -b 4K -e 4K -n 20000 -w 1000 | row swift 5 8
 python3 "$python_bench" --local 1 -b 4K -e 4K -n 20000 -w 1000 | row numpy 3 6
 python3 "$python_bench" --local 1 -b 4K -e 4K -n 20000 -w 1000 --torch | row torch 3 6
 for size in 4K 64M; do
@@ -23,7 +25,7 @@ for size in 4K 64M; do
         echo "== two peers, $size, ${pacing:-back to back}"
         for _ in $(seq "$rounds"); do
             # shellcheck disable=SC2086
-            "$bench" allreduce --local 2 -b $size -e $size -n $n -w $w $pacing | row swift 5 8
+            bench allreduce --local 2 -b $size -e $size -n $n -w $w $pacing | row swift 5 8
             # shellcheck disable=SC2086
             python3 "$python_bench" --local 2 -b $size -e $size -n $n -w $w $pacing | row numpy 3 6
             # shellcheck disable=SC2086
