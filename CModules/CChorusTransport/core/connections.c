@@ -95,6 +95,7 @@ void engine_fail_later(chorus_engine *e, conn *c, chorus_failure why) {
 }
 
 chorus_failure engine_watch(chorus_engine *e, conn *c, int fd, int slot) {
+    if (slot < 0 || slot >= CHORUS_PATH_MAX_WATCHED) return chorus_failure_of(CHORUS_ERR_INVALID_ARGUMENT);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(slot + 1) << KEY_SLOT_SHIFT | c->id};
     return epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? chorus_no_failure() : chorus_system_failure("epoll_ctl", errno);
 }

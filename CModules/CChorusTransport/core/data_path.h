@@ -3,9 +3,9 @@
 // Every connection is a framed stream socket (TCP): control frames, heartbeats, probes and liveness
 // travel on it whatever the data path. The data path decides where data frames travel and how they
 // land in posted receives: `tcp/` on the stream itself, `rdma/` on a queue pair beside it, `shm/` in
-// rings of shared memory when both ends share a host. The core
-// calls a path only through this table, and the paths are listed in one place (data_paths.c), so a
-// new one is a folder and a line there. Entries marked "may be NULL" are skipped when absent.
+// rings of shared memory when both ends share a host. The core calls a path only through this
+// table, and the paths are listed in one place (data_paths.c), so a new one is a folder and a line
+// there. Entries marked "may be NULL" are skipped when absent.
 #ifndef CHORUS_DATA_PATH_H
 #define CHORUS_DATA_PATH_H
 #include "failure.h"
@@ -39,8 +39,9 @@ typedef struct chorus_data_path {
     /// c->active_recv to the receive its payload is read into and returns CHORUS_OK, returns
     /// CHORUS_PATH_WAIT when none is posted yet, or a status that fails the connection.
     int (*stream_data)(chorus_engine *e, conn *c);
-    /// A frame of a type only this path uses (rdma: credits) arrived on the stream, admitted or not
-    /// (engine_data_allowed says whether data may flow yet). May be NULL (none valid).
+    /// A frame of a type the core does not handle arrived on the stream (rdma: credits; shm: offer,
+    /// answer, doorbell; tcp: refuses an offer), admitted or not (engine_data_allowed says whether
+    /// data may flow yet). May be NULL (none valid).
     chorus_failure (*stream_frame)(chorus_engine *e, conn *c, const chorus_frame_header *h);
     /// A receive was posted after the path wanted one (io_lock held).
     chorus_failure (*resume)(chorus_engine *e, conn *c);
