@@ -141,8 +141,6 @@ chorus_failure stream_flush_locked(chorus_engine *e, conn *c);
 void stream_read(chorus_engine *e, conn *c);
 /// A heartbeat unless frames are queued already (they say as much). Caller holds send_lock.
 chorus_failure stream_heartbeat_locked(chorus_engine *e, conn *c);
-/// Resets the reader for the next frame.
-void stream_frame_done(conn *c);
 /// Drops every queued frame with `status` and closes the write side (from engine_fail_conn).
 void stream_close_sends(chorus_engine *e, conn *c, int status);
 

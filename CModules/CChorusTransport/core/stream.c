@@ -115,7 +115,8 @@ chorus_failure stream_heartbeat_locked(chorus_engine *e, conn *c) {
 
 // MARK: - Receiving (io_lock held)
 
-void stream_frame_done(conn *c) {
+/// Resets the reader for the next frame.
+static void stream_frame_done(conn *c) {
     c->have_header = 0;
     c->header_got = 0;
     c->payload_got = 0;
