@@ -9,7 +9,7 @@ extern const chorus_data_path chorus_shm_path;
 extern const chorus_data_path chorus_rdma_path;
 #else
 /// Stands for the RDMA path in a build without its headers: never available, and says why.
-static const chorus_data_path chorus_rdma_path = {.name = "rdma", .available = chorus_rdma_probe};
+static const chorus_data_path chorus_rdma_path = {.available = chorus_rdma_probe};
 #endif
 
 const chorus_data_path *chorus_data_path_for(int kind) {

@@ -161,7 +161,7 @@ int engine_receive_chunk(chorus_engine *e, conn *c, chorus_request **active, uin
         if (r == NULL) {
             c->receive_wanted = 1; // chorus_engine_post_recv flags the connection for attention
             pthread_mutex_unlock(&e->lock);
-            return CHORUS_CHUNK_WAITS;
+            return CHORUS_PATH_WAIT;
         }
         int status = engine_match_receive(h, r);
         if (status != CHORUS_OK) {
@@ -187,7 +187,7 @@ int engine_receive_chunk(chorus_engine *e, conn *c, chorus_request **active, uin
         *active = NULL;
         pthread_mutex_unlock(&e->lock);
     }
-    return CHORUS_CHUNK_TAKEN;
+    return CHORUS_OK;
 }
 
 // MARK: - Work on one connection (io_lock held)

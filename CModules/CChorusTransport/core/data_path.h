@@ -16,13 +16,13 @@
 typedef struct conn conn;
 struct send_item;
 
-/// What stream_data returns when the frame must wait for a receive to be posted. Not a status.
+/// What a path's receiving steps return when a frame must wait for a receive to be posted (then
+/// c->receive_wanted is set, and the post brings the connection back to the path's `resume`). Not a status.
 #define CHORUS_PATH_WAIT 1
 /// Descriptors one connection's data path may watch in the engine's epoll set (slots 0...3).
 #define CHORUS_PATH_MAX_WATCHED 4
 
 typedef struct chorus_data_path {
-    const char *name;
     /// CHORUS_OK when the path can be used here, else its status with the reason in `why`. May be NULL (always).
     int (*available)(char *why, size_t why_size);
     /// A new connection (dialed or accepted, not a listener): sets up c->path_state. May be NULL.
@@ -77,14 +77,10 @@ int engine_conn_failed(chorus_engine *e, conn *c);
 int engine_data_allowed(chorus_engine *e, conn *c);
 /// Whether a data frame's header is the one `r` expects: CHORUS_OK or the precise mismatch.
 int engine_match_receive(const chorus_frame_header *h, const chorus_request *r);
-/// What engine_receive_chunk did with a chunk.
-#define CHORUS_CHUNK_TAKEN 0
-#define CHORUS_CHUNK_WAITS 1 /* no receive posted yet: it stays where it is, and c->receive_wanted is set */
-
 /// For paths that carry a data frame as chunks (offset, length) of its payload: copies one into the
 /// receive of the frame in progress (`*active`, filled up to `*filled`) or, for a frame's first
 /// chunk, into the head posted receive once its header matches. Completes the receive with its last
-/// chunk. Returns CHORUS_CHUNK_TAKEN, CHORUS_CHUNK_WAITS, a mismatch status, or
+/// chunk. Returns CHORUS_OK (taken), CHORUS_PATH_WAIT (it stays where it is), a mismatch status, or
 /// CHORUS_ERR_OUT_OF_SEQUENCE for a chunk that does not continue the frame in progress. The caller
 /// holds io_lock (only its holder completes `*active`) and checked offset + length <= h->length.
 int engine_receive_chunk(chorus_engine *e, conn *c, chorus_request **active, uint32_t *filled,

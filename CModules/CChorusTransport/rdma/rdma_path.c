@@ -204,7 +204,7 @@ static chorus_failure rdma_post_send(chorus_engine *e, conn *c, chorus_request *
 // MARK: - Receiving
 
 /// Takes one received message for the frame in progress, or the next posted receive. Caller holds
-/// the path's lock. Returns CHORUS_CHUNK_TAKEN, CHORUS_CHUNK_WAITS, or a status that fails the connection.
+/// the path's lock. Returns CHORUS_OK, CHORUS_PATH_WAIT, or a status that fails the connection.
 static int consume_one(chorus_engine *e, conn *c, const uint8_t *message, uint32_t bytes) {
     rdma_state *s = state_of(c);
     chorus_frame_header h;
@@ -227,8 +227,8 @@ static chorus_failure consume(chorus_engine *e, conn *c) {
     while (s->link != NULL && s->pending_count > 0) {
         int slot = s->pending_slot[s->pending_first];
         int status = consume_one(e, c, rdma_link_recv_slot(s->link, slot), s->pending_bytes[s->pending_first]);
-        if (status == CHORUS_CHUNK_WAITS) break;
-        if (status != CHORUS_CHUNK_TAKEN) {
+        if (status == CHORUS_PATH_WAIT) break;
+        if (status != CHORUS_OK) {
             failure = chorus_failure_of(status);
             break;
         }
@@ -391,7 +391,6 @@ static chorus_failure rdma_dial(chorus_engine *e, conn *c, const char *host, uin
 }
 
 const chorus_data_path chorus_rdma_path = {
-    .name = "rdma",
     .available = chorus_rdma_probe,
     .open = rdma_open,
     .release = rdma_release,

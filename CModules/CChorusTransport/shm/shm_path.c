@@ -257,8 +257,8 @@ static int read_record_locked(chorus_engine *e, conn *c, int *wake_writer) {
     uint32_t record = RECORD_HEADER + padded(chunk);
     if (record > available || record > to_end) return CHORUS_ERR_OUT_OF_SEQUENCE;
     status = engine_receive_chunk(e, c, &s->active, &s->recv_offset, &h, offset, in->data + at + RECORD_HEADER, chunk);
-    if (status == CHORUS_CHUNK_WAITS) return WAITS_FOR_RECEIVE;
-    if (status != CHORUS_CHUNK_TAKEN) return status;
+    if (status == CHORUS_PATH_WAIT) return WAITS_FOR_RECEIVE;
+    if (status != CHORUS_OK) return status;
     __atomic_store_n(&in->head, head + record, __ATOMIC_SEQ_CST);
     if (__atomic_exchange_n(&in->writer_waiting, 0, __ATOMIC_SEQ_CST)) *wake_writer = 1;
     return READ_ONE;
@@ -408,7 +408,6 @@ static chorus_failure shm_dial(chorus_engine *e, conn *c, const char *host, uint
 }
 
 const chorus_data_path chorus_shm_path = {
-    .name = "shm",
     .open = shm_open_state,
     .release = shm_release,
     .dial = shm_dial,

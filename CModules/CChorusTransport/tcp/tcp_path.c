@@ -40,7 +40,6 @@ static chorus_failure tcp_stream_frame(chorus_engine *e, conn *c, const chorus_f
 }
 
 const chorus_data_path chorus_tcp_path = {
-    .name = "tcp",
     .post_send = tcp_post_send,
     .stream_data = tcp_stream_data,
     .stream_frame = tcp_stream_frame,
