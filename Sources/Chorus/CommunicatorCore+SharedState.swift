@@ -19,7 +19,7 @@ extension Core {
                 return session.syncPlan(for: opID).map { .plan($0) }
             }
         } catch {
-            abandonEpoch(session)
+            session.abandonEpoch()
             throw error
         }
         let plan: SyncPlan
@@ -29,13 +29,13 @@ extension Core {
             return SyncResult(revision: state.revision, wasOutdated: false, receivedTensors: [], bytesReceived: 0, bytesSent: 0, sources: [],
                               lostSources: [])
         case .verdict(.aborted(let reason)):
-            abandonEpoch(session)
+            session.abandonEpoch()
             throw .aborted(reason)
         case .plan(let p):
             plan = p
         }
         guard plan.hashes.count == state.tensors.count else {
-            abandonEpoch(session)
+            session.abandonEpoch()
             throw .invalidArgument("the master's plan names \(plan.hashes.count) tensors, this state holds \(state.tensors.count)")
         }
         let members = session.topology.members.map(\.id)

@@ -189,7 +189,7 @@ final class Core: @unchecked Sendable {
                 case .verdict(let reason): verdict = .aborted(reason)
                 case .local(let reason): local = .aborted(reason)
                 case .masterLost(let error):
-                    abandonEpoch(session)
+                    session.abandonEpoch()
                     onMasterLoss()
                     throw error
                 case nil: local = .aborted(.linkFailed(reporter: session.peerID, peer: nil, detail: "\(error)"))
@@ -202,13 +202,13 @@ final class Core: @unchecked Sendable {
                 verdict = try awaitVerdict(session: session, opID: opID, descriptor: descriptor, deadline: deadline)
             }
         } catch {
-            abandonEpoch(session)
+            session.abandonEpoch()
             onMasterLoss()
             throw error
         }
         if case .aborted(let reason) = verdict! {
             session.logger.warning("operation \(opID) aborted: \(reason)")
-            abandonEpoch(session)
+            session.abandonEpoch()
             restore?()
             throw .aborted(reason)
         }
@@ -231,11 +231,6 @@ final class Core: @unchecked Sendable {
             }
             return verdict
         }
-    }
-
-    func abandonEpoch(_ session: PeerSession) {
-        session.closeLinks()
-        session.needsTopologyUpdate = true
     }
 }
 

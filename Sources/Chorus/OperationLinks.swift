@@ -28,7 +28,7 @@ final class OperationLinks: CollectiveLinks {
     let rank: Int
     let worldSize: Int
     let session: PeerSession
-    let links: EpochLinks
+    let links: EpochLinks<ConnectionID>
     private let route: Route
     let epoch: UInt64
     let opID: UInt64
@@ -112,13 +112,11 @@ final class OperationLinks: CollectiveLinks {
         let effects: [TransportError.Code] = [.peerClosed, .noSuchConnection, .opMismatch, .tagMismatch, .lengthMismatch]
         guard effects.contains((session.linkFailure(link) ?? error).code) else { return .local(reason) }
         let graceEnd = min(deadline, .now + session.configuration.linkFailureGrace)
-        while true {
-            // Looked at before waiting: the verdict usually came in with the failure itself.
+        // The verdict usually came in with the failure itself, so it is looked at before waiting.
+        return session.wait(until: graceEnd) { () -> OperationInterruption? in
             if case .aborted(let verdict)? = session.verdict(for: opID) { return .verdict(verdict) }
-            if let error = session.masterLossError { return .masterLost(error) }
-            guard ContinuousClock.now < graceEnd else { return .local(reason) }
-            session.awaitEvent(timeout: graceEnd - .now)
-        }
+            return session.masterLossError.map { .masterLost($0) }
+        } ?? .local(reason)
     }
 
     func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
@@ -138,20 +136,20 @@ final class OperationLinks: CollectiveLinks {
 
     func wait(_ request: TransportRequest) throws {
         try announce()
-        while true {
-            let remaining = deadline - .now
-            guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: [])) }
-            switch session.engine.wait(request, timeout: min(remaining, .milliseconds(250)), interruptible: true) {
-            case .completed:
-                return
-            case .failed(let error):
-                let link = outstanding.first { $0.request === request }?.link ?? links.right[0]
-                throw linkInterruption(link, error)
-            case .interrupted, .timedOut:
-                session.drainEvents()
-                if case .aborted(let reason)? = session.verdict(for: opID) { throw OperationInterruption.verdict(reason) }
-                if let error = session.masterLossError { throw OperationInterruption.masterLost(error) }
-            }
+        let outcome = try session.wait(until: deadline, blockingOn: request) { () throws(OperationInterruption) -> RequestWait? in
+            if request.isFinished { return session.engine.wait(request, timeout: .zero, interruptible: false) }
+            if case .aborted(let reason)? = session.verdict(for: opID) { throw .verdict(reason) }
+            if let error = session.masterLossError { throw .masterLost(error) }
+            return nil
+        }
+        switch outcome {
+        case .completed?:
+            return
+        case .failed(let error)?:
+            let link = outstanding.first { $0.request === request }?.link ?? links.right[0]
+            throw linkInterruption(link, error)
+        default:
+            throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: []))
         }
     }
 

@@ -24,19 +24,18 @@ extension OperationLinks {
     /// Throws like `wait`: the master's abort verdict, a lost master, the operation deadline.
     func nextSignal(from peers: Set<Int>) throws -> PeerSignal {
         try announce()
-        while true {
-            session.drainEvents()
-            if let (connection, message) = session.takePeerMessage(opID: opID) {
-                guard let peer = rank(of: connection) else { continue }
-                return .message(from: peer, message)
+        session.drainEvents()
+        let signal = try session.wait(until: deadline) { () throws(OperationInterruption) -> PeerSignal? in
+            while let (connection, message) = session.takePeerMessage(opID: opID) {
+                if let peer = rank(of: connection) { return .message(from: peer, message) }
             }
             if let lost = peers.first(where: { session.linkFailure(links.mesh[$0]!) != nil }) { return .lost(lost) }
-            if case .aborted(let reason)? = session.verdict(for: opID) { throw OperationInterruption.verdict(reason) }
-            if let error = session.masterLossError { throw OperationInterruption.masterLost(error) }
-            let remaining = deadline - .now
-            guard remaining > .zero else { throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: [])) }
-            session.awaitEvent(timeout: min(remaining, .milliseconds(250)))
+            if case .aborted(let reason)? = session.verdict(for: opID) { throw .verdict(reason) }
+            if let error = session.masterLossError { throw .masterLost(error) }
+            return nil
         }
+        guard let signal else { throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: [])) }
+        return signal
     }
 
     /// The member at the other end of a mesh link.
@@ -54,12 +53,13 @@ extension OperationLinks {
     /// completed. For requests on a dropped link, or sends whose receiver may be gone: past the
     /// operation deadline the link is dropped, which finishes the request at once.
     func settle(_ request: TransportRequest, peer: Int) -> Bool {
-        while true {
-            switch session.engine.wait(request, timeout: .milliseconds(250), interruptible: false) {
-            case .completed: return true
-            case .failed: return false
-            case .timedOut, .interrupted: if deadline < .now { dropLink(to: peer) }
-            }
+        var outcome = session.engine.wait(request, timeout: deadline - .now, interruptible: false)
+        if !request.isFinished {
+            dropLink(to: peer)
+            // Closing finishes every request on the link promptly; the bound is a backstop.
+            outcome = session.engine.wait(request, timeout: .seconds(30), interruptible: false)
+            precondition(request.isFinished, "a request on a closed link did not finish")
         }
+        return outcome == .completed
     }
 }

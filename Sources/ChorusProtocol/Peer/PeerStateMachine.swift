@@ -1,0 +1,348 @@
+/// A peer's side of the control plane as a pure state machine, beside the master's
+/// (`MasterStateMachine`): the shell (`PeerSession` in `Chorus`) feeds it the frames and failures
+/// of its connections, the API's requests and the time, and carries out the actions it returns.
+/// No I/O and no clock: the instants the recovery needs come in with the calls.
+///
+/// The connections it tells apart:
+/// - the master connection (`master`): its handshake when there is a secret, then `register`,
+///   topologies, verdicts, plans;
+/// - the dial of a master reached again while the first one is lost (`PeerStateMachine+Recovery`);
+/// - the links this peer dialed while an epoch forms (`PeerStateMachine+Formation`);
+/// - inbound links: hellos, then shared-state requests. The shell authenticates them before their
+///   frames come here (`isInbound`).
+///
+/// Everything the peer sent the master that is not answered yet (`unanswered`) is sent again to a
+/// master reached after a loss.
+public struct PeerStateMachine<Connection: Hashable & Sendable, LinkError: Error & Sendable>: Sendable {
+    public struct Settings: Sendable {
+        /// Ring connections to each neighbour (`Configuration.connectionsPerPeer`).
+        public var lanes: Int
+        /// Shared-state requests queued from members before the operation takes them.
+        public var maxQueuedPeerMessages: Int
+        /// How long a lost master is dialed again before the peer gives up.
+        public var recoveryWindow: Duration
+        /// Bounds one dial, and the wait for an epoch's links.
+        public var connectTimeout: Duration
+        public var secret: SharedSecret?
+        /// "the master at host:port", for messages.
+        public var masterName: String
+
+        public init(lanes: Int, maxQueuedPeerMessages: Int, recoveryWindow: Duration, connectTimeout: Duration,
+                    secret: SharedSecret?, masterName: String) {
+            self.lanes = lanes
+            self.maxQueuedPeerMessages = maxQueuedPeerMessages
+            self.recoveryWindow = recoveryWindow
+            self.connectTimeout = connectTimeout
+            self.secret = secret
+            self.masterName = masterName
+        }
+    }
+
+    public enum LogLevel: Hashable, Sendable {
+        case info, notice, warning, error
+    }
+
+    public enum Action: Hashable, Sendable {
+        case sendToMaster(Connection, PeerToMaster)
+        case sendHandshake(Connection, Handshake)
+        case sendToPeer(Connection, PeerToPeer)
+        /// Let data frames through on an inbound link whose hello named this peer.
+        case admit(Connection)
+        /// A link this peer dialed proved the other end holds the secret: its frames count.
+        case trust(Connection)
+        /// Close; requests on it finish at once.
+        case close(Connection)
+        /// Dial `member` for a link of the epoch being formed; answer with `dialed` or `dialFailed`.
+        case connectToPeer(Member, LinkKind)
+        /// Dial the master's address again; answer with `masterDialed` or `masterDialFailed`.
+        case connectToMaster(timeout: Duration)
+        case membershipPending(joining: Int, leaving: Int)
+        case log(LogLevel, String)
+    }
+
+    /// Why the session cannot go on (the shell turns it into the API's error).
+    public enum Failure: Error, Hashable, Sendable {
+        case masterUnreachable(String)
+        /// The master no longer counts this peer (its own word), or a topology left it out.
+        case evicted(String)
+        case authenticationFailed(String)
+        case topologyFailed(String)
+    }
+
+    let settings: Settings
+    public internal(set) var master: Connection
+    /// Where this peer listens for its neighbours.
+    public let listenAddress: PeerAddress
+
+    public internal(set) var peerID: PeerID = 0
+    /// The group this peer registered in (named again when it rejoins a master).
+    public internal(set) var group: UInt64 = 0
+    public internal(set) var topology = Topology(epoch: 0, members: [])
+    public internal(set) var rank = 0
+    /// The links of the current epoch (nil for a world of one, before admission, after an abort).
+    public internal(set) var links: EpochLinks<Connection>?
+    /// Set when an operation aborted in this epoch: links are gone until the next topology.
+    public internal(set) var needsTopologyUpdate = false
+    public internal(set) var nextOpID: UInt64 = 1
+    /// The revision of the last synchronization of shared state this peer completed.
+    public var lastSyncedRevision: UInt64?
+    public internal(set) var leaveAcknowledged = false
+
+    var verdicts: [UInt64: Outcome] = [:]
+    var syncPlans: [UInt64: SyncPlan] = [:]
+    /// Shared-state requests from members, with the operation their frame named.
+    var peerMessages: [(connection: Connection, opID: UInt64, message: PeerToPeer)] = []
+    var offeredTopology: Topology?
+    var failedLinks: [Connection: LinkError] = [:]
+    /// Inbound links that said hello, until their epoch's ring takes them.
+    var hellos: [Connection: Hello] = [:]
+    /// What this peer sent the master that no verdict, topology or acknowledgement has answered yet.
+    public internal(set) var unanswered: [PeerToMaster] = []
+    /// With a secret, until the master proved it holds it (nothing else is sent before).
+    var masterHandshake: ConnectorHandshake?
+    /// The epoch being formed, while it forms.
+    var formation: Formation?
+    /// How forming the current epoch went (nil before the first topology).
+    public internal(set) var formationStatus: FormationStatus?
+    /// Set while the peer tries to reach a master again.
+    var recovery: Recovery?
+    var masterFailure: String?
+    /// The master's own word: it does not count this peer.
+    var evicted = false
+    /// The master refused this peer's (missing) authentication, or failed to prove its own.
+    var authenticationRefused = false
+
+    /// A machine for a fresh connection to the master.
+    public init(master: Connection, listen: PeerAddress, settings: Settings) {
+        self.master = master
+        self.listenAddress = listen
+        self.settings = settings
+    }
+
+    /// The first actions: the handshake's opening with a secret, otherwise `register`.
+    public mutating func start() -> [Action] {
+        if let secret = settings.secret {
+            let handshake = ConnectorHandshake(secret: secret)
+            masterHandshake = handshake
+            return [.sendHandshake(master, handshake.opening)]
+        }
+        return send(.register(listen: listenAddress))
+    }
+
+    // MARK: - Questions the shell asks
+
+    /// Why the session is over, if it is.
+    public var masterLoss: Failure? {
+        guard let masterFailure else { return nil }
+        if authenticationRefused { return .authenticationFailed(masterFailure) }
+        return evicted ? .evicted(masterFailure) : .masterUnreachable(masterFailure)
+    }
+
+    /// The master proved it holds the secret (true at once without one).
+    public var masterAuthenticated: Bool { settings.secret == nil || (masterHandshake == nil && masterFailure == nil) }
+
+    /// True for a connection the shell must authenticate before its frames count: neither the master
+    /// nor one this peer dialed.
+    public func isInbound(_ connection: Connection) -> Bool {
+        connection != master && connection != recovery?.attempt && formation?.dials[connection] == nil
+    }
+
+    /// A topology newer than the current one has been offered.
+    public var hasNewerTopology: Bool { (offeredTopology?.epoch ?? 0) > topology.epoch }
+
+    public func verdict(for opID: UInt64) -> Outcome? { verdicts[opID] }
+    public func syncPlan(for opID: UInt64) -> SyncPlan? { syncPlans[opID] }
+    public func linkFailure(_ connection: Connection) -> LinkError? { failedLinks[connection] }
+
+    // MARK: - Requests from the API
+
+    /// Sends `message` to the master and keeps it until answered (sent again to a master reached
+    /// after a loss; while one is sought, only kept).
+    public mutating func send(_ message: PeerToMaster) -> [Action] {
+        guard masterFailure == nil else { return [] }
+        unanswered.append(message)
+        return recovery == nil ? [.sendToMaster(master, message)] : []
+    }
+
+    /// Hands out the next operation id of this epoch.
+    public mutating func takeOperationID() -> UInt64 {
+        defer { nextOpID += 1 }
+        return nextOpID
+    }
+
+    /// The oldest message a member sent for operation `opID` (older operations' are dropped).
+    public mutating func takePeerMessage(opID: UInt64) -> (connection: Connection, message: PeerToPeer)? {
+        peerMessages.removeAll { $0.opID < opID }
+        guard let index = peerMessages.firstIndex(where: { $0.opID == opID }) else { return nil }
+        let entry = peerMessages.remove(at: index)
+        return (entry.connection, entry.message)
+    }
+
+    /// Closes the current links; requests on them finish with `.cancelled`.
+    public mutating func closeLinks() -> [Action] {
+        guard let current = links else { return [] }
+        failedLinks = [:]
+        peerMessages = []
+        links = nil
+        return current.all.map { .close($0) }
+    }
+
+    /// An operation of this epoch aborted: its links go, and the next call must re-form the ring.
+    public mutating func abandonEpoch() -> [Action] {
+        needsTopologyUpdate = true
+        return closeLinks()
+    }
+
+    /// The session ended with the master's acknowledgement of a leave: close everything.
+    public mutating func finishLeave() -> [Action] {
+        closeLinks() + [.close(master)]
+    }
+
+    // MARK: - What the connections carry
+
+    /// A frame on `connection` (the shell authenticated it first if it `isInbound`).
+    public mutating func received(frame payload: [UInt8], on connection: Connection, epoch: UInt64, opID: UInt64,
+                                  now: ContinuousClock.Instant) -> [Action] {
+        if connection == master { return receivedFromMaster(payload) }
+        if connection == recovery?.attempt { return continueRecovery(payload, now: now) }
+        if formation?.dials[connection] != nil { return continueDial(connection, payload) }
+        switch try? PeerToPeer(decoding: payload) {
+        case .hello(let helloEpoch, let from, let to, let link)? where to == peerID && helloEpoch >= topology.epoch:
+            hellos[connection] = Hello(epoch: helloEpoch, from: from, link: link)
+            return [.admit(connection)] + evaluateFormation()
+        case let message? where links?.contains(connection) == true && epoch == topology.epoch
+            && peerMessages.count < settings.maxQueuedPeerMessages:
+            peerMessages.append((connection, opID, message))
+            return []
+        default:
+            return [.close(connection)] // malformed, not for us, or from an epoch that is over
+        }
+    }
+
+    /// `connection` failed (its other end closed it, it went silent, a send on it failed).
+    /// `silent`: the failure is an idle timeout.
+    public mutating func connectionFailed(_ connection: Connection, _ error: LinkError, silent: Bool,
+                                          now: ContinuousClock.Instant) -> [Action] {
+        if connection == master {
+            return recovery == nil ? beginRecovery(after: "\(error)", now: now) : []
+        }
+        if connection == recovery?.attempt {
+            return recoveryAttemptFailed(silent ? Recovery.silentMaster : "\(error)", now: now)
+        }
+        if formation?.dials[connection] != nil {
+            if formation?.dials[connection]?.failure == nil { formation?.dials[connection]?.failure = "\(error)" }
+            return evaluateFormation()
+        }
+        hellos[connection] = nil
+        guard let links, links.contains(connection) else { return [] }
+        failedLinks[connection] = error
+        var actions: [Action] = [.log(.notice, "a link of epoch \(topology.epoch) failed: \(error)")]
+        // Only silence counts: a link its other end closed (after a failure of its own, say) says
+        // that member is alive, and it will be back.
+        if recovery != nil, silent, let member = links.member(on: connection, rank: rank, of: topology.members) {
+            actions += recoveryNoticed(silent: member)
+        }
+        return actions
+    }
+
+    private mutating func receivedFromMaster(_ payload: [UInt8]) -> [Action] {
+        if masterHandshake != nil { return continueMasterHandshake(payload) }
+        if Handshake.isHandshake(payload), case .refused(let why)? = try? Handshake(decoding: payload) {
+            authenticationRefused = true // a master with a secret refusing a peer without one
+            return loseMaster("the master refused this peer: \(why)")
+        }
+        do {
+            return received(try MasterToPeer(decoding: payload))
+        } catch {
+            return loseMaster("master sent a malformed message: \(error)")
+        }
+    }
+
+    private mutating func continueMasterHandshake(_ payload: [UInt8]) -> [Action] {
+        guard var handshake = masterHandshake else { return [] }
+        do {
+            switch try handshake.receive(try Handshake(decoding: payload)) {
+            case .reply(let proof):
+                masterHandshake = handshake
+                return [.sendHandshake(master, proof)]
+            case .authenticated:
+                masterHandshake = nil
+                return send(.register(listen: listenAddress))
+            }
+        } catch let failure as HandshakeFailure {
+            authenticationRefused = true
+            return [.sendHandshake(master, .refused(failure.reason))] + loseMaster("\(settings.masterName): \(failure.reason)")
+        } catch {
+            authenticationRefused = true
+            return loseMaster("\(settings.masterName) answered the handshake with something else (\(error)); is it a Chorus master with a secret?")
+        }
+    }
+
+    /// A decoded message on the master connection.
+    public mutating func received(_ message: MasterToPeer) -> [Action] {
+        forgetAnswered(by: message)
+        switch message {
+        case .registered(let id, let group):
+            peerID = id
+            self.group = group
+            return [.log(.info, "registered with \(settings.masterName) as peer \(id)")]
+        case .topology(let offered):
+            offeredTopology = offered
+        case .verdict(let epoch, let opID, let outcome) where epoch == topology.epoch:
+            verdicts[opID] = outcome
+            return evaluateFormation()
+        case .verdict:
+            break // from an epoch that is over
+        case .syncPlan(let epoch, let opID, let plan):
+            if epoch == topology.epoch { syncPlans[opID] = plan }
+        case .membershipPending(let joining, let leaving):
+            return [.membershipPending(joining: Int(joining), leaving: Int(leaving))]
+        case .left:
+            leaveAcknowledged = true
+        case .rejected(let why):
+            evicted = true
+            return loseMaster("the master removed this peer: \(why)")
+        case .resumed:
+            break // answers a rejoin, on the connection that becomes the master's
+        }
+        return []
+    }
+
+    /// Drops what `message` answers from `unanswered`: a verdict answers this epoch's messages about
+    /// its operation and earlier ones, a topology everything of the epochs before it, `left` all.
+    private mutating func forgetAnswered(by message: MasterToPeer) {
+        switch message {
+        case .verdict(let epoch, let decided, _) where epoch == topology.epoch:
+            unanswered.removeAll {
+                switch $0 {
+                case .begin(_, let op, _), .report(_, let op, _, _), .syncState(_, let op, _): op <= decided
+                default: false
+                }
+            }
+        case .topology(let offered) where offered.epoch > topology.epoch:
+            unanswered.removeAll()
+        case .left:
+            unanswered.removeAll()
+        case .registered:
+            unanswered.removeAll { if case .register = $0 { true } else { false } }
+        default:
+            break
+        }
+    }
+
+    /// The session is over: `why` is what the API's error says. An epoch being formed fails with it.
+    mutating func loseMaster(_ why: String) -> [Action] {
+        guard masterFailure == nil else { return [] }
+        masterFailure = why
+        var actions: [Action] = [.log(.error, "\(evicted ? "evicted" : "lost the master"): \(why)")]
+        if formation != nil, let failure = masterLoss { actions += failFormation(failure) }
+        return actions
+    }
+}
+
+/// A peer's first frame on a new inbound connection.
+struct Hello: Hashable, Sendable {
+    let epoch: UInt64
+    let from: PeerID
+    let link: LinkKind
+}
