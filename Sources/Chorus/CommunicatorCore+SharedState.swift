@@ -1,3 +1,4 @@
+import ChorusAlgorithms
 import ChorusProtocol
 
 extension Core {
@@ -50,12 +51,12 @@ extension Core {
         try runToVerdict(session: session, opID: opID, deadline: deadline, descriptor: descriptor, route: .mesh,
                          restore: nil) { links in
             if mine != nil {
-                lost = try StateReceiver(tensors: received, sources: sources, chunkBytes: session.configuration.syncChunkBytes,
-                                  chunksInFlight: session.configuration.syncChunksInFlight, progress: progress).run(links: links)
+                lost = try receive(received, from: sources, links: links, progress: progress)
             } else {
                 var receivers: [Int: Set<UInt32>] = [:]
                 for receiver in plan.receivers { if let rank = rankOf[receiver.id] { receivers[rank] = Set(receiver.tensors) } }
-                sent = try StateSource(tensors: state.tensors, receivers: receivers).run(links: links)
+                sent = try StateSource(tensors: state.tensors.map { UnsafeRawBufferPointer(start: $0.base, count: $0.byteCount) },
+                                       receivers: receivers).run(links: links)
             }
         }
         state.revision = plan.revision
@@ -63,5 +64,28 @@ extension Core {
         return SyncResult(revision: plan.revision, wasOutdated: mine != nil, receivedTensors: received.map(\.tensor.name),
                           bytesReceived: received.reduce(0) { $0 + $1.tensor.byteCount }, bytesSent: sent, sources: plan.sources,
                           lostSources: lost.map { members[$0] })
+    }
+
+    /// An outdated member pulls `tensors` from the sources, then checks every one against its
+    /// elected hash. Returns the ranks of the sources lost on the way.
+    private func receive(_ tensors: [(index: UInt32, tensor: SharedTensor, electedHash: UInt64)], from sources: [Int],
+                         links: OperationLinks, progress: ((SyncProgress) -> Void)?) throws -> [Int] {
+        let configuration = links.session.configuration
+        let receiver = StateReceiver(
+            tensors: tensors.map { ($0.index, UnsafeMutableRawBufferPointer(start: $0.tensor.base, count: $0.tensor.byteCount)) },
+            sources: sources, chunkBytes: configuration.syncChunkBytes, chunksInFlight: configuration.syncChunksInFlight,
+            progress: progress.map { report in { report(SyncProgress(bytesReceived: $0, bytesTotal: $1)) } })
+        let reporter = links.session.peerID
+        let lost: [Int]
+        do {
+            lost = try receiver.run(links: links)
+        } catch let error as StateTransferError {
+            throw OperationInterruption.local(.stateTransferFailed(reporter: reporter, detail: error.description))
+        }
+        for (_, tensor, electedHash) in tensors where tensor.hash != electedHash {
+            throw OperationInterruption.local(.stateTransferFailed(
+                reporter: reporter, detail: "tensor '\(tensor.name)' hashes to \(tensor.hash) after the transfer, not the elected \(electedHash)"))
+        }
+        return lost
     }
 }

@@ -1,33 +1,40 @@
+import ChorusAlgorithms
 import ChorusProtocol
 import ChorusTransport
 
-/// What a member waiting for requests hears next.
-enum PeerSignal {
-    case message(from: Int, PeerToPeer)
-    /// The mesh link to this member failed.
-    case lost(Int)
-}
-
-/// Control messages between members within one operation (shared-state requests), over the mesh.
-extension OperationLinks {
-    /// Sends `message` to member `peer` as a control frame of this operation.
-    func sendMessage(_ message: PeerToPeer, to peer: Int) throws {
+/// Control messages between members within one operation (a shared-state transfer's requests),
+/// over the mesh, as `PeerToPeer` frames.
+extension OperationLinks: TransferLinks {
+    func sendMessage(_ message: TransferMessage, to peer: Int) throws {
         let link = links.mesh[peer]!
+        let frame: PeerToPeer = switch message {
+        case .request(let tensor, let offset, let length, let tag): .stateRequest(tensor: tensor, offset: offset, length: length, tag: tag)
+        case .done: .stateDone
+        }
         do {
-            try session.engine.sendControl(link, address: FrameAddress(epoch: epoch, opID: opID), payload: message.encoded())
+            try session.engine.sendControl(link, address: FrameAddress(epoch: epoch, opID: opID), payload: frame.encoded())
         } catch {
             throw linkInterruption(link, error)
         }
     }
 
-    /// Waits for the next message of this operation from one of `peers`, or the loss of one of them.
     /// Throws like `wait`: the master's abort verdict, a lost master, the operation deadline.
-    func nextSignal(from peers: Set<Int>) throws -> PeerSignal {
+    /// A member that sends a frame a transfer does not expect is cut off and reported lost.
+    func nextSignal(from peers: Set<Int>) throws -> TransferSignal {
         try announce()
         session.drainEvents()
-        let signal = try session.wait(until: deadline) { () throws(OperationInterruption) -> PeerSignal? in
+        let signal = try session.wait(until: deadline) { () throws(OperationInterruption) -> TransferSignal? in
             while let (connection, message) = session.takePeerMessage(opID: opID) {
-                if let peer = rank(of: connection) { return .message(from: peer, message) }
+                guard let peer = rank(of: connection) else { continue }
+                switch message {
+                case .stateRequest(let tensor, let offset, let length, let tag):
+                    return .message(from: peer, .request(tensor: tensor, offset: offset, length: length, tag: tag))
+                case .stateDone:
+                    return .message(from: peer, .done)
+                case .hello:
+                    dropLink(to: peer)
+                    return .lost(peer)
+                }
             }
             if let lost = peers.first(where: { session.linkFailure(links.mesh[$0]!) != nil }) { return .lost(lost) }
             if case .aborted(let reason)? = session.verdict(for: opID) { throw .verdict(reason) }
@@ -43,15 +50,12 @@ extension OperationLinks {
         links.mesh.first { $0.value == connection }?.key
     }
 
-    /// Cuts member `peer` off for the rest of the epoch (a lost source, a misbehaving receiver):
-    /// its requests finish at once.
     func dropLink(to peer: Int) {
         session.engine.close(links.mesh[peer]!)
     }
 
-    /// Waits (not interruptibly) until `request` on the link to `peer` has finished; true when it
-    /// completed. For requests on a dropped link, or sends whose receiver may be gone: past the
-    /// operation deadline the link is dropped, which finishes the request at once.
+    /// Waits (not interruptibly) until the operation's deadline; past it the link is dropped, which
+    /// finishes the request at once.
     func settle(_ request: TransportRequest, peer: Int) -> Bool {
         var outcome = session.engine.wait(request, timeout: deadline - .now, interruptible: false)
         if !request.isFinished {
@@ -61,5 +65,9 @@ extension OperationLinks {
             precondition(request.isFinished, "a request on a closed link did not finish")
         }
         return outcome == .completed
+    }
+
+    func isLinkFailure(_ error: any Error) -> Bool {
+        if case OperationInterruption.local(.linkFailed) = error { true } else { false }
     }
 }

@@ -13,6 +13,8 @@ public final class InProcessFabric: @unchecked Sendable {
     public let worldSize: Int
     private let condition = NSCondition()
     private var frames: [[[Frame]]]
+    /// Control messages (a state transfer's), delivered on the same clock as the link's frames.
+    private var messages: [[[(message: TransferMessage, deliverAt: UInt64)]]]
     private var posted: [[[InProcessRequest]]]
     private var lastDelivery: [[UInt64]]
     private var failedPairs: [[String?]]
@@ -34,6 +36,7 @@ public final class InProcessFabric: @unchecked Sendable {
     public init(worldSize: Int, seed: UInt64, maxDelay: Duration = .microseconds(200), timeout: Duration = .seconds(20)) {
         self.worldSize = worldSize
         frames = Array(repeating: Array(repeating: [], count: worldSize), count: worldSize)
+        messages = Array(repeating: Array(repeating: [], count: worldSize), count: worldSize)
         posted = Array(repeating: Array(repeating: [], count: worldSize), count: worldSize)
         lastDelivery = Array(repeating: Array(repeating: 0, count: worldSize), count: worldSize)
         failedPairs = Array(repeating: Array(repeating: nil, count: worldSize), count: worldSize)
@@ -108,7 +111,7 @@ public final class InProcessFabric: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while true {
-            if dead.contains(rank) { throw InProcessLinkError("rank \(rank) is dead") }
+            if dead.contains(rank) { throw InProcessLinkError("rank \(rank) is dead", linkOnly: false) }
             deliver(from: request.from, to: request.to)
             switch request.state {
             case .done: return
@@ -116,10 +119,53 @@ public final class InProcessFabric: @unchecked Sendable {
             case .pending: break
             }
             let now = Self.now()
-            guard now < deadline else { throw InProcessLinkError("rank \(rank) timed out waiting on the link \(request.from)->\(request.to)") }
+            guard now < deadline else {
+                throw InProcessLinkError("rank \(rank) timed out waiting on the link \(request.from)->\(request.to)", linkOnly: false)
+            }
             let next = frames[request.from][request.to].first.map { max($0.deliverAt, now + 1_000) } ?? deadline
             _ = condition.wait(until: Date(timeIntervalSinceNow: Double(min(next, deadline) - now) / 1e9))
         }
+    }
+
+    func sendMessage(_ message: TransferMessage, from: Int, to: Int) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if let why = failedPairs[from][to] { throw InProcessLinkError(why) }
+        let at = max(lastDelivery[from][to], Self.now() + nextDelay())
+        lastDelivery[from][to] = at
+        messages[from][to].append((message, at))
+        condition.broadcast()
+    }
+
+    /// The first delivered message from one of `peers` to `rank` (lowest rank first), else the
+    /// first of them whose link failed.
+    func nextSignal(rank: Int, from peers: Set<Int>) throws -> TransferSignal {
+        condition.lock()
+        defer { condition.unlock() }
+        let ordered = peers.sorted()
+        while true {
+            if dead.contains(rank) { throw InProcessLinkError("rank \(rank) is dead", linkOnly: false) }
+            let now = Self.now()
+            for peer in ordered {
+                if let first = messages[peer][rank].first, first.deliverAt <= now {
+                    messages[peer][rank].removeFirst()
+                    return .message(from: peer, first.message)
+                }
+            }
+            if let lost = ordered.first(where: { failedPairs[$0][rank] != nil || failedPairs[rank][$0] != nil }) { return .lost(lost) }
+            guard now < deadline else { throw InProcessLinkError("rank \(rank) timed out waiting for a message", linkOnly: false) }
+            let next = ordered.compactMap { messages[$0][rank].first?.deliverAt }.min().map { max($0, now + 1_000) } ?? deadline
+            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(min(next, deadline) - now) / 1e9))
+        }
+    }
+
+    /// Fails both directions between `rank` and `peer`.
+    func cut(_ rank: Int, _ peer: Int) {
+        condition.lock()
+        fail(from: rank, to: peer, "rank \(rank) cut off rank \(peer)")
+        fail(from: peer, to: rank, "rank \(rank) cut off rank \(peer)")
+        condition.broadcast()
+        condition.unlock()
     }
 
     // MARK: - Internals (under the lock)
@@ -145,6 +191,7 @@ public final class InProcessFabric: @unchecked Sendable {
         for request in posted[from][to] { request.state = .failed(why) }
         posted[from][to] = []
         frames[from][to] = []
+        messages[from][to] = []
     }
 
     private func nextDelay() -> UInt64 {
@@ -177,6 +224,15 @@ public struct InProcessLinks: CollectiveLinks {
     public func wait(_ request: InProcessRequest) throws { try fabric.wait(request, rank: rank) }
 }
 
+extension InProcessLinks: TransferLinks {
+    public func sendMessage(_ message: TransferMessage, to peer: Int) throws { try fabric.sendMessage(message, from: rank, to: peer) }
+    public func nextSignal(from peers: Set<Int>) throws -> TransferSignal { try fabric.nextSignal(rank: rank, from: peers) }
+    public func dropLink(to peer: Int) { fabric.cut(rank, peer) }
+    /// A dropped link fails its requests at once, so the request's own wait is the settling.
+    public func settle(_ request: InProcessRequest, peer: Int) -> Bool { (try? wait(request)) != nil }
+    public func isLinkFailure(_ error: any Error) -> Bool { (error as? InProcessLinkError)?.linkOnly == true }
+}
+
 public final class InProcessRequest: @unchecked Sendable {
     enum State {
         case pending, done
@@ -196,7 +252,12 @@ public final class InProcessRequest: @unchecked Sendable {
 
 public struct InProcessLinkError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    /// Only one link failed (false: this rank died, or its wait reached the fabric's deadline).
+    public let linkOnly: Bool
+    init(_ description: String, linkOnly: Bool = true) {
+        self.description = description
+        self.linkOnly = linkOnly
+    }
 }
 
 private final class ResultBox: @unchecked Sendable {
