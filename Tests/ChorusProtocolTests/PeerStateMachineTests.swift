@@ -11,9 +11,9 @@ import Testing
         var description: String { why }
     }
 
-    typealias Machine = PeerStateMachine<Int, LinkDown>
+    typealias Machine = PeerStateMachine
 
-    static let masterConnection = 1
+    static let masterConnection: ConnectionNumber = 1
     static let secret = SharedSecret(Array("correct horse battery staple".utf8))
     static let start = ContinuousClock.now
 
@@ -28,7 +28,7 @@ import Testing
 
     /// A machine registered as peer 2 (no secret).
     static func registered(lanes: Int = 1) -> Machine {
-        var m = machine(lanes: lanes)
+        let m = machine(lanes: lanes)
         #expect(m.start() == [.sendToMaster(masterConnection, .register(listen: listen))])
         _ = m.received(.registered(2, group: 9))
         #expect(m.peerID == 2 && m.unanswered.isEmpty)
@@ -38,7 +38,7 @@ import Testing
     /// Peer 2 adopts epoch 5 of members 1, 2, 3: it dials peer 3 (ring lane and mesh, connections
     /// 10 and 11) and waits for peer 1's (20 ring, 21 mesh).
     static func forming() -> Machine {
-        var m = registered()
+        let m = registered()
         _ = m.received(.topology(Topology(epoch: 5, members: [member(1), member(2), member(3)])))
         #expect(m.hasNewerTopology)
         let asked = m.adoptOfferedTopology()
@@ -57,14 +57,14 @@ import Testing
 
     /// `forming()` with both of peer 1's links in.
     static func connected() -> Machine {
-        var m = forming()
+        let m = forming()
         #expect(m.received(frame: hello(from: 1, .ring(lane: 0, lanes: 1)), on: 20, epoch: 5, opID: 0, now: start) == [.admit(20)])
         #expect(m.received(frame: hello(from: 1, .mesh), on: 21, epoch: 5, opID: 0, now: start) == [.admit(21)])
         return m
     }
 
     @Test func anEpochConnectsWhenEveryLinkHasSaidHello() {
-        var m = Self.forming()
+        let m = Self.forming()
         _ = m.received(frame: Self.hello(from: 1, .ring(lane: 0, lanes: 1)), on: 20, epoch: 5, opID: 0, now: Self.start)
         #expect(m.formationStatus == .forming, "the mesh link from peer 1 is still missing")
         _ = m.received(frame: Self.hello(from: 1, .mesh), on: 21, epoch: 5, opID: 0, now: Self.start)
@@ -76,7 +76,7 @@ import Testing
     /// The neighbours' hellos can arrive before this peer has adopted the topology (they were
     /// faster to hear the master): the last of its own dials then connects the epoch.
     @Test func hellosThatCameBeforeTheTopologyCountWhenTheLastDialConnects() {
-        var m = Self.registered()
+        let m = Self.registered()
         _ = m.received(.topology(Topology(epoch: 5, members: [Self.member(1), Self.member(2), Self.member(3)])))
         #expect(m.received(frame: Self.hello(from: 1, .ring(lane: 0, lanes: 1)), on: 20, epoch: 5, opID: 0, now: Self.start) == [.admit(20)])
         #expect(m.received(frame: Self.hello(from: 1, .mesh), on: 21, epoch: 5, opID: 0, now: Self.start) == [.admit(21)])
@@ -88,7 +88,7 @@ import Testing
     }
 
     @Test func ringLanesAreOrderedByTheLaneTheirHelloNames() {
-        var m = Self.registered(lanes: 2)
+        let m = Self.registered(lanes: 2)
         _ = m.received(.topology(Topology(epoch: 3, members: [Self.member(1), Self.member(2)])))
         let asked = m.adoptOfferedTopology()
         #expect(asked.filter { if case .connectToPeer = $0 { true } else { false } }.count == 2, "two lanes to the right, no mesh")
@@ -105,7 +105,7 @@ import Testing
     /// before the last hello arrives: the formation fails at once with the master's reason, instead
     /// of waiting out the connect timeout, and what this peer dialed is closed.
     @Test func anAbortBeforeTheLastHelloFailsTheFormationWithTheMastersReason() {
-        var m = Self.forming()
+        let m = Self.forming()
         _ = m.received(frame: Self.hello(from: 1, .ring(lane: 0, lanes: 1)), on: 20, epoch: 5, opID: 0, now: Self.start)
         let actions = m.received(frame: MasterToPeer.verdict(epoch: 5, opID: 1, outcome: .aborted(.peerLost(1))).encoded(),
                                  on: Self.masterConnection, epoch: 5, opID: 0, now: Self.start)
@@ -120,7 +120,7 @@ import Testing
     /// The same abort after the last hello: the ring is kept and the verdict waits for the
     /// epoch's first operation, which then aborts with it.
     @Test func anAbortAfterTheLastHelloKeepsTheRingAndAwaitsTheFirstOperation() {
-        var m = Self.connected()
+        let m = Self.connected()
         _ = m.received(.verdict(epoch: 5, opID: 1, outcome: .aborted(.peerLost(3))))
         #expect(m.formationStatus == .connected && m.links != nil)
         #expect(m.takeOperationID() == 1)
@@ -130,13 +130,13 @@ import Testing
     /// A link that fails before its operation's verdict: the failure is kept for the operation to
     /// name, and the verdict that follows is still the one every member sees.
     @Test func aLinkClosedBeforeTheVerdictIsKeptAndTheVerdictStillCounts() {
-        var m = Self.connected()
+        let m = Self.connected()
         let op = m.takeOperationID()
         #expect(m.send(.begin(epoch: 5, opID: op, descriptor: OperationDescriptor(collective: 1, dataType: 0, reduceOp: 0, count: 4)))
             .count == 1)
         let failed = m.connectionFailed(20, LinkDown(why: "peer closed the connection"), silent: false, now: Self.start)
         #expect(failed == [.log(.notice, "a link of epoch 5 failed: peer closed the connection")])
-        #expect(m.linkFailure(20) == LinkDown(why: "peer closed the connection"))
+        #expect(m.linkFailure(20) as? LinkDown == LinkDown(why: "peer closed the connection"))
         #expect(m.verdict(for: op) == nil)
         _ = m.received(.verdict(epoch: 5, opID: op, outcome: .aborted(.peerLost(1))))
         #expect(m.verdict(for: op) == .aborted(.peerLost(1)))
@@ -146,13 +146,13 @@ import Testing
     }
 
     @Test func aVerdictOfAnEpochThatIsOverIsIgnored() {
-        var m = Self.connected()
+        let m = Self.connected()
         _ = m.received(.verdict(epoch: 4, opID: 1, outcome: .success))
         #expect(m.verdict(for: 1) == nil)
     }
 
     @Test func aFailedDialIsReportedToTheMasterAndFailsTheFormation() {
-        var m = Self.registered()
+        let m = Self.registered()
         _ = m.received(.topology(Topology(epoch: 5, members: [Self.member(1), Self.member(2), Self.member(3)])))
         _ = m.adoptOfferedTopology()
         _ = m.dialed(10, to: Self.member(3), for: .ring(lane: 0, lanes: 1))
@@ -162,7 +162,7 @@ import Testing
     }
 
     @Test func aDialedLinkThatFailsBeforeTheRingConnectsFailsTheFormation() {
-        var m = Self.forming()
+        let m = Self.forming()
         let actions = m.connectionFailed(11, LinkDown(why: "reset"), silent: false, now: Self.start)
         #expect(actions.contains(.sendToMaster(Self.masterConnection, .unreachable(epoch: 5, peer: 3, detail: "reset"))))
         #expect(actions.contains(.close(10)) && actions.contains(.close(11)))
@@ -170,7 +170,7 @@ import Testing
     }
 
     @Test func aTimedOutFormationNamesTheMemberWhoseLinksDidNotArrive() {
-        var m = Self.forming()
+        let m = Self.forming()
         _ = m.received(frame: Self.hello(from: 1, .ring(lane: 0, lanes: 1)), on: 20, epoch: 5, opID: 0, now: Self.start)
         let actions = m.formationTimedOut()
         #expect(actions.first == .sendToMaster(Self.masterConnection,
@@ -179,20 +179,20 @@ import Testing
     }
 
     @Test func aLeftNeighbourWithAnotherNumberOfLanesFailsTheFormation() {
-        var m = Self.forming()
+        let m = Self.forming()
         _ = m.received(frame: Self.hello(from: 1, .ring(lane: 0, lanes: 2)), on: 20, epoch: 5, opID: 0, now: Self.start)
         #expect(m.formationStatus == .failed(.topologyFailed("left neighbour 1 uses 2 connections, this peer 1")))
     }
 
     @Test func aTopologyWithoutThisPeerIsAnEviction() {
-        var m = Self.registered()
+        let m = Self.registered()
         _ = m.received(.topology(Topology(epoch: 5, members: [Self.member(1), Self.member(3)])))
         _ = m.adoptOfferedTopology()
         #expect(m.formationStatus == .failed(.evicted("epoch 5 does not include peer 2")))
     }
 
     @Test func framesThatAreNotForThisPeerCloseTheirConnection() {
-        var m = Self.connected()
+        let m = Self.connected()
         #expect(m.received(frame: Self.hello(from: 1, .mesh, to: 7), on: 30, epoch: 5, opID: 0, now: Self.start) == [.close(30)])
         #expect(m.received(frame: Self.hello(from: 1, .mesh, epoch: 4), on: 31, epoch: 4, opID: 0, now: Self.start) == [.close(31)])
         #expect(m.received(frame: [0xFF, 1, 2], on: 32, epoch: 5, opID: 0, now: Self.start) == [.close(32)])
@@ -205,7 +205,7 @@ import Testing
     }
 
     @Test func queuedPeerMessagesAreBoundedAndOlderOperationsDropped() {
-        var m = Self.connected()
+        let m = Self.connected()
         let request = PeerToPeer.stateDone.encoded()
         for op in UInt64(1) ... 4 { #expect(m.received(frame: request, on: 21, epoch: 5, opID: op, now: Self.start).isEmpty) }
         #expect(m.received(frame: request, on: 21, epoch: 5, opID: 5, now: Self.start) == [.close(21)], "a fifth is over the bound")
@@ -216,7 +216,7 @@ import Testing
     // MARK: - Master loss
 
     @Test func aLostMasterIsDialedAgainAndUnansweredMessagesFollowTheResume() {
-        var m = Self.connected()
+        let m = Self.connected()
         let lost = m.connectionFailed(Self.masterConnection, LinkDown(why: "reset"), silent: false, now: Self.start)
         #expect(lost.last == .connectToMaster(timeout: .seconds(3)))
         #expect(m.isRecovering)
@@ -234,7 +234,7 @@ import Testing
     }
 
     @Test func aRefusedDialIsRetriedAndTheWindowsEndLosesTheMaster() {
-        var m = Self.machine(window: .milliseconds(200))
+        let m = Self.machine(window: .milliseconds(200))
         _ = m.start()
         _ = m.received(.registered(2, group: 9))
         _ = m.connectionFailed(Self.masterConnection, LinkDown(why: "reset"), silent: false, now: Self.start)
@@ -251,7 +251,7 @@ import Testing
     }
 
     @Test func aMasterThatRejectsTheRejoinEvictsThePeer() {
-        var m = Self.registered()
+        let m = Self.registered()
         _ = m.connectionFailed(Self.masterConnection, LinkDown(why: "reset"), silent: false, now: Self.start)
         _ = m.masterDialed(50)
         _ = m.received(frame: MasterToPeer.rejected("peer 2 is not in this master's group").encoded(), on: 50, epoch: 0, opID: 0, now: Self.start)
@@ -260,7 +260,7 @@ import Testing
     }
 
     @Test func aMasterLostBeforeRegistrationEndsTheSession() {
-        var m = Self.machine()
+        let m = Self.machine()
         _ = m.start()
         _ = m.connectionFailed(Self.masterConnection, LinkDown(why: "reset"), silent: false, now: Self.start)
         #expect(m.masterLoss == .masterUnreachable("connection to the master failed before it registered this peer: reset"))
@@ -269,7 +269,7 @@ import Testing
 
     /// A master lost while the epoch forms fails the formation with the loss.
     @Test func aMasterLostForGoodWhileTheEpochFormsFailsTheFormation() {
-        var m = Self.forming()
+        let m = Self.forming()
         _ = m.received(.rejected("evicted for a partition"))
         #expect(m.formationStatus == .failed(.evicted("the master removed this peer: evicted for a partition")))
     }
@@ -277,7 +277,7 @@ import Testing
     /// Links that go silent while the master is away are reported right behind the rejoin, so a
     /// restarted master need not wait for a member that is stopped.
     @Test func silentLinksDuringRecoveryAreReportedBehindTheRejoin() {
-        var m = Self.connected()
+        let m = Self.connected()
         _ = m.connectionFailed(Self.masterConnection, LinkDown(why: "reset"), silent: false, now: Self.start)
         _ = m.connectionFailed(20, LinkDown(why: "idle"), silent: true, now: Self.start)
         _ = m.connectionFailed(10, LinkDown(why: "closed"), silent: false, now: Self.start) // alive: not reported
@@ -294,7 +294,7 @@ import Testing
     /// With a secret, nothing but the handshake goes to the master until it proved it holds the
     /// secret; then `register`.
     @Test func theMasterHandshakeComesBeforeTheRegistration() throws {
-        var m = Self.machine(secret: Self.secret)
+        let m = Self.machine(secret: Self.secret)
         var master = AcceptorHandshake(secret: Self.secret)
         guard case .sendHandshake(1, let opening)? = m.start().first else { Issue.record("no opening"); return }
         #expect(!m.masterAuthenticated)
@@ -309,7 +309,7 @@ import Testing
     }
 
     @Test func aMasterWithAnotherSecretFailsAuthentication() throws {
-        var m = Self.machine(secret: Self.secret)
+        let m = Self.machine(secret: Self.secret)
         var impostor = AcceptorHandshake(secret: SharedSecret(Array("another secret of some length".utf8)))
         guard case .sendHandshake(1, let opening)? = m.start().first,
               case .reply(let challenge) = try impostor.receive(opening) else { Issue.record("no challenge"); return }
@@ -325,7 +325,7 @@ import Testing
     /// A dialed link with a secret: the hello goes right behind the proof, and the link is trusted
     /// once the acceptor proved itself.
     @Test func aDialedLinkSaysHelloRightBehindItsProof() throws {
-        var m = Self.machine(secret: Self.secret)
+        let m = Self.machine(secret: Self.secret)
         var master = AcceptorHandshake(secret: Self.secret)
         guard case .sendHandshake(_, let opening)? = m.start().first, case .reply(let challenge) = try master.receive(opening),
               case .sendHandshake(_, let proof)? = m.received(frame: challenge.encoded(), on: 1, epoch: 0, opID: 0, now: Self.start).first,

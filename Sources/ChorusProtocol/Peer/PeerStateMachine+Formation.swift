@@ -15,7 +15,7 @@ extension PeerStateMachine {
         let left: Member
         /// Members before this one, by id: their mesh links come in.
         let earlier: [PeerID: Int]
-        var dials: [Connection: Dial] = [:]
+        var dials: [ConnectionNumber: Dial] = [:]
         /// The first member whose links have not arrived.
         var missing: PeerID?
     }
@@ -36,7 +36,7 @@ extension PeerStateMachine {
 
     /// Adopts the newest offered topology: closes the old links and asks for this epoch's dials
     /// (`connectToPeer`). Fails (`formationStatus`) when the topology leaves this peer out.
-    public mutating func adoptOfferedTopology() -> [Action] {
+    public func adoptOfferedTopology() -> [Action] {
         guard let next = offeredTopology, next.epoch > topology.epoch else { return [] }
         var actions = closeLinks()
         topology = next
@@ -71,7 +71,7 @@ extension PeerStateMachine {
     }
 
     /// The dial of `member` for `link` connected: it opens the handshake, or says hello at once.
-    public mutating func dialed(_ connection: Connection, to member: Member, for link: LinkKind) -> [Action] {
+    public func dialed(_ connection: ConnectionNumber, to member: Member, for link: LinkKind) -> [Action] {
         guard formation != nil else { return [.close(connection)] }
         let hello = PeerToPeer.hello(epoch: topology.epoch, from: peerID, to: member.id, link: link)
         let dial = Dial(member: member, link: link, hello: hello, handshake: settings.secret.map(ConnectorHandshake.init))
@@ -82,14 +82,14 @@ extension PeerStateMachine {
     }
 
     /// The dial of `member` failed: the epoch cannot form, and the master hears which pair.
-    public mutating func dialFailed(to member: Member, _ detail: String) -> [Action] {
+    public func dialFailed(to member: Member, _ detail: String) -> [Action] {
         guard formation != nil else { return [] }
         return reportUnreachable(member.id, detail) + failFormation(.topologyFailed("cannot reach peer \(member.id) at \(member.address): \(detail)"))
     }
 
     /// The wait for the epoch's links is over (`Settings.connectTimeout`): the first member whose
     /// links are missing is reported.
-    public mutating func formationTimedOut() -> [Action] {
+    public func formationTimedOut() -> [Action] {
         guard let current = formation else { return [] }
         let report = current.missing.map { reportUnreachable($0, "its links did not arrive within \(settings.connectTimeout)") } ?? []
         return report + failFormation(.topologyFailed("timed out waiting for the neighbours of epoch \(current.epoch) to connect"))
@@ -97,7 +97,7 @@ extension PeerStateMachine {
 
     /// Answers the handshake on a link this peer dialed, then sends its hello; any other frame before
     /// the ring is connected fails the dial.
-    mutating func continueDial(_ connection: Connection, _ payload: [UInt8]) -> [Action] {
+    func continueDial(_ connection: ConnectionNumber, _ payload: [UInt8]) -> [Action] {
         guard var dial = formation?.dials[connection], dial.failure == nil else { return [] }
         guard var handshake = dial.handshake, !dial.authenticated else {
             formation?.dials[connection]?.failure = "it sent a frame before the ring was connected"
@@ -128,7 +128,7 @@ extension PeerStateMachine {
     /// Looks at the epoch being formed after something changed: fails it on a failed dial, a left
     /// neighbour with another number of lanes, or the master's abort of the epoch's first operation
     /// (a member lost while the ring forms never dials); connects it when every link is in.
-    mutating func evaluateFormation() -> [Action] {
+    func evaluateFormation() -> [Action] {
         guard var current = formation else { return [] }
         if let dial = current.dials.values.first(where: { $0.failure != nil }) {
             let what = "peer \(dial.member.id) at \(dial.member.address): \(dial.failure!)"
@@ -136,7 +136,7 @@ extension PeerStateMachine {
             return reportUnreachable(dial.member.id, dial.failure!) + failFormation(.topologyFailed("the link to \(what)"))
         }
         let lanes = settings.lanes
-        var leftLanes: [(Int, Connection)] = [], meshIn: [Int: Connection] = [:]
+        var leftLanes: [(Int, ConnectionNumber)] = [], meshIn: [Int: ConnectionNumber] = [:]
         for (connection, hello) in hellos where hello.epoch == current.epoch {
             switch hello.link {
             case .ring(let lane, let theirLanes) where hello.from == current.left.id:
@@ -159,7 +159,7 @@ extension PeerStateMachine {
             if case .aborted(let reason)? = verdicts[1] { return failFormation(.topologyFailed("\(reason) while the ring formed")) }
             return []
         }
-        var right: [Connection] = Array(repeating: master, count: lanes), mesh: [Int: Connection] = meshIn
+        var right: [ConnectionNumber] = Array(repeating: master, count: lanes), mesh: [Int: ConnectionNumber] = meshIn
         for (connection, dial) in current.dials {
             switch dial.link {
             case .ring(let lane, _): right[Int(lane)] = connection
@@ -175,7 +175,7 @@ extension PeerStateMachine {
     }
 
     /// Ends the epoch being formed with `failure`, closing what this peer dialed for it.
-    mutating func failFormation(_ failure: Failure) -> [Action] {
+    func failFormation(_ failure: Failure) -> [Action] {
         let dialed = formation.map { Array($0.dials.keys) } ?? []
         formation = nil
         formationStatus = .failed(failure)
@@ -183,7 +183,7 @@ extension PeerStateMachine {
     }
 
     /// Tells the master this peer could not connect to `member` while the epoch formed.
-    mutating func reportUnreachable(_ member: PeerID, _ detail: String) -> [Action] {
+    func reportUnreachable(_ member: PeerID, _ detail: String) -> [Action] {
         send(.unreachable(epoch: topology.epoch, peer: member, detail: detail))
     }
 }

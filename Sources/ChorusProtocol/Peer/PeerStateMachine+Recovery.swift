@@ -11,7 +11,7 @@ extension PeerStateMachine {
         let started: ContinuousClock.Instant
         let deadline: ContinuousClock.Instant
         /// The dial under way, if any.
-        var attempt: Connection?
+        var attempt: ConnectionNumber?
         /// With a secret, until the master proved it holds it.
         var handshake: ConnectorHandshake?
         var nextDial: ContinuousClock.Instant
@@ -34,7 +34,7 @@ extension PeerStateMachine {
 
     /// The master connection failed: try to reach a master again, unless this peer never registered
     /// (there is no session to resume).
-    mutating func beginRecovery(after error: String, now: ContinuousClock.Instant) -> [Action] {
+    func beginRecovery(after error: String, now: ContinuousClock.Instant) -> [Action] {
         if masterHandshake != nil { return loseMaster("\(settings.masterName) closed the connection during the handshake: \(error)") }
         guard peerID != 0 else { return loseMaster("connection to the master failed before it registered this peer: \(error)") }
         recovery = Recovery(cause: error, started: now, deadline: now + settings.recoveryWindow, nextDial: now)
@@ -43,7 +43,7 @@ extension PeerStateMachine {
     }
 
     /// Dials when it is time, and gives up at the window's end.
-    public mutating func tick(now: ContinuousClock.Instant) -> [Action] {
+    public func tick(now: ContinuousClock.Instant) -> [Action] {
         guard var current = recovery else { return [] }
         if now >= current.deadline {
             var actions: [Action] = []
@@ -67,7 +67,7 @@ extension PeerStateMachine {
     }
 
     /// The dial asked for by `connectToMaster` connected: open the handshake, or rejoin at once.
-    public mutating func masterDialed(_ connection: Connection) -> [Action] {
+    public func masterDialed(_ connection: ConnectionNumber) -> [Action] {
         guard var current = recovery, current.attempt == nil else { return [.close(connection)] }
         current.attempt = connection
         current.handshake = settings.secret.map(ConnectorHandshake.init)
@@ -81,7 +81,7 @@ extension PeerStateMachine {
     }
 
     /// The dial asked for by `connectToMaster` failed: dial again shortly.
-    public mutating func masterDialFailed(_ why: String, now: ContinuousClock.Instant) -> [Action] {
+    public func masterDialFailed(_ why: String, now: ContinuousClock.Instant) -> [Action] {
         guard var current = recovery else { return [] }
         current.lastFailure = why
         current.nextDial = now + Recovery.redialInterval
@@ -90,7 +90,7 @@ extension PeerStateMachine {
     }
 
     /// A link to `member` went silent while the master is away (see `Recovery.silentMembers`).
-    mutating func recoveryNoticed(silent member: PeerID) -> [Action] {
+    func recoveryNoticed(silent member: PeerID) -> [Action] {
         guard var current = recovery, current.silentMembers.insert(member).inserted else { return [] }
         recovery = current
         guard current.rejoined, let connection = current.attempt else { return [] }
@@ -98,12 +98,12 @@ extension PeerStateMachine {
     }
 
     /// Sends the rejoin on `connection`, the silent members right behind it.
-    private func rejoin(_ current: inout Recovery, on connection: Connection) -> [Action] {
+    private func rejoin(_ current: inout Recovery, on connection: ConnectionNumber) -> [Action] {
         current.rejoined = true
         return [.sendToMaster(connection, .rejoin(rejoinReport))] + tellSilent(current.silentMembers, on: connection)
     }
 
-    private func tellSilent(_ members: some Sequence<PeerID>, on connection: Connection) -> [Action] {
+    private func tellSilent(_ members: some Sequence<PeerID>, on connection: ConnectionNumber) -> [Action] {
         members.map {
             .sendToMaster(connection, .unreachable(epoch: topology.epoch, peer: $0, detail: "its links went silent while the master was away"))
         }
@@ -118,7 +118,7 @@ extension PeerStateMachine {
     }
 
     /// A frame on the connection of the attempt under way.
-    mutating func continueRecovery(_ payload: [UInt8], now: ContinuousClock.Instant) -> [Action] {
+    func continueRecovery(_ payload: [UInt8], now: ContinuousClock.Instant) -> [Action] {
         guard var current = recovery, let connection = current.attempt else { return [] }
         if Handshake.isHandshake(payload) {
             do {
@@ -158,7 +158,7 @@ extension PeerStateMachine {
     }
 
     /// The attempt under way ended without resuming the session: dial again shortly.
-    mutating func recoveryAttemptFailed(_ why: String, now: ContinuousClock.Instant) -> [Action] {
+    func recoveryAttemptFailed(_ why: String, now: ContinuousClock.Instant) -> [Action] {
         guard var current = recovery, let connection = current.attempt else { return [] }
         current.attempt = nil
         current.rejoined = false

@@ -12,7 +12,7 @@ extension OperationLinks: TransferLinks {
         case .done: .stateDone
         }
         do {
-            try session.engine.sendControl(link, address: FrameAddress(epoch: epoch, opID: opID), payload: frame.encoded())
+            try session.engine.sendControl(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID), payload: frame.encoded())
         } catch {
             throw linkInterruption(link, error)
         }
@@ -46,12 +46,12 @@ extension OperationLinks: TransferLinks {
     }
 
     /// The member at the other end of a mesh link.
-    func rank(of connection: ConnectionID) -> Int? {
+    func rank(of connection: ConnectionNumber) -> Int? {
         links.mesh.first { $0.value == connection }?.key
     }
 
     func dropLink(to peer: Int) {
-        session.engine.close(links.mesh[peer]!)
+        session.engine.close(ConnectionID(rawValue: links.mesh[peer]!))
     }
 
     /// Waits (not interruptibly) until the operation's deadline; past it the link is dropped, which

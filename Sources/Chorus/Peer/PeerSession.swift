@@ -10,7 +10,7 @@ import Glibc
 /// out the actions the machine returns. Not thread-safe: `Communicator` serializes every call.
 /// Every wait of the session is `wait(until:blockingOn:_:)`, one loop with one deadline.
 final class PeerSession {
-    typealias Machine = PeerStateMachine<ConnectionID, TransportError>
+    typealias Machine = PeerStateMachine
 
     let engine: TransportEngine
     let configuration: Configuration
@@ -19,7 +19,7 @@ final class PeerSession {
     let masterEndpoint: (host: String, port: UInt16)
     /// Where data links carry their frames (links to the master carry none).
     let dataPath: TransportEngine.DataPath
-    private(set) var machine: Machine
+    let machine: Machine
     /// Inbound links authenticate here before their frames reach the machine.
     private var gate: AcceptorGate
     private let onMembershipPending: (_ joining: Int, _ leaving: Int) -> Void
@@ -60,7 +60,7 @@ final class PeerSession {
             recoveryWindow: max(configuration.masterWindow, min(configuration.peerTimeout, .seconds(3))),
             connectTimeout: configuration.connectTimeout, secret: configuration.sharedSecret,
             masterName: "the master at \(endpoint.host):\(endpoint.port)")
-        machine = Machine(master: master, listen: listenAddress, settings: settings)
+        machine = Machine(master: master.rawValue, listen: listenAddress, settings: settings)
         apply(machine.start())
         do {
             _ = try waitFor("the master's handshake", deadline: .now + configuration.handshakeTimeout) { machine.masterAuthenticated ? true : nil }
@@ -71,11 +71,10 @@ final class PeerSession {
 
     // MARK: - What the machine knows
 
-    var master: ConnectionID { machine.master }
     var peerID: PeerID { machine.peerID }
     var topology: Topology { machine.topology }
     var rank: Int { machine.rank }
-    var links: EpochLinks<ConnectionID>? { machine.links }
+    var links: EpochLinks? { machine.links }
     var needsTopologyUpdate: Bool { machine.needsTopologyUpdate }
     var nextOpID: UInt64 { machine.nextOpID }
     var lastSyncedRevision: UInt64? {
@@ -84,9 +83,10 @@ final class PeerSession {
     }
     func verdict(for opID: UInt64) -> Outcome? { machine.verdict(for: opID) }
     func syncPlan(for opID: UInt64) -> SyncPlan? { machine.syncPlan(for: opID) }
-    func linkFailure(_ connection: ConnectionID) -> TransportError? { machine.linkFailure(connection) }
+    /// Why a link of the current epoch failed (the transport's error the machine was given).
+    func linkFailure(_ connection: ConnectionNumber) -> TransportError? { machine.linkFailure(connection) as? TransportError }
     func takeOperationID() -> UInt64 { machine.takeOperationID() }
-    func takePeerMessage(opID: UInt64) -> (connection: ConnectionID, message: PeerToPeer)? { machine.takePeerMessage(opID: opID) }
+    func takePeerMessage(opID: UInt64) -> (connection: ConnectionNumber, message: PeerToPeer)? { machine.takePeerMessage(opID: opID) }
 
     /// The error for a lost master connection.
     var masterLossError: ChorusError? { machine.masterLoss.map(ChorusError.init) }
@@ -140,11 +140,11 @@ final class PeerSession {
         case .accepted:
             break // identified by its hello
         case .control(let connection, let address, let payload):
-            if machine.isInbound(connection), !gate.admits(connection, payload, engine: engine, logger: logger) { return }
-            apply(machine.received(frame: payload, on: connection, epoch: address.epoch, opID: address.opID, now: .now))
+            if machine.isInbound(connection.rawValue), !gate.admits(connection, payload, engine: engine, logger: logger) { return }
+            apply(machine.received(frame: payload, on: connection.rawValue, epoch: address.epoch, opID: address.opID, now: .now))
         case .failed(let connection, let error):
             gate.forget(connection)
-            apply(machine.connectionFailed(connection, error, silent: error.code == .idleTimeout, now: .now))
+            apply(machine.connectionFailed(connection.rawValue, error, silent: error.code == .idleTimeout, now: .now))
         }
     }
 
@@ -176,25 +176,25 @@ final class PeerSession {
         case .sendToPeer(let connection, let message):
             send(message.encoded(), on: connection)
         case .admit(let connection):
-            engine.admit(connection, allowData: true)
+            engine.admit(ConnectionID(rawValue: connection), allowData: true)
         case .trust(let connection):
-            gate.trust(connection)
+            gate.trust(ConnectionID(rawValue: connection))
         case .close(let connection):
-            engine.close(connection)
-            gate.forget(connection)
+            engine.close(ConnectionID(rawValue: connection))
+            gate.forget(ConnectionID(rawValue: connection))
         case .connectToPeer(let member, let link):
             guard machine.formationStatus == .forming else { return } // an earlier dial failed
             do {
                 let connection = try engine.connect(host: member.address.host, port: member.address.port,
                                                     timeout: configuration.connectTimeout, path: dataPath)
-                apply(machine.dialed(connection, to: member, for: link))
+                apply(machine.dialed(connection.rawValue, to: member, for: link))
             } catch {
                 apply(machine.dialFailed(to: member, "\(error)"))
             }
         case .connectToMaster(let timeout):
             do {
                 let connection = try engine.connect(host: masterEndpoint.host, port: masterEndpoint.port, timeout: timeout)
-                apply(machine.masterDialed(connection))
+                apply(machine.masterDialed(connection.rawValue))
             } catch {
                 apply(machine.masterDialFailed("\(error)", now: .now))
             }
@@ -212,9 +212,9 @@ final class PeerSession {
 
     /// Sends a control frame of the current epoch; a failed send fails the connection in the machine
     /// (its failure event may come later, or not at all).
-    private func send(_ payload: [UInt8], on connection: ConnectionID) {
+    private func send(_ payload: [UInt8], on connection: ConnectionNumber) {
         do {
-            try engine.sendControl(connection, address: FrameAddress(epoch: machine.topology.epoch, opID: 0), payload: payload)
+            try engine.sendControl(ConnectionID(rawValue: connection), address: FrameAddress(epoch: machine.topology.epoch, opID: 0), payload: payload)
         } catch {
             apply(machine.connectionFailed(connection, error, silent: false, now: .now))
         }

@@ -28,12 +28,12 @@ final class OperationLinks: CollectiveLinks {
     let rank: Int
     let worldSize: Int
     let session: PeerSession
-    let links: EpochLinks<ConnectionID>
+    let links: EpochLinks
     private let route: Route
     let epoch: UInt64
     let opID: UInt64
     let deadline: ContinuousClock.Instant
-    private var outstanding: [(request: TransportRequest, link: ConnectionID)] = []
+    private var outstanding: [(request: TransportRequest, link: ConnectionNumber)] = []
     /// What this member tells the master before any data moves (its call, so a mismatch stops at once
     /// instead of everyone waiting for data that never comes), until it is sent: after the first frame
     /// is posted, so the master's wake-up does not delay the data, or before the first wait.
@@ -64,7 +64,7 @@ final class OperationLinks: CollectiveLinks {
         }
     }
 
-    private func connection(to peer: Int, tag: UInt32, ringSide: [ConnectionID], neighbour: Int) -> ConnectionID {
+    private func connection(to peer: Int, tag: UInt32, ringSide: [ConnectionNumber], neighbour: Int) -> ConnectionNumber {
         switch route {
         case .ring:
             precondition(peer == neighbour, "ring links reach the ring neighbours only")
@@ -77,7 +77,7 @@ final class OperationLinks: CollectiveLinks {
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
         let link = connection(to: peer, tag: tag, ringSide: links.right, neighbour: (rank + 1) % worldSize)
         let request = try track(link) { () throws(TransportError) in
-            try session.engine.postSend(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
+            try session.engine.postSend(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
         }
         try announce()
         return request
@@ -86,11 +86,11 @@ final class OperationLinks: CollectiveLinks {
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
         let link = connection(to: peer, tag: tag, ringSide: links.left, neighbour: (rank + worldSize - 1) % worldSize)
         return try track(link) { () throws(TransportError) in
-            try session.engine.postReceive(link, address: FrameAddress(epoch: epoch, opID: opID, tag: tag), into: buffer)
+            try session.engine.postReceive(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag), into: buffer)
         }
     }
 
-    private func track(_ link: ConnectionID, _ post: () throws(TransportError) -> TransportRequest) throws -> TransportRequest {
+    private func track(_ link: ConnectionNumber, _ post: () throws(TransportError) -> TransportRequest) throws -> TransportRequest {
         do {
             let request = try post()
             outstanding.append((request, link))
@@ -106,7 +106,7 @@ final class OperationLinks: CollectiveLinks {
     /// names precisely from the members' `begin`s (each sent right behind its first frame); so wait
     /// briefly for the master's verdict before reporting the effect: the verdict then names the
     /// cause, the same at every member, whichever report would have reached the master first.
-    func linkInterruption(_ link: ConnectionID, _ error: TransportError) -> OperationInterruption {
+    func linkInterruption(_ link: ConnectionNumber, _ error: TransportError) -> OperationInterruption {
         session.drainEvents() // the link's failure event carries its cause (a post only sees "no such connection")
         let reason = linkFailure(link, error)
         let effects: [TransportError.Code] = [.peerClosed, .noSuchConnection, .opMismatch, .tagMismatch, .lengthMismatch]
@@ -119,7 +119,7 @@ final class OperationLinks: CollectiveLinks {
         } ?? .local(reason)
     }
 
-    func linkFailure(_ link: ConnectionID, _ error: TransportError) -> AbortReason {
+    func linkFailure(_ link: ConnectionNumber, _ error: TransportError) -> AbortReason {
         let cause = session.linkFailure(link) ?? error
         let side = links.left.contains(link) ? "left" : (links.right.contains(link) ? "right" : "mesh")
         switch cause.code {
@@ -132,7 +132,7 @@ final class OperationLinks: CollectiveLinks {
     }
 
     /// The member at the other end of one of this epoch's links.
-    private func peer(on link: ConnectionID) -> PeerID? { links.member(on: link, rank: rank, of: session.topology.members) }
+    private func peer(on link: ConnectionNumber) -> PeerID? { links.member(on: link, rank: rank, of: session.topology.members) }
 
     func wait(_ request: TransportRequest) throws {
         try announce()
