@@ -137,6 +137,8 @@ import Testing
         let failed = m.connectionFailed(20, LinkDown(why: "peer closed the connection"), silent: false, now: Self.start)
         #expect(failed == [.log(.notice, "a link of epoch 5 failed: peer closed the connection")])
         #expect(m.linkFailure(20) as? LinkDown == LinkDown(why: "peer closed the connection"))
+        #expect(m.connectionFailed(20, LinkDown(why: "no such connection"), silent: false, now: Self.start).isEmpty)
+        #expect(m.linkFailure(20) as? LinkDown == LinkDown(why: "peer closed the connection"), "the first cause counts")
         #expect(m.verdict(for: op) == nil)
         _ = m.received(.verdict(epoch: 5, opID: op, outcome: .aborted(.peerLost(1))))
         #expect(m.verdict(for: op) == .aborted(.peerLost(1)))
@@ -257,6 +259,9 @@ import Testing
         _ = m.received(frame: MasterToPeer.rejected("peer 2 is not in this master's group").encoded(), on: 50, epoch: 0, opID: 0, now: Self.start)
         #expect(m.masterLoss == .evicted("the master removed this peer: peer 2 is not in this master's group"))
         #expect(m.send(.leave(epoch: 0)).isEmpty, "nothing is sent once the session is over")
+        #expect(m.connectionFailed(50, LinkDown(why: "closed"), silent: false, now: Self.start).isEmpty)
+        #expect(m.connectionFailed(Self.masterConnection, LinkDown(why: "closed"), silent: false, now: Self.start).isEmpty)
+        #expect(!m.isRecovering, "an ended session is not resumed")
     }
 
     @Test func aMasterLostBeforeRegistrationEndsTheSession() {

@@ -210,12 +210,14 @@ final class PeerSession {
         }
     }
 
-    /// Sends a control frame of the current epoch; a failed send fails the connection in the machine
-    /// (its failure event may come later, or not at all).
+    /// Sends a control frame of the current epoch. A send fails on a connection that already failed:
+    /// the failure's own event (queued, with its cause) is handled first, and the send's error
+    /// counts only if none was.
     private func send(_ payload: [UInt8], on connection: ConnectionNumber) {
         do {
             try engine.sendControl(ConnectionID(rawValue: connection), address: FrameAddress(epoch: machine.topology.epoch, opID: 0), payload: payload)
         } catch {
+            drainEvents()
             apply(machine.connectionFailed(connection, error, silent: false, now: .now))
         }
     }

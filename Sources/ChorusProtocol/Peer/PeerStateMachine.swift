@@ -228,7 +228,7 @@ public final class PeerStateMachine {
     public func connectionFailed(_ connection: ConnectionNumber, _ error: any Error & Sendable, silent: Bool,
                                           now: ContinuousClock.Instant) -> [Action] {
         if connection == master {
-            return recovery == nil ? beginRecovery(after: "\(error)", now: now) : []
+            return recovery == nil && masterFailure == nil ? beginRecovery(after: "\(error)", now: now) : [] // an ended session is not resumed
         }
         if connection == recovery?.attempt {
             return recoveryAttemptFailed(silent ? Recovery.silentMaster : "\(error)", now: now)
@@ -238,7 +238,7 @@ public final class PeerStateMachine {
             return evaluateFormation()
         }
         hellos[connection] = nil
-        guard let links, links.contains(connection) else { return [] }
+        guard let links, links.contains(connection), failedLinks[connection] == nil else { return [] } // the first cause counts
         failedLinks[connection] = error
         var actions: [Action] = [.log(.notice, "a link of epoch \(topology.epoch) failed: \(error)")]
         // Only silence counts: a link its other end closed (after a failure of its own, say) says
