@@ -159,15 +159,16 @@ extension PeerStateMachine {
             if case .aborted(let reason)? = verdicts[1] { return failFormation(.topologyFailed("\(reason) while the ring formed")) }
             return []
         }
-        var right: [ConnectionNumber] = Array(repeating: master, count: lanes), mesh: [Int: ConnectionNumber] = meshIn
+        var rightLanes: [(Int, ConnectionNumber)] = [], mesh = meshIn
         for (connection, dial) in current.dials {
             switch dial.link {
-            case .ring(let lane, _): right[Int(lane)] = connection
+            case .ring(let lane, _): rightLanes.append((Int(lane), connection))
             case .mesh: mesh[topology.members.firstIndex { $0.id == dial.member.id }!] = connection
             }
         }
         (leftLanes.map(\.1) + Array(meshIn.values)).forEach { hellos[$0] = nil }
-        links = EpochLinks(left: leftLanes.sorted { $0.0 < $1.0 }.map(\.1), right: right, mesh: mesh)
+        func byLane(_ lanes: [(Int, ConnectionNumber)]) -> [ConnectionNumber] { lanes.sorted { $0.0 < $1.0 }.map(\.1) }
+        links = EpochLinks(left: byLane(leftLanes), right: byLane(rightLanes), mesh: mesh)
         needsTopologyUpdate = false
         formation = nil
         formationStatus = .connected
