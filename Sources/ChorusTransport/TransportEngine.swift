@@ -203,6 +203,9 @@ public final class TransportEngine: @unchecked Sendable {
         return text.contains(":") ? "[\(text)]:\(port)" : "\(text):\(port)"
     }
 
+    /// The open connections, listeners left out.
+    public var connectionCount: Int { chorus_engine_connection_count(engine) }
+
     /// Closes a connection; its pending requests finish with `.cancelled`. Closing twice is harmless.
     public func close(_ connection: ConnectionID) {
         _ = chorus_engine_close(engine, connection.rawValue)

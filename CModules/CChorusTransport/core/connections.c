@@ -475,6 +475,14 @@ int chorus_engine_admit(chorus_engine *e, chorus_conn_id id, int allow_data) {
     return CHORUS_OK;
 }
 
+size_t chorus_engine_connection_count(chorus_engine *e) {
+    size_t count = 0;
+    pthread_mutex_lock(&e->lock);
+    for (size_t i = 0; i < e->conn_count; i++) count += !e->conns[i]->is_listener;
+    pthread_mutex_unlock(&e->lock);
+    return count;
+}
+
 int chorus_engine_remote_address(chorus_engine *e, chorus_conn_id id, char *host, size_t host_size, uint16_t *port) {
     if (host == NULL || host_size == 0 || port == NULL) return CHORUS_ERR_INVALID_ARGUMENT;
     conn *c = engine_acquire(e, id);

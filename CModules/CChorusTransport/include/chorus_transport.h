@@ -185,6 +185,9 @@ int chorus_engine_admit(chorus_engine *engine, chorus_conn_id conn, int allow_da
 /// The address an accepted connection came from ("" and 0 for dialed ones).
 int chorus_engine_remote_address(chorus_engine *engine, chorus_conn_id conn, char *host, size_t host_size, uint16_t *port);
 
+/// The engine's open connections, listeners left out (a diagnostic: how many links a peer holds).
+size_t chorus_engine_connection_count(chorus_engine *engine);
+
 /// Closes a connection: pending requests on it complete with CHORUS_ERR_CANCELLED, no event follows.
 int chorus_engine_close(chorus_engine *engine, chorus_conn_id conn);
 

@@ -25,6 +25,7 @@ public final class Communicator: Sendable {
         var leavingPeers = 0
         var members: [PeerID] = []
         var lastOperationID: UInt64 = 0
+        var openConnections = 0
     }
 
     /// Connects to a master, registers, and waits until admitted (blocking).
@@ -105,6 +106,11 @@ public final class Communicator: Sendable {
     /// `updateTopology()` when it is set, so it need not re-form the ring every step.
     public var topologyChangePending: Bool { statusBox.status.withLock { $0.pendingPeers + $0.leavingPeers > 0 } }
 
+    /// The connections this peer held open when its last call returned: the master's and the
+    /// epoch's links (ring lanes, the mesh partners a power of two away in rank, and any mesh link a
+    /// shared-state transfer dialed). A diagnostic; it grows as O(log n) with the world size.
+    public var openConnectionCount: Int { statusBox.status.withLock { $0.openConnections } }
+
     func withCore<Result>(_ body: (Core) throws -> Result) throws -> Result {
         let outcome: Swift.Result<Result, any Error> = coreLock.withLock { _ in
             // Every call may change the epoch, the members or the operation counter.
@@ -126,6 +132,7 @@ public final class Communicator: Sendable {
             $0.epoch = session.topology.epoch
             $0.members = session.topology.members.map(\.id)
             $0.lastOperationID = session.nextOpID - 1
+            $0.openConnections = session.engine.connectionCount
         }
     }
 

@@ -28,6 +28,7 @@ final class OperationLinks: CollectiveLinks {
     let rank: Int
     let worldSize: Int
     let session: PeerSession
+    /// The links when the operation began (ring lanes; the mesh can grow, see `meshLink`).
     let links: EpochLinks
     private let route: Route
     let epoch: UInt64
@@ -64,18 +65,36 @@ final class OperationLinks: CollectiveLinks {
         }
     }
 
-    private func connection(to peer: Int, tag: UInt32, ringSide: [ConnectionNumber], neighbour: Int) -> ConnectionNumber {
+    private func connection(to peer: Int, tag: UInt32, ringSide: [ConnectionNumber], neighbour: Int) throws -> ConnectionNumber {
         switch route {
         case .ring:
             precondition(peer == neighbour, "ring links reach the ring neighbours only")
             return ringSide[Int(tag) % ringSide.count]
         case .mesh:
-            return links.mesh[peer]!
+            return try meshLink(to: peer)
         }
     }
 
+    /// The mesh link to `peer`, dialed now if the epoch's pattern left it out (see `EpochLinks`).
+    func meshLink(to peer: Int) throws -> ConnectionNumber {
+        if let link = session.links?.mesh[peer] { return link }
+        session.dialMeshLink(to: peer)
+        let link = try session.wait(until: deadline) { () throws(OperationInterruption) -> ConnectionNumber? in
+            if let link = session.links?.mesh[peer] { return link }
+            if let failure = session.meshDialFailure(to: peer) {
+                throw .local(.linkFailed(reporter: session.peerID, peer: session.topology.members[peer].id, detail: "mesh link: \(failure)"))
+            }
+            if case .aborted(let reason)? = session.verdict(for: opID) { throw .verdict(reason) }
+            if let error = session.masterLossError { throw .masterLost(error) }
+            if session.links == nil { throw .local(.linkFailed(reporter: session.peerID, peer: nil, detail: "the epoch's links are gone")) }
+            return nil
+        }
+        guard let link else { throw OperationInterruption.local(.timedOut(reporter: session.peerID, notArrived: [])) }
+        return link
+    }
+
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
-        let link = connection(to: peer, tag: tag, ringSide: links.right, neighbour: (rank + 1) % worldSize)
+        let link = try connection(to: peer, tag: tag, ringSide: links.right, neighbour: (rank + 1) % worldSize)
         let request = try track(link) { () throws(TransportError) in
             try session.engine.postSend(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
         }
@@ -84,7 +103,7 @@ final class OperationLinks: CollectiveLinks {
     }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
-        let link = connection(to: peer, tag: tag, ringSide: links.left, neighbour: (rank + worldSize - 1) % worldSize)
+        let link = try connection(to: peer, tag: tag, ringSide: links.left, neighbour: (rank + worldSize - 1) % worldSize)
         return try track(link) { () throws(TransportError) in
             try session.engine.postReceive(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag), into: buffer)
         }
@@ -132,7 +151,9 @@ final class OperationLinks: CollectiveLinks {
     }
 
     /// The member at the other end of one of this epoch's links.
-    private func peer(on link: ConnectionNumber) -> PeerID? { links.member(on: link, rank: rank, of: session.topology.members) }
+    private func peer(on link: ConnectionNumber) -> PeerID? {
+        (session.links ?? links).member(on: link, rank: rank, of: session.topology.members)
+    }
 
     func wait(_ request: TransportRequest) throws {
         try announce()

@@ -6,7 +6,7 @@ import ChorusTransport
 /// over the mesh, as `PeerToPeer` frames.
 extension OperationLinks: TransferLinks {
     func sendMessage(_ message: TransferMessage, to peer: Int) throws {
-        let link = links.mesh[peer]!
+        let link = try meshLink(to: peer)
         let frame: PeerToPeer = switch message {
         case .request(let tensor, let offset, let length, let tag): .stateRequest(tensor: tensor, offset: offset, length: length, tag: tag)
         case .done: .stateDone
@@ -36,7 +36,8 @@ extension OperationLinks: TransferLinks {
                     return .lost(peer)
                 }
             }
-            if let lost = peers.first(where: { session.linkFailure(links.mesh[$0]!) != nil }) { return .lost(lost) }
+            // A receiver outside the pattern has no link until it dials one.
+            if let lost = peers.first(where: { session.links?.mesh[$0].map { session.linkFailure($0) != nil } ?? false }) { return .lost(lost) }
             if case .aborted(let reason)? = session.verdict(for: opID) { throw .verdict(reason) }
             if let error = session.masterLossError { throw .masterLost(error) }
             return nil
@@ -46,12 +47,11 @@ extension OperationLinks: TransferLinks {
     }
 
     /// The member at the other end of a mesh link.
-    func rank(of connection: ConnectionNumber) -> Int? {
-        links.mesh.first { $0.value == connection }?.key
-    }
+    func rank(of connection: ConnectionNumber) -> Int? { session.links?.rank(onMesh: connection) }
 
     func dropLink(to peer: Int) {
-        session.engine.close(ConnectionID(rawValue: links.mesh[peer]!))
+        guard let link = session.links?.mesh[peer] else { return }
+        session.engine.close(ConnectionID(rawValue: link))
     }
 
     /// Waits (not interruptibly) until the operation's deadline; past it the link is dropped, which

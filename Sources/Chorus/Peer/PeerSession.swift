@@ -183,7 +183,8 @@ final class PeerSession {
             engine.close(ConnectionID(rawValue: connection))
             gate.forget(ConnectionID(rawValue: connection))
         case .connectToPeer(let member, let link):
-            guard machine.formationStatus == .forming else { return } // an earlier dial failed
+            // An earlier dial of the epoch being formed failed, or the epoch is gone.
+            guard machine.formationStatus == .forming || machine.links != nil else { return }
             do {
                 let connection = try engine.connect(host: member.address.host, port: member.address.port,
                                                     timeout: configuration.connectTimeout, path: dataPath)
@@ -249,6 +250,11 @@ final class PeerSession {
             if case .failed(let failure)? = machine.formationStatus { throw ChorusError(failure) }
         }
     }
+
+    /// Dials a mesh link the epoch's pattern left out (answered by the machine's `links` or
+    /// `meshDialFailure`).
+    func dialMeshLink(to rank: Int) { apply(machine.dialMeshLink(to: rank)) }
+    func meshDialFailure(to rank: Int) -> String? { machine.meshDialFailure(to: rank) }
 
     /// Closes the current links; requests on them finish with `.cancelled`.
     func closeLinks() { apply(machine.closeLinks()) }

@@ -79,6 +79,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var reports: [Connection: Report] = [:]
     /// What each member called the undecided operation with (see "arrival").
     private var arrivals: [Connection: OperationDescriptor] = [:]
+    /// A member asked for a topology update in this epoch (it waits at the safe point, or did).
+    private var safePointRequested = false
     private let naming: DescriptorNaming
     /// The group's identity (see `MasterToPeer.registered`): drawn by the shell, or taken from the
     /// members of a group this master adopts.
@@ -203,6 +205,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             guard peer.role == .member, requestEpoch == epoch else { return [] }
             peers[connection]?.requestedMinimum = minimum
             peers[connection]?.admitting = admitting
+            safePointRequested = true
             // Members that already began the undecided operation would wait for this one forever.
             var actions: [Action] = []
             if brokenReason == nil, syncInTransfer == nil, !arrivals.isEmpty {
@@ -373,6 +376,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         syncDigests = [:]
         syncInTransfer = nil
         brokenReason = nil
+        safePointRequested = false
         for connection in ring {
             peers[connection]?.role = .member
             peers[connection]?.requestedMinimum = nil
@@ -513,8 +517,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// differs from an earlier member's.
     private mutating func arrive(_ connection: Connection, opID: UInt64, _ descriptor: OperationDescriptor) -> [Action]? {
         guard arrivals[connection] == nil else { return nil }
+        // The arrivals so far are all equal (a difference aborts, and the verdict clears them), so
+        // one of them stands for all: O(1) per arrival, not O(n).
+        let agreed = arrivals.values.first
         arrivals[connection] = descriptor
-        guard arrivals.values.contains(where: { $0 != descriptor }) else { return nil }
+        guard let agreed, agreed != descriptor else { return nil }
         return abort(opID: opID, .argumentMismatch(mismatchDetail(opID: opID)))
     }
 
@@ -548,7 +555,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// The abort of operation `opID` when a member already waits at the safe point: it will not
     /// call the operation, so the members that did must not wait for it.
     private mutating func safePointConflict(opID: UInt64) -> [Action]? {
-        // Asked on every begin and report: a plain search, no copies of the records.
+        // Asked on every begin and report, so the search runs only once a member asked in this
+        // epoch (it may have left since; the search tells).
+        guard safePointRequested else { return nil }
         for connection in ring {
             if let waiting = peers[connection], waiting.role == .member, waiting.requestedMinimum != nil {
                 return abort(opID: opID, .topologyUpdateRequested(waiting.id))

@@ -1,7 +1,8 @@
 /// Forming an epoch's links: on a new topology this peer dials the lanes to its right neighbour and
-/// the mesh to every member after it, and waits for the left neighbour's lanes and the mesh from
-/// every member before it, each inbound link identified by its hello. With a secret, a dialed link
-/// sends its hello right behind its proof; nothing else may arrive on it before the ring connects.
+/// the mesh links to its partners after it (`EpochLinks.meshPartners`: the members a power of two
+/// away), and waits for the left neighbour's lanes and the mesh links from its partners before it,
+/// each inbound link identified by its hello. With a secret, a dialed link sends its hello right
+/// behind its proof; nothing else may arrive on it before the ring connects.
 extension PeerStateMachine {
     public enum FormationStatus: Hashable, Sendable {
         case forming
@@ -13,8 +14,10 @@ extension PeerStateMachine {
     struct Formation: Sendable {
         let epoch: UInt64
         let left: Member
-        /// Members before this one, by id: their mesh links come in.
+        /// Mesh partners before this one, by id, with their ranks: their links come in.
         let earlier: [PeerID: Int]
+        /// The lanes and mesh links this peer dials.
+        let dialCount: Int
         var dials: [ConnectionNumber: Dial] = [:]
         /// The first member whose links have not arrived.
         var missing: PeerID?
@@ -62,28 +65,31 @@ extension PeerStateMachine {
         }
         needsTopologyUpdate = true // until the ring is connected
         let right = next.members[(index + 1) % n], left = next.members[(index + n - 1) % n]
-        formation = Formation(epoch: next.epoch, left: left,
-                              earlier: Dictionary(uniqueKeysWithValues: next.members[..<index].enumerated().map { ($0.element.id, $0.offset) }))
+        let partners = EpochLinks.meshPartners(of: index, count: n)
+        let later = partners.filter { $0 > index }
         let lanes = settings.lanes
+        formation = Formation(epoch: next.epoch, left: left,
+                              earlier: Dictionary(uniqueKeysWithValues: partners.filter { $0 < index }.map { (next.members[$0].id, $0) }),
+                              dialCount: lanes + later.count)
         for lane in 0 ..< lanes { actions.append(.connectToPeer(right, .ring(lane: UInt16(lane), lanes: UInt16(lanes)))) }
-        for j in index + 1 ..< n { actions.append(.connectToPeer(next.members[j], .mesh)) }
+        for j in later { actions.append(.connectToPeer(next.members[j], .mesh)) }
         return actions
     }
 
     /// The dial of `member` for `link` connected: it opens the handshake, or says hello at once.
     public func dialed(_ connection: ConnectionNumber, to member: Member, for link: LinkKind) -> [Action] {
-        guard formation != nil else { return [.close(connection)] }
         let hello = PeerToPeer.hello(epoch: topology.epoch, from: peerID, to: member.id, link: link)
         let dial = Dial(member: member, link: link, hello: hello, handshake: settings.secret.map(ConnectorHandshake.init))
-        formation?.dials[connection] = dial
         let first: Action = dial.handshake.map { .sendHandshake(connection, $0.opening) } ?? .sendToPeer(connection, hello)
+        guard formation != nil else { return onDemandDialed(connection, dial, first) }
+        formation?.dials[connection] = dial
         // The neighbours' hellos may all be in already (they came while this peer was still busy).
         return [first] + evaluateFormation()
     }
 
     /// The dial of `member` failed: the epoch cannot form, and the master hears which pair.
     public func dialFailed(to member: Member, _ detail: String) -> [Action] {
-        guard formation != nil else { return [] }
+        guard formation != nil else { return onDemandDialFailed(to: member, detail) }
         return reportUnreachable(member.id, detail) + failFormation(.topologyFailed("cannot reach peer \(member.id) at \(member.address): \(detail)"))
     }
 
@@ -99,28 +105,7 @@ extension PeerStateMachine {
     /// the ring is connected fails the dial.
     func continueDial(_ connection: ConnectionNumber, _ payload: [UInt8]) -> [Action] {
         guard var dial = formation?.dials[connection], dial.failure == nil else { return [] }
-        guard var handshake = dial.handshake, !dial.authenticated else {
-            formation?.dials[connection]?.failure = "it sent a frame before the ring was connected"
-            return [.close(connection)] + evaluateFormation()
-        }
-        var actions: [Action]
-        do {
-            switch try handshake.receive(try Handshake(decoding: payload)) {
-            case .reply(let proof): // the hello goes right behind the proof
-                actions = [.sendHandshake(connection, proof), .sendToPeer(connection, dial.hello)]
-            case .authenticated:
-                dial.authenticated = true
-                actions = [.trust(connection)]
-            }
-            dial.handshake = handshake
-        } catch let failure as HandshakeFailure {
-            dial.failure = failure.description
-            dial.refusedAuthentication = true
-            actions = [.sendHandshake(connection, .refused(failure.reason)), .close(connection)]
-        } catch {
-            dial.failure = "\(error)"
-            actions = [.close(connection)]
-        }
+        let actions = dial.takeHandshake(payload, on: connection)
         formation?.dials[connection] = dial
         return actions + evaluateFormation()
     }
@@ -151,7 +136,7 @@ extension PeerStateMachine {
             }
         }
         let ownHellosSent = current.dials.values.allSatisfy { $0.handshake == nil || $0.authenticated }
-        let dialsDone = current.dials.count == lanes + (topology.members.count - 1 - rank)
+        let dialsDone = current.dials.count == current.dialCount
         current.missing = leftLanes.count < lanes ? current.left.id : current.earlier.first { meshIn[$0.value] == nil }?.key
         formation = current
         guard leftLanes.count == lanes, meshIn.count == current.earlier.count, ownHellosSent, dialsDone else {
@@ -167,6 +152,13 @@ extension PeerStateMachine {
             }
         }
         (leftLanes.map(\.1) + Array(meshIn.values)).forEach { hellos[$0] = nil }
+        // Links outside the pattern dialed by members whose epoch formed first.
+        for (connection, hello) in hellos where hello.epoch == current.epoch && hello.link == .mesh {
+            if let rank = topology.members.firstIndex(where: { $0.id == hello.from }), mesh[rank] == nil {
+                mesh[rank] = connection
+                hellos[connection] = nil
+            }
+        }
         func byLane(_ lanes: [(Int, ConnectionNumber)]) -> [ConnectionNumber] { lanes.sorted { $0.0 < $1.0 }.map(\.1) }
         links = EpochLinks(left: byLane(leftLanes), right: byLane(rightLanes), mesh: mesh)
         needsTopologyUpdate = false

@@ -106,6 +106,10 @@ public final class PeerStateMachine {
     var masterHandshake: ConnectorHandshake?
     /// The epoch being formed, while it forms.
     var formation: Formation?
+    /// Mesh links outside the pattern this peer dialed, until they are ready.
+    var onDemandDials: [ConnectionNumber: Dial] = [:]
+    /// Why the last on-demand dial to a rank failed.
+    var onDemandFailures: [Int: String] = [:]
     /// How forming the current epoch went (nil before the first topology).
     public internal(set) var formationStatus: FormationStatus?
     /// Set while the peer tries to reach a master again.
@@ -149,6 +153,7 @@ public final class PeerStateMachine {
     /// nor one this peer dialed.
     public func isInbound(_ connection: ConnectionNumber) -> Bool {
         connection != master && connection != recovery?.attempt && formation?.dials[connection] == nil
+            && onDemandDials[connection] == nil
     }
 
     /// A topology newer than the current one has been offered.
@@ -184,11 +189,14 @@ public final class PeerStateMachine {
 
     /// Closes the current links; requests on them finish with `.cancelled`.
     public func closeLinks() -> [Action] {
-        guard let current = links else { return [] }
+        let dialing = Array(onDemandDials.keys)
+        onDemandDials = [:]
+        onDemandFailures = [:]
+        guard let current = links else { return dialing.map { .close($0) } }
         failedLinks = [:]
         peerMessages = []
         links = nil
-        return current.all.map { .close($0) }
+        return (current.all + dialing).map { .close($0) }
     }
 
     /// An operation of this epoch aborted: its links go, and the next call must re-form the ring.
@@ -210,7 +218,11 @@ public final class PeerStateMachine {
         if connection == master { return receivedFromMaster(payload) }
         if connection == recovery?.attempt { return continueRecovery(payload, now: now) }
         if formation?.dials[connection] != nil { return continueDial(connection, payload) }
+        if onDemandDials[connection] != nil { return continueOnDemandDial(connection, payload) }
         switch try? PeerToPeer(decoding: payload) {
+        case .hello(let helloEpoch, let from, let to, .mesh)? where to == peerID && helloEpoch == topology.epoch
+            && formation == nil && links != nil:
+            return adoptMeshHello(connection, from: from)
         case .hello(let helloEpoch, let from, let to, let link)? where to == peerID && helloEpoch >= topology.epoch:
             hellos[connection] = Hello(epoch: helloEpoch, from: from, link: link)
             return [.admit(connection)] + evaluateFormation()
@@ -237,6 +249,7 @@ public final class PeerStateMachine {
             if formation?.dials[connection]?.failure == nil { formation?.dials[connection]?.failure = "\(error)" }
             return evaluateFormation()
         }
+        if onDemandDials[connection] != nil { return onDemandDialLost(connection, error) }
         hellos[connection] = nil
         guard let links, links.contains(connection), failedLinks[connection] == nil else { return [] } // the first cause counts
         failedLinks[connection] = error
