@@ -55,6 +55,9 @@ let package = Package(
         .executableTarget(name: "chorus-bench", dependencies: [
             "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/chorus-bench"),
+        .executableTarget(name: "chorus-scale", dependencies: [
+            "Chorus", "ChorusLauncher", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Benchmarks/chorus-scale"),
         .target(name: "KernelBaseline", path: "Benchmarks/CKernelBaseline"),
         .executableTarget(name: "chorus-kernel-bench", dependencies: ["ChorusAlgorithms", "KernelBaseline"],
                           path: "Benchmarks/chorus-kernel-bench"),

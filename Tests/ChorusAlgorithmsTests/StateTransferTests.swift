@@ -103,7 +103,9 @@ import Testing
     }
 
     /// A source dies after answering a few requests: its open chunks go to the other source, every
-    /// receiver still ends with the elected bytes and names the lost source.
+    /// receiver still ends with the elected bytes, and the receivers that had chunks open there name
+    /// the lost source (one that had all its chunks from it before it died has nothing to name: a CI
+    /// run saw that at n = 4).
     @Test(arguments: [4, 7, 12])
     func aSourceThatDiesPartWayIsReplacedByTheOthers(worldSize n: Int) {
         let (outcomes, errors) = Self.transfer(n, sources: [0, 1], seed: UInt64(n), chunkBytes: 128, maxDelay: .milliseconds(1)) { links, fabric in
@@ -113,8 +115,9 @@ import Testing
         for rank in 2 ..< n {
             #expect(errors[rank] == nil, "receiver \(rank): \(String(describing: errors[rank]))")
             #expect(outcomes[rank].tensors == Self.expected(rank: rank, n: n), "receiver \(rank)")
-            #expect(outcomes[rank].lostSources == [1], "receiver \(rank) names the lost source")
+            #expect(outcomes[rank].lostSources.allSatisfy { $0 == 1 }, "receiver \(rank) names only the source that died")
         }
+        #expect((2 ..< n).contains { outcomes[$0].lostSources == [1] }, "the source died with chunks open: someone names it")
         #expect(errors[0] == nil)
     }
 

@@ -7,11 +7,11 @@ import Testing
 
     @Test func everyMessageRoundTrips() throws {
         let toMaster: [PeerToMaster] = [
-            .register(listen: Self.address), .updateTopology(epoch: 7, minimumWorldSize: 4), .updateTopology(epoch: 7, minimumWorldSize: 1, admitting: false), .leave(epoch: 9),
+            .register(listen: Self.address), .register(listen: Self.address, peerGroup: 0xFFFF_FFFE), .updateTopology(epoch: 7, minimumWorldSize: 4), .updateTopology(epoch: 7, minimumWorldSize: 1, admitting: false), .leave(epoch: 9),
             .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
             .begin(epoch: 3, opID: 11, descriptor: Self.descriptor),
             .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, peer: 6, detail: "reset"))),
-            .rejoin(Rejoin(peer: 17, group: 99, listen: Self.address, topology: Topology(epoch: 5, members: [Member(id: 17, address: Self.address)]),
+            .rejoin(Rejoin(peer: 17, group: 99, peerGroup: 3, listen: Self.address, topology: Topology(epoch: 5, members: [Member(id: 17, address: Self.address)]),
                            lastDecidedOp: 9, lastOutcome: .aborted(.peerLost(3)), lastSyncedRevision: 4, leaving: true)),
             .rejoin(Rejoin(peer: 18, group: 99, listen: Self.address, topology: Topology(epoch: 0, members: []))),
         ]

@@ -30,9 +30,15 @@ enum GroupHarness {
                     _ body: @escaping @Sendable (Communicator) throws -> Void) throws {
         let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
         defer { master.shutdown() }
+        try run(master: master.endpoint, worldSize: worldSize, configuration: configuration, timeout: timeout, body)
+    }
+
+    /// `run` against a master that is already there (several groups of one master).
+    static func run(master endpoint: String, worldSize: Int, configuration: Configuration = testConfiguration(),
+                    timeout: Duration = .seconds(300),
+                    _ body: @escaping @Sendable (Communicator) throws -> Void) throws {
         let errors = Mutex<[String]>([])
         let finished = DispatchSemaphore(value: 0)
-        let endpoint = master.endpoint
         for _ in 0 ..< worldSize {
             Task(executorPreference: ThreadPerJobExecutor.shared) { @Sendable in
                 do {

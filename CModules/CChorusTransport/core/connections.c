@@ -80,6 +80,13 @@ int engine_conn_failed(chorus_engine *e, conn *c) {
     return failed;
 }
 
+chorus_failure engine_conn_failure(chorus_engine *e, conn *c) {
+    pthread_mutex_lock(&e->lock);
+    chorus_failure failure = c->failed ? c->failure : chorus_no_failure();
+    pthread_mutex_unlock(&e->lock);
+    return failure;
+}
+
 int engine_data_allowed(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&e->lock);
     int allowed = c->admitted ? c->data_allowed : c->delivered_control;
@@ -111,6 +118,7 @@ void engine_fail_conn(chorus_engine *e, conn *c, chorus_failure why) {
         return;
     }
     c->failed = 1;
+    c->failure = why;
     e->control_bytes -= c->control_reserved;
     c->control_reserved = 0;
     int request_status = c->owner_closed ? CHORUS_ERR_CANCELLED : why.status;
@@ -233,10 +241,13 @@ static int paused_sender_silent(const conn *c, uint64_t idle_ms) {
 
 /// How long `c` may stay silent: the idle timeout, or earlier, a multiple of its sender's rhythm
 /// (suspicion), unless this engine's I/O thread was itself held up lately (then the silence may be
-/// ours: a paused process or a starved core reads late).
+/// ours: a paused process or a starved core reads late), or nothing has arrived on it yet (a fresh
+/// link's other end answers when its engine first serves it, which on a crowded machine took over
+/// the suspicion's 600 ms: 256 members on 2 cores failed shared-memory offers that way).
 static uint64_t silence_allowed_ms(chorus_engine *e, const conn *c, uint64_t now) {
     uint64_t allowed = e->config.idle_timeout_ms;
-    if (e->config.suspicion_multiple == 0 || now < __atomic_load_n(&e->judge_from_ms, __ATOMIC_ACQUIRE)) return allowed;
+    if (e->config.suspicion_multiple == 0 || !c->heard || now < __atomic_load_n(&e->judge_from_ms, __ATOMIC_ACQUIRE))
+        return allowed;
     uint64_t suspicion = (uint64_t)c->rhythm_ms * e->config.suspicion_multiple;
     if (suspicion < e->config.suspicion_min_ms) suspicion = e->config.suspicion_min_ms;
     return suspicion < allowed ? suspicion : allowed;
@@ -458,7 +469,13 @@ int chorus_engine_connect(chorus_engine *e, const char *host, uint16_t port, int
     conn *c = engine_acquire(e, *out);
     chorus_failure failure = c != NULL ? path->dial(e, c, host, port, deadline) : chorus_failure_of(CHORUS_ERR_NO_SUCH_CONNECTION);
     if (c != NULL) engine_release(e, c);
-    if (failure.status != CHORUS_OK) discard(e, *out);
+    if (failure.status != CHORUS_OK) {
+        discard(e, *out);
+        if (failure.call != NULL)
+            chorus_note_failure("%s:%u: setting up the data path: %s: %s", host, (unsigned)port, failure.call, strerror(failure.sys_errno));
+        else
+            chorus_note_failure("%s:%u: setting up the data path: %s", host, (unsigned)port, chorus_status_string(failure.status));
+    }
     return failure.status;
 }
 

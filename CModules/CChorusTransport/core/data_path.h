@@ -72,6 +72,8 @@ void engine_fail_conn(chorus_engine *e, conn *c, chorus_failure why);
 /// Fails `c` from a thread that may not hold its io_lock: records why, then serves it.
 void engine_fail_later(chorus_engine *e, conn *c, chorus_failure why);
 int engine_conn_failed(chorus_engine *e, conn *c);
+/// Why `c` failed (chorus_no_failure() while it has not).
+chorus_failure engine_conn_failure(chorus_engine *e, conn *c);
 /// Whether data may flow on `c` yet: admitted with data allowed, or (not yet judged) behind a control
 /// frame the owner has still to judge, as a data frame may be.
 int engine_data_allowed(chorus_engine *e, conn *c);

@@ -45,6 +45,7 @@ struct conn {
     int owner_closed;    // engine->lock: the owner closed it, so no FAILED event
     int needs_attention; // engine->lock: in the attention scan (a receive posted while one was wanted)
     chorus_failure pending; // engine->lock: a failure found without io_lock (a send error), applied under it
+    chorus_failure failure; // engine->lock: why it failed, once `failed` (a dial in progress reports it)
 
     // Held by whichever thread serves the connection's readiness, timers and failure (the I/O thread
     // or a waiting caller); everything marked "I/O side" below belongs to its holder. Never waited
@@ -78,6 +79,7 @@ struct conn {
     uint32_t payload_got;
     chorus_request *active_recv; // the posted receive a data frame on the stream is read into
     uint64_t last_recv_ms;
+    int heard;          // something arrived (until then the sender has shown no rhythm to judge it by)
     uint32_t rhythm_ms; // the longest silence its sender usually keeps between frames (see note_silence)
     uint64_t probe_deadline_ms; // atomic: an unanswered probe's deadline (0: none); anything received clears it
 };

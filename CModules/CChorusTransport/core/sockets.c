@@ -34,7 +34,7 @@ static _Thread_local char last_failure[256];
 
 const char *chorus_last_failure(void) { return last_failure; }
 
-static void note_failure(const char *format, ...) {
+void chorus_note_failure(const char *format, ...) {
     va_list arguments;
     va_start(arguments, format);
     vsnprintf(last_failure, sizeof last_failure, format, arguments);
@@ -59,7 +59,7 @@ int chorus_socket_resolve(const char *host, uint16_t port, int passive, struct a
                              .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)};
     int error = getaddrinfo(host, service, &hints, out);
     if (error == 0) return CHORUS_OK;
-    note_failure("getaddrinfo %s: %s", host, error == EAI_SYSTEM ? strerror(errno) : gai_strerror(error));
+    chorus_note_failure("getaddrinfo %s: %s", host, error == EAI_SYSTEM ? strerror(errno) : gai_strerror(error));
     return CHORUS_ERR_ADDRESS;
 }
 
@@ -72,7 +72,7 @@ static int listen_on(const char *host, uint16_t port, int backlog, int *fd_out, 
     for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
-            note_failure("socket for %s:%u: %s", host, (unsigned)port, strerror(errno));
+            chorus_note_failure("socket for %s:%u: %s", host, (unsigned)port, strerror(errno));
             continue;
         }
         // A restarted master or peer can bind its port again at once, past old connections in TIME_WAIT.
@@ -89,7 +89,7 @@ static int listen_on(const char *host, uint16_t port, int backlog, int *fd_out, 
             status = CHORUS_OK;
             break;
         }
-        note_failure("%s %s:%u: %s", call, host, (unsigned)port, strerror(errno));
+        chorus_note_failure("%s %s:%u: %s", call, host, (unsigned)port, strerror(errno));
         close(fd);
     }
     freeaddrinfo(list);
@@ -105,7 +105,7 @@ int chorus_socket_listen(const char *host, uint16_t port, uint16_t last_port, in
     if (status != CHORUS_OK && last_port > port) {
         char reason[sizeof last_failure];
         snprintf(reason, sizeof reason, "%s", last_failure);
-        note_failure("no free port in %u-%u (last: %s)", (unsigned)port, (unsigned)last_port, reason);
+        chorus_note_failure("no free port in %u-%u (last: %s)", (unsigned)port, (unsigned)last_port, reason);
     }
     if (status == CHORUS_OK) last_failure[0] = 0;
     return status;
@@ -117,19 +117,19 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline_ms, int buff
     chorus_socket_describe((const struct sockaddr_storage *)ai->ai_addr, where, sizeof where, &port);
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
-        note_failure("socket for %s:%u: %s", where, (unsigned)port, strerror(errno));
+        chorus_note_failure("socket for %s:%u: %s", where, (unsigned)port, strerror(errno));
         return CHORUS_ERR_SYSTEM;
     }
     chorus_socket_configure(fd, buffer_bytes);
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-        note_failure("connect %s:%u: %s", where, (unsigned)port, strerror(errno));
+        chorus_note_failure("connect %s:%u: %s", where, (unsigned)port, strerror(errno));
         close(fd);
         return CHORUS_ERR_CONNECT_FAILED;
     }
     for (;;) {
         uint64_t now = chorus_now_ms();
         if (now >= deadline_ms) {
-            note_failure("connect %s:%u: no answer within the connect timeout", where, (unsigned)port);
+            chorus_note_failure("connect %s:%u: no answer within the connect timeout", where, (unsigned)port);
             close(fd);
             return CHORUS_ERR_TIMEDOUT;
         }
@@ -141,7 +141,7 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline_ms, int buff
         socklen_t len = sizeof error;
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len);
         if (error != 0) {
-            note_failure("connect %s:%u: %s", where, (unsigned)port, strerror(error));
+            chorus_note_failure("connect %s:%u: %s", where, (unsigned)port, strerror(error));
             close(fd);
             return CHORUS_ERR_CONNECT_FAILED;
         }

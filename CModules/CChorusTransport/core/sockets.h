@@ -4,6 +4,8 @@
 #include "../include/chorus_transport.h"
 
 uint64_t chorus_now_ms(void);
+/// Sets this thread's `chorus_last_failure` text (printf-style).
+void chorus_note_failure(const char *format, ...) __attribute__((format(printf, 1, 2)));
 uint64_t chorus_now_us(void);
 void chorus_socket_configure(int fd, int buffer_bytes);
 /// Binds the first free port of port...last_port (0: ephemeral). On failure chorus_last_failure says why.

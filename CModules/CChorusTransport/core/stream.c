@@ -227,6 +227,7 @@ static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length)
             uint64_t now = chorus_now_ms();
             note_silence(e, c, now - c->last_recv_ms);
             c->last_recv_ms = now;
+            c->heard = 1;
             return got;
         }
         int error = got == 0 ? 0 : errno;

@@ -400,7 +400,7 @@ static chorus_failure shm_dial(chorus_engine *e, conn *c, const char *host, uint
         shm_mode mode = s->mode;
         pthread_mutex_unlock(&s->lock);
         if (mode != UNDECIDED) return chorus_no_failure();
-        if (engine_conn_failed(e, c)) return chorus_failure_of(CHORUS_ERR_CONNECT_FAILED);
+        if (engine_conn_failed(e, c)) return engine_conn_failure(e, c); // closed or failed during the offer: its cause
         uint64_t now = chorus_now_ms();
         if (now >= deadline_ms) return chorus_failure_of(CHORUS_ERR_CONNECT_FAILED); // the acceptor never answered
         engine_progress(e, deadline_ms - now < 5 ? (int)(deadline_ms - now) : 5);

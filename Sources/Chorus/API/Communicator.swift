@@ -59,6 +59,7 @@ public final class Communicator: Sendable {
         case .shm: .shm
         }
         listenAddress = session.listenAddress.description
+        peerGroup = configuration.peerGroup
         publishStatus(of: session)
     }
 
@@ -85,7 +86,9 @@ public final class Communicator: Sendable {
     /// taken from `Configuration.peerPorts` when set).
     public let listenAddress: String
 
-    /// This peer's id, stable for the life of the communicator.
+    /// The peer group this communicator belongs to (`Configuration.peerGroup`).
+    public let peerGroup: UInt32
+    /// This peer's id within its peer group, stable for the life of the communicator.
     public var peerID: PeerID { statusBox.status.withLock { $0.peerID } }
     /// This peer's position in the ring of the current epoch.
     public var rank: Int { statusBox.status.withLock { $0.rank } }

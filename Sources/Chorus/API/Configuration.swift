@@ -79,6 +79,11 @@ public struct Configuration: Sendable {
     /// Parallel TCP connections to each ring neighbour; segments stripe across them. Every peer
     /// of a group must use the same number.
     public var connectionsPerPeer = 1
+    /// The peer group this communicator joins (PCCL's peer groups, `MPI_Comm_split`'s colour). One
+    /// master keeps each group apart: its own members, epochs, collectives, safe points and shared
+    /// state, so a fault or a re-forming in one group leaves the others running. A process that
+    /// belongs to two groupings (a shard's group and a replica's) opens a communicator for each.
+    public var peerGroup: UInt32 = 0
     /// What carries collective data between peers (the master always uses TCP). Every peer of a
     /// group must resolve to the same transport, except that `.tcp` and `.shm` mix (a TCP end
     /// refuses shared memory and the link stays on TCP).

@@ -7,7 +7,7 @@ extension Configuration {
     /// The defaults with `CHORUS_*` environment overrides applied:
     /// `CHORUS_BIND`, `CHORUS_ADVERTISE`, `CHORUS_PEER_PORTS` ("40000-40099" or one port), `CHORUS_HEARTBEAT_MS`, `CHORUS_PEER_TIMEOUT_MS`,
     /// `CHORUS_CONNECT_TIMEOUT_MS`, `CHORUS_HANDSHAKE_TIMEOUT_MS`, `CHORUS_OP_TIMEOUT_MS`, `CHORUS_ADMISSION_TIMEOUT_MS`,
-    /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`,
+    /// `CHORUS_SEGMENT_BYTES`, `CHORUS_SOCKET_BUFFER_BYTES`, `CHORUS_SPIN_US`, `CHORUS_CONNECTIONS`, `CHORUS_PEER_GROUP`, `CHORUS_RD_MAX_BYTES`, `CHORUS_SCAN_RD_MAX_BYTES`,
     /// `CHORUS_SYNC_CHUNK_BYTES`, `CHORUS_SYNC_CHUNKS_IN_FLIGHT`, `CHORUS_TRANSPORT` (tcp, rdma, auto), `CHORUS_LOG_LEVEL` (trace, debug, info, notice,
     /// warning, error, critical), `CHORUS_SECRET_FILE` (a file holding the shared secret) or `CHORUS_SECRET` (the secret itself).
     /// - Throws: `ChorusError.invalidArgument` naming a variable whose value is not a number.
@@ -67,6 +67,10 @@ extension Configuration {
         if let v = try number("CHORUS_SYNC_CHUNK_BYTES") { c.syncChunkBytes = v }
         if let v = try number("CHORUS_SYNC_CHUNKS_IN_FLIGHT") { c.syncChunksInFlight = v }
         if let v = try number("CHORUS_CONNECTIONS") { c.connectionsPerPeer = v }
+        if let v = try number("CHORUS_PEER_GROUP") {
+            guard let group = UInt32(exactly: v) else { throw ChorusError.invalidArgument("CHORUS_PEER_GROUP=\(v) is above \(UInt32.max)") }
+            c.peerGroup = group
+        }
         // Ranges and relations (a heartbeat shorter than the peer timeout, ...) are checked by
         // validate(), for these values and for ones a program sets directly alike.
         try c.validate()

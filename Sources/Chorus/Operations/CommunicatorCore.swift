@@ -127,7 +127,7 @@ final class Core: @unchecked Sendable {
         let descriptor = OperationDescriptor(collective: Collective.allScan.rawValue, dataType: dataType.rawValue,
                                              reduceOp: op.rawValue, count: UInt64(count),
                                              detail: UInt64(decayCount) << 32 | UInt64(k) << 1 | (reverse ? 1 : 0))
-        try runToVerdict(session: session, descriptor: descriptor, route: .mesh, restore: nil) { links in
+        try runToVerdict(session: session, descriptor: descriptor, route: chosen == .chain ? .neighbours : .mesh, restore: nil) { links in
             if k == 0 {
                 let scan = RecursiveDoublingScan(count: count, dataType: dataType, op: op, decayCount: decayCount, reverse: reverse)
                 try scan.run(links: links, state: state, decay: decay, exclusive: exclusive, inclusive: inclusive,

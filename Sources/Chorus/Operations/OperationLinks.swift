@@ -16,6 +16,8 @@ enum OperationInterruption: Error {
 enum Route {
     /// Ring lanes: send to the right neighbour, receive from the left one.
     case ring
+    /// Ring lanes both ways: to and from either neighbour (the chain scan, forward and reverse).
+    case neighbours
     /// The mesh: one connection per pair of members, both ways.
     case mesh
 }
@@ -65,11 +67,20 @@ final class OperationLinks: CollectiveLinks {
         }
     }
 
-    private func connection(to peer: Int, tag: UInt32, ringSide: [ConnectionNumber], neighbour: Int) throws -> ConnectionNumber {
+    private func connection(to peer: Int, tag: UInt32, sending: Bool) throws -> ConnectionNumber {
+        let right = (rank + 1) % worldSize, left = (rank + worldSize - 1) % worldSize
+        func lane(_ side: [ConnectionNumber]) -> ConnectionNumber { side[Int(tag) % side.count] }
         switch route {
         case .ring:
-            precondition(peer == neighbour, "ring links reach the ring neighbours only")
-            return ringSide[Int(tag) % ringSide.count]
+            precondition(peer == (sending ? right : left), "ring algorithms send right and receive left")
+            return lane(sending ? links.right : links.left)
+        case .neighbours:
+            // A send looks right first and a receive left first: with two members both neighbours
+            // are one member, and one end's right lanes are the other end's left ones.
+            let (first, second) = sending ? ((right, links.right), (left, links.left)) : ((left, links.left), (right, links.right))
+            if peer == first.0 { return lane(first.1) }
+            precondition(peer == second.0, "the chain reaches the ring neighbours only")
+            return lane(second.1)
         case .mesh:
             return try meshLink(to: peer)
         }
@@ -94,7 +105,7 @@ final class OperationLinks: CollectiveLinks {
     }
 
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
-        let link = try connection(to: peer, tag: tag, ringSide: links.right, neighbour: (rank + 1) % worldSize)
+        let link = try connection(to: peer, tag: tag, sending: true)
         let request = try track(link) { () throws(TransportError) in
             try session.engine.postSend(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
         }
@@ -103,7 +114,7 @@ final class OperationLinks: CollectiveLinks {
     }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
-        let link = try connection(to: peer, tag: tag, ringSide: links.left, neighbour: (rank + worldSize - 1) % worldSize)
+        let link = try connection(to: peer, tag: tag, sending: false)
         return try track(link) { () throws(TransportError) in
             try session.engine.postReceive(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag), into: buffer)
         }

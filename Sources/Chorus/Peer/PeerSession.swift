@@ -59,7 +59,7 @@ final class PeerSession {
             lanes: configuration.connectionsPerPeer, maxQueuedPeerMessages: configuration.maxQueuedPeerMessages,
             recoveryWindow: max(configuration.masterWindow, min(configuration.peerTimeout, .seconds(3))),
             connectTimeout: configuration.connectTimeout, secret: configuration.sharedSecret,
-            masterName: "the master at \(endpoint.host):\(endpoint.port)")
+            masterName: "the master at \(endpoint.host):\(endpoint.port)", peerGroup: configuration.peerGroup)
         machine = Machine(master: master.rawValue, listen: listenAddress, settings: settings)
         apply(machine.start())
         do {
@@ -187,7 +187,7 @@ final class PeerSession {
             guard machine.formationStatus == .forming || machine.links != nil else { return }
             do {
                 let connection = try engine.connect(host: member.address.host, port: member.address.port,
-                                                    timeout: configuration.connectTimeout, path: dataPath)
+                                                    timeout: configuration.connectTimeout, path: path(for: link))
                 apply(machine.dialed(connection.rawValue, to: member, for: link))
             } catch {
                 apply(machine.dialFailed(to: member, "\(error)"))
@@ -209,6 +209,14 @@ final class PeerSession {
             case .error: logger.error("\(message)")
             }
         }
+    }
+
+    /// Shared memory carries the ring lanes only: every mesh link of a member would otherwise map a
+    /// segment of its own each epoch (4 MiB, set up and torn down in both processes), and the mesh
+    /// carries small messages (recursive doubling, the scans' windows, state requests).
+    private func path(for link: LinkKind) -> TransportEngine.DataPath {
+        if dataPath == .shm, case .mesh = link { return .tcp }
+        return dataPath
     }
 
     /// Sends a control frame of the current epoch. A send fails on a connection that already failed:

@@ -183,7 +183,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     // MARK: - Events
 
     public mutating func received(_ message: PeerToMaster, from connection: Connection) -> [Action] {
-        if case .register(let address) = message { return register(connection, address: address) }
+        if case .register(let address, _) = message { return register(connection, address: address) }
         if case .rejoin(let rejoin) = message, peers[connection] == nil, adoption?.returned[connection] == nil {
             return self.rejoin(connection, rejoin)
         }

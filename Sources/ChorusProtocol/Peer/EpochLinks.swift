@@ -5,8 +5,8 @@
 /// The mesh is sparse: an epoch connects a member only to the members whose rank differs from its
 /// own by a power of two (`meshPartners`), at most 2·log2(n) of them. Those are all the partners
 /// of every algorithm that addresses members by rank (recursive doubling exchanges with r XOR 2^k
-/// and its extra ranks with r ± p; the scans with the members 2^k positions away, the chain with
-/// its neighbours). A link outside the pattern is dialed when an operation first needs one, by the
+/// and its extra ranks with r ± p; the recursive-doubling scan with the members 2^k positions away;
+/// the chain scan uses the ring lanes both ways). A link outside the pattern is dialed when an operation first needs one, by the
 /// only side that needs it (a shared-state transfer's receiver, pulling from a source).
 /// A connection as the peer's state machine knows it: the transport's number for it
 /// (`ConnectionID.rawValue` in `ChorusTransport`, which this layer does not import).

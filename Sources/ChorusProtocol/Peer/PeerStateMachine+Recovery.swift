@@ -113,7 +113,7 @@ extension PeerStateMachine {
     private var rejoinReport: Rejoin {
         let last = verdicts.max { $0.key < $1.key }
         let leaving = unanswered.contains { if case .leave = $0 { true } else { false } }
-        return Rejoin(peer: peerID, group: group, listen: listenAddress, topology: topology, lastDecidedOp: last?.key ?? 0,
+        return Rejoin(peer: peerID, group: group, peerGroup: settings.peerGroup, listen: listenAddress, topology: topology, lastDecidedOp: last?.key ?? 0,
                       lastOutcome: last?.value ?? .success, lastSyncedRevision: lastSyncedRevision, leaving: leaving)
     }
 

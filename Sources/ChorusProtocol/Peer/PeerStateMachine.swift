@@ -30,9 +30,12 @@ public final class PeerStateMachine {
         public var secret: SharedSecret?
         /// "the master at host:port", for messages.
         public var masterName: String
+        /// The peer group this peer registers in.
+        public var peerGroup: UInt32
 
         public init(lanes: Int, maxQueuedPeerMessages: Int, recoveryWindow: Duration, connectTimeout: Duration,
-                    secret: SharedSecret?, masterName: String) {
+                    secret: SharedSecret?, masterName: String, peerGroup: UInt32 = 0) {
+            self.peerGroup = peerGroup
             self.lanes = lanes
             self.maxQueuedPeerMessages = maxQueuedPeerMessages
             self.recoveryWindow = recoveryWindow
@@ -134,7 +137,7 @@ public final class PeerStateMachine {
             masterHandshake = handshake
             return [.sendHandshake(master, handshake.opening)]
         }
-        return send(.register(listen: listenAddress))
+        return send(.register(listen: listenAddress, peerGroup: settings.peerGroup))
     }
 
     // MARK: - Questions the shell asks
@@ -284,7 +287,7 @@ public final class PeerStateMachine {
                 return [.sendHandshake(master, proof)]
             case .authenticated:
                 masterHandshake = nil
-                return send(.register(listen: listenAddress))
+                return send(.register(listen: listenAddress, peerGroup: settings.peerGroup))
             }
         } catch let failure as HandshakeFailure {
             authenticationRefused = true

@@ -91,7 +91,7 @@ extension PeerToMaster {
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         switch self {
-        case .register(let listen): w.kind(.register); w.address(listen)
+        case .register(let listen, let peerGroup): w.kind(.register); w.address(listen); w.u32(peerGroup)
         case .updateTopology(let epoch, let minimum, let admitting):
             w.kind(.updateTopology); w.u64(epoch); w.u32(minimum); w.u8(admitting ? 1 : 0)
         case .begin(let epoch, let opID, let d):
@@ -101,7 +101,7 @@ extension PeerToMaster {
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
         case .syncState(let epoch, let opID, let digest): w.kind(.syncState); w.u64(epoch); w.u64(opID); w.digest(digest)
         case .rejoin(let r):
-            w.kind(.rejoin); w.u64(r.peer); w.u64(r.group); w.address(r.listen); w.topology(r.topology)
+            w.kind(.rejoin); w.u64(r.peer); w.u64(r.group); w.u32(r.peerGroup); w.address(r.listen); w.topology(r.topology)
             w.u64(r.lastDecidedOp); w.outcome(r.lastOutcome)
             w.u8(r.lastSyncedRevision == nil ? 0 : 1); w.u64(r.lastSyncedRevision ?? 0); w.u8(r.leaving ? 1 : 0)
         case .unreachable(let epoch, let peer, let detail): w.kind(.unreachable); w.u64(epoch); w.u64(peer); w.string(detail)
@@ -112,7 +112,7 @@ extension PeerToMaster {
     public init(decoding bytes: [UInt8]) throws(DecodeError) {
         var r = ByteReader(bytes)
         switch try r.kind() {
-        case .register: self = .register(listen: try r.address())
+        case .register: self = .register(listen: try r.address(), peerGroup: try r.u32())
         case .updateTopology: self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32(), admitting: try r.flag("admitting"))
         case .begin: self = .begin(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor())
         case .report:
@@ -120,11 +120,11 @@ extension PeerToMaster {
         case .leave: self = .leave(epoch: try r.u64())
         case .syncState: self = .syncState(epoch: try r.u64(), opID: try r.u64(), try r.digest())
         case .rejoin:
-            let peer = try r.u64(), group = try r.u64(), listen = try r.address(), topology = try r.topology()
+            let peer = try r.u64(), group = try r.u64(), peerGroup = try r.u32(), listen = try r.address(), topology = try r.topology()
             let lastDecidedOp = try r.u64(), lastOutcome = try r.outcome()
             let hasRevision = try r.flag("has revision"), revision = try r.u64()
             guard hasRevision || revision == 0 else { throw DecodeError("a revision of \(revision) marked absent") }
-            self = .rejoin(Rejoin(peer: peer, group: group, listen: listen, topology: topology, lastDecidedOp: lastDecidedOp, lastOutcome: lastOutcome,
+            self = .rejoin(Rejoin(peer: peer, group: group, peerGroup: peerGroup, listen: listen, topology: topology, lastDecidedOp: lastDecidedOp, lastOutcome: lastOutcome,
                                   lastSyncedRevision: hasRevision ? revision : nil, leaving: try r.flag("leaving")))
         case .unreachable: self = .unreachable(epoch: try r.u64(), peer: try r.u64(), detail: try r.string())
         default: throw DecodeError("not a peer-to-master message")

@@ -128,6 +128,8 @@ public struct Rejoin: Hashable, Sendable {
     public var peer: PeerID
     /// The group the peer registered in (`registered`).
     public var group: UInt64
+    /// The peer group it registered in (`register`).
+    public var peerGroup: UInt32
     public var listen: PeerAddress
     /// The last topology the peer adopted (epoch 0 and no members: never admitted).
     public var topology: Topology
@@ -139,10 +141,11 @@ public struct Rejoin: Hashable, Sendable {
     /// The peer asked to leave and has not been told it left.
     public var leaving: Bool
 
-    public init(peer: PeerID, group: UInt64, listen: PeerAddress, topology: Topology, lastDecidedOp: UInt64 = 0,
+    public init(peer: PeerID, group: UInt64, peerGroup: UInt32 = 0, listen: PeerAddress, topology: Topology, lastDecidedOp: UInt64 = 0,
                 lastOutcome: Outcome = .success, lastSyncedRevision: UInt64? = nil, leaving: Bool = false) {
         self.peer = peer
         self.group = group
+        self.peerGroup = peerGroup
         self.listen = listen
         self.topology = topology
         self.lastDecidedOp = lastDecidedOp
@@ -153,8 +156,9 @@ public struct Rejoin: Hashable, Sendable {
 }
 
 public enum PeerToMaster: Hashable, Sendable {
-    /// First message on a new master connection.
-    case register(listen: PeerAddress)
+    /// First message on a new master connection: where the peer listens, and the peer group it
+    /// joins (`Configuration.peerGroup`; the master keeps each group's membership apart).
+    case register(listen: PeerAddress, peerGroup: UInt32 = 0)
     /// The peer reached a safe point and lets the master re-form the ring. `admitting` false: only
     /// the current members re-form (lost ones dropped); waiting peers stay waiting unless every
     /// member admits.
