@@ -14,7 +14,8 @@ PCCL's model is kept where it differs from Chorus's own:
 - `are_peers_pending()` gives every member the same answer (a small all-reduce), so members never
   split between `update_topology()` and the next collective; every member calls it at the same
   point of its loop, as PCCL programs do.
-What Chorus lacks is said, not faked: peer groups other than 0 and data types Chorus does not reduce
+Peer groups are Chorus's own (`Configuration.peerGroup`): each group keeps its own members, collectives
+and shared state at one master. What Chorus lacks is said, not faked: data types Chorus does not reduce
 (4-bit, 8/16-bit integers, unsigned 32/64) raise `INVALID_ARGUMENT`; quantization options are
 accepted and the reduction runs at full precision (exact, not smaller on the wire);
 `optimize_topology()` keeps the admission order (Chorus measures no bandwidths yet) and succeeds.
@@ -327,17 +328,20 @@ class AsyncReduceHandle:
 
 class Communicator:
     """A peer. `connect()` joins the run (blocking until admitted at the members' next
-    `update_topology()`); only peer group 0 exists in Chorus. `p2p_connection_pool_size` > 0 sets
-    the connections per neighbour."""
+    `update_topology()`). `peer_group`: the members it all-reduces and shares state with (the
+    master keeps each group's membership apart). `p2p_connection_pool_size` > 0 sets the
+    connections per neighbour."""
 
     def __init__(self, address, peer_group=0, p2p_connection_pool_size=0):
         if ":" not in address:
             raise ValueError(f"Invalid address: {address}, expected format: ip:port")
-        if peer_group != 0:
+        if not 0 <= peer_group <= 0xFFFFFFFF:
             raise PCCLError(Result.INVALID_ARGUMENT, "pcclCreateCommunicator",
-                            f"peer group {peer_group}: Chorus has one group of peers (peer groups are not built yet)")
+                            f"peer group {peer_group} is outside 0...{0xFFFFFFFF}")
         self._address = address
-        self._options = {"connections": p2p_connection_pool_size} if p2p_connection_pool_size > 0 else {}
+        self._options = {"peer_group": peer_group}
+        if p2p_connection_pool_size > 0:
+            self._options["connections"] = p2p_connection_pool_size
         self._comm = None
         self._reform_needed = False
 

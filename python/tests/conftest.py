@@ -20,9 +20,10 @@ def master():
         yield m
 
 
-def start_workers(count, *arguments):
+def start_workers(count, *arguments, **environment):
     return [subprocess.Popen([sys.executable, WORKER, *map(str, arguments)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, env=ENVIRONMENT) for _ in range(count)]
+                             stderr=subprocess.STDOUT, text=True, env=dict(ENVIRONMENT, **environment))
+            for _ in range(count)]
 
 
 def free_port():

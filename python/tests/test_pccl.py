@@ -70,7 +70,7 @@ def test_a_pccl_program_survives_a_kill_and_a_joiner_by_changing_only_its_import
 
 def test_pccl_errors_and_limits_are_stated_not_faked():
     with pytest.raises(pccl.PCCLError) as error:
-        pccl.Communicator("127.0.0.1:1", peer_group=1)
+        pccl.Communicator("127.0.0.1:1", peer_group=-1)
     assert error.value.result is pccl.Result.INVALID_ARGUMENT and "peer group" in str(error.value)
     communicator = pccl.Communicator("127.0.0.1:1")
     with pytest.raises(pccl.PCCLError) as error:
