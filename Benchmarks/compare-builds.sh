@@ -6,6 +6,7 @@
 #   OLD_BENCH/NEW_BENCH: chorus-bench binaries (copy .build/release/chorus-bench aside per build)
 #   PEERS (2), HOGS: busy-looping shells for the whole comparison (0), ROUNDS per build (5),
 #   GAP_MS: a barrier and this idle gap before every timed call (none: back to back).
+#   BENCH_ARGS (environment): more chorus-bench options for both builds, e.g. "--transport shm".
 set -euo pipefail
 old=$1 new=$2 peers=${3:-2} hogs=${4:-0} rounds=${5:-5} gap=${6:-}
 results=$(mktemp)
@@ -21,7 +22,7 @@ for _ in $(seq 1 "$rounds"); do
         bench=$old
         [ "$build" = new ] && bench=$new
         # Columns: size, count, type, redop, time(us), min, p99, cpu(us), ...
-        "$bench" allreduce --local "$peers" -b 4K -e 1M -f 16 -n 100 -w 10 ${gap:+--gap-ms "$gap"} 2>/dev/null |
+        "$bench" allreduce --local "$peers" -b 4K -e 1M -f 16 -n 100 -w 10 ${gap:+--gap-ms "$gap"} ${BENCH_ARGS:-} 2>/dev/null |
             awk -v build="$build" '/^ +[0-9]/ { print build, $1, $5, $8 }' >> "$results"
     done
 done

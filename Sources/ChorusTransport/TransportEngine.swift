@@ -91,9 +91,12 @@ public final class TransportRequest: @unchecked Sendable {
     deinit { precondition(handle == nil, "TransportRequest dropped before it finished: its buffer may still be in use") }
 }
 
+/// Rounded up: a wait of 0.3 ms must block for up to 1 ms, not return at once (its caller would
+/// call again and again, a busy loop that took a core from the other members).
 private func milliseconds(_ d: Duration) -> Int32 {
     let (seconds, attoseconds) = d.components
-    let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    let perMillisecond: Int64 = 1_000_000_000_000_000
+    let ms = seconds * 1000 + (attoseconds + perMillisecond - 1) / perMillisecond
     return Int32(clamping: max(0, ms))
 }
 

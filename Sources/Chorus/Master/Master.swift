@@ -190,7 +190,7 @@ public final class Master: Sendable {
             if after != before {
                 status.withLock { $0 = groups.status }
                 for (id, values) in after where values[0] != before[id]?[0] {
-                    logger.info("epoch \(values[0]) of \(groupName(id)) formed with \(values[1]) peers")
+                    logger.info("epoch \(values[0])\(id == 0 ? "" : " of peer group \(id)") formed with \(values[1]) peers")
                 }
             }
             var abortLogged = Set<UInt64>()

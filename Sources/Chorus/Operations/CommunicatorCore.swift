@@ -8,6 +8,9 @@ import Glibc
 /// Only touched under `Communicator.coreLock`, hence the unchecked Sendable.
 final class Core: @unchecked Sendable {
     var session: PeerSession?
+    /// When the last verdict came: the master's thread spins `spinWait` after its last message and
+    /// then sleeps (see `OperationLinks.owedBegin`).
+    private var lastVerdictAt = ContinuousClock.now
     private var scratch = Workspace()
     private var backup = Workspace()
     private var gathered = Workspace()
@@ -175,14 +178,15 @@ final class Core: @unchecked Sendable {
         var local = Outcome.success
         var verdict: Outcome?
         if let route, session.links != nil {
-            // The master compares the members' calls as they begin (a synchronization's digest already
-            // told it); the links send the announcement right behind the first frame.
+            // The master compares the members' calls as they arrive (a synchronization's digest already
+            // told it); see `OperationLinks.owedBegin` for when the links announce this one.
             let begin = descriptor.collective == Collective.synchronize.rawValue
                 ? nil : PeerToMaster.begin(epoch: session.topology.epoch, opID: opID, descriptor: descriptor)
-            let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline, begin: begin)
+            let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline, begin: begin,
+                                       announceRightAway: ContinuousClock.now - lastVerdictAt > session.configuration.spinWait)
             do {
                 try dataPhase(links)
-                try links.finish()
+                links.finish()
             } catch {
                 links.tearDown()
                 switch error as? OperationInterruption {
@@ -206,6 +210,7 @@ final class Core: @unchecked Sendable {
             onMasterLoss()
             throw error
         }
+        lastVerdictAt = .now
         if case .aborted(let reason) = verdict! {
             session.logger.warning("operation \(opID) aborted: \(reason)")
             session.abandonEpoch()
