@@ -130,9 +130,6 @@ public final class Master: Sendable {
             if let stalled = forgiveness.waited(asked) {
                 logger.warning("this master was stalled for \(stalled): members whose connections closed meanwhile have \(forgiveness.grace) to return")
             }
-            // The pending counts change only with the epochs or the registrations, so they are
-            // counted only then (not on every begin and report).
-            let before = groups.fingerprint
             var actions: [PeerGroups.Action] = []
             for connection in forgiveness.expired() where groups.machine(of: connection)?.peerID(of: connection) != nil {
                 logger.notice("lost \(name(connection)): it did not return within \(forgiveness.grace) after this master's stall")
@@ -185,12 +182,14 @@ public final class Master: Sendable {
             for done in groups.finishedAdoptions(now: .now) {
                 logger.warning("re-adopted \(groupName(done.group)) in \(done.took): epoch \(done.epoch), \(done.members) members")
             }
-            // Published before the actions take effect: whoever sees a send or a close sees the state behind it.
-            let after = groups.fingerprint
-            if after != before {
+            // Published before the actions take effect: whoever sees a send or a close sees the state
+            // behind it. The pending counts change only with the epochs or the registrations, so they
+            // are counted only then (not on every begin and report).
+            let changes = groups.takeChanges()
+            if changes.changed {
                 status.withLock { $0 = groups.status }
-                for (id, values) in after where values[0] != before[id]?[0] {
-                    logger.info("epoch \(values[0])\(id == 0 ? "" : " of peer group \(id)") formed with \(values[1]) peers")
+                for (id, epoch, members) in changes.formed {
+                    logger.info("epoch \(epoch)\(id == 0 ? "" : " of peer group \(id)") formed with \(members) peers")
                 }
             }
             var abortLogged = Set<UInt64>()

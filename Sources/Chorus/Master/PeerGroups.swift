@@ -18,6 +18,10 @@ struct PeerGroups {
 
     private(set) var groups: [UInt32: Group] = [:]
     private var groupOf: [ConnectionID: UInt32] = [:]
+    /// Groups whose epoch, members or registrations changed since `takeChanges()`, and the epochs
+    /// formed meanwhile.
+    private var changed = false
+    private var formed: [(group: UInt32, epoch: UInt64, members: Int)] = []
     private let makeMachine: (_ holdingFirstAdmission: Bool) -> Machine
     private var holdEnded = false
 
@@ -67,10 +71,9 @@ struct PeerGroups {
     /// Notes the start of a group's re-adoption when a member's rejoin began one (or found the
     /// group adopted at once); true when it did.
     mutating func noteRejoin(of connection: ConnectionID, epochBefore: UInt64, now: ContinuousClock.Instant) -> Bool {
-        guard let id = groupOf[connection], var group = groups[id], group.adoptionStarted == nil,
+        guard let id = groupOf[connection], let group = groups[id], group.adoptionStarted == nil,
               group.machine.isAdopting || epochBefore == 0 && group.machine.epoch > 0 else { return false }
-        group.adoptionStarted = now
-        groups[id] = group
+        groups[id]!.adoptionStarted = now
         return true
     }
 
@@ -96,9 +99,11 @@ struct PeerGroups {
         return finished
     }
 
-    /// What changes a published status: each group's epoch, members and registrations.
-    var fingerprint: [UInt32: [Int]] {
-        groups.mapValues { [Int($0.machine.epoch), $0.machine.worldSize, $0.machine.registeredCount] }
+    /// Whether a group's epoch, members or registrations changed since the last call (the status to
+    /// publish), and the epochs formed meanwhile.
+    mutating func takeChanges() -> (changed: Bool, formed: [(group: UInt32, epoch: UInt64, members: Int)]) {
+        defer { changed = false; formed = [] }
+        return (changed, formed)
     }
 
     var status: Master.MasterStatus {
@@ -115,20 +120,25 @@ struct PeerGroups {
     }
 
     private mutating func update(_ id: UInt32, about connection: ConnectionID, _ body: (inout Group) -> [Machine.Action]) -> [Action] {
-        var group = groups[id] ?? Group(machine: makeMachine(!holdEnded))
-        let actions = body(&group)
-        groupOf[connection] = group.machine.knows(connection) ? id : nil
-        groups[id] = group
-        return actions.map { ($0, group.machine.epoch) }
+        if groups[id] == nil { groups[id] = Group(machine: makeMachine(!holdEnded)) }
+        let actions = run(id, body)
+        groupOf[connection] = groups[id]!.machine.knows(connection) ? id : nil
+        return actions
     }
 
     private mutating func eachGroup(_ body: (inout Group, UInt32) -> [Machine.Action]) -> [Action] {
-        var all: [Action] = []
-        for id in groups.keys.sorted() {
-            var group = groups[id]!
-            all += body(&group, id).map { ($0, group.machine.epoch) }
-            groups[id] = group
-        }
-        return all
+        groups.keys.sorted().flatMap { id in run(id) { body(&$0, id) } }
+    }
+
+    /// Runs `body` on group `id` in place (a copy taken out of the dictionary and put back would
+    /// copy the machine's tables on every message) and notes what changed.
+    private mutating func run(_ id: UInt32, _ body: (inout Group) -> [Machine.Action]) -> [Action] {
+        let before = (groups[id]!.machine.epoch, groups[id]!.machine.worldSize, groups[id]!.machine.registeredCount)
+        let actions = body(&groups[id]!)
+        let machine = groups[id]!.machine
+        let after = (machine.epoch, machine.worldSize, machine.registeredCount)
+        if after != before { changed = true }
+        if after.0 != before.0 { formed.append((id, after.0, after.1)) }
+        return actions.map { ($0, after.0) }
     }
 }
