@@ -151,9 +151,9 @@ public final class Master: Sendable {
                     let epochBefore = groups.epoch(of: groups.group(of: connection) ?? PeerGroups.named(by: message))
                     actions += groups.received(message, from: connection)
                     // Identified: admitted in the engine (peers never send the master data frames).
-                    if case .register(let address, _) = message, let id = groups.machine(of: connection)?.peerID(of: connection) {
+                    if case .register(let address, let peerGroup) = message, let id = groups.machine(of: connection)?.peerID(of: connection) {
                         engine.admit(connection, allowData: false)
-                        logger.info("\(name(connection)) registered (listening on \(address), peer id \(id))")
+                        logger.info("peer \(id)\(peerGroup == 0 ? "" : " of peer group \(peerGroup)") registered (listening on \(address))")
                     }
                     if case .rejoin(let rejoin) = message, groups.machine(of: connection) != nil {
                         engine.admit(connection, allowData: false)
