@@ -54,6 +54,10 @@ import Glibc
         #expect(other.wait(timeout: .now() + 300) == .success)
         #expect(otherError.withLock { $0 } == nil)
         #expect(problems.withLock { $0 } == [])
+        // Their members gone, the groups go too (nothing is kept per group number).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !master.currentStatus.peerGroups.isEmpty && ContinuousClock.now < deadline { usleep(10_000) }
+        #expect(master.currentStatus.peerGroups.isEmpty, "\(master.currentStatus.peerGroups)")
     }
 }
 

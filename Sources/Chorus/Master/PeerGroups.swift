@@ -122,7 +122,14 @@ struct PeerGroups {
     private mutating func update(_ id: UInt32, about connection: ConnectionID, _ body: (inout Group) -> [Machine.Action]) -> [Action] {
         if groups[id] == nil { groups[id] = Group(machine: makeMachine(!holdEnded)) }
         let actions = run(id, body)
-        groupOf[connection] = groups[id]!.machine.knows(connection) ? id : nil
+        let machine = groups[id]!.machine
+        groupOf[connection] = machine.knows(connection) ? id : nil
+        // A group nobody is registered in (or returning to) goes: anyone who can reach the master
+        // could otherwise leave a machine behind for every group number it names.
+        if machine.registeredCount == 0 && !machine.isAdopting {
+            groups[id] = nil
+            changed = true
+        }
         return actions
     }
 
@@ -133,10 +140,10 @@ struct PeerGroups {
     /// Runs `body` on group `id` in place (a copy taken out of the dictionary and put back would
     /// copy the machine's tables on every message) and notes what changed.
     private mutating func run(_ id: UInt32, _ body: (inout Group) -> [Machine.Action]) -> [Action] {
-        let before = (groups[id]!.machine.epoch, groups[id]!.machine.worldSize, groups[id]!.machine.registeredCount)
+        func summary(_ machine: Machine) -> (UInt64, Int, Int) { (machine.epoch, machine.worldSize, machine.registeredCount) }
+        let before = summary(groups[id]!.machine)
         let actions = body(&groups[id]!)
-        let machine = groups[id]!.machine
-        let after = (machine.epoch, machine.worldSize, machine.registeredCount)
+        let after = summary(groups[id]!.machine)
         if after != before { changed = true }
         if after.0 != before.0 { formed.append((id, after.0, after.1)) }
         return actions.map { ($0, after.0) }
