@@ -327,16 +327,23 @@ import Testing
         #expect(!m.masterAuthenticated)
     }
 
+    /// A machine with a secret that proved itself to a master the test plays, registered as peer 2
+    /// (nil, with the issue recorded, when the handshake went wrong).
+    static func registeredWithSecret() throws -> Machine? {
+        let m = machine(secret: secret)
+        var master = AcceptorHandshake(secret: secret)
+        guard case .sendHandshake(_, let opening)? = m.start().first, case .reply(let challenge) = try master.receive(opening),
+              case .sendHandshake(_, let proof)? = m.received(frame: challenge.encoded(), on: 1, epoch: 0, opID: 0, now: start).first,
+              case .authenticated(let accepted) = try master.receive(proof) else { Issue.record("master handshake"); return nil }
+        _ = m.received(frame: accepted.encoded(), on: 1, epoch: 0, opID: 0, now: start)
+        _ = m.received(.registered(2, group: 9))
+        return m
+    }
+
     /// A dialed link with a secret: the hello goes right behind the proof, and the link is trusted
     /// once the acceptor proved itself.
     @Test func aDialedLinkSaysHelloRightBehindItsProof() throws {
-        let m = Self.machine(secret: Self.secret)
-        var master = AcceptorHandshake(secret: Self.secret)
-        guard case .sendHandshake(_, let opening)? = m.start().first, case .reply(let challenge) = try master.receive(opening),
-              case .sendHandshake(_, let proof)? = m.received(frame: challenge.encoded(), on: 1, epoch: 0, opID: 0, now: Self.start).first,
-              case .authenticated(let accepted) = try master.receive(proof) else { Issue.record("master handshake"); return }
-        _ = m.received(frame: accepted.encoded(), on: 1, epoch: 0, opID: 0, now: Self.start)
-        _ = m.received(.registered(2, group: 9))
+        guard let m = try Self.registeredWithSecret() else { return }
         _ = m.received(.topology(Topology(epoch: 5, members: [Self.member(2), Self.member(3)])))
         _ = m.adoptOfferedTopology()
         var neighbour = AcceptorHandshake(secret: Self.secret)

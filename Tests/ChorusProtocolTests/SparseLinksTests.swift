@@ -98,13 +98,7 @@ import Testing
     /// With a secret the dial joins the mesh only once the acceptor proved itself; its hello goes
     /// right behind this peer's proof.
     @Test func withASecretTheDialJoinsTheMeshAfterTheAcceptorsProof() throws {
-        let m = T.machine(secret: T.secret)
-        var master = AcceptorHandshake(secret: T.secret)
-        guard case .sendHandshake(_, let opening)? = m.start().first, case .reply(let challenge) = try master.receive(opening),
-              case .sendHandshake(_, let proof)? = m.received(frame: challenge.encoded(), on: 1, epoch: 0, opID: 0, now: T.start).first,
-              case .authenticated(let accepted) = try master.receive(proof) else { Issue.record("master handshake"); return }
-        _ = m.received(frame: accepted.encoded(), on: 1, epoch: 0, opID: 0, now: T.start)
-        _ = m.received(.registered(2, group: 9))
+        guard let m = try T.registeredWithSecret() else { return }
         _ = m.received(.topology(Topology(epoch: 5, members: Self.members)))
         _ = m.adoptOfferedTopology()
         // Form the epoch: each dial proves itself to its acceptor, then says hello.
