@@ -11,6 +11,11 @@ enum AllReduceBench: BenchCase {
         b.dataType.expected(index: index, worldSize: b.world, op: b.op)
     }
     static func run(_ c: Communicator, _ b: BenchBuffers) throws {
+        if let quantization = b.quantization {
+            try c.allReduce(send: b.inputBuffer, receive: b.outputBuffer, count: b.inputCount, dataType: b.dataType.dataType,
+                            op: b.op, quantization: quantization)
+            return
+        }
         try c.allReduce(send: b.inputBuffer, receive: b.outputBuffer, count: b.inputCount,
                         dataType: b.dataType.dataType, op: b.op, algorithm: b.algorithm)
     }

@@ -6,6 +6,7 @@ struct BenchBuffers {
     let dataType: BenchDataType
     let op: ReduceOp
     let algorithm: AllReduceAlgorithm
+    let quantization: Quantization?
     let scanAlgorithm: ScanAlgorithm
     let inPlace: Bool
     let blocks: Int?

@@ -35,6 +35,9 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "Append one JSON object per row to FILE.") var json: String?
     @Option(help: "World size to wait for when joining a master (default: --local, else 1).") var world: Int?
     @Option(help: "Before each timed call: a barrier, then this many milliseconds idle (the compute between training steps); default: back to back.") var gapMs: Int?
+    @Option(help: "allreduce: send the data quantized, int8 or int4 (f32/f16/bf16, sum/avg); with --check, count results outside the documented error bound and print the error.") var quantize: String?
+    @Option(help: "With --quantize: elements per scale.") var quantizeBlock = 64
+    @Option(help: "With --quantize: absmax or minmax scaling.") var quantizeScaling = "absmax"
     @Flag(help: .hidden) var injectWrongResult = false
     @Flag(help: .hidden) var localPeer = false
 
@@ -55,6 +58,21 @@ struct ChorusBench: ParsableCommand {
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
         guard try parseSize(minBytes) <= parseSize(maxBytes) else { throw ValidationError("-b \(minBytes) is larger than -e \(maxBytes)") }
         if let local, local < 1 { throw ValidationError("--local needs at least 1 peer") }
+        if quantize != nil {
+            guard collective == .allreduce else { throw ValidationError("--quantize applies to allreduce only") }
+            let format = try quantization()!
+            if let problem = format.problem { throw ValidationError("--quantize-block: \(problem)") }
+        }
+    }
+
+    /// The quantization --quantize asks for, or nil.
+    private func quantization() throws -> Quantization? {
+        guard let quantize else { return nil }
+        let bits: [String: Quantization.Bits] = ["int8": .int8, "int4": .int4]
+        let scalings: [String: Quantization.Scaling] = ["absmax": .absmax, "minmax": .minMax]
+        guard let chosen = bits[quantize] else { throw ValidationError("--quantize must be int8 or int4") }
+        guard let scaling = scalings[quantizeScaling] else { throw ValidationError("--quantize-scaling must be absmax or minmax") }
+        return Quantization(chosen, scaling: scaling, blockSize: quantizeBlock)
     }
 
     func run() throws {
@@ -73,7 +91,7 @@ struct ChorusBench: ParsableCommand {
                           op: ReduceOp.allCases.first { $0.description == redop }!,
                           sizes: try sizes(), iterations: iterations, warmup: warmup,
                           inPlace: inPlace || collective == .syncstate, blocks: blocks, syncReceivers: joiners, registerBuffers: register,
-                          check: check, algorithm: Self.algorithms[algorithm] ?? .auto,
+                          check: check, algorithm: Self.algorithms[algorithm] ?? .auto, quantization: try quantization(),
                           scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm,
                           transport: communicator.transport.rawValue,
                           connections: connections, gap: gapMs.map { .milliseconds($0) },

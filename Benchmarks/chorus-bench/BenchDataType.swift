@@ -61,4 +61,14 @@ enum BenchDataType: String {
         case .u8: buffer.storeBytes(of: UInt8(truncatingIfNeeded: Int(value)), toByteOffset: index, as: UInt8.self)
         }
     }
+
+    /// Element `index` of `buffer` as a Double (float types; the quantized check reads results back).
+    func load(at index: Int, in buffer: UnsafeRawPointer) -> Double {
+        switch self {
+        case .f32: Double(buffer.loadUnaligned(fromByteOffset: index * 4, as: Float.self))
+        case .f16: Double(Float(Float16(bitPattern: buffer.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))))
+        case .bf16: Double(BFloat16(bitPattern: buffer.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)).floatValue)
+        default: Double(buffer.loadUnaligned(fromByteOffset: index * 8, as: Double.self))
+        }
+    }
 }

@@ -19,6 +19,8 @@ struct Sweep {
     let registerBuffers: Bool
     let check: Bool
     let algorithm: AllReduceAlgorithm
+    /// allreduce: send quantized (the check then measures the error against the exact result).
+    let quantization: Quantization?
     let scanAlgorithm: ScanAlgorithm
     let algorithmName: String
     let transport: String
@@ -35,7 +37,7 @@ struct Sweep {
         let progress = leader && isatty(2) == 1
         if leader {
             let pacing = gap.map { "after a barrier and \($0) idle" } ?? "back to back"
-            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)")
+            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(quantization.map { "quantized (\($0))" } ?? algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)")
             print(Row.header)
         }
         var totalWrong = 0
@@ -58,7 +60,7 @@ struct Sweep {
                 if !inPlace { output.deallocate() }
             }
             let buffers = BenchBuffers(rank: rank, world: world, dataType: dataType, op: op, algorithm: algorithm,
-                                       scanAlgorithm: scanAlgorithm,
+                                       quantization: quantization, scanAlgorithm: scanAlgorithm,
                                        inPlace: inPlace, blocks: blocks, syncReceivers: syncReceivers, inputCount: inputCount, outputCount: outputCount,
                                        input: input, output: output)
             func fill() {
@@ -67,6 +69,7 @@ struct Sweep {
             fill()
             var times: [Double] = [], cpuTimes: [Double] = []
             var wrong = 0
+            var error = QuantizationError()
             for iteration in 0 ..< warmup + iterations {
                 if progress { writeToStandardError("\r  \(bytes) bytes: iteration \(iteration + 1)/\(warmup + iterations)   ") }
                 if let gap {
@@ -83,7 +86,12 @@ struct Sweep {
                 }
                 if check {
                     if injectWrongResult && leader && outputCount > 0 { dataType.store(99, at: 0, in: output) }
-                    wrong += countWrong(kind, buffers)
+                    if let quantization {
+                        error = QuantizationError(buffers, quantization)
+                        wrong += error.outsideBound
+                    } else {
+                        wrong += countWrong(kind, buffers)
+                    }
                     // Checking takes rank-dependent time; realign so it does not leak into the next timing.
                     try communicator.barrier()
                 }
@@ -98,12 +106,13 @@ struct Sweep {
             let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
             totalWrong += wrong
             if leader {
-                let row = Row(collective: collective.rawValue, algorithm: algorithmName, transport: transport,
+                let row = Row(collective: collective.rawValue, algorithm: quantization.map { "\($0.bits)" } ?? algorithmName, transport: transport,
                               connections: connections, peers: world, dtype: dataType.rawValue, op: op.description,
                               bytes: max(inputCount, outputCount) * elementSize, count: max(inputCount, outputCount),
                               inPlace: inPlace, times: slowest.sorted(), cpuTimes: busiest.sorted(), wrong: check ? Int(wrongEverywhere) : -1,
                               busFactor: kind.busFactor(world: world))
                 print(row.text)
+                if check, quantization != nil { print("# \(bytes) B: \(error)") }
                 if let jsonPath { try row.appendJSON(to: jsonPath) }
             }
         }

@@ -82,6 +82,24 @@ import Testing
                 "\(detail)")
     }
 
+    /// Also: the abort puts back the in-place input and the error feedback the call had already
+    /// advanced (it quantizes before anything moves).
+    @Test func aDifferentQuantization() throws {
+        @Sendable func call(_ c: Communicator, _ format: Quantization) throws {
+            let input = (0 ..< 100).map { Float(c.rank * 100 + $0) * 0.01 }
+            let before = (0 ..< 100).map { Float($0) * 1e-3 }
+            var values = input, feedback = before
+            defer {
+                #expect(values == input && feedback == before, "rank \(c.rank): input or feedback not restored")
+            }
+            try c.allReduce(&values, quantization: format, errorFeedback: &feedback)
+        }
+        let detail = try Self.mismatch(usual: { c in try call(c, Quantization(.int8)) },
+                                       odd: { c in try call(c, Quantization(.int4, scaling: .minMax)) })
+        #expect(detail.contains("algorithm differs: ") && detail.contains("quantized(int4 min-max, blocks of 64) at rank 1")
+                    && detail.contains("quantized(int8 absmax, blocks of 64) at rank"), "\(detail)")
+    }
+
     @Test func aRankThatNeverCallsIsATimeoutNamingIt() throws {
         var configuration = GroupHarness.testConfiguration()
         configuration.operationTimeout = .seconds(2)

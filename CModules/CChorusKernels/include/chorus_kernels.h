@@ -48,6 +48,40 @@ int chorus_divide(int dtype, void *buffer, size_t count, uint32_t divisor);
 int chorus_affine_step(int dtype, void *out, const void *decay, const void *x, const void *s, size_t count,
                        size_t decay_stride);
 
+/// How a quantized block is scaled: `ABSMAX` stores one scale (the block's largest magnitude over
+/// 127 or 7) and signed integers; `MINMAX` stores the block's minimum and (max - min) / 255 or 15 and
+/// unsigned integers, which spends every level on the block's actual range.
+typedef enum chorus_quant_scaling {
+    CHORUS_QUANT_ABSMAX = 0,
+    CHORUS_QUANT_MINMAX = 1,
+} chorus_quant_scaling;
+
+/// The largest block (elements per scale) the quantization kernels take.
+#define CHORUS_QUANT_MAX_BLOCK 65536
+
+/// Bytes `count` elements take quantized: per block of `block` elements its header (the f32 scale;
+/// min-max: the f32 minimum, then the scale) and its values (a byte each for 8 bits, two per byte for
+/// 4 bits, the even element in the low nibble); the last block may be shorter. 0 for a bad format.
+size_t chorus_quantized_size(size_t count, int bits, int scaling, size_t block);
+
+/// Quantizes `count` elements of `in` (f32, f16 or bf16) into `out` (chorus_quantized_size bytes),
+/// rounding to nearest. With `feedback` (count f32, the caller's error-feedback buffer) the value
+/// quantized is in + feedback, and feedback becomes that value minus what the receivers will read.
+/// A block holding a NaN or an infinity gets a NaN scale, so all of it reads back as NaN.
+/// Returns 0, or -1 for a bad format or dtype.
+int chorus_quantize(int dtype, const void *in, float *feedback, size_t count, int bits, int scaling, size_t block,
+                    uint8_t *out);
+
+/// acc[i] = (acc[i] +) the value element i of `q` stands for: minimum + q * scale (absmax: q * scale),
+/// computed in f32 without fused multiply-add, so every member reads the same bits. `accumulate` 0
+/// assigns. Returns 0, or -1 for a bad format.
+int chorus_dequantize_accumulate(const uint8_t *q, size_t count, int bits, int scaling, size_t block, float *acc,
+                                 int accumulate);
+
+/// out[i] = in[i] / divisor (no division for 1) in the dtype of `out` (f32, f16 or bf16), rounded
+/// once. Returns 0, or -1 for another dtype or a zero divisor.
+int chorus_from_f32(int dtype, void *out, const float *in, size_t count, uint32_t divisor);
+
 /// The instruction set the kernels dispatched to on this machine ("avx2+f16c" or "baseline").
 const char *chorus_kernels_isa(void);
 

@@ -4,6 +4,7 @@ import ChorusProtocol
 public typealias DataType = ChorusAlgorithms.DataType
 public typealias ReduceOp = ChorusAlgorithms.ReduceOp
 public typealias ScanOperator = ChorusAlgorithms.ScanOperator
+public typealias Quantization = ChorusAlgorithms.Quantization
 public typealias AbortReason = ChorusProtocol.AbortReason
 public typealias PeerID = ChorusProtocol.PeerID
 

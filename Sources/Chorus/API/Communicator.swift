@@ -440,7 +440,7 @@ public final class Communicator: Sendable {
         try await offload(queue) { () throws in try self.barrier() }
     }
 
-    private func checkedBytes(_ count: Int, _ dataType: DataType, _ sendBytes: Int, _ receiveBytes: Int,
+    func checkedBytes(_ count: Int, _ dataType: DataType, _ sendBytes: Int, _ receiveBytes: Int,
                               _ sendName: String, _ receiveName: String) throws -> Int {
         let bytes = count * dataType.size
         guard count >= 0 else { throw ChorusError.invalidArgument("negative count \(count)") }
@@ -451,7 +451,7 @@ public final class Communicator: Sendable {
     }
 
     /// The two extents must be the same memory or disjoint.
-    private func checkNoPartialOverlap(_ send: UnsafeRawBufferPointer, _ sendBytes: Int,
+    func checkNoPartialOverlap(_ send: UnsafeRawBufferPointer, _ sendBytes: Int,
                                        _ receive: UnsafeMutableRawBufferPointer, _ receiveBytes: Int) throws {
         if sendBytes > 0, receiveBytes > 0, let s = send.baseAddress, let r = receive.baseAddress,
            s != UnsafeRawPointer(r), s < UnsafeRawPointer(r + receiveBytes), UnsafeRawPointer(r) < s + sendBytes {
@@ -461,7 +461,7 @@ public final class Communicator: Sendable {
 }
 
 /// Stands in for the base address of an empty buffer (never read or written).
-private nonisolated(unsafe) let placeholder = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+nonisolated(unsafe) let placeholder = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
 
 private final class StatusBox: Sendable {
     let status = Mutex(Communicator.Status())

@@ -14,6 +14,7 @@ final class Core: @unchecked Sendable {
     private var scratch = Workspace()
     private var backup = Workspace()
     private var gathered = Workspace()
+    private var feedbackBackup = Workspace()
 
     init(session: PeerSession) { self.session = session }
 
@@ -56,6 +57,36 @@ final class Core: @unchecked Sendable {
                 try ring.run(links: links, input: input, output: output,
                              scratch: scratch.pointer(bytes: ring.scratchBytes(worldSize: worldSize)))
             }
+        }
+    }
+
+    /// Runs one quantized all-reduce (`QuantizedAllReduce`) to its verdict. `feedback` (count f32) is
+    /// put back with an in-place input when the operation aborts, so a retry starts from the same state.
+    func quantizedAllReduce(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, dataType: DataType,
+                            op: ReduceOp, format: Quantization, feedback: UnsafeMutablePointer<Float>?) throws(ChorusError) {
+        let session = try readySession()
+        let worldSize = session.topology.members.count
+        let algorithm = QuantizedAllReduce(count: count, dataType: dataType, op: op, format: format,
+                                           segmentBytes: session.configuration.segmentBytes)
+        let descriptor = OperationDescriptor(collective: Collective.allReduce.rawValue, dataType: dataType.rawValue,
+                                             reduceOp: op.rawValue, count: UInt64(count), detail: format.quantizedDetail)
+        if worldSize == 1 {
+            algorithm.runAlone(input: input, output: output, feedback: feedback,
+                               scratch: scratch.pointer(bytes: algorithm.scratchBytes(worldSize: 1)))
+            return
+        }
+        let bytes = count * dataType.size
+        let restoreInput = preserve(output, bytes: input == UnsafeRawPointer(output) ? bytes : 0)
+        let restoreFeedback = feedback.map {
+            Self.copyAside(UnsafeMutableRawPointer($0), bytes: count * 4, to: feedbackBackup.pointer(bytes: count * 4))
+        }
+        let restore: (() -> Void)? = restoreInput == nil && restoreFeedback == nil ? nil : {
+            restoreInput?()
+            restoreFeedback?()
+        }
+        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: restore) { links in
+            try algorithm.run(links: links, input: input, output: output, feedback: feedback,
+                              scratch: scratch.pointer(bytes: algorithm.scratchBytes(worldSize: worldSize)))
         }
     }
 
@@ -153,7 +184,10 @@ final class Core: @unchecked Sendable {
     /// Copies `bytes` of `buffer` aside and returns what puts them back (nil when nothing needs it).
     private func preserve(_ buffer: UnsafeMutableRawPointer, bytes: Int) -> (() -> Void)? {
         guard bytes > 0 else { return nil }
-        let saved = backup.pointer(bytes: bytes)
+        return Self.copyAside(buffer, bytes: bytes, to: backup.pointer(bytes: bytes))
+    }
+
+    private static func copyAside(_ buffer: UnsafeMutableRawPointer, bytes: Int, to saved: UnsafeMutableRawPointer) -> () -> Void {
         saved.copyMemory(from: buffer, byteCount: bytes)
         return { buffer.copyMemory(from: saved, byteCount: bytes) }
     }

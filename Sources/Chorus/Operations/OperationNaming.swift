@@ -29,7 +29,8 @@ extension OperationDescriptor {
         let head: DescriptorField = ("collective", collective.description)
         switch collective {
         case .allReduce:
-            let algorithm = AllReduceAlgorithm.allCases.first { $0.wireValue == d.detail }?.rawValue ?? "\(d.detail)"
+            let algorithm = AllReduceAlgorithm.allCases.first { $0.wireValue == d.detail }?.rawValue
+                ?? Quantization(quantizedDetail: d.detail).map { "quantized(\($0))" } ?? "\(d.detail)"
             return [head, ("count", "\(d.count)"), ("dataType", dataType), ("op", reduceOp), ("algorithm", algorithm)]
         case .reduceScatter:
             return [head, ("count", "\(d.count)"), ("dataType", dataType), ("op", reduceOp)]
