@@ -57,6 +57,22 @@ private func allReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPoi
                               dataType: dataType, op: op) }
 }
 
+private func quantizedAllReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
+                                _ type: chorus_type, _ op: chorus_reduce_op, _ bits: Int32, _ scaling: Int32, _ block: Int,
+                                _ feedback: UnsafeMutablePointer<Float>?) throws -> BoundCollective {
+    let dataType = try dataType(type), op = try reduceOp(op)
+    _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
+    guard let bits = Quantization.Bits(rawValue: Int(bits)) else { throw ArgumentError("bits must be 8 or 4, not \(bits)") }
+    guard let scaling = Quantization.Scaling(rawValue: Int(scaling)) else {
+        throw ArgumentError("scaling must be 0 (absmax) or 1 (min-max), not \(scaling)")
+    }
+    struct Feedback: @unchecked Sendable { let buffer: UnsafeMutableBufferPointer<Float>? }
+    let lent = Lent(send: send, receive: receive), format = Quantization(bits, scaling: scaling, blockSize: block)
+    let kept = Feedback(buffer: feedback.map { UnsafeMutableBufferPointer(start: $0, count: count) })
+    return { try $0.allReduce(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count, dataType), count: count,
+                              dataType: dataType, op: op, quantization: format, errorFeedback: kept.buffer) }
+}
+
 private func reduceScatter(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
                            _ op: chorus_reduce_op) throws -> BoundCollective {
     let dataType = try dataType(type), op = try reduceOp(op)
@@ -116,6 +132,14 @@ public func chorus_all_reduce(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?,
     blocking(comm, error) { try allReduce(send, receive, count, type, op) }
 }
 
+@_cdecl("chorus_all_reduce_quantized")
+public func chorus_all_reduce_quantized(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?,
+                                        _ count: Int, _ type: chorus_type, _ op: chorus_reduce_op, _ bits: Int32, _ scaling: Int32,
+                                        _ block: Int, _ feedback: UnsafeMutablePointer<Float>?,
+                                        _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    blocking(comm, error) { try quantizedAllReduce(send, receive, count, type, op, bits, scaling, block, feedback) }
+}
+
 @_cdecl("chorus_reduce_scatter")
 public func chorus_reduce_scatter(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
                                   _ type: chorus_type, _ op: chorus_reduce_op, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
@@ -154,6 +178,15 @@ public func chorus_all_reduce_async(_ comm: OpaquePointer?, _ send: UnsafeRawPoi
                                     _ type: chorus_type, _ op: chorus_reduce_op, _ request: UnsafeMutablePointer<OpaquePointer?>?,
                                     _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
     queued(comm, request, error) { try allReduce(send, receive, count, type, op) }
+}
+
+@_cdecl("chorus_all_reduce_quantized_async")
+public func chorus_all_reduce_quantized_async(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?,
+                                              _ count: Int, _ type: chorus_type, _ op: chorus_reduce_op, _ bits: Int32,
+                                              _ scaling: Int32, _ block: Int, _ feedback: UnsafeMutablePointer<Float>?,
+                                              _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                                              _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    queued(comm, request, error) { try quantizedAllReduce(send, receive, count, type, op, bits, scaling, block, feedback) }
 }
 
 @_cdecl("chorus_reduce_scatter_async")

@@ -59,6 +59,8 @@ _PROTOTYPES = {
     "chorus_comm_pending_leaves": (_i32, [_p]),
     "chorus_all_reduce": (_status, [_p, _p, _p, _size, ctypes.c_int, ctypes.c_int, _err]),
     "chorus_all_reduce_async": (_status, [_p, _p, _p, _size, ctypes.c_int, ctypes.c_int, _pp, _err]),
+    "chorus_all_reduce_quantized": (_status, [_p, _p, _p, _size, ctypes.c_int, ctypes.c_int, _i32, _i32, _size, _p, _err]),
+    "chorus_all_reduce_quantized_async": (_status, [_p, _p, _p, _size, ctypes.c_int, ctypes.c_int, _i32, _i32, _size, _p, _pp, _err]),
     "chorus_reduce_scatter": (_status, [_p, _p, _p, _size, ctypes.c_int, ctypes.c_int, _err]),
     "chorus_reduce_scatter_async": (_status, [_p, _p, _p, _size, ctypes.c_int, ctypes.c_int, _pp, _err]),
     "chorus_all_gather": (_status, [_p, _p, _p, _size, ctypes.c_int, _err]),

@@ -3,10 +3,12 @@ import ctypes
 
 from . import _native
 from ._owned import Owned
-from .buffers import Buffer, same_type
+from .buffers import TYPE_CODES, Buffer, invalid, same_type
 from .errors import ChorusError, check
 
 REDUCE_OPS = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
+QUANTIZE_BITS = {"int8": 8, "int4": 4}
+QUANTIZE_SCALINGS = {"absmax": 0, "minmax": 1}
 SCAN_OPS = {"sum": 0, "prod": 1, "max": 2, "min": 3, "affine": 4}
 SYNC_STRATEGIES = {"elect": 0, "receive_only": 1, "send_only": 2}
 
@@ -125,11 +127,15 @@ class Communicator(Owned):
 
     # Collectives. `receive=None` means in place where the collective allows it.
 
-    def all_reduce(self, send, receive=None, op="sum"):
-        self._run(*self._all_reduce(send, receive, op))
+    def all_reduce(self, send, receive=None, op="sum", quantize=None, block=64, scaling="absmax", error_feedback=None):
+        """`quantize="int8"` or `"int4"` sends float32/float16/bfloat16 data (sum or avg) as integers
+        with one scale per `block` elements (`scaling` "absmax" or "minmax"), summed in float32, the
+        same bits on every member. `error_feedback` (a float32 array of the same size, zeros at first,
+        kept between calls) carries what quantizing lost into the next call."""
+        self._run(*self._all_reduce(send, receive, op, quantize, block, scaling, error_feedback))
 
-    def all_reduce_async(self, send, receive=None, op="sum"):
-        return self._start(*self._all_reduce(send, receive, op))
+    def all_reduce_async(self, send, receive=None, op="sum", quantize=None, block=64, scaling="absmax", error_feedback=None):
+        return self._start(*self._all_reduce(send, receive, op, quantize, block, scaling, error_feedback))
 
     def reduce_scatter(self, send, receive, op="sum"):
         """`send` holds world_size blocks of len(receive); block `rank` of their reduction lands in `receive`."""
@@ -175,14 +181,26 @@ class Communicator(Owned):
 
     # Plumbing: each collective is (C function, arguments after the communicator, arrays to keep alive).
 
-    def _all_reduce(self, send, receive, op):
+    def _all_reduce(self, send, receive, op, quantize, block, scaling, error_feedback):
         source = Buffer(send, "send", writable=receive is None)
         target = source if receive is None else Buffer(receive, "receive", writable=True)
         same_type(source, target, "send", "receive")
         if target.count < source.count:
             raise ChorusError("invalid_argument", f"invalid argument: receive holds {target.count} elements, send {source.count}", False)
-        return ("chorus_all_reduce", (source.address, target.address, source.count, source.dtype,
-                                      _code(REDUCE_OPS, op, "op")), (send, receive))
+        arguments = (source.address, target.address, source.count, source.dtype, _code(REDUCE_OPS, op, "op"))
+        if quantize is None:
+            if error_feedback is not None:
+                raise invalid("error_feedback applies to a quantized all-reduce (pass quantize=)")
+            return ("chorus_all_reduce", arguments, (send, receive))
+        feedback = None
+        if error_feedback is not None:
+            feedback = Buffer(error_feedback, "error_feedback", writable=True)
+            if feedback.dtype != TYPE_CODES["float32"] or feedback.count != source.count:
+                raise invalid(f"error_feedback must be float32 with {source.count} elements, not "
+                              f"{feedback.array.dtype} with {feedback.count}")
+        return ("chorus_all_reduce_quantized",
+                arguments + (_code(QUANTIZE_BITS, quantize, "quantize"), _code(QUANTIZE_SCALINGS, scaling, "scaling"), block,
+                             feedback.address if feedback else None), (send, receive, error_feedback))
 
     def _reduce_scatter(self, send, receive, op):
         source, target = Buffer(send, "send"), Buffer(receive, "receive", writable=True)

@@ -16,8 +16,10 @@ PCCL's model is kept where it differs from Chorus's own:
   point of its loop, as PCCL programs do.
 Peer groups are Chorus's own (`Configuration.peerGroup`): each group keeps its own members, collectives
 and shared state at one master. What Chorus lacks is said, not faked: data types Chorus does not reduce
-(4-bit, 8/16-bit integers, unsigned 32/64) raise `INVALID_ARGUMENT`; quantization options are
-accepted and the reduction runs at full precision (exact, not smaller on the wire);
+(4-bit, 8/16-bit integers, unsigned 32/64) raise `INVALID_ARGUMENT`; quantization options are honoured
+(PCCL's default, 8-bit min-max, quantizes; `QuantizationAlgorithm.NONE` reduces exactly) with Chorus's
+quantized all-reduce: a scale per block of 256 elements, every member the same bits; quantizing to a
+type other than 8 or 4 bits raises `INVALID_ARGUMENT`;
 `optimize_topology()` keeps the admission order (Chorus measures no bandwidths yet) and succeeds.
 `ReduceInfo` byte counts are what a ring all-reduce moves per peer, 2(n-1)/n of the buffer, as Chorus
 counts no bytes per collective.
@@ -157,6 +159,23 @@ _CHORUS_TYPES = {DataType.UINT8: "uint8", DataType.INT32: "int32", DataType.INT6
                  DataType.BFLOAT16: "bfloat16", DataType.FLOAT: "float32", DataType.DOUBLE: "float64"}
 
 
+# Elements per scale when a PCCL call asks for quantization (PCCL scales whole tensors; a block follows
+# the data more closely and costs 8 bytes per 256 elements).
+_QUANTIZATION_BLOCK = 256
+
+
+def _quantization(options, func_name):
+    """Chorus's (quantize, scaling) for PCCL's QuantizationOptions: NONE reduces exactly, MIN_MAX and
+    ZERO_POINT_SCALE (both affine) quantize min-max to 8 bits (UINT8, INT8) or 4 (UINT4)."""
+    if options is None or options.algorithm is QuantizationAlgorithm.NONE:
+        return None, "absmax"
+    bits = {DataType.UINT8: "int8", DataType.INT8: "int8", DataType.UINT4: "int4"}.get(options.quantized_datatype)
+    if bits is None:
+        raise PCCLError(Result.INVALID_ARGUMENT, func_name,
+                        f"Chorus quantizes to 8 or 4 bits (UINT8, INT8, UINT4), not {options.quantized_datatype.name}")
+    return bits, "minmax"
+
+
 def _chorus_type(datatype, func_name):
     if datatype not in _CHORUS_TYPES:
         raise PCCLError(Result.INVALID_ARGUMENT, func_name,
@@ -192,7 +211,7 @@ class ReduceOperandDescriptor:
 
 
 class QuantizationOptions:
-    """Accepted for compatibility; Chorus reduces at full precision (see the module's notes)."""
+    """PCCL's defaults: 8-bit min-max. Chorus quantizes per block of 256 (see the module's notes)."""
 
     def __init__(self, quantized_datatype=DataType.UINT8, algorithm=QuantizationAlgorithm.MIN_MAX):
         self.quantized_datatype = quantized_datatype
@@ -414,7 +433,7 @@ class Communicator:
             return SharedStateSyncInfo(info.bytes_sent, info.bytes_received)
         return self._call("pcclSynchronizeSharedState", sync)
 
-    def _start(self, send, recv, op, func_name):
+    def _start(self, send, recv, op, func_name, quantization_options=None):
         """Checks the call the way PCCL does, then starts it: (request, world size)."""
         datatype = DataType.from_torch_dtype(send.dtype) if hasattr(send, "data_ptr") else DataType.from_numpy_dtype(send.dtype)
         _chorus_type(datatype, func_name)
@@ -427,19 +446,21 @@ class Communicator:
             self._reform_if_needed()
             if self._comm.world_size < 2:
                 raise PCCLError(Result.TOO_FEW_PEERS, func_name, "the world has one peer")
-            return self._comm.all_reduce_async(send, recv, op=_CHORUS_OPS[op]), self._comm.world_size
+            quantize, scaling = _quantization(quantization_options, func_name)
+            return (self._comm.all_reduce_async(send, recv, op=_CHORUS_OPS[op], quantize=quantize, scaling=scaling,
+                                                block=_QUANTIZATION_BLOCK), self._comm.world_size)
         return self._call(func_name, start)
 
     def all_reduce(self, send, recv, *, op, tag=0, operand_descriptor=None, quantization_options=None):
         """Reduces `send` of every member into `recv` (they may be the same array); blocks."""
-        request, world_size = self._start(send, recv, op, "pcclAllReduce")
+        request, world_size = self._start(send, recv, op, "pcclAllReduce", quantization_options)
         self._call("pcclAllReduce", request.wait)
         return _ring_info(world_size, recv)
 
     def all_reduce_async(self, send, recv, *, op, tag=0, operand_descriptor=None, quantization_options=None, numel=None):
         """Starts the all-reduce; `wait()` on the handle gives (is_success, status, ReduceInfo).
         (`numel` is what releases before 1.0 passed; the arrays' sizes rule.)"""
-        request, world_size = self._start(send, recv, op, "pcclAllReduceAsync")
+        request, world_size = self._start(send, recv, op, "pcclAllReduceAsync", quantization_options)
         return AsyncReduceHandle(self, request, recv, world_size)
 
     def all_reduce_multiple_with_retry(self, descriptors, *, max_in_flight=4):
@@ -455,7 +476,8 @@ class Communicator:
                 if len(in_flight) == max_in_flight:
                     failed += self._settle(in_flight.pop(0), descriptors)
                 d = descriptors[index]
-                in_flight.append((index, *self._start(d.send, d.recv, d.reduce_descriptor.op, "pcclAllReduceMultipleWithRetry")))
+                in_flight.append((index, *self._start(d.send, d.recv, d.reduce_descriptor.op, "pcclAllReduceMultipleWithRetry",
+                                                      d.reduce_descriptor.quantization_options)))
             while in_flight:
                 failed += self._settle(in_flight.pop(0), descriptors)
             for index in remaining:

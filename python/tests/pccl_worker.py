@@ -17,7 +17,7 @@ import time
 import torch
 
 from chorus.pccl import (Communicator, PCCLError, ReduceDescriptor, ReduceOp, ReduceOperandDescriptor, ReduceOpDescriptor,
-                         QuantizationOptions, SharedState, TensorInfo, DataType, Attribute)
+                         QuantizationAlgorithm, QuantizationOptions, SharedState, TensorInfo, DataType, Attribute)
 
 master, steps = sys.argv[1], int(sys.argv[2])
 hold_at = int(os.environ.get("HOLD_AT", "-1"))
@@ -70,7 +70,8 @@ while True:
         else:
             chunks = contribution.chunk(4)
             descriptors = [ReduceOpDescriptor.from_torch(c, c, ReduceDescriptor(
-                c.numel(), ReduceOp.SUM, tag, ReduceOperandDescriptor(DataType.FLOAT), QuantizationOptions()))
+                c.numel(), ReduceOp.SUM, tag, ReduceOperandDescriptor(DataType.FLOAT),
+                QuantizationOptions(algorithm=QuantizationAlgorithm.NONE)))
                 for tag, c in enumerate(chunks)]
             contributors = communicator.all_reduce_multiple_with_retry(descriptors, max_in_flight=2).local_world_size
         break

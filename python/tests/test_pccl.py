@@ -68,6 +68,44 @@ def test_a_pccl_program_survives_a_kill_and_a_joiner_by_changing_only_its_import
     assert joined and all(member[line.split()[1]] == line.split()[3] for line in joined), joined[:3]
 
 
+QUANTIZED_PEER = """
+import hashlib, sys, torch
+from chorus.pccl import Attribute, Communicator, QuantizationOptions, ReduceOp
+master, seed, saved = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+communicator = Communicator(master, 0)
+communicator.connect(n_attempts=10)
+while communicator.get_attribute(Attribute.GLOBAL_WORLD_SIZE) < 2:
+    communicator.update_topology()
+values = torch.sin(torch.arange(5000, dtype=torch.float32) * (0.3 + seed))
+summed = torch.empty_like(values)
+communicator.all_reduce(values, summed, op=ReduceOp.SUM, quantization_options=QuantizationOptions())
+print("SUM", hashlib.sha256(summed.numpy().tobytes()).hexdigest()[:16], flush=True)
+torch.save(summed, saved)
+"""
+
+
+def test_pccl_quantization_options_quantize_and_every_peer_gets_the_same_bits(tmp_path):
+    """PCCL's default QuantizationOptions (8-bit min-max) sends the data quantized: both peers hold
+    the same bits, which differ from the exact sum by at most the documented bound."""
+    port = free_port()
+    master = pccl.MasterNode(f"127.0.0.1:{port}")
+    master.run()
+    try:
+        peers = [subprocess.Popen([sys.executable, "-c", QUANTIZED_PEER, f"127.0.0.1:{port}", str(seed), str(tmp_path / f"{seed}.pt")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENVIRONMENT) for seed in range(2)]
+        outputs = [peer.communicate(timeout=120)[0] for peer in peers]
+    finally:
+        master.interrupt()
+    assert all(peer.returncode == 0 for peer in peers), outputs
+    sums = [line for output in outputs for line in output.splitlines() if line.startswith("SUM")]
+    assert len(sums) == 2 and sums[0] == sums[1], outputs
+    summed = torch.load(tmp_path / "0.pt")
+    exact = sum(torch.sin(torch.arange(5000, dtype=torch.float32) * (0.3 + seed)) for seed in range(2))
+    error = (summed - exact).abs().max().item()
+    # Each contribution is off by at most half a step of its 256-element block: (max - min) / 255 / 2 <= 2 / 510.
+    assert 0 < error <= 2 * 2 / 510 + 1e-5, error
+
+
 def test_pccl_errors_and_limits_are_stated_not_faked():
     with pytest.raises(pccl.PCCLError) as error:
         pccl.Communicator("127.0.0.1:1", peer_group=-1)

@@ -1,7 +1,8 @@
 """A peer process for the Python tests: `worker.py MODE MASTER WORLD [ROUNDS]`.
 
-collectives: every collective on NumPy arrays and PyTorch tensors of several dtypes, checked exactly
-  against references computed here from (rank, index); prints "PASS rank=R checks=N".
+collectives: every collective (the quantized all-reduce too) on NumPy arrays and PyTorch tensors of
+  several dtypes, checked exactly against references computed here from (rank, index); prints
+  "PASS rank=R checks=N".
 rounds: in-place float32 all-reduces of 1 Mi elements in a loop; prints OK/ABORT/TOPOLOGY lines
   (the fault test kills one worker while they run).
 state: a shared state of a NumPy array and a torch tensor; rank 0 holds revision 3, the others are
@@ -75,8 +76,40 @@ if mode == "collectives":
         expected = 0.5 * expected + (r + 1)
     expect(torch.equal(affine_out, torch.full((4,), expected, dtype=torch.float64)), "all_scan affine")
     comm.barrier()
+    # Quantized: every member holds the sequential reference's bits (each rank's contribution
+    # quantized as the format says, read back and summed in rank order in float32), with feedback.
+    def quantized_reference(inputs, feedbacks, levels, block):
+        total, new_feedbacks = None, []
+        for x, feedback in zip(inputs, feedbacks):
+            sent = x + feedback
+            read = np.empty_like(sent)
+            for start in range(0, len(sent), block):
+                piece = sent[start:start + block]
+                scale = np.float32(np.abs(piece).max()) / np.float32(levels)
+                q = np.zeros_like(piece) if scale == 0 else \
+                    np.rint(np.clip((piece - np.float32(0)) * (np.float32(1) / scale), -levels, levels))
+                read[start:start + block] = np.float32(0) + q.astype(np.float32) * scale
+            total = read if total is None else total + read
+            new_feedbacks.append(sent - read)
+        return total, new_feedbacks
+
+    def quantized_input(r, step):
+        return (np.sin(np.arange(1000, dtype=np.float32) * np.float32(0.37 + r) + np.float32(step)) * np.float32(2)).astype(np.float32)
+
+    feedbacks = [np.zeros(1000, dtype=np.float32) for _ in range(n)]
+    mine = np.zeros(1000, dtype=np.float32)
+    for step, (quantize, levels, block) in enumerate((("int8", 127, 64), ("int4", 7, 33))):
+        expected, feedbacks = quantized_reference([quantized_input(r, step) for r in range(n)], feedbacks, levels, block)
+        values = torch.from_numpy(quantized_input(rank, step))
+        comm.all_reduce(values, quantize=quantize, block=block, error_feedback=mine)
+        expect(np.array_equal(values.numpy().view(np.uint32), expected.view(np.uint32)), f"quantized {quantize} sum")
+        expect(np.array_equal(mine.view(np.uint32), feedbacks[rank].view(np.uint32)), f"quantized {quantize} feedback")
     # Errors: a precise exception, nothing else.
-    for call, text in ((lambda: comm.all_reduce(np.zeros(3, dtype=np.complex64)), "dtype complex64"),
+    for call, text in ((lambda: comm.all_reduce(np.zeros(4, dtype=np.float32), quantize="int3"), "unknown quantize 'int3'"),
+                       (lambda: comm.all_reduce(np.zeros(4, dtype=np.float32), quantize="int8", error_feedback=np.zeros(4)),
+                        "error_feedback must be float32 with 4 elements, not float64 with 4"),
+                       (lambda: comm.all_reduce(np.zeros(4, dtype=np.int32), quantize="int8"), "takes f32, f16 or bf16 data"),
+                       (lambda: comm.all_reduce(np.zeros(3, dtype=np.complex64)), "dtype complex64"),
                        (lambda: comm.all_reduce(np.zeros(4), np.zeros(4, dtype=np.float32)), "different dtypes"),
                        (lambda: comm.broadcast(np.zeros(4), root=n + 5), f"root {n + 5}"),
                        (lambda: comm.all_reduce(np.zeros(4), op="mean"), "unknown op 'mean'")):

@@ -152,6 +152,16 @@ int32_t chorus_comm_pending_leaves(const chorus_comm *comm);
 /** `count` elements of `send` reduced across members into `receive` (the same pointer: in place). */
 chorus_status chorus_all_reduce(chorus_comm *comm, const void *send, void *receive, size_t count, chorus_type type,
                                 chorus_reduce_op op, chorus_error *error);
+/**
+ * The all-reduce sent quantized (f32, f16 or bf16; SUM or AVG): `bits` 8 or 4, a scale per `block`
+ * elements (1...65536), `scaling` 0 for absmax, 1 for min-max. Every member receives the same bits:
+ * each contribution is quantized once and summed in rank order in f32. `feedback` (NULL, or `count`
+ * floats the caller keeps, zeros at first) carries what quantizing lost into the next call; an
+ * aborted call leaves it as it was. Every member must pass the same format.
+ */
+chorus_status chorus_all_reduce_quantized(chorus_comm *comm, const void *send, void *receive, size_t count, chorus_type type,
+                                          chorus_reduce_op op, int32_t bits, int32_t scaling, size_t block, float *feedback,
+                                          chorus_error *error);
 /** `send` holds world-size blocks of `count`; block `rank` of their reduction lands in `receive` (`count`). */
 chorus_status chorus_reduce_scatter(chorus_comm *comm, const void *send, void *receive, size_t count, chorus_type type,
                                     chorus_reduce_op op, chorus_error *error);
@@ -178,6 +188,9 @@ chorus_status chorus_all_scan(chorus_comm *comm, const void *state, void *exclus
 /** As the blocking forms; `*request` completes when the collective has its verdict. */
 chorus_status chorus_all_reduce_async(chorus_comm *comm, const void *send, void *receive, size_t count, chorus_type type,
                                       chorus_reduce_op op, chorus_request **request, chorus_error *error);
+chorus_status chorus_all_reduce_quantized_async(chorus_comm *comm, const void *send, void *receive, size_t count,
+                                                chorus_type type, chorus_reduce_op op, int32_t bits, int32_t scaling,
+                                                size_t block, float *feedback, chorus_request **request, chorus_error *error);
 chorus_status chorus_reduce_scatter_async(chorus_comm *comm, const void *send, void *receive, size_t count,
                                           chorus_type type, chorus_reduce_op op, chorus_request **request,
                                           chorus_error *error);
