@@ -61,6 +61,25 @@ int main(int argc, char **argv) {
     CALL(chorus_all_reduce(comm, values, values, COUNT, CHORUS_TYPE_FLOAT32, CHORUS_OP_SUM, &error));
     for (int i = 0; i < COUNT; i++) CHECK(values[i] == (float)(n * (n - 1) / 2 + n * (i % 7)), "all-reduce [%d] = %f", i, values[i]);
 
+    /* Quantized (int8 absmax, blocks of 64), with error feedback: element 0 of each block is 127
+     * halves and the others multiples of a half within it, so the scale is exactly 0.5, nothing is
+     * lost in quantizing, the sum is exact and the feedback stays zero. */
+    static float halves[COUNT], feedback[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        halves[i] = 0.5f * (float)(i % 64 == 0 ? 127 : (rank * 31 + i) % 255 - 127);
+        feedback[i] = 0;
+    }
+    CALL(chorus_all_reduce_quantized(comm, halves, halves, COUNT, CHORUS_TYPE_FLOAT32, CHORUS_OP_SUM, 8, 0, 64, feedback, &error));
+    for (int i = 0; i < COUNT; i++) {
+        float expected = 0;
+        for (int r = 0; r < n; r++) expected += 0.5f * (float)(i % 64 == 0 ? 127 : (r * 31 + i) % 255 - 127);
+        CHECK(halves[i] == expected && feedback[i] == 0, "quantized [%d] = %f, expected %f, feedback %f", i, halves[i], expected,
+              feedback[i]);
+    }
+    CHECK(chorus_all_reduce_quantized(comm, halves, halves, COUNT, CHORUS_TYPE_FLOAT32, CHORUS_OP_SUM, 3, 0, 64, NULL, &error) ==
+              CHORUS_STATUS_INVALID_ARGUMENT && strstr(error.message, "bits must be 8 or 4") != NULL,
+          "3 bits: %s", error.message);
+
     /* Non-blocking: an int64 max all-reduce and a barrier in flight together, completed in order. */
     static int64_t mine[COUNT], maxima[COUNT];
     for (int i = 0; i < COUNT; i++) mine[i] = (int64_t)rank * 1000000 + i;
