@@ -2,6 +2,11 @@
 // DELAY_MS later, in order. With the TUN devices moved into two network namespaces, it joins them by
 // a link with a one-way delay (this kernel has no netem). Rate limiting is left to tbf on the TUNs.
 //
+// The devices take TCP segmentation offload (IFF_VNET_HDR, TUNSETOFFLOAD): the stacks hand over
+// segments of up to 64 KiB with a virtio header, which pass through unchanged. Per-packet work at
+// 1500 bytes capped the line near 0.45 Gbit/s each way on a 2-core machine; whole segments cut the
+// packets (and the system calls) per byte about 40-fold.
+//
 // Usage: delayline TUN_A TUN_B DELAY_MS     (creates both devices, prints "ready", runs until killed)
 #include <errno.h>
 #include <fcntl.h>
@@ -16,13 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SLOTS 16384   // packets in flight per direction: 1 Gbit/s x 25 ms is ~2100 full-size packets
-#define MAX_PACKET 2048
+#define SLOTS 65536            // packets held per direction (more than 1 Gbit/s x 25 ms of any size)
+#define MAX_PACKET (65536 + 64) // a 64 KiB segment and its virtio header
 
 typedef struct {
     uint64_t due_us[SLOTS];
-    uint16_t length[SLOTS];
-    uint8_t data[SLOTS][MAX_PACKET];
+    uint32_t length[SLOTS];
+    uint8_t *data[SLOTS];
     unsigned head, tail; // tail: next free slot; head: next to send
     unsigned long dropped;
 } queue;
@@ -38,9 +43,10 @@ static int open_tun(const char *name) {
     if (fd < 0) return -1;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
     strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    unsigned offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETOFFLOAD, offloads) < 0) {
         close(fd);
         return -1;
     }
@@ -49,17 +55,19 @@ static int open_tun(const char *name) {
 
 /// Reads every waiting packet from `fd` into `q`, stamped to leave `delay_us` from now.
 static void take(int fd, queue *q, uint64_t delay_us) {
+    static uint8_t scratch[MAX_PACKET];
     for (;;) {
-        unsigned next = (q->tail + 1) % SLOTS;
-        uint8_t scratch[MAX_PACKET];
-        uint8_t *target = next == q->head ? scratch : q->data[q->tail];
-        ssize_t got = read(fd, target, MAX_PACKET);
+        ssize_t got = read(fd, scratch, sizeof scratch);
         if (got <= 0) return;
-        if (target == scratch) {
+        unsigned next = (q->tail + 1) % SLOTS;
+        uint8_t *copy = next == q->head ? NULL : malloc((size_t)got);
+        if (copy == NULL) {
             q->dropped++;
             continue;
         }
-        q->length[q->tail] = (uint16_t)got;
+        memcpy(copy, scratch, (size_t)got);
+        q->data[q->tail] = copy;
+        q->length[q->tail] = (uint32_t)got;
         q->due_us[q->tail] = now_us() + delay_us;
         q->tail = next;
     }
@@ -70,6 +78,7 @@ static int64_t release(int fd, queue *q) {
     uint64_t now = now_us();
     while (q->head != q->tail && q->due_us[q->head] <= now) {
         if (write(fd, q->data[q->head], q->length[q->head]) < 0 && errno == EAGAIN) break;
+        free(q->data[q->head]);
         q->head = (q->head + 1) % SLOTS;
     }
     return q->head == q->tail ? -1 : (int64_t)(q->due_us[q->head] - now);
