@@ -5,7 +5,8 @@
 # Only addresses inside the namespaces this script creates are used. Needs root.
 #
 # Usage: Benchmarks/wan/run-wan-bench.sh [PEERS] [chorus-bench options...]
-# Environment: DELAY_MS (25), RATE (1gbit), JSON (results/wan.json), KEEP=1 leaves the namespaces.
+# Environment: DELAY_MS (25), RATE (1gbit), JSON (results/wan.json), KEEP=1 leaves the namespaces,
+# SOCKET_BUFFER_BYTES (default: the library's; 0: the kernel's auto-tuning).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 peers=${1:-2}
@@ -34,8 +35,9 @@ sleep 0.5
 pids=()
 for ((p = 0; p < peers; p++)); do
     i=$((p % 2))
-    # Long-fat-pipe runs need TCP auto-tuning (buffers past 4 MiB); heartbeats tolerate the delay.
-    ip netns exec "${ns[$i]}" env CHORUS_BIND="${addr[$i]}" CHORUS_SOCKET_BUFFER_BYTES=${SOCKET_BUFFER_BYTES:-0} \
+    # The library's socket buffers (4 MiB asked, 8 MiB granted) carry this link's 6 MB in flight;
+    # SOCKET_BUFFER_BYTES=0 hands them to the kernel's auto-tuning (capped at tcp_wmem's 4 MiB here).
+    ip netns exec "${ns[$i]}" env CHORUS_BIND="${addr[$i]}" ${SOCKET_BUFFER_BYTES:+CHORUS_SOCKET_BUFFER_BYTES=$SOCKET_BUFFER_BYTES} \
         "$root/.build/release/chorus-bench" allreduce --master "${addr[0]}:$port" --world "$peers" \
         "${bench_args[@]}" --json "$json" &
     pids+=($!)
