@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Chorus on an emulated WAN of unequal links (wan-mesh.sh): SITES namespaces (default 4), every pair
+# at RATE except the SLOW pairs (default "0-1 2-3" at SLOW_RATE, 100mbit), DELAY_MS each way; one
+# peer per site, an f32 all-reduce of SIZE across all of them. The ring follows the order in which
+# the peers joined, so the script runs it twice: joined in site order (0, 1, 2, 3: the ring crosses
+# both slow links) and in an order whose ring avoids them (0, 2, 1, 3), and prints both times.
+# Usage: Benchmarks/wan/run-wan-topology.sh   Environment: SITES, SLOW, SLOW_RATE, RATE, DELAY_MS, SIZE (16M).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+sites=${SITES:-4} size=${SIZE:-16M}
+export SLOW=${SLOW:-0-1 2-3}
+# shellcheck source=wan-mesh.sh
+. "$root/Benchmarks/wan/wan-mesh.sh"
+trap mesh_down EXIT
+(cd "$root" && swift build -c release --product chorus-bench >/dev/null && swift build -c release --product chorus-master >/dev/null)
+mesh_up "$root" "$sites"
+export CHORUS_LOG_LEVEL=error
+port=28300
+
+# run ORDER...: peers join one at a time in this order of sites; prints the time row.
+run() {
+    port=$((port + 1))
+    ip netns exec "${MESH_NS[0]}" "$root/.build/release/chorus-master" --host "${MESH_ADDR[0]}" --port "$port" --log-level error &
+    local master=$! pids=() site
+    sleep 0.3
+    for site in "$@"; do
+        ip netns exec "${MESH_NS[site]}" env CHORUS_BIND="${MESH_ADDR[site]}" "$root/.build/release/chorus-bench" allreduce \
+            --master "${MESH_ADDR[0]}:$port" --world "$sites" -b "$size" -e "$size" -n 5 -w 1 --check > "$mesh_build/out-$site" 2>&1 &
+        pids+=($!)
+        sleep 0.5 # registered before the next one: the ring takes the order of registration
+    done
+    wait "${pids[@]}" || true
+    kill "$master" 2>/dev/null; wait "$master" 2>/dev/null || true
+    local row
+    row=$(cat "$mesh_build"/out-* | awk '$1 ~ /^[0-9]+$/ { print $5 / 1e6 " s, wrong " $11 }')
+    echo "ring in site order $*: ${row:-no result (see $mesh_build/out-*)}"
+}
+
+run $(seq 0 $((sites - 1)))
+if [ "$sites" = 4 ]; then run 0 2 1 3; fi

@@ -1,0 +1,51 @@
+# An emulated WAN of several sites with unequal links, sourced by run-wan-topology.sh: COUNT network
+# namespaces, every pair joined by its own delay line (delayline.c) with DELAY_MS each way and tbf
+# at RATE, except the pairs named in SLOW ("0-1 2-3": at SLOW_RATE). Site i has the address
+# 10.199.1.(i+1) on each of its links, routed to each other site over their own link. Only
+# addresses inside the namespaces made here are used. Needs root. After `mesh_up`: MESH_NS and
+# MESH_ADDR (per site). `mesh_down` removes everything.
+
+MESH_NS=() MESH_ADDR=() mesh_line_pids=()
+mesh_build=${TMPDIR:-/tmp}/chorus-wan
+
+mesh_down() {
+    for pid in "${mesh_line_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for n in "${MESH_NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+}
+
+# The rate of the link between sites a < b.
+mesh_rate() {
+    local pair
+    for pair in ${SLOW:-}; do [ "$pair" = "$1-$2" ] && { echo "${SLOW_RATE:-100mbit}"; return; }; done
+    echo "${RATE:-1gbit}"
+}
+
+mesh_up() {
+    local root=$1 count=$2 delay=${DELAY_MS:-25}
+    mkdir -p "$mesh_build"
+    cc -O2 -Wall -o "$mesh_build/delayline" "$root/Benchmarks/wan/delayline.c"
+    for ((i = 0; i < count; i++)); do
+        MESH_NS[i]=chorus-site-$i MESH_ADDR[i]=10.199.1.$((i + 1))
+        ip netns del "${MESH_NS[i]}" 2>/dev/null || true
+        ip netns add "${MESH_NS[i]}"
+        ip -n "${MESH_NS[i]}" link set lo up
+        ip netns exec "${MESH_NS[i]}" sysctl -qw net.ipv4.tcp_slow_start_after_idle=0
+    done
+    for ((a = 0; a < count; a++)); do
+        for ((b = a + 1; b < count; b++)); do
+            local devs=("cw$a-$b" "cw$b-$a") ends=("$a" "$b") rate
+            rate=$(mesh_rate "$a" "$b")
+            "$mesh_build/delayline" "${devs[0]}" "${devs[1]}" "$delay" > "$mesh_build/line-$a-$b.out" &
+            mesh_line_pids+=($!)
+            for _ in $(seq 100); do grep -q ready "$mesh_build/line-$a-$b.out" 2>/dev/null && break; sleep 0.05; done
+            for k in 0 1; do
+                local me=${ends[k]} other=${ends[$((1 - k))]}
+                ip link set "${devs[k]}" netns "${MESH_NS[me]}"
+                ip -n "${MESH_NS[me]}" addr add "${MESH_ADDR[me]}/32" peer "${MESH_ADDR[other]}/32" dev "${devs[k]}"
+                ip -n "${MESH_NS[me]}" link set "${devs[k]}" up mtu 1500
+                ip netns exec "${MESH_NS[me]}" tc qdisc add dev "${devs[k]}" root tbf rate "$rate" burst 256kb latency 400ms
+            done
+            echo "link: site $a <-> site $b, ${delay} ms each way, $rate"
+        done
+    done
+}
