@@ -5,9 +5,11 @@ import ChorusAlgorithms
 extension Communicator {
     /// Sums (or averages) `count` elements of `send` (f32, f16 or bf16) into `receive` at every member,
     /// sending them quantized as `quantization` says. Every member must pass the same format.
-    /// - Parameter errorFeedback: `count` f32 values the caller keeps between calls (zero at first):
-    ///   what quantizing lost last time is added before quantizing, and this call's loss is left in
-    ///   it. An aborted call puts it back as it was, with an in-place buffer, so a retry starts over.
+    ///
+    /// `errorFeedback`, when given, holds `count` f32 values the caller keeps between calls (zero at
+    /// first): what quantizing lost last time is added before quantizing, and this call's loss is
+    /// left in it. An aborted call puts it back as it was, with an in-place buffer, so a retry
+    /// starts over.
     public func allReduce(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, count: Int,
                           dataType: DataType, op: ReduceOp = .sum, quantization: Quantization,
                           errorFeedback: UnsafeMutableBufferPointer<Float>? = nil) throws {
