@@ -273,6 +273,40 @@ class ProcessGroupChorus(dist.ProcessGroup):
         raise _unsupported("alltoall")
 
 
+class QuantizedHookState:
+    """The state of `quantized_hook` for one DDP model: the format (as `Communicator.all_reduce`
+    takes it) and an error-feedback buffer per gradient bucket, kept between steps. A bucket whose
+    size changes (DDP rebuilds its buckets after the first step) starts again from zeros."""
+
+    def __init__(self, quantize="int8", block=64, scaling="absmax", error_feedback=True):
+        self.quantize, self.block, self.scaling, self.error_feedback = quantize, block, scaling, error_feedback
+        self._feedback = {}
+
+    def feedback(self, index, numel):
+        if not self.error_feedback:
+            return None
+        kept = self._feedback.get(index)
+        if kept is None or kept.numel() != numel:
+            kept = self._feedback[index] = torch.zeros(numel, dtype=torch.float32)
+        return kept
+
+
+def quantized_hook(state, bucket):
+    """A DDP communication hook that averages each gradient bucket with Chorus's quantized
+    all-reduce: `model.register_comm_hook(chorus.torch.QuantizedHookState(), chorus.torch.quantized_hook)`.
+    Every replica gets the same bits, so they stay identical; float32, float16 and bfloat16 buckets
+    are quantized, others averaged exactly. A failure surfaces as any chorus collective's does
+    (`failure(exc)`), with the bucket's feedback put back."""
+    buffer = bucket.buffer()
+    if buffer.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        request = communicator().all_reduce_async(buffer, op="avg", quantize=state.quantize, block=state.block,
+                                                  scaling=state.scaling,
+                                                  error_feedback=state.feedback(bucket.index(), buffer.numel()))
+    else:
+        request = communicator().all_reduce_async(buffer, op="avg")
+    return _Work([request], buffer).get_future()
+
+
 def communicator():
     """The Chorus communicator under the default process group (for `SharedState` sync, pending
     joins, or Chorus's own collectives beside torch's)."""

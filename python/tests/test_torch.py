@@ -56,6 +56,17 @@ def test_ddp_over_chorus_matches_gloo_step_for_step():
             assert chorus_parameters == gloo_parameters
 
 
+def test_ddp_with_the_quantized_hook_keeps_replicas_identical_and_close_to_exact_training():
+    results = finish(start(3, "ddp-quantized", "chorus", 12))
+    for code, lines in results:
+        assert code == 0, lines
+    parameters = [lines_starting(lines, "PARAMS")[0] for _, lines in results]
+    drifts = [float(lines_starting(lines, "DRIFT")[0].split()[1]) for _, lines in results]
+    assert len(set(parameters)) == 1, "every replica holds the same bits"
+    # Quantized gradients move the weights a little off the exact run's path, and only a little.
+    assert all(0 < drift < 1e-2 for drift in drifts), drifts
+
+
 def test_a_peer_killed_mid_step_under_ddp_is_survived_with_the_documented_pattern(master):
     steps = 10
     workers = start(3, "faulty-ddp", "chorus", steps, CHORUS_MASTER=master.endpoint, VICTIM_RANK="2", VICTIM_STEP="4")

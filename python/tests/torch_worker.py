@@ -6,6 +6,8 @@ collectives: every collective of the chorus backend through the torch.distribute
   exactly against references computed here from (rank, index); prints "PASS rank=R checks=N".
 ddp: DistributedDataParallel training of a small model on per-rank generated data; prints
   "LOSS step=S value=V" per step and "PARAMS hex" (the final parameters' bytes, hashed).
+ddp-quantized: the ddp training twice, exactly and with chorus.torch.quantized_hook; prints "DRIFT d"
+  (the largest difference between the two models' parameters) and "PARAMS hex" of the quantized one.
 faulty-ddp: as ddp, over chorus, recovering from a lost peer with the documented pattern; the rank
   named by VICTIM_RANK prints "HOLD" before its backward of step VICTIM_STEP and sleeps (the test
   kills it); survivors print "ABORT code=C retryable=B message" and "REFORMED rank=R world=W".
@@ -118,6 +120,24 @@ def ddp():
     print(f"PARAMS {parameters_digest(model)}", flush=True)
 
 
+def ddp_quantized():
+    """The same training twice from the same start: exact DDP, then DDP with the quantized hook."""
+    exact, batches = model_and_data()
+    quantized, _ = model_and_data()
+    for model, hooked in ((exact, False), (quantized, True)):
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        if hooked:
+            wrapped.register_comm_hook(chorus.torch.QuantizedHookState(), chorus.torch.quantized_hook)
+        optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.05)
+        for x, y in batches:
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(wrapped(x), y).backward()
+            optimizer.step()
+    drift = max((a - b).abs().max().item() for a, b in zip(exact.parameters(), quantized.parameters()))
+    print(f"DRIFT {drift:.9g}", flush=True)
+    print(f"PARAMS {parameters_digest(quantized)}", flush=True)
+
+
 def faulty_ddp():
     victim_rank, victim_step = int(os.environ["VICTIM_RANK"]), int(os.environ["VICTIM_STEP"])
     model, batches = model_and_data()
@@ -149,5 +169,7 @@ def faulty_ddp():
     print(f"PARAMS {parameters_digest(model)}", flush=True)
 
 
-{"collectives": collectives, "ddp": ddp, "faulty-ddp": faulty_ddp}[mode]()
-dist.destroy_process_group()
+{"collectives": collectives, "ddp": ddp, "ddp-quantized": ddp_quantized, "faulty-ddp": faulty_ddp}[mode]()
+# Every process leaves its group: gloo's process aborted at exit without it (SIGABRT after its last line).
+if dist.is_initialized():
+    dist.destroy_process_group()
