@@ -1,4 +1,5 @@
 import Chorus
+import ChorusTestSupport
 import Testing
 
 /// The quantized all-reduce over real sockets: every member's result equals, bit for bit, the
@@ -99,6 +100,16 @@ import Testing
                 #expect(values.map(\.bitPattern) == expected.sum.map(\.bitPattern), "rank \(r) step \(step): sum")
                 #expect(feedback.map(\.bitPattern) == expected.feedback[r].map(\.bitPattern), "rank \(r) step \(step): feedback")
             }
+
+            // The async form, on the same inputs as the first call: the same bits.
+            let asyncExpected = Self.reference(inputs, int8, feedback: [[Float]](repeating: [Float](repeating: 0, count: 1000), count: n))
+            let (asyncValues, asyncFeedback) = try blockingAwait { () async throws -> ([Float], [Float]) in
+                var values = inputs[r], feedback = [Float](repeating: 0, count: 1000)
+                try await c.allReduce(&values, quantization: int8, errorFeedback: &feedback)
+                return (values, feedback)
+            }
+            #expect(asyncValues.map(\.bitPattern) == asyncExpected.sum.map(\.bitPattern), "rank \(r): async sum")
+            #expect(asyncFeedback.map(\.bitPattern) == asyncExpected.feedback[r].map(\.bitPattern), "rank \(r): async feedback")
         }
     }
 

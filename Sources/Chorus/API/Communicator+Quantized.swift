@@ -58,6 +58,30 @@ extension Communicator {
         }
     }
 
+    /// Async, in place on an array (moved to the communicator's queue and back, not copied).
+    public func allReduce<Element: ChorusElement>(_ values: inout [Element], op: ReduceOp = .sum,
+                                                  quantization: Quantization) async throws {
+        let box = ArrayBox(values)
+        values = []
+        defer { values = box.values }
+        try await offload(queue) { () throws in try self.allReduce(&box.values, op: op, quantization: quantization) }
+    }
+
+    /// Async, in place on an array, with the caller's error feedback (both moved, not copied).
+    public func allReduce<Element: ChorusElement>(_ values: inout [Element], op: ReduceOp = .sum,
+                                                  quantization: Quantization, errorFeedback: inout [Float]) async throws {
+        let box = ArrayBox(values), feedback = ArrayBox(errorFeedback)
+        values = []
+        errorFeedback = []
+        defer {
+            values = box.values
+            errorFeedback = feedback.values
+        }
+        try await offload(queue) { () throws in
+            try self.allReduce(&box.values, op: op, quantization: quantization, errorFeedback: &feedback.values)
+        }
+    }
+
     private static func overlap(_ feedback: UnsafeRawBufferPointer, _ other: UnsafeRawBufferPointer, bytes: Int) -> Bool {
         guard let f = feedback.baseAddress, let o = other.baseAddress, feedback.count > 0, bytes > 0 else { return false }
         return f < o + bytes && o < f + feedback.count
