@@ -3,7 +3,8 @@
 # at RATE except the SLOW pairs (default "0-1 2-3" at SLOW_RATE, 100mbit), DELAY_MS each way; one
 # peer per site, an f32 all-reduce of SIZE across all of them. The ring follows the order in which
 # the peers joined, so the script runs it twice: joined in site order (0, 1, 2, 3: the ring crosses
-# both slow links) and in an order whose ring avoids them (0, 2, 1, 3), and prints both times.
+# both slow links) and in an order whose ring avoids them (0, 2, 1, 3), and prints both times; gloo
+# (torch.distributed, ranks in the same orders) beside it.
 # Usage: Benchmarks/wan/run-wan-topology.sh   Environment: SITES, SLOW, SLOW_RATE, RATE, DELAY_MS, SIZE (16M).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,5 +37,28 @@ run() {
     echo "ring in site order $*: ${row:-no result (see $mesh_build/out-*)}"
 }
 
-run $(seq 0 $((sites - 1)))
-if [ "$sites" = 4 ]; then run 0 2 1 3; fi
+# gloo ORDER...: rank r on site ORDER[r] (rank 0 hosts torch's store at site 0).
+gloo() {
+    port=$((port + 1))
+    local pids=() rank=0 site other
+    for site in "$@"; do
+        other=$(( site == 0 ? 1 : 0 ))
+        ip netns exec "${MESH_NS[site]}" env GLOO_SOCKET_IFNAME="cw$site-$other" python3 "$root/Benchmarks/wan/gloo_allreduce.py" \
+            --rank "$rank" --world "$sites" --addr "${MESH_ADDR[$1]}" --port "$port" --size "$size" > "$mesh_build/gloo-$rank" 2>&1 &
+        pids+=($!)
+        rank=$((rank + 1))
+    done
+    wait "${pids[@]}" || true
+    local row
+    row=$(awk '$1 ~ /^[0-9]+$/ { print $2 / 1e6 " s, wrong " $5 }' "$mesh_build/gloo-0")
+    echo "gloo, ranks in site order $*: ${row:-no result (see $mesh_build/gloo-*)}"
+}
+
+orders=("$(seq -s ' ' 0 $((sites - 1)))")
+if [ "$sites" = 4 ]; then orders+=("0 2 1 3"); fi
+for order in "${orders[@]}"; do
+    # shellcheck disable=SC2086
+    run $order
+    # shellcheck disable=SC2086
+    gloo $order
+done
