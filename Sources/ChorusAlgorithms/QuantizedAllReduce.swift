@@ -40,7 +40,11 @@ public struct QuantizedAllReduce: Sendable {
     }
 
     /// Scratch `run` needs for `worldSize` members: the quantized contributions of all, then the f32 sum.
-    public func scratchBytes(worldSize: Int) -> Int { worldSize * format.encodedBytes(count: count) + count * 4 }
+    public func scratchBytes(worldSize: Int) -> Int { sumOffset(worldSize: worldSize) + count * 4 }
+
+    /// Where the f32 sum starts: after the contributions, aligned (a buffer of 4-bit values can end on
+    /// any byte).
+    private func sumOffset(worldSize n: Int) -> Int { (n * encodedBytes + 63) & ~63 }
 
     /// Reduces `input` into `output` (which may be the same memory). `feedback`, when given, holds
     /// `count` f32 values: the error left over from the last call, added before quantizing and
@@ -70,7 +74,7 @@ public struct QuantizedAllReduce: Sendable {
 
     /// Reads the contributions back in rank order, 0 first, summing in f32, and writes the result.
     private func sum(worldSize n: Int, scratch: UnsafeMutableRawPointer, into output: UnsafeMutableRawPointer) {
-        let total = (scratch + n * encodedBytes).assumingMemoryBound(to: Float.self)
+        let total = (scratch + sumOffset(worldSize: n)).assumingMemoryBound(to: Float.self)
         for rank in 0 ..< n {
             format.decode(scratch + rank * encodedBytes, count: count, into: total, accumulating: rank > 0)
         }
