@@ -18,8 +18,8 @@ Peer groups are Chorus's own (`Configuration.peerGroup`): each group keeps its o
 and shared state at one master. What Chorus lacks is said, not faked: data types Chorus does not reduce
 (4-bit, 8/16-bit integers, unsigned 32/64) raise `INVALID_ARGUMENT`; quantization options are honoured
 (PCCL's default, 8-bit min-max, quantizes; `QuantizationAlgorithm.NONE` reduces exactly) with Chorus's
-quantized all-reduce: a scale per block of 256 elements, every member the same bits; quantizing to a
-type other than 8 or 4 bits raises `INVALID_ARGUMENT`;
+quantized all-reduce: a scale per block of 256 elements, every member the same bits; integer data is
+reduced exactly; quantizing to a type other than 8 or 4 bits raises `INVALID_ARGUMENT`;
 `optimize_topology()` keeps the admission order (Chorus measures no bandwidths yet) and succeeds.
 `ReduceInfo` byte counts are what a ring all-reduce moves per peer, 2(n-1)/n of the buffer, as Chorus
 counts no bytes per collective.
@@ -446,7 +446,9 @@ class Communicator:
             self._reform_if_needed()
             if self._comm.world_size < 2:
                 raise PCCLError(Result.TOO_FEW_PEERS, func_name, "the world has one peer")
-            quantize, scaling = _quantization(quantization_options, func_name)
+            # Integer data is reduced exactly whatever the options say (there is nothing to scale).
+            floating = datatype in (DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16)
+            quantize, scaling = _quantization(quantization_options, func_name) if floating else (None, "absmax")
             return (self._comm.all_reduce_async(send, recv, op=_CHORUS_OPS[op], quantize=quantize, scaling=scaling,
                                                 block=_QUANTIZATION_BLOCK), self._comm.world_size)
         return self._call(func_name, start)

@@ -81,12 +81,17 @@ summed = torch.empty_like(values)
 communicator.all_reduce(values, summed, op=ReduceOp.SUM, quantization_options=QuantizationOptions())
 print("SUM", hashlib.sha256(summed.numpy().tobytes()).hexdigest()[:16], flush=True)
 torch.save(summed, saved)
+counts = torch.arange(10, dtype=torch.int64) + seed
+totals = torch.empty_like(counts)
+communicator.all_reduce(counts, totals, op=ReduceOp.SUM, quantization_options=QuantizationOptions())
+print("INTS", totals.tolist(), flush=True)
 """
 
 
 def test_pccl_quantization_options_quantize_and_every_peer_gets_the_same_bits(tmp_path):
-    """PCCL's default QuantizationOptions (8-bit min-max) sends the data quantized: both peers hold
-    the same bits, which differ from the exact sum by at most the documented bound."""
+    """PCCL's default QuantizationOptions (8-bit min-max) sends float data quantized: both peers hold
+    the same bits, which differ from the exact sum by at most the documented bound. Integer data
+    under the same options is summed exactly."""
     port = free_port()
     master = pccl.MasterNode(f"127.0.0.1:{port}")
     master.run()
@@ -99,6 +104,9 @@ def test_pccl_quantization_options_quantize_and_every_peer_gets_the_same_bits(tm
     assert all(peer.returncode == 0 for peer in peers), outputs
     sums = [line for output in outputs for line in output.splitlines() if line.startswith("SUM")]
     assert len(sums) == 2 and sums[0] == sums[1], outputs
+    # Integer data ignores the options: nothing to scale, the sum is exact.
+    ints = [line for output in outputs for line in output.splitlines() if line.startswith("INTS")]
+    assert ints == [f"INTS {[2 * i + 1 for i in range(10)]}"] * 2, outputs
     summed = torch.load(tmp_path / "0.pt")
     exact = sum(torch.sin(torch.arange(5000, dtype=torch.float32) * (0.3 + seed)) for seed in range(2))
     error = (summed - exact).abs().max().item()
