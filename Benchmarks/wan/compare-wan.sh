@@ -61,7 +61,7 @@ openmpi() {
     printf '%s slots=1\n%s slots=1\n' "${WAN_ADDR[0]}" "${WAN_ADDR[1]}" > "$work/hosts"
     ip netns exec "${WAN_NS[0]}" mpirun --allow-run-as-root -np 2 --hostfile "$work/hosts" \
         --mca plm_rsh_agent "$root/Benchmarks/wan/ns-agent.sh" --mca btl tcp,self \
-        --mca btl_tcp_if_include 10.199.0.0/24 --mca oob_tcp_if_include 10.199.0.0/24 \
+        --mca btl_tcp_if_include 10.199.1.0/24 --mca oob_tcp_if_include 10.199.1.0/24 \
         "$work/openmpi_allreduce" -b "$size" -e "$size" -n 5 -w 1 > "$work/mpi" 2>&1 || true
     awk '$1 ~ /^[0-9]+$/ { print "openmpi", $2, $6 }' "$work/mpi" >> "$work/rows"
 }

@@ -17,7 +17,6 @@ json=${JSON:-$root/results/wan.json}
 mkdir -p "$(dirname "$json")"
 # shellcheck source=wan-link.sh
 . "$root/Benchmarks/wan/wan-link.sh"
-ns=("${WAN_NS[@]}") addr=("${WAN_ADDR[@]}")
 
 cleanup() {
     [ -n "${master_pid:-}" ] && kill "$master_pid" 2>/dev/null || true
@@ -27,6 +26,7 @@ trap cleanup EXIT
 
 (cd "$root" && swift build -c release --product chorus-bench >/dev/null && swift build -c release --product chorus-master >/dev/null)
 wan_up "$root"
+ns=("${WAN_NS[@]}") addr=("${WAN_ADDR[@]}")
 
 port=28148
 ip netns exec "${ns[0]}" "$root/.build/release/chorus-master" --host "${addr[0]}" --port "$port" --log-level warning &

@@ -1,16 +1,17 @@
 # An emulated WAN of several sites with unequal links, sourced by run-wan-topology.sh: COUNT network
 # namespaces, every pair joined by its own delay line (delayline.c) with DELAY_MS each way and tbf
 # at RATE, except the pairs named in SLOW ("0-1 2-3": at SLOW_RATE). Site i has the address
-# 10.199.1.(i+1) on each of its links, routed to each other site over their own link. Only
-# addresses inside the namespaces made here are used. Needs root. After `mesh_up`: MESH_NS and
-# MESH_ADDR (per site). `mesh_down` removes everything.
+# 10.199.1.(i+1) on each of its links, routed to each other site over their own link (with
+# MESH_SUBNET=1 and two sites, one /24 instead: Open MPI wants its peers on a subnet of an
+# interface). Only addresses inside the namespaces made here are used. Needs root. After `mesh_up`:
+# MESH_NS and MESH_ADDR (per site). `mesh_down` removes everything (KEEP=1 leaves the namespaces).
 
 MESH_NS=() MESH_ADDR=() mesh_line_pids=()
 mesh_build=${TMPDIR:-/tmp}/chorus-wan
 
 mesh_down() {
     for pid in "${mesh_line_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for n in "${MESH_NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+    if [ "${KEEP:-0}" != 1 ]; then for n in "${MESH_NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done; fi
 }
 
 # The rate of the link between sites a < b.
@@ -23,6 +24,7 @@ mesh_rate() {
 mesh_up() {
     local root=$1 count=$2 delay=${DELAY_MS:-25}
     mkdir -p "$mesh_build"
+    command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
     cc -O2 -Wall -o "$mesh_build/delayline" "$root/Benchmarks/wan/delayline.c"
     for ((i = 0; i < count; i++)); do
         MESH_NS[i]=chorus-site-$i MESH_ADDR[i]=10.199.1.$((i + 1))
@@ -41,7 +43,11 @@ mesh_up() {
             for k in 0 1; do
                 local me=${ends[k]} other=${ends[$((1 - k))]}
                 ip link set "${devs[k]}" netns "${MESH_NS[me]}"
-                ip -n "${MESH_NS[me]}" addr add "${MESH_ADDR[me]}/32" peer "${MESH_ADDR[other]}/32" dev "${devs[k]}"
+                if [ "${MESH_SUBNET:-0}" = 1 ]; then
+                    ip -n "${MESH_NS[me]}" addr add "${MESH_ADDR[me]}/24" dev "${devs[k]}"
+                else
+                    ip -n "${MESH_NS[me]}" addr add "${MESH_ADDR[me]}/32" peer "${MESH_ADDR[other]}/32" dev "${devs[k]}"
+                fi
                 ip -n "${MESH_NS[me]}" link set "${devs[k]}" up mtu 1500
                 ip netns exec "${MESH_NS[me]}" tc qdisc add dev "${devs[k]}" root tbf rate "$rate" burst 256kb latency 400ms
             done
