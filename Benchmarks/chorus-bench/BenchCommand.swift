@@ -38,6 +38,7 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "allreduce: send the data quantized, int8 or int4 (f32/f16/bf16, sum/avg); with --check, count results outside the documented error bound and print the error.") var quantize: String?
     @Option(help: "With --quantize: elements per scale.") var quantizeBlock = 64
     @Option(help: "With --quantize: absmax or minmax scaling.") var quantizeScaling = "absmax"
+    @Flag(help: "Before the sweep: order the ring by measured link speed (Communicator.optimizeTopology) and print what it measured and chose.") var optimizeTopology = false
     @Flag(help: .hidden) var injectWrongResult = false
     @Flag(help: .hidden) var localPeer = false
 
@@ -87,6 +88,7 @@ struct ChorusBench: ParsableCommand {
         let communicator = try Communicator(master: master, configuration: configuration)
         let wanted = world ?? local ?? 1
         while communicator.worldSize < wanted { try communicator.updateTopology(minimumWorldSize: wanted) }
+        if optimizeTopology { try reportTopologyOptimization(communicator) }
         let sweep = Sweep(collective: collective, dataType: BenchDataType(rawValue: dtype)!,
                           op: ReduceOp.allCases.first { $0.description == redop }!,
                           sizes: try sizes(), iterations: iterations, warmup: warmup,
@@ -99,6 +101,17 @@ struct ChorusBench: ParsableCommand {
         let wrong = try sweep.run(on: communicator)
         try communicator.leave()
         if wrong > 0 { throw ExitCode(2) }
+    }
+
+    /// Orders the ring by link speed; rank 0 prints the time it took and the ring (as comment lines).
+    private func reportTopologyOptimization(_ communicator: Communicator) throws {
+        let before = communicator.members, started = ContinuousClock.now
+        let result = try communicator.optimizeTopology()
+        guard communicator.rank == 0 else { return }
+        let seconds = (ContinuousClock.now - started) / .seconds(1)
+        func megabits(_ bytesPerSecond: Double) -> String { String(Int(bytesPerSecond * 8 / 1e6)) }
+        print("# optimizeTopology: \((seconds * 1000).rounded() / 1000) s, \(result.measuredPairs) pairs measured here; ring (peer ids) "
+              + "\(before) -> \(result.ring); slowest link \(megabits(result.slowestLinkBefore)) -> \(megabits(result.slowestLinkAfter)) Mbit/s")
     }
 
     static let algorithms: [String: AllReduceAlgorithm] = ["auto": .auto, "ring": .ring, "tree": .recursiveDoubling, "rd": .recursiveDoubling]

@@ -2,9 +2,11 @@
 # Chorus on an emulated WAN of unequal links (wan-mesh.sh): SITES namespaces (default 4), every pair
 # at RATE except the SLOW pairs (default "0-1 2-3" at SLOW_RATE, 100mbit), DELAY_MS each way; one
 # peer per site, an f32 all-reduce of SIZE across all of them. The ring follows the order in which
-# the peers joined, so the script runs it twice: joined in site order (0, 1, 2, 3: the ring crosses
-# both slow links) and in an order whose ring avoids them (0, 2, 1, 3), and prints both times; gloo
-# (torch.distributed, ranks in the same orders) beside it.
+# the peers joined, so the script runs it three times: joined in site order (0, 1, 2, 3: the ring
+# crosses both slow links), in an order whose ring avoids them (0, 2, 1, 3), and in site order
+# followed by optimizeTopology() (chorus-bench --optimize-topology: the peers measure their links and
+# re-form in the order they solve; the time it took and the ring are printed); gloo (torch.distributed,
+# ranks in the same orders) beside the first two.
 # Usage: Benchmarks/wan/run-wan-topology.sh   Environment: SITES, SLOW, SLOW_RATE, RATE, DELAY_MS, SIZE (16M).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,7 +20,8 @@ mesh_up "$root" "$sites"
 export CHORUS_LOG_LEVEL=error
 port=28300
 
-# run ORDER...: peers join one at a time in this order of sites; prints the time row.
+# run ORDER...: peers join one at a time in this order of sites; prints the time row. Extra
+# chorus-bench options come from $BENCH_OPTIONS.
 run() {
     port=$((port + 1))
     ip netns exec "${MESH_NS[0]}" "$root/.build/release/chorus-master" --host "${MESH_ADDR[0]}" --port "$port" --log-level error &
@@ -26,7 +29,7 @@ run() {
     sleep 0.3
     for site in "$@"; do
         ip netns exec "${MESH_NS[site]}" env CHORUS_BIND="${MESH_ADDR[site]}" "$root/.build/release/chorus-bench" allreduce \
-            --master "${MESH_ADDR[0]}:$port" --world "$sites" -b "$size" -e "$size" -n 5 -w 1 --check > "$mesh_build/out-$site" 2>&1 &
+            --master "${MESH_ADDR[0]}:$port" --world "$sites" -b "$size" -e "$size" -n 5 -w 1 --check ${BENCH_OPTIONS:-} > "$mesh_build/out-$site" 2>&1 &
         pids+=($!)
         sleep 0.5 # registered before the next one: the ring takes the order of registration
     done
@@ -34,7 +37,8 @@ run() {
     kill "$master" 2>/dev/null; wait "$master" 2>/dev/null || true
     local row
     row=$(cat "$mesh_build"/out-* | awk '$1 ~ /^[0-9]+$/ { print $5 / 1e6 " s, wrong " $11 }')
-    echo "ring in site order $*: ${row:-no result (see $mesh_build/out-*)}"
+    echo "ring in site order $*${BENCH_OPTIONS:+ then $BENCH_OPTIONS}: ${row:-no result (see $mesh_build/out-*)}"
+    grep -h '^# optimizeTopology' "$mesh_build"/out-* || true
 }
 
 # gloo ORDER...: rank r on site ORDER[r] (rank 0 hosts torch's store at site 0).
@@ -62,3 +66,5 @@ for order in "${orders[@]}"; do
     # shellcheck disable=SC2086
     gloo $order
 done
+# shellcheck disable=SC2046
+BENCH_OPTIONS=--optimize-topology run $(seq 0 $((sites - 1)))

@@ -77,6 +77,24 @@ public func chorus_update_topology(_ comm: OpaquePointer?, _ minimumWorldSize: I
     }
 }
 
+@_cdecl("chorus_optimize_topology")
+public func chorus_optimize_topology(_ comm: OpaquePointer?, _ measureMilliseconds: Int32, _ remeasure: Int32,
+                                     _ minimumWorldSize: Int32, _ admitPending: Int32,
+                                     _ result: UnsafeMutablePointer<chorus_topology_optimization>?,
+                                     _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
+    guarded(error) {
+        let handle = try object(comm, "comm", as: CommHandle.self)
+        let optimization = try handle.inOrder {
+            try handle.communicator.optimizeTopology(measuringFor: .milliseconds(Int64(measureMilliseconds)), remeasure: remeasure != 0,
+                                                     minimumWorldSize: Int(minimumWorldSize), admitting: admitPending != 0)
+        }
+        result?.pointee = chorus_topology_optimization(reordered: optimization.reordered ? 1 : 0,
+                                                       measured_pairs: Int32(clamping: optimization.measuredPairs),
+                                                       slowest_link_before: optimization.slowestLinkBefore,
+                                                       slowest_link_after: optimization.slowestLinkAfter)
+    }
+}
+
 @_cdecl("chorus_comm_poll")
 public func chorus_comm_poll(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
     guarded(error) {

@@ -135,6 +135,18 @@ int main(int argc, char **argv) {
     printf("HASH %llu\n", (unsigned long long)chorus_state_content_hash(shared));
     chorus_state_destroy(shared);
 
+    /* The ring ordered by link speed: every pair measured once, then known; the new ring computes. */
+    chorus_topology_optimization first, second;
+    CALL(chorus_optimize_topology(comm, 5, 0, 1, 1, &first, &error));
+    CALL(chorus_optimize_topology(comm, 5, 0, 1, 1, &second, &error));
+    CHECK(first.measured_pairs == (n >= 3 ? n - 1 : 0) && second.measured_pairs == 0 && !second.reordered,
+          "measured %d then %d pairs", first.measured_pairs, second.measured_pairs);
+    CHECK(n < 3 || (first.slowest_link_before > 0 && second.slowest_link_after > 0), "link speeds");
+    for (int i = 0; i < COUNT; i++) values[i] = (float)(chorus_comm_rank(comm) + i % 7);
+    CALL(chorus_all_reduce(comm, values, values, COUNT, CHORUS_TYPE_FLOAT32, CHORUS_OP_SUM, &error));
+    for (int i = 0; i < COUNT; i++) CHECK(values[i] == (float)(n * (n - 1) / 2 + n * (i % 7)), "sum after optimizing [%d]", i);
+    CHECK(chorus_optimize_topology(comm, 0, 0, 1, 1, NULL, &error) == CHORUS_STATUS_INVALID_ARGUMENT, "measure_ms 0 accepted");
+
     /* Errors: codes and messages, no crash. */
     CHECK(chorus_all_reduce(comm, NULL, values, 10, CHORUS_TYPE_FLOAT32, CHORUS_OP_SUM, &error) == CHORUS_STATUS_INVALID_ARGUMENT,
           "NULL send accepted");

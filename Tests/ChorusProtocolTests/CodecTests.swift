@@ -7,7 +7,7 @@ import Testing
 
     @Test func everyMessageRoundTrips() throws {
         let toMaster: [PeerToMaster] = [
-            .register(listen: Self.address), .register(listen: Self.address, peerGroup: 0xFFFF_FFFE), .updateTopology(epoch: 7, minimumWorldSize: 4), .updateTopology(epoch: 7, minimumWorldSize: 1, admitting: false), .leave(epoch: 9),
+            .register(listen: Self.address), .register(listen: Self.address, peerGroup: 0xFFFF_FFFE), .updateTopology(epoch: 7, minimumWorldSize: 4), .updateTopology(epoch: 7, minimumWorldSize: 1, admitting: false), .updateTopology(epoch: 7, minimumWorldSize: 2, ringOrder: [3, 1, 2]), .leave(epoch: 9),
             .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
             .begin(epoch: 3, opID: 11, descriptor: Self.descriptor),
             .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, peer: 6, detail: "reset"))),
@@ -46,7 +46,7 @@ import Testing
         let mesh = PeerToPeer.hello(epoch: 1, from: 2, to: 3, link: .mesh).encoded()
         #expect(throws: DecodeError.self) { try PeerToPeer(decoding: Array(mesh.dropLast(4)) + [1, 0, 0, 0]) }
         let update = PeerToMaster.updateTopology(epoch: 1, minimumWorldSize: 1, admitting: true).encoded()
-        #expect(throws: DecodeError("admitting flag 2 is not 0 or 1")) { try PeerToMaster(decoding: update.dropLast() + [2]) }
+        #expect(throws: DecodeError("admitting flag 2 is not 0 or 1")) { try PeerToMaster(decoding: update.dropLast(5) + [2, 0, 0, 0, 0]) }
         // A rejoin whose revision is marked absent carries none (found by the fuzzer: it re-encoded as 0).
         let rejoin = PeerToMaster.rejoin(Rejoin(peer: 1, group: 2, listen: Self.address, topology: Topology(epoch: 0, members: []))).encoded()
         var marked = rejoin

@@ -53,6 +53,31 @@ import Testing
         #expect(formed.count == 3 && formed[3]?.members.count == 3)
     }
 
+    /// `optimizeTopology()`'s proposal: taken when every member that proposed an order proposed
+    /// the same one naming every staying member; leavers are passed over, joiners come last.
+    @Test func theProposedRingOrderIsTakenOnlyWhenTheMembersAgree() {
+        var m = formed(4) // epoch 2: [1, 2, 3, 4]
+        for c in 1 ... 4 { _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1, ringOrder: [1, 3, 2, 4]), from: c) }
+        #expect(m.epoch == 3)
+        _ = m.received(.register(listen: address(5)), from: 5) // a joiner
+        _ = m.received(.leave(epoch: 3), from: 4)
+        for c in 1 ... 2 { _ = m.received(.updateTopology(epoch: 3, minimumWorldSize: 1, ringOrder: [2, 4, 1, 3]), from: c) }
+        let joined = topologies(m.received(.updateTopology(epoch: 3, minimumWorldSize: 1), from: 3)) // proposes nothing
+        #expect(joined[1]?.members.map(\.id) == [2, 1, 3, 5])
+        // Two different proposals: the order stays.
+        _ = m.received(.updateTopology(epoch: 4, minimumWorldSize: 1, ringOrder: [1, 2, 3, 5]), from: 1)
+        _ = m.received(.updateTopology(epoch: 4, minimumWorldSize: 1, ringOrder: [1, 2, 3, 5]), from: 2)
+        _ = m.received(.updateTopology(epoch: 4, minimumWorldSize: 1, ringOrder: [1, 2, 3, 5]), from: 3)
+        let kept = topologies(m.received(.updateTopology(epoch: 4, minimumWorldSize: 1, ringOrder: [1, 3, 2, 5]), from: 5))
+        #expect(kept[1]?.members.map(\.id) == [2, 1, 3, 5])
+        // A proposal that leaves a member out, or names one twice, is not taken either.
+        for c in [1, 2, 3, 5] { _ = m.received(.updateTopology(epoch: 5, minimumWorldSize: 1, ringOrder: [1, 2, 2, 5]), from: c) }
+        #expect(m.epoch == 6 && m.worldSize == 4)
+        for c in [1, 2, 3] { _ = m.received(.updateTopology(epoch: 6, minimumWorldSize: 1, ringOrder: [5, 1, 2]), from: c) }
+        let partial = topologies(m.received(.updateTopology(epoch: 6, minimumWorldSize: 1, ringOrder: [5, 1, 2]), from: 5))
+        #expect(partial[1]?.members.map(\.id) == [2, 1, 3, 5])
+    }
+
     @Test func successNeedsEveryMembersReportAndEqualDescriptors() {
         var m = formed(3)
         #expect(verdicts(m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)).isEmpty)

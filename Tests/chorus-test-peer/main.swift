@@ -1,6 +1,6 @@
 // A peer process for the integration tests: joins a master, runs in-place all-reduces in a loop,
 // and prints one line per event, which the tests parse:
-//   READY rank=R world=N epoch=E
+//   READY rank=R world=N epoch=E id=I
 //   OK round=K epoch=E world=N correct=true|false hash=H
 //   ABORT round=K epoch=E retryable=true|false restored=true|false ms=M error=TEXT
 //   TOPOLOGY epoch=E world=N rank=R ms=M
@@ -13,7 +13,8 @@
 // With --scan the collective is an All-Scan (sum); "correct" checks the inclusive prefix.
 // M is how long the failed call, and the re-forming after it, took (milliseconds). With --gap-ms G
 // it sleeps G ms before each round (a training step's compute). With --stop-before-round K it SIGSTOPs itself before round K. With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
-// runs rounds of another collective and checks restore-on-abort (RestorePeer.swift).
+// runs rounds of another collective and checks restore-on-abort (RestorePeer.swift); with
+// --optimize-topology it orders the ring by link speed first (TopologyPeer.swift).
 import Chorus
 import ChorusLauncher
 #if canImport(Glibc)
@@ -56,7 +57,8 @@ func hash(_ values: [Float]) -> UInt64 {
 do {
     let communicator = try Communicator(master: master)
     while communicator.worldSize < world { try communicator.updateTopology(minimumWorldSize: world) }
-    say("READY rank=\(communicator.rank) world=\(communicator.worldSize) epoch=\(communicator.epoch)")
+    say("READY rank=\(communicator.rank) world=\(communicator.worldSize) epoch=\(communicator.epoch) id=\(communicator.peerID)")
+    if CommandLine.arguments.contains("--optimize-topology") { try optimizeTopologyWhenTold(communicator) }
     if CommandLine.arguments.contains("--state-mib") { try synchronizeState(communicator) }
     if let collective = option("collective") {
         try runRestoreRounds(communicator, collective: collective)

@@ -10,9 +10,9 @@
         if not e.retryable: raise
         comm.update_topology()                     # every survivor got the same error; retry
 """
-from .communicator import Communicator, Request, SyncInfo
+from .communicator import Communicator, Request, SyncInfo, TopologyOptimization
 from .errors import ChorusError
 from .master import Master
 from .state import SharedState
 
-__all__ = ["ChorusError", "Communicator", "Master", "Request", "SharedState", "SyncInfo"]
+__all__ = ["ChorusError", "Communicator", "Master", "Request", "SharedState", "SyncInfo", "TopologyOptimization"]

@@ -35,6 +35,11 @@ class SyncInfo(ctypes.Structure):
                 ("bytes_sent", ctypes.c_uint64)]
 
 
+class TopologyOptimization(ctypes.Structure):
+    _fields_ = [("reordered", ctypes.c_int32), ("measured_pairs", ctypes.c_int32),
+                ("slowest_link_before", ctypes.c_double), ("slowest_link_after", ctypes.c_double)]
+
+
 _p = ctypes.c_void_p
 _pp = ctypes.POINTER(ctypes.c_void_p)
 _err = ctypes.POINTER(Error)
@@ -50,6 +55,7 @@ _PROTOTYPES = {
     "chorus_comm_destroy": (None, [_p]),
     "chorus_comm_leave": (_status, [_p, _err]),
     "chorus_update_topology": (_status, [_p, _i32, _i32, _err]),
+    "chorus_optimize_topology": (_status, [_p, _i32, _i32, _i32, _i32, ctypes.POINTER(TopologyOptimization), _err]),
     "chorus_comm_poll": (_status, [_p, _err]),
     "chorus_comm_rank": (_i32, [_p]),
     "chorus_comm_world_size": (_i32, [_p]),

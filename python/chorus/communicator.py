@@ -121,6 +121,16 @@ class Communicator(Owned):
         (unless every other member admits), as a retry after a failure wants."""
         self._call("chorus_update_topology", minimum_world_size, 1 if admit_pending else 0)
 
+    def optimize_topology(self, measure_ms=50, remeasure=False, minimum_world_size=1, admit_pending=True):
+        """A safe point that also orders the ring by measured link speed; every member calls it with
+        the same `measure_ms` and `remeasure`. Pairs not measured before are measured (about twice
+        `measure_ms` each), and the group re-forms in the order whose slowest link is fastest, the
+        same at every member. Returns a TopologyOptimization."""
+        result, error = _native.TopologyOptimization(), _native.Error()
+        check(_native.lib.chorus_optimize_topology(self._live(), measure_ms, 1 if remeasure else 0, minimum_world_size,
+                                                   1 if admit_pending else 0, ctypes.byref(result), ctypes.byref(error)), error)
+        return TopologyOptimization(result)
+
     def leave(self):
         """Leaves the group at the next safe point; afterwards only `close()` is allowed."""
         self._call("chorus_comm_leave")
@@ -250,6 +260,20 @@ class Communicator(Owned):
         handle, error = ctypes.c_void_p(), _native.Error()
         check(getattr(_native.lib, function + "_async")(self._live(), *arguments, ctypes.byref(handle), ctypes.byref(error)), error)
         return Request(handle, keep)
+
+
+class TopologyOptimization:
+    """What `optimize_topology()` measured and chose here (link speeds in bytes per second)."""
+
+    def __init__(self, result):
+        self.reordered = bool(result.reordered)
+        self.measured_pairs = result.measured_pairs
+        self.slowest_link_before = result.slowest_link_before
+        self.slowest_link_after = result.slowest_link_after
+
+    def __repr__(self):
+        return (f"TopologyOptimization(reordered={self.reordered}, measured_pairs={self.measured_pairs}, "
+                f"slowest_link_before={self.slowest_link_before:.3g}, slowest_link_after={self.slowest_link_after:.3g})")
 
 
 class SyncInfo:

@@ -19,8 +19,10 @@ and shared state at one master. What Chorus lacks is said, not faked: data types
 (4-bit, 8/16-bit integers, unsigned 32/64) raise `INVALID_ARGUMENT`; quantization options are honoured
 (PCCL's default, 8-bit min-max, quantizes; `QuantizationAlgorithm.NONE` reduces exactly) with Chorus's
 quantized all-reduce: a scale per block of 256 elements, every member the same bits; integer data is
-reduced exactly; quantizing to a type other than 8 or 4 bits raises `INVALID_ARGUMENT`;
-`optimize_topology()` keeps the admission order (Chorus measures no bandwidths yet) and succeeds.
+reduced exactly; quantizing to a type other than 8 or 4 bits raises `INVALID_ARGUMENT`.
+`optimize_topology()` is Chorus's: the members measure the links they have not measured before
+(bounded time per pair) and re-form in the ring order whose slowest link is fastest; like PCCL's it
+admits nobody (joiners wait for `update_topology()`).
 `ReduceInfo` byte counts are what a ring all-reduce moves per peer, 2(n-1)/n of the buffer, as Chorus
 counts no bytes per collective.
 """
@@ -423,8 +425,11 @@ class Communicator:
         return self._call("pcclArePeersPending", ask)
 
     def optimize_topology(self):
-        """Chorus keeps the admission order (it measures no bandwidths yet): nothing to do."""
-        self._call("pcclOptimizeTopology", lambda: None)
+        """Orders the ring by measured link speed; every member calls it (see the module's notes)."""
+        def optimize():
+            self._reform_if_needed()
+            self._comm.optimize_topology(admit_pending=False)
+        self._call("pcclOptimizeTopology", optimize)
 
     def sync_shared_state(self, shared_state, strategy=SharedStateSyncStrategy.ENFORCE_POPULAR):
         def sync():

@@ -114,6 +114,40 @@ def test_pccl_quantization_options_quantize_and_every_peer_gets_the_same_bits(tm
     assert 0 < error <= 2 * 2 / 510 + 1e-5, error
 
 
+OPTIMIZING_PEER = """
+import sys, torch
+from chorus.pccl import Attribute, Communicator, QuantizationAlgorithm, QuantizationOptions, ReduceOp
+communicator = Communicator(sys.argv[1], 0)
+communicator.connect(n_attempts=10)
+while communicator.get_attribute(Attribute.GLOBAL_WORLD_SIZE) < 3:
+    communicator.update_topology()
+communicator.optimize_topology()
+values = torch.arange(1000, dtype=torch.float32) % 11 + int(sys.argv[2])
+summed = torch.empty_like(values)
+communicator.all_reduce(values, summed, op=ReduceOp.SUM,
+                        quantization_options=QuantizationOptions(algorithm=QuantizationAlgorithm.NONE))
+exact = torch.equal(summed, (torch.arange(1000, dtype=torch.float32) % 11) * 3 + 3)
+print("OPTIMIZED world", communicator.get_attribute(Attribute.GLOBAL_WORLD_SIZE), "exact", exact, flush=True)
+"""
+
+
+def test_pccl_optimize_topology_measures_and_the_ring_it_forms_computes():
+    """Three PCCL peers call optimize_topology() (the links are measured: three members) and
+    all-reduce exactly in the ring it formed."""
+    port = free_port()
+    master = pccl.MasterNode(f"127.0.0.1:{port}")
+    master.run()
+    try:
+        peers = [subprocess.Popen([sys.executable, "-c", OPTIMIZING_PEER, f"127.0.0.1:{port}", str(seed)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENVIRONMENT) for seed in range(3)]
+        outputs = [peer.communicate(timeout=120)[0] for peer in peers]
+    finally:
+        master.interrupt()
+    assert all(peer.returncode == 0 for peer in peers), outputs
+    assert [line for output in outputs for line in output.splitlines() if line.startswith("OPTIMIZED")] == \
+        ["OPTIMIZED world 3 exact True"] * 3, outputs
+
+
 def test_pccl_errors_and_limits_are_stated_not_faked():
     with pytest.raises(pccl.PCCLError) as error:
         pccl.Communicator("127.0.0.1:1", peer_group=-1)

@@ -104,8 +104,18 @@ if mode == "collectives":
         comm.all_reduce(values, quantize=quantize, block=block, error_feedback=mine)
         expect(np.array_equal(values.numpy().view(np.uint32), expected.view(np.uint32)), f"quantized {quantize} sum")
         expect(np.array_equal(mine.view(np.uint32), feedbacks[rank].view(np.uint32)), f"quantized {quantize} feedback")
+    # optimize_topology: the first call measures every pair (from 3 members), the second none and
+    # keeps the order; the ring it formed computes.
+    first = comm.optimize_topology(measure_ms=5)
+    second = comm.optimize_topology(measure_ms=5)
+    expect(first.measured_pairs == (n - 1 if n >= 3 else 0) and second.measured_pairs == 0 and not second.reordered,
+           f"optimize_topology measured each pair once: {first!r} {second!r}")
+    values = (rank + index % 7).astype(np.float32)
+    comm.all_reduce(values)
+    expect(np.array_equal(values, (n * (n - 1) // 2 + n * (index % 7)).astype(np.float32)), "sum after optimize_topology")
     # Errors: a precise exception, nothing else.
-    for call, text in ((lambda: comm.all_reduce(np.zeros(4, dtype=np.float32), quantize="int3"), "unknown quantize 'int3'"),
+    for call, text in ((lambda: comm.optimize_topology(measure_ms=0), "outside 1 ms ... 10 s"),
+                       (lambda: comm.all_reduce(np.zeros(4, dtype=np.float32), quantize="int3"), "unknown quantize 'int3'"),
                        (lambda: comm.all_reduce(np.zeros(4, dtype=np.float32), quantize="int8", error_feedback=np.zeros(4)),
                         "error_feedback must be float32 with 4 elements, not float64 with 4"),
                        (lambda: comm.all_reduce(np.zeros(4, dtype=np.int32), quantize="int8"), "takes f32, f16 or bf16 data"),

@@ -133,6 +133,28 @@ chorus_status chorus_comm_leave(chorus_comm *comm, chorus_error *error);
 chorus_status chorus_update_topology(chorus_comm *comm, int32_t minimum_world_size, int32_t admit_pending,
                                      chorus_error *error);
 
+/** What chorus_optimize_topology measured and chose (at this member). */
+typedef struct chorus_topology_optimization {
+    /** 1: the members re-formed in a new ring order; 0: the current order was kept. */
+    int32_t reordered;
+    /** Pairs this member measured; the others' costs were known from an earlier call. */
+    int32_t measured_pairs;
+    /** The ring's slowest link before and after, as measured (bytes per second; 0 below 3 members). */
+    double slowest_link_before;
+    double slowest_link_after;
+} chorus_topology_optimization;
+
+/**
+ * A safe point that also orders the ring by measured link speed (every member calls it, with the
+ * same `measure_ms` and `remeasure`): the members measure the pairs they have not measured before
+ * (both ways at once, each pair for about twice `measure_ms`, 1...10000), share the costs, solve the
+ * order whose slowest link is fastest and re-form in it, as chorus_update_topology does. Every
+ * member ends with the same order. `remeasure` 1 measures known pairs again. `result` may be NULL.
+ * A member lost while measuring aborts it (retryable; the order is unchanged).
+ */
+chorus_status chorus_optimize_topology(chorus_comm *comm, int32_t measure_ms, int32_t remeasure, int32_t minimum_world_size,
+                                       int32_t admit_pending, chorus_topology_optimization *result, chorus_error *error);
+
 int32_t chorus_comm_rank(const chorus_comm *comm);
 int32_t chorus_comm_world_size(const chorus_comm *comm);
 uint64_t chorus_comm_epoch(const chorus_comm *comm);

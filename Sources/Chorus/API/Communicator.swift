@@ -152,17 +152,7 @@ public final class Communicator: Sendable {
     /// - Throws: `topologyFailed` (retryable: call again), `masterUnreachable`, `evicted`, `timedOut`.
     public func updateTopology(minimumWorldSize: Int = 1, admitting: Bool = true) throws {
         try withCore { core throws in
-            let session = try core.openSession()
-            try session.sendToMaster(.updateTopology(epoch: session.topology.epoch,
-                                                     minimumWorldSize: UInt32(clamping: minimumWorldSize),
-                                                     admitting: admitting))
-            do throws {
-                try session.awaitTopology(deadline: .now + session.configuration.admissionTimeout)
-            } catch {
-                publishStatus(of: session)
-                throw error
-            }
-            publishStatus(of: session)
+            try core.reform(session: try core.openSession(), minimumWorldSize: minimumWorldSize, admitting: admitting)
         }
     }
 

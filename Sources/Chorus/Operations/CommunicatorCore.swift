@@ -11,10 +11,13 @@ final class Core: @unchecked Sendable {
     /// When the last verdict came: the master's thread spins `spinWait` after its last message and
     /// then sleeps (see `OperationLinks.owedBegin`).
     private var lastVerdictAt = ContinuousClock.now
-    private var scratch = Workspace()
+    var scratch = Workspace()
     private var backup = Workspace()
     private var gathered = Workspace()
     private var feedbackBackup = Workspace()
+    /// Seconds per byte of each link `optimizeTopology()` measured, the same at every member that
+    /// took part (see `optimizeTopology(settings:minimumWorldSize:admitting:)`).
+    var linkCosts: [DirectedLink: Double] = [:]
 
     init(session: PeerSession) { self.session = session }
 

@@ -20,6 +20,10 @@ enum Route {
     case neighbours
     /// The mesh: one connection per pair of members, both ways.
     case mesh
+    /// The mesh, where both members of a pair outside the epoch's pattern need their link at once
+    /// (`LinkMeasurement`): the lower rank dials it, the higher waits for its hello (both dialing
+    /// would leave each end closing the other's link as a second one).
+    case everyPair
 }
 
 /// The links of the current epoch, bound to one operation: every frame carries its epoch and op id,
@@ -95,13 +99,16 @@ final class OperationLinks: CollectiveLinks {
             return lane(second.1)
         case .mesh:
             return try meshLink(to: peer)
+        case .everyPair:
+            return try meshLink(to: peer, dialing: rank < peer)
         }
     }
 
-    /// The mesh link to `peer`, dialed now if the epoch's pattern left it out (see `EpochLinks`).
-    func meshLink(to peer: Int) throws -> ConnectionNumber {
+    /// The mesh link to `peer`, dialed now if the epoch's pattern left it out (see `EpochLinks`), or
+    /// (not `dialing`) waited for until `peer` dials it.
+    func meshLink(to peer: Int, dialing: Bool = true) throws -> ConnectionNumber {
         if let link = session.links?.mesh[peer] { return link }
-        session.dialMeshLink(to: peer)
+        if dialing { session.dialMeshLink(to: peer) }
         let link = try session.wait(until: deadline) { () throws(OperationInterruption) -> ConnectionNumber? in
             if let link = session.links?.mesh[peer] { return link }
             if let failure = session.meshDialFailure(to: peer) {

@@ -4,7 +4,7 @@ import ChorusProtocol
 /// Collective kinds, as reported to the master in each operation's descriptor.
 enum Collective: UInt8, CustomStringConvertible {
     case allReduce = 1, reduceScatter = 2, allGather = 3, broadcast = 4, barrier = 5, allScan = 6
-    case synchronize = 7
+    case synchronize = 7, measureLinks = 8
 
     var description: String {
         switch self {
@@ -15,6 +15,7 @@ enum Collective: UInt8, CustomStringConvertible {
         case .barrier: "barrier"
         case .allScan: "allScan"
         case .synchronize: "synchronize"
+        case .measureLinks: "optimizeTopology"
         }
     }
 }
@@ -48,6 +49,9 @@ extension OperationDescriptor {
                     ("algorithm", blocks == 0 ? "recursiveDoubling" : "chain(blocks \(blocks))")]
         case .synchronize:
             return [head, ("tensors", "\(d.count)")]
+        case .measureLinks:
+            let measurement = LinkMeasurementSettings(detail: d.detail)
+            return [head, ("measuring", "\(measurement.phaseTarget) per phase"), ("remeasure", "\(measurement.remeasure)")]
         }
     }
 }

@@ -61,6 +61,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         var role: Role
         var requestedMinimum: UInt32? // set while the member waits at the safe point
         var admitting = true // what it asked for there: false keeps waiting peers waiting
+        var proposedOrder: [PeerID] = [] // the ring order it proposed there (empty: none)
     }
 
     private struct Report: Sendable {
@@ -199,12 +200,13 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         switch message {
         case .register, .rejoin:
             return [.send(connection, .rejected("already registered as peer \(peer.id)")), .close(connection)]
-        case .updateTopology(let requestEpoch, let minimum, let admitting):
+        case .updateTopology(let requestEpoch, let minimum, let admitting, let ringOrder):
             // Pending peers wait for admission anyway; a request from an older epoch was answered by
             // the topology on its way (a member that rejoined sends it again).
             guard peer.role == .member, requestEpoch == epoch else { return [] }
             peers[connection]?.requestedMinimum = minimum
             peers[connection]?.admitting = admitting
+            peers[connection]?.proposedOrder = ringOrder
             safePointRequested = true
             // Members that already began the undecided operation would wait for this one forever.
             var actions: [Action] = []
@@ -367,7 +369,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             peers[leaver.connection] = nil
             actions.append(.send(leaver.connection, .left))
         }
-        ring = members.filter { $0.role == .member }.map(\.connection) + pending
+        ring = Self.ringOrder(of: members.filter { $0.role == .member }) + pending
         epoch += 1
         struckThisEpoch = []
         lastDecidedOp = 0
@@ -381,10 +383,23 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             peers[connection]?.role = .member
             peers[connection]?.requestedMinimum = nil
             peers[connection]?.admitting = true
+            peers[connection]?.proposedOrder = []
         }
         let topology = currentTopology
         actions += ring.map { .send($0, .topology(topology)) }
         return actions + pendingChanged()
+    }
+
+    /// The staying members in the order they proposed (`updateTopology`'s `ringOrder`), when every
+    /// member that proposed one proposed the same and it names each of them once (ids of leavers
+    /// are passed over); otherwise in their current order.
+    private static func ringOrder(of stayers: [Peer]) -> [Connection] {
+        let current = stayers.map(\.connection)
+        let proposals = Set(stayers.map(\.proposedOrder).filter { !$0.isEmpty })
+        guard proposals.count == 1, let proposal = proposals.first else { return current }
+        let byID = Dictionary(uniqueKeysWithValues: stayers.map { ($0.id, $0.connection) })
+        let proposed = proposal.compactMap { byID[$0] }
+        return proposed.count == current.count && Set(proposed).count == current.count ? proposed : current
     }
 
     // MARK: - Rejoining and adoption

@@ -17,6 +17,8 @@ extension ByteWriter {
         u64(t.epoch); u32(UInt32(t.members.count))
         for m in t.members { u64(m.id); address(m.address) }
     }
+    /// A u32 count, then the values.
+    mutating func u64s(_ values: [UInt64]) { u32(UInt32(values.count)); values.forEach { u64($0) } }
     mutating func descriptor(_ d: OperationDescriptor) {
         u8(d.collective); u8(d.dataType); u8(d.reduceOp); u64(d.count); u64(d.detail)
     }
@@ -41,6 +43,13 @@ extension ByteWriter {
 }
 
 extension ByteReader {
+    mutating func u64s(limit: Int) throws(DecodeError) -> [UInt64] {
+        let n = try count(minimumItemBytes: 8, limit: limit)
+        var values: [UInt64] = []
+        values.reserveCapacity(n)
+        for _ in 0 ..< n { values.append(try u64()) }
+        return values
+    }
     mutating func descriptor() throws(DecodeError) -> OperationDescriptor {
         OperationDescriptor(collective: try u8(), dataType: try u8(), reduceOp: try u8(), count: try u64(), detail: try u64())
     }
@@ -92,8 +101,8 @@ extension PeerToMaster {
         var w = ByteWriter()
         switch self {
         case .register(let listen, let peerGroup): w.kind(.register); w.address(listen); w.u32(peerGroup)
-        case .updateTopology(let epoch, let minimum, let admitting):
-            w.kind(.updateTopology); w.u64(epoch); w.u32(minimum); w.u8(admitting ? 1 : 0)
+        case .updateTopology(let epoch, let minimum, let admitting, let ringOrder):
+            w.kind(.updateTopology); w.u64(epoch); w.u32(minimum); w.u8(admitting ? 1 : 0); w.u64s(ringOrder)
         case .begin(let epoch, let opID, let d):
             w.kind(.begin); w.u64(epoch); w.u64(opID); w.descriptor(d)
         case .report(let epoch, let opID, let d, let outcome):
@@ -113,7 +122,9 @@ extension PeerToMaster {
         var r = ByteReader(bytes)
         switch try r.kind() {
         case .register: self = .register(listen: try r.address(), peerGroup: try r.u32())
-        case .updateTopology: self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32(), admitting: try r.flag("admitting"))
+        case .updateTopology:
+            self = .updateTopology(epoch: try r.u64(), minimumWorldSize: try r.u32(), admitting: try r.flag("admitting"),
+                                   ringOrder: try r.u64s(limit: maximumWorldSize))
         case .begin: self = .begin(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor())
         case .report:
             self = .report(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor(), outcome: try r.outcome())

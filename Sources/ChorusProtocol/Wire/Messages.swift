@@ -161,8 +161,10 @@ public enum PeerToMaster: Hashable, Sendable {
     case register(listen: PeerAddress, peerGroup: UInt32 = 0)
     /// The peer reached a safe point and lets the master re-form the ring. `admitting` false: only
     /// the current members re-form (lost ones dropped); waiting peers stay waiting unless every
-    /// member admits.
-    case updateTopology(epoch: UInt64, minimumWorldSize: UInt32, admitting: Bool = true)
+    /// member admits. `ringOrder`, when not empty, proposes the members' order for the next epoch
+    /// (peer ids; `Communicator.optimizeTopology()` sends the order it solved): the master takes it
+    /// when every member that proposed one proposed the same and it names every staying member.
+    case updateTopology(epoch: UInt64, minimumWorldSize: UInt32, admitting: Bool = true, ringOrder: [PeerID] = [])
     /// The peer starts operation `opID` (sent before its data moves, so the master compares the
     /// members' calls while the data is on its way and stops a mismatch in milliseconds).
     case begin(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor)

@@ -13,8 +13,8 @@ extension ByteWriter {
 
     mutating func plan(_ p: SyncPlan) {
         u64(p.revision)
-        u32(UInt32(p.hashes.count)); p.hashes.forEach { u64($0) }
-        u32(UInt32(p.sources.count)); p.sources.forEach { u64($0) }
+        u64s(p.hashes)
+        u64s(p.sources)
         u32(UInt32(p.receivers.count))
         for receiver in p.receivers {
             u64(receiver.id); u32(UInt32(receiver.tensors.count)); receiver.tensors.forEach { u32($0) }
@@ -54,13 +54,5 @@ extension ByteReader {
             receivers.append(SyncPlan.Receiver(id: id, tensors: tensors))
         }
         return SyncPlan(revision: revision, hashes: hashes, sources: sources, receivers: receivers)
-    }
-
-    private mutating func u64s(limit: Int) throws(DecodeError) -> [UInt64] {
-        let n = try count(minimumItemBytes: 8, limit: limit)
-        var values: [UInt64] = []
-        values.reserveCapacity(n)
-        for _ in 0 ..< n { values.append(try u64()) }
-        return values
     }
 }
