@@ -26,7 +26,7 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "Algorithm: allreduce ring, tree (recursive doubling) or auto; allscan chain, tree or auto.") var algorithm = "auto"
     @Option(help: "Transport: tcp, shm, rdma or auto (rdma needs an RDMA device and --bind on its interface).") var transport = "tcp"
     @Option(help: "Address peers listen on (default: CHORUS_BIND, else 127.0.0.1).") var bind: String?
-    @Option(help: "Connections per neighbour.") var connections = 1
+    @Option(help: "Connections each peer dials to its right neighbour; 0: automatic (one, or what --optimize-topology measured the link to need).") var connections = 0
     @Flag(help: "Reduce in place (default: out of place).") var inPlace = false
     @Option(help: "allscan: blocks pipelined down the chain (default: from the cost model).") var blocks: Int?
     @Option(help: "syncstate: how many peers are outdated (the last ranks); the others serve.") var joiners = 1
@@ -54,7 +54,7 @@ struct ChorusBench: ParsableCommand {
         guard joiners >= 0, joiners < max(2, local ?? world ?? 2) else { throw ValidationError("--joiners must leave at least one peer to serve") }
         guard let kind = TransportKind(rawValue: transport) else { throw ValidationError("--transport must be tcp, shm, rdma or auto") }
         if kind == .rdma, let why = TransportKind.rdmaUnavailableReason { throw ValidationError("--transport rdma: \(why)") }
-        guard (1 ... 64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
+        guard (0 ... 64).contains(connections) else { throw ValidationError("--connections must be in 0...64") }
         if let gapMs, gapMs < 0 { throw ValidationError("--gap-ms must not be negative") }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
         guard try parseSize(minBytes) <= parseSize(maxBytes) else { throw ValidationError("-b \(minBytes) is larger than -e \(maxBytes)") }
@@ -111,7 +111,8 @@ struct ChorusBench: ParsableCommand {
         let seconds = (ContinuousClock.now - started) / .seconds(1)
         func megabits(_ bytesPerSecond: Double) -> String { String(Int(bytesPerSecond * 8 / 1e6)) }
         print("# optimizeTopology: \((seconds * 1000).rounded() / 1000) s, \(result.measuredPairs) pairs measured here; ring (peer ids) "
-              + "\(before) -> \(result.ring); slowest link \(megabits(result.slowestLinkBefore)) -> \(megabits(result.slowestLinkAfter)) Mbit/s")
+              + "\(before) -> \(result.ring); slowest link \(megabits(result.slowestLinkBefore)) -> \(megabits(result.slowestLinkAfter)) Mbit/s; "
+              + "\(result.rightLanes) connection(s) to the right neighbour")
     }
 
     static let algorithms: [String: AllReduceAlgorithm] = ["auto": .auto, "ring": .ring, "tree": .recursiveDoubling, "rd": .recursiveDoubling]

@@ -37,7 +37,7 @@ struct Sweep {
         let progress = leader && isatty(2) == 1
         if leader {
             let pacing = gap.map { "after a barrier and \($0) idle" } ?? "back to back"
-            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) x\(connections), algorithm \(quantization.map { "quantized (\($0))" } ?? algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)")
+            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) \(connections == 0 ? "automatic lanes" : "x\(connections)"), algorithm \(quantization.map { "quantized (\($0))" } ?? algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)")
             print(Row.header)
         }
         var totalWrong = 0

@@ -109,4 +109,19 @@ import Testing
             }
         }
     }
+
+    /// Lanes: one unless a connection's window bounded the measured rate; then enough for twice the
+    /// measured bandwidth-delay product, 2 to 4.
+    @Test func aLinkBoundByTheWindowGetsMoreLanes() {
+        let window = 4 << 20
+        // 50 ms at the rate one 4 MiB window allows (the WAN emulation's 1 Gbit/s link measured so).
+        #expect(LinkMeasurement.lanes(secondsPerByte: 0.05 / Double(window), roundTrip: 0.05, window: window) == 2)
+        // The same round trip at a tenth of that rate: the link, not the window, was the bound.
+        #expect(LinkMeasurement.lanes(secondsPerByte: 0.5 / Double(window), roundTrip: 0.05, window: window) == 1)
+        // Loopback: microseconds of round trip, gigabytes a second.
+        #expect(LinkMeasurement.lanes(secondsPerByte: 1 / 3e9, roundTrip: 50e-6, window: window) == 1)
+        // More in flight than a window can be (a measurement across several windows): capped.
+        #expect(LinkMeasurement.lanes(secondsPerByte: 0.01 / Double(window), roundTrip: 0.05, window: window) == 4)
+        #expect(LinkMeasurement.lanes(secondsPerByte: 0, roundTrip: 0.05, window: window) == 1)
+    }
 }

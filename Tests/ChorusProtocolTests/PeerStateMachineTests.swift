@@ -180,10 +180,40 @@ import Testing
         #expect(m.formationStatus == .failed(.topologyFailed("timed out waiting for the neighbours of epoch 5 to connect")))
     }
 
-    @Test func aLeftNeighbourWithAnotherNumberOfLanesFailsTheFormation() {
+    /// Each end dials its own number of lanes (a setting, or automatic from measurements): this
+    /// peer dials 1 to its right and takes the 3 its left neighbour's hellos name.
+    @Test func theLeftNeighboursHellosSayHowManyLanesItDials() {
         let m = Self.forming()
-        _ = m.received(frame: Self.hello(from: 1, .ring(lane: 0, lanes: 2)), on: 20, epoch: 5, opID: 0, now: Self.start)
-        #expect(m.formationStatus == .failed(.topologyFailed("left neighbour 1 uses 2 connections, this peer 1")))
+        for lane in [2, 0] as [UInt16] {
+            _ = m.received(frame: Self.hello(from: 1, .ring(lane: lane, lanes: 3)), on: 30 + UInt64(lane), epoch: 5, opID: 0, now: Self.start)
+        }
+        _ = m.received(frame: Self.hello(from: 1, .mesh), on: 40, epoch: 5, opID: 0, now: Self.start)
+        #expect(m.formationStatus == .forming, "lane 1 of 3 is missing")
+        _ = m.received(frame: Self.hello(from: 1, .ring(lane: 1, lanes: 3)), on: 31, epoch: 5, opID: 0, now: Self.start)
+        #expect(m.formationStatus == .connected && m.links?.left == [30, 31, 32] && m.links?.right == [10])
+    }
+
+    /// Automatic lanes: the count measured for the right neighbour is dialed; others get one.
+    @Test func automaticLanesDialWhatWasMeasuredForTheRightNeighbour() {
+        let m = Self.registered(lanes: 0)
+        m.automaticLanes = [3: 2, 1: 4]
+        _ = m.received(.topology(Topology(epoch: 5, members: [Self.member(1), Self.member(2), Self.member(3)])))
+        let asked = m.adoptOfferedTopology()
+        #expect(asked.contains(.connectToPeer(Self.member(3), .ring(lane: 1, lanes: 2))))
+        #expect(asked.filter { if case .connectToPeer(_, .ring) = $0 { true } else { false } }.count == 2)
+    }
+
+    @Test func hellosThatDisagreeOnTheLanesFailTheFormation() {
+        for (first, second) in [((0, 2), (1, 3)), ((1, 2), (1, 2)), ((2, 2), (0, 2)), ((0, 0), (0, 1)), ((0, 65), (1, 65))] as [((UInt16, UInt16), (UInt16, UInt16))] {
+            let m = Self.forming()
+            _ = m.received(frame: Self.hello(from: 1, .ring(lane: first.0, lanes: first.1)), on: 20, epoch: 5, opID: 0, now: Self.start)
+            _ = m.received(frame: Self.hello(from: 1, .ring(lane: second.0, lanes: second.1)), on: 21, epoch: 5, opID: 0, now: Self.start)
+            guard case .failed(.topologyFailed(let why)) = m.formationStatus else {
+                Issue.record("\(first), \(second): \(m.formationStatus)")
+                continue
+            }
+            #expect(why.hasPrefix("left neighbour 1 sent a hello for lane"), "\(why)")
+        }
     }
 
     @Test func aTopologyWithoutThisPeerIsAnEviction() {

@@ -71,7 +71,7 @@ import Testing
         #expect(refusal(["CHORUS_PEER_TIMEOUT_MS": "0"]) == "invalid argument: peerTimeout (CHORUS_PEER_TIMEOUT_MS) is 0.0 seconds, it must be positive")
         #expect(refusal(["CHORUS_HEARTBEAT_MS": "0"]) == "invalid argument: heartbeatInterval (CHORUS_HEARTBEAT_MS) is 0.0 seconds, it must be positive")
         #expect(refusal(["CHORUS_HEARTBEAT_MS": "5000"])?.contains("not shorter than peerTimeout (CHORUS_PEER_TIMEOUT_MS) 5.0 seconds") == true)
-        #expect(refusal(["CHORUS_CONNECTIONS": "65"]) == "invalid argument: connectionsPerPeer (CHORUS_CONNECTIONS) is 65, outside 1...64")
+        #expect(refusal(["CHORUS_CONNECTIONS": "65"]) == "invalid argument: connectionsPerPeer (CHORUS_CONNECTIONS) is 65, outside 0...64")
         #expect(refusal(["CHORUS_SEGMENT_BYTES": "0"]) == "invalid argument: segmentBytes (CHORUS_SEGMENT_BYTES) is 0, outside 1...2147483647")
         #expect(refusal(["CHORUS_SYNC_CHUNKS_IN_FLIGHT": "0"])?.contains("syncChunksInFlight") == true)
         #expect(refusal(["CHORUS_PEER_TIMEOUT_MS": "2000", "CHORUS_HEARTBEAT_MS": "200"]) == nil)

@@ -138,4 +138,36 @@ import Testing
             #expect(oks.count == 3 && oks.allSatisfy { $0.fields["correct"] == "true" }, "\(output)")
         }
     }
+
+    /// Each member dials its own number of connections to its right neighbour (here set by hand,
+    /// as automatic lanes set them from measurements), and the neighbour takes what its hellos
+    /// say: three peer processes dialing 1, 3 and 2 form one ring, hold the connections that
+    /// makes, and every ring all-reduce (1 Mi elements, segments striped over the lanes) is exact.
+    @Test func neighboursThatDialDifferentNumbersOfLanesFormOneRing() throws {
+        let (master, endpoint) = try ProcessFaultTests.startMaster()
+        defer { master.signal(SIGKILL) }
+        let dialed = [1, 3, 2]
+        let peers = try dialed.map { lanes in
+            try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-test-peer",
+                             arguments: ["--master", endpoint, "--world", "3", "--count", "1048576", "--rounds", "4"],
+                             environment: ProcessFaultTests.environment.merging(["CHORUS_CONNECTIONS": "\(lanes)",
+                                                                                 "CHORUS_RD_MAX_BYTES": "0"]) { $1 },
+                             captureOutput: true)
+        }
+        defer { peers.forEach { $0.signal(SIGKILL) } }
+        let outputs = peers.map { $0.output(timeoutMilliseconds: 120_000) }
+        let ready = outputs.map { ProcessFaultTests.lines($0).first { $0.kind == "READY" } }
+        let ranks = ready.map { $0?.fields["rank"].flatMap { Int($0) } ?? -1 }
+        #expect(Set(ranks) == [0, 1, 2], "\(outputs)")
+        for (index, line) in ready.enumerated() {
+            // Its own lanes to the right, its left neighbour's, a mesh link to each (3 members: every
+            // pair is a power of two apart), and the master.
+            let left = ranks.firstIndex(of: (ranks[index] + 2) % 3) ?? index
+            #expect(line?.fields["connections"] == "\(dialed[index] + dialed[left] + 2 + 1)", "\(outputs[index])")
+        }
+        for output in outputs {
+            let oks = ProcessFaultTests.lines(output).filter { $0.kind == "OK" }
+            #expect(oks.count == 4 && oks.allSatisfy { $0.fields["correct"] == "true" }, "\(output)")
+        }
+    }
 }

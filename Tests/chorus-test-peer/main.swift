@@ -1,6 +1,6 @@
 // A peer process for the integration tests: joins a master, runs in-place all-reduces in a loop,
 // and prints one line per event, which the tests parse:
-//   READY rank=R world=N epoch=E id=I
+//   READY rank=R world=N epoch=E id=I connections=C
 //   OK round=K epoch=E world=N correct=true|false hash=H
 //   ABORT round=K epoch=E retryable=true|false restored=true|false ms=M error=TEXT
 //   TOPOLOGY epoch=E world=N rank=R ms=M
@@ -57,7 +57,7 @@ func hash(_ values: [Float]) -> UInt64 {
 do {
     let communicator = try Communicator(master: master)
     while communicator.worldSize < world { try communicator.updateTopology(minimumWorldSize: world) }
-    say("READY rank=\(communicator.rank) world=\(communicator.worldSize) epoch=\(communicator.epoch) id=\(communicator.peerID)")
+    say("READY rank=\(communicator.rank) world=\(communicator.worldSize) epoch=\(communicator.epoch) id=\(communicator.peerID) connections=\(communicator.openConnectionCount)")
     if CommandLine.arguments.contains("--optimize-topology") { try optimizeTopologyWhenTold(communicator) }
     if CommandLine.arguments.contains("--state-mib") { try synchronizeState(communicator) }
     if let collective = option("collective") {

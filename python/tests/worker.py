@@ -104,11 +104,11 @@ if mode == "collectives":
         comm.all_reduce(values, quantize=quantize, block=block, error_feedback=mine)
         expect(np.array_equal(values.numpy().view(np.uint32), expected.view(np.uint32)), f"quantized {quantize} sum")
         expect(np.array_equal(mine.view(np.uint32), feedbacks[rank].view(np.uint32)), f"quantized {quantize} feedback")
-    # optimize_topology: the first call measures every pair (from 3 members), the second none and
+    # optimize_topology: the first call measures every pair, the second none and
     # keeps the order; the ring it formed computes.
     first = comm.optimize_topology(measure_ms=5)
     second = comm.optimize_topology(measure_ms=5)
-    expect(first.measured_pairs == (n - 1 if n >= 3 else 0) and second.measured_pairs == 0 and not second.reordered,
+    expect(first.measured_pairs == n - 1 and second.measured_pairs == 0 and not second.reordered,
            f"optimize_topology measured each pair once: {first!r} {second!r}")
     values = (rank + index % 7).astype(np.float32)
     comm.all_reduce(values)

@@ -139,7 +139,7 @@ typedef struct chorus_topology_optimization {
     int32_t reordered;
     /** Pairs this member measured; the others' costs were known from an earlier call. */
     int32_t measured_pairs;
-    /** The ring's slowest link before and after, as measured (bytes per second; 0 below 3 members). */
+    /** The ring's slowest link before and after, as measured (bytes per second; 0 for a member alone). */
     double slowest_link_before;
     double slowest_link_after;
 } chorus_topology_optimization;
@@ -149,7 +149,9 @@ typedef struct chorus_topology_optimization {
  * same `measure_ms` and `remeasure`): the members measure the pairs they have not measured before
  * (both ways at once, each pair for about twice `measure_ms`, 1...10000), share the costs, solve the
  * order whose slowest link is fastest and re-form in it, as chorus_update_topology does. Every
- * member ends with the same order. `remeasure` 1 measures known pairs again. `result` may be NULL.
+ * member ends with the same order; with automatic lanes (CHORUS_CONNECTIONS 0, the default) each
+ * dials as many connections to its right neighbour as the measured link needs. `remeasure` 1
+ * measures known pairs again. `result` may be NULL.
  * A member lost while measuring aborts it (retryable; the order is unchanged).
  */
 chorus_status chorus_optimize_topology(chorus_comm *comm, int32_t measure_ms, int32_t remeasure, int32_t minimum_world_size,

@@ -9,8 +9,11 @@ public struct TopologyOptimization: Sendable, Equatable {
     public let reordered: Bool
     /// How many of this member's pairs were measured; the others' costs were known.
     public let measuredPairs: Int
-    /// The slowest link of the ring before and after, as measured (bytes per second; 0 with fewer
-    /// than 3 members, where nothing is measured).
+    /// The connections this member dials to its right neighbour in the new epoch (with automatic
+    /// lanes, `Configuration.connectionsPerPeer` 0, what the measured link needs; 0 alone).
+    public let rightLanes: Int
+    /// The slowest link of the ring before and after, as measured (bytes per second; 0 for a member
+    /// alone, where nothing is measured).
     public let slowestLinkBefore: Double
     public let slowestLinkAfter: Double
 }
@@ -24,7 +27,10 @@ extension Communicator {
     /// heuristic above), and re-form the group in it, as `updateTopology()` does (waiting peers are
     /// admitted at the end of the ring; their links are measured at the next call). Every member
     /// ends with the same order. A member that joins later has its pairs measured then; pass
-    /// `remeasure` to measure every pair again after the network changed.
+    /// `remeasure` to measure every pair again after the network changed. With automatic lanes
+    /// (`Configuration.connectionsPerPeer` 0, the default) each member also dials as many
+    /// connections to its right neighbour as the measured link needs: more than one where a single
+    /// connection's window, not the link, bounded the rate (a long fat pipe).
     /// - Parameters:
     ///   - measuringFor: how long a pair's last measuring phase runs at least (1 ms to 10 s); every
     ///     member must pass the same.

@@ -76,9 +76,11 @@ public struct Configuration: Sendable {
     /// the chain won at every size measured (4 and 8 peers, 4 KiB-16 MiB), since doubling keeps every
     /// peer busy at once; raise it where each peer has its own cores.
     public var scanRecursiveDoublingMaxBytes = 0
-    /// Parallel TCP connections to each ring neighbour; segments stripe across them. Every peer
-    /// of a group must use the same number.
-    public var connectionsPerPeer = 1
+    /// Parallel connections this peer dials to its right ring neighbour (its ring lanes); segments
+    /// stripe across them, and the neighbour takes the number its hellos name. 0 (the default):
+    /// automatic, one until `Communicator.optimizeTopology()` has measured the link, then as many as
+    /// its bandwidth-delay product needs (see DESIGN.md, "Ring order by measured link speed").
+    public var connectionsPerPeer = 0
     /// The peer group this communicator joins (PCCL's peer groups, `MPI_Comm_split`'s colour). One
     /// master keeps each group apart: its own members, epochs, collectives, safe points and shared
     /// state, so a fault or a re-forming in one group leaves the others running. A process that
@@ -162,7 +164,7 @@ public struct Configuration: Sendable {
             ("socketBufferBytes", "CHORUS_SOCKET_BUFFER_BYTES", socketBufferBytes, 0 ... Int(Int32.max)),
             ("recursiveDoublingMaxBytes", "CHORUS_RD_MAX_BYTES", recursiveDoublingMaxBytes, 0 ... Int.max),
             ("scanRecursiveDoublingMaxBytes", "CHORUS_SCAN_RD_MAX_BYTES", scanRecursiveDoublingMaxBytes, 0 ... Int.max),
-            ("connectionsPerPeer", "CHORUS_CONNECTIONS", connectionsPerPeer, 1 ... 64),
+            ("connectionsPerPeer", "CHORUS_CONNECTIONS", connectionsPerPeer, 0 ... PeerStateMachine.maximumLanes),
             ("suspicionMultiple", "CHORUS_SUSPICION_MULTIPLE", suspicionMultiple, 0 ... 1000),
             ("maxControlBytes", "maxControlBytes", maxControlBytes, 1024 ... Int(Int32.max)),
             ("maxBufferedControlBytes", "maxBufferedControlBytes", maxBufferedControlBytes, maxControlBytes ... Int.max),

@@ -7,6 +7,12 @@ struct DirectedLink: Hashable {
     let to: PeerID
 }
 
+/// What `LinkMeasurement` found for one direction of a link.
+struct MeasuredLink: Equatable {
+    let secondsPerByte: Double
+    let roundTrip: Double
+}
+
 /// What every member of an `optimizeTopology()` must pass alike, as the measurement's descriptor
 /// carries it: the phase target in microseconds, and whether known costs are measured again (bit 63).
 struct LinkMeasurementSettings: Equatable {
@@ -51,7 +57,7 @@ extension Core {
         var current = RingOrder(order: Array(0 ..< n), costs: Array(repeating: Array(repeating: 0, count: n), count: n))
         var solved = current
         var measuredPairs = 0
-        if n >= 3 {
+        if n >= 2 {
             let me = session.rank
             let measurement = LinkMeasurement(phaseTarget: settings.phaseTarget)
             let known = { (peer: Int) -> Bool in
@@ -71,20 +77,27 @@ extension Core {
             }
             guard let incoming else { preconditionFailure("a measurement that succeeded returns its costs") }
             measuredPairs = incoming.measuredPairs
-            // Row j of the gathered matrix: what reaches member j from each member.
-            let row = (0 ..< n).map { j in
-                j == me ? 0 : incoming.costs[j] ?? linkCosts[DirectedLink(from: ids[j], to: ids[me])]!
+            // Row j of the gathered matrix: what reaches member j from each member (seconds per
+            // byte for n members, then the round trips).
+            let row = (0 ..< n).map { j -> MeasuredLink in
+                if j == me { return MeasuredLink(secondsPerByte: 0, roundTrip: 0) }
+                if let cost = incoming.costs[j], let roundTrip = incoming.roundTrips[j] {
+                    return MeasuredLink(secondsPerByte: cost, roundTrip: roundTrip)
+                }
+                return linkCosts[DirectedLink(from: ids[j], to: ids[me])]!
             }
-            var rows = [Double](repeating: 0, count: n * n)
-            try row.withUnsafeBytes { mine in
+            let mine = row.map(\.secondsPerByte) + row.map(\.roundTrip)
+            var rows = [Double](repeating: 0, count: 2 * n * n)
+            try mine.withUnsafeBytes { mine in
                 try rows.withUnsafeMutableBytes { all in
-                    try allGather(input: mine.baseAddress!, output: all.baseAddress!, count: n, dataType: .float64)
+                    try allGather(input: mine.baseAddress!, output: all.baseAddress!, count: 2 * n, dataType: .float64)
                 }
             }
-            let costs = (0 ..< n).map { from in (0 ..< n).map { to in rows[to * n + from] } }
+            let costs = (0 ..< n).map { from in (0 ..< n).map { to in rows[to * 2 * n + from] } }
             for from in 0 ..< n {
                 for to in 0 ..< n where from != to {
-                    linkCosts[DirectedLink(from: ids[from], to: ids[to])] = costs[from][to]
+                    linkCosts[DirectedLink(from: ids[from], to: ids[to])] =
+                        MeasuredLink(secondsPerByte: costs[from][to], roundTrip: rows[to * 2 * n + n + from])
                 }
             }
             current = RingOrder(order: Array(0 ..< n), costs: costs)
@@ -92,11 +105,24 @@ extension Core {
         }
         let reordered = solved.isWorthReforming(from: current)
         let proposal = (reordered ? solved : current).order.map { ids[$0] }
+        session.machine.automaticLanes = automaticLanes(from: session.peerID, window: session.configuration.socketBufferBytes)
         try reform(session: session, minimumWorldSize: minimumWorldSize, admitting: admitting, ringOrder: proposal)
         return TopologyOptimization(ring: session.topology.members.map(\.id), reordered: reordered,
-                                    measuredPairs: measuredPairs,
+                                    measuredPairs: measuredPairs, rightLanes: session.links?.right.count ?? 0,
                                     slowestLinkBefore: Self.throughput(current.bottleneck),
                                     slowestLinkAfter: Self.throughput(reordered ? solved.bottleneck : current.bottleneck))
+    }
+
+    /// The lanes to dial to each member as a right neighbour (`LinkMeasurement.lanes`), for the
+    /// links this member measured or learned. A socket buffer of 0 leaves it to the kernel, whose
+    /// auto-tuning stops at 4 MiB here (`tcp_wmem`).
+    private func automaticLanes(from me: PeerID, window: Int) -> [PeerID: Int] {
+        var lanes: [PeerID: Int] = [:]
+        for (link, measured) in linkCosts where link.from == me {
+            lanes[link.to] = LinkMeasurement.lanes(secondsPerByte: measured.secondsPerByte, roundTrip: measured.roundTrip,
+                                                   window: window > 0 ? window : 4 << 20)
+        }
+        return lanes
     }
 
     /// Bytes per second for a cost in seconds per byte (0: not measured).

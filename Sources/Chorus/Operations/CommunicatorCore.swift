@@ -15,9 +15,9 @@ final class Core: @unchecked Sendable {
     private var backup = Workspace()
     private var gathered = Workspace()
     private var feedbackBackup = Workspace()
-    /// Seconds per byte of each link `optimizeTopology()` measured, the same at every member that
-    /// took part (see `optimizeTopology(settings:minimumWorldSize:admitting:)`).
-    var linkCosts: [DirectedLink: Double] = [:]
+    /// Each link `optimizeTopology()` measured, the same at every member that took part (see
+    /// `optimizeTopology(settings:minimumWorldSize:admitting:)`).
+    var linkCosts: [DirectedLink: MeasuredLink] = [:]
 
     init(session: PeerSession) { self.session = session }
 

@@ -67,7 +67,7 @@ extension PeerStateMachine {
         let right = next.members[(index + 1) % n], left = next.members[(index + n - 1) % n]
         let partners = EpochLinks.meshPartners(of: index, count: n)
         let later = partners.filter { $0 > index }
-        let lanes = settings.lanes
+        let lanes = settings.lanes > 0 ? settings.lanes : automaticLanes[right.id] ?? 1
         formation = Formation(epoch: next.epoch, left: left,
                               earlier: Dictionary(uniqueKeysWithValues: partners.filter { $0 < index }.map { (next.members[$0].id, $0) }),
                               dialCount: lanes + later.count)
@@ -111,7 +111,7 @@ extension PeerStateMachine {
     }
 
     /// Looks at the epoch being formed after something changed: fails it on a failed dial, a left
-    /// neighbour with another number of lanes, or the master's abort of the epoch's first operation
+    /// neighbour's hellos that disagree on its number of lanes, or the master's abort of the epoch's first operation
     /// (a member lost while the ring forms never dials); connects it when every link is in.
     func evaluateFormation() -> [Action] {
         guard var current = formation else { return [] }
@@ -120,14 +120,20 @@ extension PeerStateMachine {
             if dial.refusedAuthentication { return failFormation(.authenticationFailed(what)) }
             return reportUnreachable(dial.member.id, dial.failure!) + failFormation(.topologyFailed("the link to \(what)"))
         }
-        let lanes = settings.lanes
+        // The left neighbour chose how many lanes it dials (its setting, or what its measurements
+        // gave): every hello of it names the same count, and each lane once.
         var leftLanes: [(Int, ConnectionNumber)] = [], meshIn: [Int: ConnectionNumber] = [:]
+        var leftLaneCount: Int?
         for (connection, hello) in hellos where hello.epoch == current.epoch {
             switch hello.link {
             case .ring(let lane, let theirLanes) where hello.from == current.left.id:
-                guard Int(theirLanes) == lanes else {
-                    return failFormation(.topologyFailed("left neighbour \(current.left.id) uses \(theirLanes) connections, this peer \(lanes)"))
+                let count = Int(theirLanes)
+                guard (1 ... Self.maximumLanes).contains(count), Int(lane) < count, leftLaneCount.map({ $0 == count }) ?? true,
+                      !leftLanes.contains(where: { $0.0 == Int(lane) }) else {
+                    return failFormation(.topologyFailed("left neighbour \(current.left.id) sent a hello for lane \(lane) of \(theirLanes) "
+                                                         + "after \(leftLanes.count) of \(leftLaneCount.map(String.init) ?? "none")"))
                 }
+                leftLaneCount = count
                 leftLanes.append((Int(lane), connection))
             case .mesh:
                 if let rank = current.earlier[hello.from] { meshIn[rank] = connection }
@@ -135,11 +141,12 @@ extension PeerStateMachine {
                 break
             }
         }
+        let leftConnected = leftLanes.count == leftLaneCount
         let ownHellosSent = current.dials.values.allSatisfy { $0.handshake == nil || $0.authenticated }
         let dialsDone = current.dials.count == current.dialCount
-        current.missing = leftLanes.count < lanes ? current.left.id : current.earlier.first { meshIn[$0.value] == nil }?.key
+        current.missing = !leftConnected ? current.left.id : current.earlier.first { meshIn[$0.value] == nil }?.key
         formation = current
-        guard leftLanes.count == lanes, meshIn.count == current.earlier.count, ownHellosSent, dialsDone else {
+        guard leftConnected, meshIn.count == current.earlier.count, ownHellosSent, dialsDone else {
             // A ring that did connect is kept; an abort then surfaces on the next collective.
             if case .aborted(let reason)? = verdicts[1] { return failFormation(.topologyFailed("\(reason) while the ring formed")) }
             return []

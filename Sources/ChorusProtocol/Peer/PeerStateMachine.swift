@@ -19,7 +19,8 @@
 /// master reached after a loss.
 public final class PeerStateMachine {
     public struct Settings: Sendable {
-        /// Ring connections to each neighbour (`Configuration.connectionsPerPeer`).
+        /// Ring connections this peer dials to its right neighbour (`Configuration.connectionsPerPeer`);
+        /// 0: automatic, from `automaticLanes`. The left neighbour's hellos say how many it dials.
         public var lanes: Int
         /// Shared-state requests queued from members before the operation takes them.
         public var maxQueuedPeerMessages: Int
@@ -94,6 +95,11 @@ public final class PeerStateMachine {
     /// The revision of the last synchronization of shared state this peer completed.
     public var lastSyncedRevision: UInt64?
     public internal(set) var leaveAcknowledged = false
+    /// With automatic lanes (`Settings.lanes` 0): how many to dial to each right neighbour, by id,
+    /// chosen from measured links (`Communicator.optimizeTopology()`); a neighbour not named gets one.
+    public var automaticLanes: [PeerID: Int] = [:]
+    /// The most lanes a link may have (a hello naming more fails the formation).
+    public static let maximumLanes = 64
 
     var verdicts: [UInt64: Outcome] = [:]
     var syncPlans: [UInt64: SyncPlan] = [:]
