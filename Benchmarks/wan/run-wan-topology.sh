@@ -5,8 +5,9 @@
 # the peers joined, so the script runs it three times: joined in site order (0, 1, 2, 3: the ring
 # crosses both slow links), in an order whose ring avoids them (0, 2, 1, 3), and in site order
 # followed by optimizeTopology() (chorus-bench --optimize-topology: the peers measure their links and
-# re-form in the order they solve; the time it took and the ring are printed); gloo (torch.distributed,
-# ranks in the same orders) beside the first two.
+# re-form in the order they solve; the time it took and the ring are printed); gloo (torch.distributed)
+# and Open MPI (MPI_Allreduce, its daemons started in the sites' namespaces by ns-agent.sh), ranks in
+# the same orders, beside the first two.
 # Usage: Benchmarks/wan/run-wan-topology.sh   Environment: SITES, SLOW, SLOW_RATE, RATE, DELAY_MS, SIZE (16M).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,6 +17,7 @@ export SLOW=${SLOW:-0-1 2-3}
 . "$root/Benchmarks/wan/wan-mesh.sh"
 trap mesh_down EXIT
 (cd "$root" && swift build -c release --product chorus-bench >/dev/null && swift build -c release --product chorus-master >/dev/null)
+mpicc -O2 -o "$mesh_build/openmpi_allreduce" "$root/Benchmarks/peers/openmpi_allreduce.c"
 mesh_up "$root" "$sites"
 export CHORUS_LOG_LEVEL=error
 port=28300
@@ -58,6 +60,23 @@ gloo() {
     echo "gloo, ranks in site order $*: ${row:-no result (see $mesh_build/gloo-*)}"
 }
 
+# openmpi ORDER...: rank r on site ORDER[r]; mpirun runs at site 0 and reaches each site by its end
+# of the link to site 0 (each link's own /30: Open MPI pairs addresses by subnet).
+openmpi() {
+    local site
+    : > "$mesh_build/hosts"
+    for site in "$@"; do
+        if [ "$site" = 0 ]; then mesh_pair_addr 0 1; else mesh_pair_addr "$site" 0; fi | sed 's/$/ slots=1/' >> "$mesh_build/hosts"
+    done
+    ip netns exec "${MESH_NS[0]}" mpirun --allow-run-as-root -np "$sites" --hostfile "$mesh_build/hosts" \
+        --mca plm_rsh_agent "$root/Benchmarks/wan/ns-agent.sh" --mca btl tcp,self \
+        --mca btl_tcp_if_include 10.198.0.0/16 --mca oob_tcp_if_include 10.198.0.0/16 \
+        "$mesh_build/openmpi_allreduce" -b "$size" -e "$size" -n 5 -w 1 > "$mesh_build/mpi" 2>&1 || true
+    local row
+    row=$(awk '$1 ~ /^[0-9]+$/ { print $2 / 1e6 " s, wrong " $6 }' "$mesh_build/mpi")
+    echo "Open MPI, ranks in site order $*: ${row:-no result (see $mesh_build/mpi)}"
+}
+
 orders=("$(seq -s ' ' 0 $((sites - 1)))")
 if [ "$sites" = 4 ]; then orders+=("0 2 1 3"); fi
 for order in "${orders[@]}"; do
@@ -65,6 +84,8 @@ for order in "${orders[@]}"; do
     run $order
     # shellcheck disable=SC2086
     gloo $order
+    # shellcheck disable=SC2086
+    openmpi $order
 done
 # shellcheck disable=SC2046
 BENCH_OPTIONS=--optimize-topology run $(seq 0 $((sites - 1)))

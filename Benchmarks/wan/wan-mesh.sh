@@ -3,8 +3,10 @@
 # at RATE, except the pairs named in SLOW ("0-1 2-3": at SLOW_RATE). Site i has the address
 # 10.199.1.(i+1) on each of its links, routed to each other site over their own link (with
 # MESH_SUBNET=1 and two sites, one /24 instead: Open MPI wants its peers on a subnet of an
-# interface). Only addresses inside the namespaces made here are used. Needs root. After `mesh_up`:
-# MESH_NS and MESH_ADDR (per site). `mesh_down` removes everything (KEEP=1 leaves the namespaces).
+# interface). Each link also carries a /30 of its own, 10.198.(16a+b).0 (site a .1, site b .2;
+# `mesh_pair_addr A B` names A's end), for Open MPI, which finds its peers by subnet. Only addresses
+# inside the namespaces made here are used. Needs root. After `mesh_up`: MESH_NS and MESH_ADDR
+# (per site). `mesh_down` removes everything (KEEP=1 leaves the namespaces).
 
 MESH_NS=() MESH_ADDR=() mesh_line_pids=()
 mesh_build=${TMPDIR:-/tmp}/chorus-wan
@@ -12,6 +14,12 @@ mesh_build=${TMPDIR:-/tmp}/chorus-wan
 mesh_down() {
     for pid in "${mesh_line_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     if [ "${KEEP:-0}" != 1 ]; then for n in "${MESH_NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done; fi
+}
+
+# The address of site A's end of its link to site B (its /30).
+mesh_pair_addr() {
+    local a=$1 b=$2
+    if ((a < b)); then echo "10.198.$((a * 16 + b)).1"; else echo "10.198.$((b * 16 + a)).2"; fi
 }
 
 # The rate of the link between sites a < b.
@@ -47,6 +55,7 @@ mesh_up() {
                     ip -n "${MESH_NS[me]}" addr add "${MESH_ADDR[me]}/24" dev "${devs[k]}"
                 else
                     ip -n "${MESH_NS[me]}" addr add "${MESH_ADDR[me]}/32" peer "${MESH_ADDR[other]}/32" dev "${devs[k]}"
+                    ip -n "${MESH_NS[me]}" addr add "$(mesh_pair_addr "$me" "$other")/30" dev "${devs[k]}"
                 fi
                 ip -n "${MESH_NS[me]}" link set "${devs[k]}" up mtu 1500
                 ip netns exec "${MESH_NS[me]}" tc qdisc add dev "${devs[k]}" root tbf rate "$rate" burst 256kb latency 400ms

@@ -58,6 +58,19 @@ import Testing
         #expect(RingOrder.solve(costs: costs) == solved) // deterministic
     }
 
+    /// The slowest link decides, not the sum: the ring with the smallest sum here crosses one very
+    /// slow link, and the one chosen has only medium links.
+    @Test func theSlowestLinkDecidesBeforeTheSum() {
+        let slow = 100.0, medium = 10.0, fast = 1.0
+        var costs = Array(repeating: Array(repeating: slow * 2, count: 5), count: 5)
+        for (a, b) in [(0, 1), (1, 2), (2, 3), (3, 4)] { costs[a][b] = fast } // 0 1 2 3 4, then 4 -> 0 is slow
+        costs[4][0] = slow
+        for (a, b) in [(0, 2), (2, 4), (4, 1), (1, 3), (3, 0)] { costs[a][b] = medium }
+        let solved = RingOrder.solve(costs: costs)
+        #expect(solved.order == [0, 2, 4, 1, 3] && solved.bottleneck == medium, "\(solved)")
+        #expect(RingOrder(order: [0, 1, 2, 3, 4], costs: costs).total < solved.total)
+    }
+
     @Test func aNearlyEqualOrderIsNotWorthReforming() {
         let current = RingOrder(order: [0, 1, 2, 3], costs: [[0, 1, 5, 5], [5, 0, 1, 5], [5, 5, 0, 1.05], [1, 5, 5, 0]])
         let better = RingOrder(order: [0, 1, 2, 3], costs: [[0, 1, 5, 5], [5, 0, 1, 5], [5, 5, 0, 1.0], [1, 5, 5, 0]])
