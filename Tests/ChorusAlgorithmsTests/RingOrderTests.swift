@@ -61,8 +61,8 @@ import Testing
     /// The slowest link decides, not the sum: the ring with the smallest sum here crosses one very
     /// slow link, and the one chosen has only medium links.
     @Test func theSlowestLinkDecidesBeforeTheSum() {
-        let slow = 100.0, medium = 10.0, fast = 1.0
-        var costs = Array(repeating: Array(repeating: slow * 2, count: 5), count: 5)
+        let slow = 20.0, medium = 10.0, fast = 1.0
+        var costs = Array(repeating: Array(repeating: 200.0, count: 5), count: 5)
         for (a, b) in [(0, 1), (1, 2), (2, 3), (3, 4)] { costs[a][b] = fast } // 0 1 2 3 4, then 4 -> 0 is slow
         costs[4][0] = slow
         for (a, b) in [(0, 2), (2, 4), (4, 1), (1, 3), (3, 0)] { costs[a][b] = medium }
