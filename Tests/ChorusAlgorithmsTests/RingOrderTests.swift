@@ -75,6 +75,9 @@ import Testing
         let current = RingOrder(order: [0, 1, 2, 3], costs: [[0, 1, 5, 5], [5, 0, 1, 5], [5, 5, 0, 1.05], [1, 5, 5, 0]])
         let better = RingOrder(order: [0, 1, 2, 3], costs: [[0, 1, 5, 5], [5, 0, 1, 5], [5, 5, 0, 1.0], [1, 5, 5, 0]])
         #expect(!better.isWorthReforming(from: current))
+        // 19% faster is still within the noise this machine's loopback showed (17%).
+        let somewhatBetter = RingOrder(order: [0, 1, 2, 3], costs: [[0, 0.85, 5, 5], [5, 0, 0.85, 5], [5, 5, 0, 0.85], [0.85, 5, 5, 0]])
+        #expect(!somewhatBetter.isWorthReforming(from: current))
         let muchBetter = RingOrder(order: [0, 1, 2, 3], costs: [[0, 0.5, 5, 5], [5, 0, 0.5, 5], [5, 5, 0, 0.5], [0.5, 5, 5, 0]])
         #expect(muchBetter.isWorthReforming(from: current))
     }
