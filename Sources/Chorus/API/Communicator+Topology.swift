@@ -38,8 +38,10 @@ extension Communicator {
     ///   - minimumWorldSize: as in `updateTopology(minimumWorldSize:admitting:)`.
     ///   - admitting: as in `updateTopology(minimumWorldSize:admitting:)`.
     /// - Returns: the new ring and what was measured.
-    /// - Throws: `invalidArgument`; `aborted` (retryable: a member was lost while measuring; the
-    ///   order is unchanged, call `updateTopology()`), or the errors of `updateTopology()`.
+    /// - Throws: `invalidArgument`; `topologyUpdateRequired` when a collective of this epoch
+    ///   aborted (call `updateTopology()` first); `aborted` (retryable: a member was lost while
+    ///   measuring; the order is unchanged, call `updateTopology()`), or the errors of
+    ///   `updateTopology()`.
     @discardableResult
     public func optimizeTopology(measuringFor: Duration = .milliseconds(50), remeasure: Bool = false,
                                  minimumWorldSize: Int = 1, admitting: Bool = true) throws -> TopologyOptimization {
