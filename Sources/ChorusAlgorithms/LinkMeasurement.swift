@@ -6,19 +6,19 @@
 /// pair first tells each other whether it still knows its costs from an earlier measurement (both
 /// must, else they measure again). The lower rank times the round trip (the shortest of three
 /// ping-pongs) and tells the other. Then both move data both ways at once, as a ring does, in
-/// phases that double from `firstPhaseBytes`: each side times the phase's arrival, and the two swap
-/// their times. The pair stops after the first phase
-/// whose slower direction took `phaseTarget` or more beyond the round trip and moved at less than
-/// 1.25 times the last phase's rate (the rate grows while TCP's slow start or the round trip limits
-/// it, and settles once the link's bandwidth does), or after a phase of 8 targets, or at
-/// `maxPhaseBytes`. So on a long link the data's time is measured, not the round trip's or slow
-/// start's. The cost of a direction is its last phase's time, less half the round trip (when the
-/// data left), per byte.
+/// phases that double from `firstPhaseBytes`: each side times the phase's arrival, and the two
+/// swap their times. The pair stops after the first phase whose slower direction took
+/// `phaseTarget` or more beyond the round trip and moved at less than 1.25 times the last phase's
+/// rate (the rate grows while TCP's slow start or the round trip limits it, and settles once the
+/// link's bandwidth does), or after a phase of 8 targets, or at `maxPhaseBytes`. So on a long link
+/// the data's time is measured, not the round trip's or slow start's. The cost of a direction is
+/// its last phase's time, less half the round trip (when the data left), per byte.
 ///
 /// Bound per pair: the phases up to the link's bandwidth-delay product and one or two of
-/// `phaseTarget` beyond it (0.3 s on loopback, about 2 s on a 50 ms, 1 Gbit/s link), or 8 targets
-/// plus one phase on a link too slow for the first. Phases are sent as frames of at most `frameBytes` out of one small buffer
-/// and received into another (the contents are never read).
+/// `phaseTarget` beyond it (0.3 s for 4 members on loopback, 1.4-1.6 s for a 50 ms, 1 Gbit/s
+/// link), or 8 targets plus one phase on a link too slow for the first. Phases are sent as frames
+/// of at most `frameBytes` out of one small buffer and received into another (the contents are
+/// never read).
 public struct LinkMeasurement: Sendable {
     public let phaseTarget: Duration
     public let firstPhaseBytes: Int
