@@ -40,6 +40,20 @@ import Testing
         #expect(all.allSatisfy { !$0[1].reordered && $0[1].ring == $0[0].ring })
     }
 
+    /// With a shared secret: the pairs outside the epoch's pattern (1-4 and 0-3 of five, three
+    /// apart) get links that authenticate before they count, and the measurement goes through.
+    @Test func withASecretThePairsOutsideThePatternAuthenticateAndAreMeasured() throws {
+        let rings = Mutex<[[PeerID]]>([])
+        try GroupHarness.run(worldSize: 5, configuration: AuthenticationTests.configuration(secret: AuthenticationTests.secret)) { c in
+            let result = try c.optimizeTopology(measuringFor: .milliseconds(5))
+            #expect(result.measuredPairs == 4)
+            #expect(try Self.checkAllReduce(c, round: 3))
+            rings.withLock { $0.append(result.ring) }
+        }
+        let all = rings.withLock { $0 }
+        #expect(all.count == 5 && Set(all).count == 1, "\(all)")
+    }
+
     @Test func membersThatMeasureDifferentlyGetAMismatchNamingTheSetting() throws {
         let messages = Mutex<[String]>([])
         try GroupHarness.run(worldSize: 3) { c in
@@ -70,7 +84,7 @@ import Testing
                                                      arguments: ["--optimize-topology", "--wait-for-file", go])
         defer { peers.forEach { $0.signal(SIGKILL) } }
         #expect(ProcessFaultTests.millisecondsUntil("READY", in: peers) != nil)
-        FileManager.default.createFile(atPath: go, contents: nil)
+        _ = FileManager.default.createFile(atPath: go, contents: nil)
         usleep(20_000) // into the first rounds of measuring (several 64 MiB phases per pair on loopback)
         peers[3].signal(SIGKILL)
         let survivors = Array(peers[0 ..< 3])
@@ -117,7 +131,7 @@ import Testing
         }
         try network.slow(namespaceOf[0]!, namespaceOf[1]!, megabitsPerSecond: 40)
         try network.slow(namespaceOf[2]!, namespaceOf[3]!, megabitsPerSecond: 40)
-        FileManager.default.createFile(atPath: go, contents: nil)
+        _ = FileManager.default.createFile(atPath: go, contents: nil)
         let outputs = peers.map { $0.output(timeoutMilliseconds: 120_000) }
         let optimized = outputs.map { ProcessFaultTests.lines($0).first { $0.kind == "OPTIMIZED" } }
         #expect(optimized.allSatisfy { $0 != nil }, "\(outputs)")
