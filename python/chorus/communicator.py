@@ -125,7 +125,7 @@ class Communicator(Owned):
         """A safe point that also orders the ring by measured link speed; every member calls it with
         the same `measure_ms` and `remeasure`. Pairs not measured before are measured (about twice
         `measure_ms` each), and the group re-forms in the order whose slowest link is fastest, the
-        same at every member. Returns a TopologyOptimization."""
+        same at every member; ranks follow the new order. Returns a TopologyOptimization."""
         result, error = _native.TopologyOptimization(), _native.Error()
         check(_native.lib.chorus_optimize_topology(self._live(), measure_ms, 1 if remeasure else 0, minimum_world_size,
                                                    1 if admit_pending else 0, ctypes.byref(result), ctypes.byref(error)), error)

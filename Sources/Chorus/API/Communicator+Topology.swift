@@ -26,7 +26,8 @@ extension Communicator {
     /// the costs, solve the ring order whose slowest link is fastest (exactly up to 9 members, by a
     /// heuristic above), and re-form the group in it, as `updateTopology()` does (waiting peers are
     /// admitted at the end of the ring; their links are measured at the next call). Every member
-    /// ends with the same order. A member that joins later has its pairs measured then; pass
+    /// ends with the same order, and ranks follow it (a member's rank may change, as at any
+    /// re-forming). A member that joins later has its pairs measured then; pass
     /// `remeasure` to measure every pair again after the network changed. With automatic lanes
     /// (`Configuration.connectionsPerPeer` 0, the default) each member also dials as many
     /// connections to its right neighbour as the measured link needs: more than one where a single
