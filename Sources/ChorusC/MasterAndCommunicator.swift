@@ -90,6 +90,7 @@ public func chorus_optimize_topology(_ comm: OpaquePointer?, _ measureMillisecon
         }
         result?.pointee = chorus_topology_optimization(reordered: optimization.reordered ? 1 : 0,
                                                        measured_pairs: Int32(clamping: optimization.measuredPairs),
+                                                       right_lanes: Int32(clamping: optimization.rightLanes),
                                                        slowest_link_before: optimization.slowestLinkBefore,
                                                        slowest_link_after: optimization.slowestLinkAfter)
     }

@@ -142,6 +142,7 @@ int main(int argc, char **argv) {
     CHECK(first.measured_pairs == n - 1 && second.measured_pairs == 0 && !second.reordered,
           "measured %d then %d pairs", first.measured_pairs, second.measured_pairs);
     CHECK(n < 2 || (first.slowest_link_before > 0 && second.slowest_link_after > 0), "link speeds");
+    CHECK(n < 2 || (second.right_lanes >= 1 && second.right_lanes <= 4), "%d lanes to the right", second.right_lanes);
     for (int i = 0; i < COUNT; i++) values[i] = (float)(chorus_comm_rank(comm) + i % 7);
     CALL(chorus_all_reduce(comm, values, values, COUNT, CHORUS_TYPE_FLOAT32, CHORUS_OP_SUM, &error));
     for (int i = 0; i < COUNT; i++) CHECK(values[i] == (float)(n * (n - 1) / 2 + n * (i % 7)), "sum after optimizing [%d]", i);

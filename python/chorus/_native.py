@@ -36,7 +36,7 @@ class SyncInfo(ctypes.Structure):
 
 
 class TopologyOptimization(ctypes.Structure):
-    _fields_ = [("reordered", ctypes.c_int32), ("measured_pairs", ctypes.c_int32),
+    _fields_ = [("reordered", ctypes.c_int32), ("measured_pairs", ctypes.c_int32), ("right_lanes", ctypes.c_int32),
                 ("slowest_link_before", ctypes.c_double), ("slowest_link_after", ctypes.c_double)]
 
 

@@ -268,11 +268,12 @@ class TopologyOptimization:
     def __init__(self, result):
         self.reordered = bool(result.reordered)
         self.measured_pairs = result.measured_pairs
+        self.right_lanes = result.right_lanes
         self.slowest_link_before = result.slowest_link_before
         self.slowest_link_after = result.slowest_link_after
 
     def __repr__(self):
-        return (f"TopologyOptimization(reordered={self.reordered}, measured_pairs={self.measured_pairs}, "
+        return (f"TopologyOptimization(reordered={self.reordered}, measured_pairs={self.measured_pairs}, right_lanes={self.right_lanes}, "
                 f"slowest_link_before={self.slowest_link_before:.3g}, slowest_link_after={self.slowest_link_after:.3g})")
 
 

@@ -139,6 +139,8 @@ typedef struct chorus_topology_optimization {
     int32_t reordered;
     /** Pairs this member measured; the others' costs were known from an earlier call. */
     int32_t measured_pairs;
+    /** Connections this member dials to its right neighbour in the new epoch (0 alone). */
+    int32_t right_lanes;
     /** The ring's slowest link before and after, as measured (bytes per second; 0 for a member alone). */
     double slowest_link_before;
     double slowest_link_after;
