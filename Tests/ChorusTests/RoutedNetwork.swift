@@ -86,7 +86,9 @@ final class RoutedNetwork {
         guard let pipe = popen(command, "r") else { throw Failure(description: "cannot run \(command)") }
         var output = ""
         var buffer = [CChar](repeating: 0, count: 512)
-        while fgets(&buffer, 512, pipe) != nil { output += String(cString: buffer) }
+        while fgets(&buffer, 512, pipe) != nil {
+            output += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
         let status = pclose(pipe)
         guard status == 0 else { throw Failure(description: "\(command) failed (\(status)): \(output)") }
     }

@@ -66,9 +66,8 @@ extension Core {
             }
             let descriptor = OperationDescriptor(collective: Collective.measureLinks.rawValue, dataType: 0, reduceOp: 0,
                                                  count: 0, detail: settings.detail)
-            // Each round is bounded (see `LinkMeasurement`): the operation timeout covers the slowest.
+            // Bounded like any collective (a pair's phases are bounded, see `LinkMeasurement`).
             let deadline = ContinuousClock.now + session.configuration.operationTimeout
-                + settings.phaseTarget * 4 * LinkMeasurement.rounds(worldSize: n)
             var incoming: LinkMeasurement.Incoming?
             try runToVerdict(session: session, opID: session.takeOperationID(), deadline: deadline, descriptor: descriptor,
                              route: .everyPair, restore: nil) { links in
