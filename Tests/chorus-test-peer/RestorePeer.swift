@@ -10,22 +10,6 @@ import ChorusTestSupport
 import Glibc
 #endif
 
-/// Memory the collective reads and writes; shared with async calls, which see it until they return.
-final class Buffer: @unchecked Sendable {
-    let pointer: UnsafeMutableBufferPointer<Float>
-    init(_ values: [Float]) {
-        pointer = .allocate(capacity: max(1, values.count))
-        _ = pointer.initialize(from: values)
-    }
-    init(count: Int) {
-        pointer = .allocate(capacity: max(1, count))
-        pointer.initialize(repeating: -1)
-    }
-    var values: [Float] { Array(pointer) }
-    var raw: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(pointer) }
-    deinit { pointer.deallocate() }
-}
-
 /// An array an async call updates in place, readable after the call threw.
 final class ArrayHolder: @unchecked Sendable {
     var values: [Float]
@@ -40,9 +24,9 @@ func runRestoreRounds(_ communicator: Communicator, collective: String) throws {
         let rank = communicator.rank, n = communicator.worldSize, epoch = communicator.epoch
         let sendCount = collective == "reducescatter" ? count * n : count
         let input = (0 ..< sendCount).map { Float(rank + round + $0 % 13) }
-        let send = Buffer(input)
+        let send = FloatBuffer(input)
         let receiveCount = collective == "allgather" ? count * n : count
-        let receive = Buffer(count: receiveCount)
+        let receive = FloatBuffer(count: receiveCount)
         let array = ArrayHolder(input)
         // What a successful round must produce, element by element.
         let expected: (Int) -> Float = { i in

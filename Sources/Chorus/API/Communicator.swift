@@ -178,6 +178,7 @@ public final class Communicator: Sendable {
     public func leave() throws {
         try withCore { core throws in
             let session = try core.openSession()
+            core.settleAllInFlight()
             try session.sendToMaster(.leave(epoch: session.topology.epoch))
             try session.awaitLeave(deadline: .now + session.configuration.admissionTimeout)
             core.session = nil

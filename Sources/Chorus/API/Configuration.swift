@@ -81,6 +81,9 @@ public struct Configuration: Sendable {
     /// automatic, one until `Communicator.optimizeTopology()` has measured the link, then as many as
     /// its bandwidth-delay product needs (see DESIGN.md, "Ring order by measured link speed").
     public var connectionsPerPeer = 0
+    /// Collectives started with `Communicator.startAllReduce` that may wait for their verdicts at
+    /// once; starting one more first waits for the oldest verdict. At most 64, the master's window.
+    public var operationsInFlight = 8
     /// The peer group this communicator joins (PCCL's peer groups, `MPI_Comm_split`'s colour). One
     /// master keeps each group apart: its own members, epochs, collectives, safe points and shared
     /// state, so a fault or a re-forming in one group leaves the others running. A process that
@@ -165,6 +168,7 @@ public struct Configuration: Sendable {
             ("recursiveDoublingMaxBytes", "CHORUS_RD_MAX_BYTES", recursiveDoublingMaxBytes, 0 ... Int.max),
             ("scanRecursiveDoublingMaxBytes", "CHORUS_SCAN_RD_MAX_BYTES", scanRecursiveDoublingMaxBytes, 0 ... Int.max),
             ("connectionsPerPeer", "CHORUS_CONNECTIONS", connectionsPerPeer, 0 ... PeerStateMachine.maximumLanes),
+            ("operationsInFlight", "CHORUS_OPERATIONS_IN_FLIGHT", operationsInFlight, 1 ... Int(MasterStateMachine<Int>.operationWindow)),
             ("suspicionMultiple", "CHORUS_SUSPICION_MULTIPLE", suspicionMultiple, 0 ... 1000),
             ("maxControlBytes", "maxControlBytes", maxControlBytes, 1024 ... Int(Int32.max)),
             ("maxBufferedControlBytes", "maxBufferedControlBytes", maxBufferedControlBytes, maxControlBytes ... Int.max),

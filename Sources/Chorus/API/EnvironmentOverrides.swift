@@ -67,6 +67,7 @@ extension Configuration {
         if let v = try number("CHORUS_SYNC_CHUNK_BYTES") { c.syncChunkBytes = v }
         if let v = try number("CHORUS_SYNC_CHUNKS_IN_FLIGHT") { c.syncChunksInFlight = v }
         if let v = try number("CHORUS_CONNECTIONS") { c.connectionsPerPeer = v }
+        if let v = try number("CHORUS_OPERATIONS_IN_FLIGHT") { c.operationsInFlight = v }
         if let v = try number("CHORUS_PEER_GROUP") {
             guard let group = UInt32(exactly: v) else { throw ChorusError.invalidArgument("CHORUS_PEER_GROUP=\(v) is above \(UInt32.max)") }
             c.peerGroup = group

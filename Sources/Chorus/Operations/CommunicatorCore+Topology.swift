@@ -38,6 +38,7 @@ extension Core {
     /// A safe point: asks the master to form the next epoch (in `ringOrder` when not empty, see
     /// `PeerToMaster.updateTopology`) and connects its links.
     func reform(session: PeerSession, minimumWorldSize: Int, admitting: Bool, ringOrder: [PeerID] = []) throws {
+        settleAllInFlight() // a safe point comes after every operation started before it
         try session.sendToMaster(.updateTopology(epoch: session.topology.epoch,
                                                  minimumWorldSize: UInt32(clamping: minimumWorldSize),
                                                  admitting: admitting, ringOrder: ringOrder))

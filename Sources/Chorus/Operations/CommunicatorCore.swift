@@ -18,6 +18,8 @@ final class Core: @unchecked Sendable {
     /// Each link `optimizeTopology()` measured, the same at every member that took part (see
     /// `optimizeTopology(settings:minimumWorldSize:admitting:)`).
     var linkCosts: [DirectedLink: MeasuredLink] = [:]
+    /// Operations started with `startAllReduce` whose verdicts have not been taken, oldest first.
+    var inFlight: [InFlightOperation] = []
 
     init(session: PeerSession) { self.session = session }
 
@@ -26,9 +28,10 @@ final class Core: @unchecked Sendable {
         return session
     }
 
-    /// A session ready for a collective.
+    /// A session ready for a blocking collective: the operations in flight have their verdicts.
     func readySession() throws(ChorusError) -> PeerSession {
         let session = try openSession()
+        settleAllInFlight()
         if session.needsTopologyUpdate { throw .topologyUpdateRequired }
         return session
     }
@@ -38,29 +41,38 @@ final class Core: @unchecked Sendable {
                    dataType: DataType, op: ReduceOp, algorithm: AllReduceAlgorithm) throws(ChorusError) {
         let session = try readySession()
         let bytes = count * dataType.size
-        let worldSize = session.topology.members.count
-        if worldSize == 1 {
+        if session.topology.members.count == 1 {
             // Alone, the reduction is the input itself; nothing to agree on.
             if bytes > 0, input != UnsafeRawPointer(output) { output.copyMemory(from: input, byteCount: bytes) }
             return
         }
+        let step = allReduceStep(session: session, input: input, output: output, count: count, dataType: dataType,
+                                 op: op, algorithm: algorithm)
+        let restore = preserve(output, bytes: input == UnsafeRawPointer(output) ? bytes : 0)
+        try runToVerdict(session: session, descriptor: step.descriptor, route: step.route, restore: restore, dataPhase: step.run)
+    }
+
+    /// What an all-reduce of two or more members sends the master and runs over its links.
+    func allReduceStep(session: PeerSession, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
+                       dataType: DataType, op: ReduceOp, algorithm: AllReduceAlgorithm)
+        -> (descriptor: OperationDescriptor, route: Route, run: (OperationLinks) throws -> Void) {
+        let bytes = count * dataType.size
+        let worldSize = session.topology.members.count
         let chosen = algorithm.resolved(bytes: bytes, worldSize: worldSize, configuration: session.configuration)
         let descriptor = OperationDescriptor(collective: Collective.allReduce.rawValue, dataType: dataType.rawValue,
                                              reduceOp: op.rawValue, count: UInt64(count), detail: chosen.wireValue)
-        let restore = preserve(output, bytes: input == UnsafeRawPointer(output) ? bytes : 0)
-        try runToVerdict(session: session, descriptor: descriptor, route: chosen == .ring ? .ring : .mesh,
-                         restore: restore) { links in
+        return (descriptor, chosen == .ring ? .ring : .mesh, { links in
             switch chosen {
             case .recursiveDoubling:
                 let rd = RecursiveDoublingAllReduce(count: count, dataType: dataType, op: op)
-                try rd.run(links: links, input: input, output: output, scratch: scratch.pointer(bytes: rd.scratchBytes))
+                try rd.run(links: links, input: input, output: output, scratch: self.scratch.pointer(bytes: rd.scratchBytes))
             default:
                 let ring = RingCollective(.allReduce, count: count, dataType: dataType, op: op,
                                           segmentBytes: session.configuration.segmentBytes)
                 try ring.run(links: links, input: input, output: output,
-                             scratch: scratch.pointer(bytes: ring.scratchBytes(worldSize: worldSize)))
+                             scratch: self.scratch.pointer(bytes: ring.scratchBytes(worldSize: worldSize)))
             }
-        }
+        })
     }
 
     /// Runs one quantized all-reduce (`QuantizedAllReduce`) to its verdict. `feedback` (count f32) is
@@ -195,8 +207,8 @@ final class Core: @unchecked Sendable {
         return { buffer.copyMemory(from: saved, byteCount: bytes) }
     }
 
-    /// The protocol every collective follows: move the data, report the local outcome to the master,
-    /// and return the master's verdict. On any abort the epoch's links are torn down (no request
+    /// The protocol every collective follows: move the data, report the local outcome to the master
+    /// (`moveData`), and return the master's verdict (`settle`). On any abort the epoch's links are torn down (no request
     /// can write a caller's buffer afterwards) and the session wants a topology update.
     /// `restore` puts back an input the operation overwrites (in-place buffers); it runs on every
     /// failure. Throws the verdict's abort as `ChorusError.aborted`.
@@ -211,9 +223,18 @@ final class Core: @unchecked Sendable {
     func runToVerdict(session: PeerSession, opID: UInt64, deadline: ContinuousClock.Instant,
                       descriptor: OperationDescriptor, route: Route?,
                       restore: (() -> Void)?, dataPhase: (OperationLinks) throws -> Void) throws(ChorusError) {
-        let onMasterLoss = { restore?() }
+        let operation = try moveData(session: session, opID: opID, deadline: deadline, descriptor: descriptor,
+                                     route: route, restore: restore, dataPhase: dataPhase)
+        try settle(operation, session: session)
+    }
+
+    /// The first half of an operation: moves its data and reports the local outcome to the master
+    /// (unless the master's abort came first). A lost master ends it here, input restored.
+    func moveData(session: PeerSession, opID: UInt64, deadline: ContinuousClock.Instant,
+                  descriptor: OperationDescriptor, route: Route?,
+                  restore: (() -> Void)?, dataPhase: (OperationLinks) throws -> Void) throws(ChorusError) -> InFlightOperation {
+        let operation = InFlightOperation(opID: opID, descriptor: descriptor, deadline: deadline, restore: restore)
         var local = Outcome.success
-        var verdict: Outcome?
         if let route, session.links != nil {
             // The master compares the members' calls as they arrive (a synchronization's digest already
             // told it); see `OperationLinks.owedBegin` for when the links announce this one.
@@ -227,34 +248,57 @@ final class Core: @unchecked Sendable {
             } catch {
                 links.tearDown()
                 switch error as? OperationInterruption {
-                case .verdict(let reason): verdict = .aborted(reason)
+                case .verdict(let reason): operation.verdict = .aborted(reason)
                 case .local(let reason): local = .aborted(reason)
                 case .masterLost(let error):
                     session.abandonEpoch()
-                    onMasterLoss()
+                    restore?()
                     throw error
                 case nil: local = .aborted(.linkFailed(reporter: session.peerID, peer: nil, detail: "\(error)"))
                 }
             }
+        } else if route != nil {
+            // An earlier operation in flight failed here and took the links down: this one aborts
+            // as well (the master gives every operation after an abort the same verdict).
+            local = .aborted(.linkFailed(reporter: session.peerID, peer: nil, detail: "the epoch's links are gone"))
         }
-        do {
-            if verdict == nil {
+        if operation.verdict == nil {
+            do {
                 try session.sendToMaster(.report(epoch: session.topology.epoch, opID: opID, descriptor: descriptor, outcome: local))
-                verdict = try awaitVerdict(session: session, opID: opID, descriptor: descriptor, deadline: deadline)
+            } catch {
+                session.abandonEpoch()
+                restore?()
+                throw error
             }
-        } catch {
-            session.abandonEpoch()
-            onMasterLoss()
-            throw error
+        }
+        return operation
+    }
+
+    /// The second half: waits for the verdict of an operation whose data has moved. On an abort
+    /// the epoch's links are torn down, the session wants a topology update, and the input is
+    /// restored. Throws the verdict's abort as `ChorusError.aborted`.
+    func settle(_ operation: InFlightOperation, session: PeerSession) throws(ChorusError) {
+        let restore = operation.restore
+        operation.restore = nil
+        var verdict = operation.verdict
+        if verdict == nil {
+            do {
+                verdict = try awaitVerdict(session: session, opID: operation.opID, descriptor: operation.descriptor,
+                                           deadline: operation.deadline)
+            } catch {
+                session.abandonEpoch()
+                restore?()
+                throw error
+            }
         }
         lastVerdictAt = .now
         if case .aborted(let reason) = verdict! {
-            session.logger.warning("operation \(opID) aborted: \(reason)")
+            session.logger.warning("operation \(operation.opID) aborted: \(reason)")
             session.abandonEpoch()
             restore?()
             throw .aborted(reason)
         }
-        session.logger.debug("operation \(opID) (\(OperationDescriptor.apiNames(descriptor).map { "\($0.name) \($0.value)" }.joined(separator: ", "))) succeeded")
+        session.logger.debug("operation \(operation.opID) (\(OperationDescriptor.apiNames(operation.descriptor).map { "\($0.name) \($0.value)" }.joined(separator: ", "))) succeeded")
     }
 
     /// The verdict of `opID`. At the deadline this member reports that it timed out, so the master

@@ -20,6 +20,11 @@
 ///   `topologyUpdateRequested`: it will not call it, so they must not wait for it.
 ///   After an abort the epoch is broken: every later operation in it aborts with the same reason,
 ///   until the members re-form the ring with an update.
+/// - operations in flight: a member may send messages about operations after the undecided one
+///   (it moves their data while their verdicts are pending), up to `operationWindow` ahead. They wait
+///   here, unread, and are taken in arrival order once the operations before theirs are decided, so
+///   verdicts are given in operation order: a success means every earlier operation of the epoch
+///   succeeded, and an abort is also the verdict of every later one.
 /// - synchronization: an operation whose members first send their shared-state digests; once all
 ///   have, the master elects (`StateElection`) and either decides success at once (nobody outdated)
 ///   or sends the plan. From then on a lost member does not abort it (receivers replace a lost
@@ -78,6 +83,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// The verdict of `lastDecidedOp` (resent to a member that rejoins without it).
     private var lastOutcome: Outcome = .success
     private var reports: [Connection: Report] = [:]
+    /// Messages about operations after the undecided one (see "operations in flight"), by operation:
+    /// at most one `begin`, one `report` and one `syncState` per member and operation.
+    private var early: [UInt64: [(connection: Connection, message: PeerToMaster)]] = [:]
+    /// The verdicts of the last `operationWindow` operations of the epoch, for a member that rejoins
+    /// having missed several.
+    private var recentOutcomes: [UInt64: Outcome] = [:]
     /// What each member called the undecided operation with (see "arrival").
     private var arrivals: [Connection: OperationDescriptor] = [:]
     /// A member asked for a topology update in this epoch (it waits at the safe point, or did).
@@ -128,6 +139,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// may be the effect of a crash the master is about to see; the same pair failing again in the
     /// re-formed ring is not.
     public static var partitionStrikes: Int { 2 }
+    /// How far ahead of the undecided operation a member's messages may be (its operations in
+    /// flight); a message further ahead is a mismatch (the members called different numbers of
+    /// collectives), and the bound keeps what the master holds for early messages small.
+    public static var operationWindow: UInt64 { 64 }
 
     private struct LinkPair: Hashable, Sendable, Comparable {
         let low: PeerID, high: PeerID
@@ -227,14 +242,17 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             if brokenReason == nil { actions += abort(opID: lastDecidedOp + 1, .peerLeft(peer.id)) }
             return actions + pendingChanged() + formTopologyIfReady()
         case .begin(let beginEpoch, let opID, let descriptor):
+            if holdEarly(message, opID: opID, from: connection) { return [] }
             return begin(from: connection, epoch: beginEpoch, opID: opID, descriptor)
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
             if let forgery = Self.forgery(in: outcome, from: peer.id) {
                 return [.send(connection, .rejected(forgery)), .close(connection)] + connectionClosed(connection)
             }
+            if holdEarly(message, opID: opID, from: connection) { return [] }
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
         case .syncState(let reportEpoch, let opID, let digest):
+            if holdEarly(message, opID: opID, from: connection) { return [] }
             return syncState(from: connection, epoch: reportEpoch, opID: opID, digest)
         case .unreachable(let reportEpoch, let other, let detail):
             guard peer.role == .member, reportEpoch == epoch else { return [] } // a formation that is over
@@ -274,6 +292,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         ring.removeAll { $0 == connection }
         reports[connection] = nil
         arrivals[connection] = nil
+        for opID in early.keys { early[opID]?.removeAll { $0.connection == connection } }
         var actions: [Action] = []
         if let transfer = syncInTransfer {
             // The transfer goes on without it; the operations after it abort.
@@ -374,6 +393,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         struckThisEpoch = []
         lastDecidedOp = 0
         reports = [:]
+        early = [:]
+        recentOutcomes = [:]
         arrivals = [:]
         syncDigests = [:]
         syncInTransfer = nil
@@ -461,14 +482,20 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if let report = reports.removeValue(forKey: old) { reports[connection] = report }
         if let arrival = arrivals.removeValue(forKey: old) { arrivals[connection] = arrival }
         if let digest = syncDigests.removeValue(forKey: old) { syncDigests[connection] = digest }
+        for opID in early.keys {
+            early[opID] = early[opID]!.map { $0.connection == old ? (connection, $0.message) : $0 }
+        }
         return [.close(old), .send(connection, .resumed)] + (ring.contains(connection) ? catchUp(connection, rejoin, currentTopology) : [])
     }
 
-    /// What a member that rejoined missed: the topology of the current epoch, or its last verdict.
+    /// What a member that rejoined missed: the topology of the current epoch, or the verdicts after
+    /// the last one it holds (of its operations in flight, at most `operationWindow`).
     private func catchUp(_ connection: Connection, _ rejoin: Rejoin, _ current: Topology) -> [Action] {
         if rejoin.topology.epoch < epoch { return [.send(connection, .topology(current))] }
         guard rejoin.lastDecidedOp < lastDecidedOp else { return [] }
-        return [.send(connection, .verdict(epoch: epoch, opID: lastDecidedOp, outcome: lastOutcome))]
+        let missed = (rejoin.lastDecidedOp + 1 ... lastDecidedOp).compactMap { opID in recentOutcomes[opID].map { (opID, $0) } }
+        let verdicts = missed.isEmpty ? [(lastDecidedOp, lastOutcome)] : missed
+        return verdicts.map { .send(connection, .verdict(epoch: epoch, opID: $0.0, outcome: $0.1)) }
     }
 
     /// Ends a re-adoption with the members that returned (called when the last one returns, or by
@@ -513,7 +540,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     // MARK: - Verdicts
 
     /// What decides whether a member's message about operation `opID` counts: nil when it does, or
-    /// the actions that answer it instead (a stale epoch, an operation already decided, one out of order).
+    /// the actions that answer it instead (a stale epoch, an operation already decided, one further
+    /// ahead than the window; one within it was held by `holdEarly`).
     private mutating func screen(_ connection: Connection, epoch messageEpoch: UInt64, opID: UInt64) -> [Action]? {
         guard let peer = peers[connection], peer.role == .member else { return [] }
         guard messageEpoch == epoch else {
@@ -523,9 +551,44 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         guard opID == lastDecidedOp + 1 else {
             let rank = ring.firstIndex(of: connection) ?? -1
             return abort(opID: lastDecidedOp + 1, .argumentMismatch(
-                "rank \(rank) (peer \(peer.id)) started its operation \(opID) while the group is at operation \(lastDecidedOp + 1): the members called a different number of collectives"))
+                "rank \(rank) (peer \(peer.id)) started its operation \(opID) while the group is at operation \(lastDecidedOp + 1), more than \(Self.operationWindow) ahead: the members called a different number of collectives"))
         }
         return nil
+    }
+
+    /// Keeps a member's message about an operation after the undecided one, within the window (see
+    /// "operations in flight"), until the operations before it are decided; true when it was kept.
+    /// A member sends at most one message of each kind per operation; repeats are dropped.
+    private mutating func holdEarly(_ message: PeerToMaster, opID: UInt64, from connection: Connection) -> Bool {
+        guard epochOf(message) == epoch, peers[connection]?.role == .member,
+              opID > lastDecidedOp + 1, opID - lastDecidedOp <= Self.operationWindow else { return false }
+        let held = early[opID, default: []]
+        if !held.contains(where: { $0.connection == connection && Self.sameKind($0.message, message) }) {
+            early[opID] = held + [(connection, message)]
+        }
+        return true
+    }
+
+    private func epochOf(_ message: PeerToMaster) -> UInt64? {
+        switch message {
+        case .begin(let epoch, _, _), .report(let epoch, _, _, _), .syncState(let epoch, _, _): epoch
+        default: nil
+        }
+    }
+
+    private static func sameKind(_ a: PeerToMaster, _ b: PeerToMaster) -> Bool {
+        switch (a, b) {
+        case (.begin, .begin), (.report, .report), (.syncState, .syncState): true
+        default: false
+        }
+    }
+
+    /// The held messages of the operation that has just become the undecided one, in arrival order.
+    private mutating func takeEarly() -> [Action] {
+        guard let held = early.removeValue(forKey: lastDecidedOp + 1) else { return [] }
+        var actions: [Action] = []
+        for (connection, message) in held { actions += received(message, from: connection) }
+        return actions
     }
 
     /// Records a member's arrival at the undecided operation; the mismatch's abort when its call
@@ -663,10 +726,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if outcome == .success { linkStrikes = [:] } // every pair of this epoch connected
         lastDecidedOp = opID
         lastOutcome = outcome
+        recentOutcomes[opID] = outcome
+        if opID > Self.operationWindow { recentOutcomes[opID - Self.operationWindow] = nil }
         reports = [:]
         arrivals = [:]
         syncDigests = [:]
         syncInTransfer = nil
-        return ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) }
+        return ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) } + takeEarly()
     }
 }

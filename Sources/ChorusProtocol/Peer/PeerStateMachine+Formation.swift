@@ -44,6 +44,8 @@ extension PeerStateMachine {
         var actions = closeLinks()
         topology = next
         verdicts = [:]
+        firstAbort = nil
+        latestSuccess = 0
         syncPlans = [:]
         peerMessages = []
         nextOpID = 1

@@ -102,6 +102,9 @@ public final class PeerStateMachine {
     public static let maximumLanes = 64
 
     var verdicts: [UInt64: Outcome] = [:]
+    /// The epoch's first aborted operation and the latest that succeeded (see `verdict(for:)`).
+    var firstAbort: (opID: UInt64, reason: AbortReason)?
+    var latestSuccess: UInt64 = 0
     var syncPlans: [UInt64: SyncPlan] = [:]
     /// Shared-state requests from members, with the operation their frame named.
     var peerMessages: [(connection: ConnectionNumber, opID: UInt64, message: PeerToPeer)] = []
@@ -168,7 +171,15 @@ public final class PeerStateMachine {
     /// A topology newer than the current one has been offered.
     public var hasNewerTopology: Bool { (offeredTopology?.epoch ?? 0) > topology.epoch }
 
-    public func verdict(for opID: UInt64) -> Outcome? { verdicts[opID] }
+    /// The verdict of `opID`: its own, or the one another verdict of the epoch implies. The master
+    /// decides an epoch's operations in order and an abort is also the verdict of every later one,
+    /// so a later success means this one succeeded, and an earlier abort is this one's (operations
+    /// in flight learn their outcome from the first verdict that settles them).
+    public func verdict(for opID: UInt64) -> Outcome? {
+        if let own = verdicts[opID] { return own }
+        if let broken = firstAbort, broken.opID < opID { return .aborted(broken.reason) }
+        return latestSuccess > opID ? .success : nil
+    }
     public func syncPlan(for opID: UInt64) -> SyncPlan? { syncPlans[opID] }
     public func linkFailure(_ connection: ConnectionNumber) -> (any Error & Sendable)? { failedLinks[connection] }
 
@@ -316,6 +327,10 @@ public final class PeerStateMachine {
             offeredTopology = offered
         case .verdict(let epoch, let opID, let outcome) where epoch == topology.epoch:
             verdicts[opID] = outcome
+            switch outcome {
+            case .success: latestSuccess = max(latestSuccess, opID)
+            case .aborted(let reason): if firstAbort.map({ opID < $0.opID }) ?? true { firstAbort = (opID, reason) }
+            }
             return evaluateFormation()
         case .verdict:
             break // from an epoch that is over

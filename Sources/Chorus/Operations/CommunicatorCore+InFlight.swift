@@ -1,0 +1,108 @@
+import ChorusAlgorithms
+import ChorusProtocol
+
+/// An operation whose data phase is over and whose verdict may still be on its way (see
+/// `Communicator.startAllReduce`). Touched only under the communicator's lock.
+final class InFlightOperation: @unchecked Sendable {
+    let opID: UInt64
+    let descriptor: OperationDescriptor
+    let deadline: ContinuousClock.Instant
+    /// The verdict when it was known before the report (an abort that came while the data moved).
+    var verdict: Outcome?
+    /// Puts back an in-place input on an abort; dropped once the verdict is taken.
+    var restore: (() -> Void)?
+    /// What waiting for it returns, once its verdict has been taken.
+    var result: Result<Void, ChorusError>?
+
+    init(opID: UInt64, descriptor: OperationDescriptor, deadline: ContinuousClock.Instant, restore: (() -> Void)?) {
+        self.opID = opID
+        self.descriptor = descriptor
+        self.deadline = deadline
+        self.restore = restore
+    }
+
+    /// An operation decided without moving data (alone in the world, or after the epoch broke).
+    static func settled(_ result: Result<Void, ChorusError>) -> InFlightOperation {
+        let operation = InFlightOperation(opID: 0, descriptor: OperationDescriptor(collective: 0, dataType: 0, reduceOp: 0, count: 0),
+                                          deadline: .now, restore: nil)
+        operation.result = result
+        return operation
+    }
+}
+
+/// An in-place input copied aside for an operation in flight (the shared backup serves only the
+/// operation that runs to its verdict at once).
+private final class SavedInput: @unchecked Sendable {
+    private let buffer: UnsafeMutableRawPointer
+    private let saved: UnsafeMutableRawPointer
+    private let bytes: Int
+
+    init(_ buffer: UnsafeMutableRawPointer, bytes: Int) {
+        self.buffer = buffer
+        self.bytes = bytes
+        saved = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        saved.copyMemory(from: buffer, byteCount: bytes)
+    }
+
+    func restore() { buffer.copyMemory(from: saved, byteCount: bytes) }
+
+    deinit { saved.deallocate() }
+}
+
+/// Operations in flight: the data of each moves in the order they are started, and their verdicts
+/// are taken later, so the master's round trip of one overlaps the data of the next. The master
+/// decides them in order and an abort is also the verdict of every later operation of the epoch
+/// (DESIGN.md, "Operations in flight").
+extension Core {
+    /// Moves an all-reduce's data and reports it, without waiting for its verdict; with
+    /// `operationsInFlight` already waiting, the oldest verdict is taken first.
+    func startAllReduce(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, dataType: DataType,
+                        op: ReduceOp, algorithm: AllReduceAlgorithm) throws(ChorusError) -> InFlightOperation {
+        let session = try openSession()
+        while inFlight.count >= session.configuration.operationsInFlight { settleOldest() }
+        let bytes = count * dataType.size
+        if session.needsTopologyUpdate {
+            // An operation in flight aborted and its verdict has been taken: every later one of the
+            // epoch has the same verdict, which members still moving data get from the master.
+            guard case .aborted(let reason)? = session.verdict(for: session.nextOpID) else { throw .topologyUpdateRequired }
+            _ = session.takeOperationID()
+            return .settled(.failure(.aborted(reason)))
+        }
+        if session.topology.members.count == 1 {
+            if bytes > 0, input != UnsafeRawPointer(output) { output.copyMemory(from: input, byteCount: bytes) }
+            return .settled(.success(()))
+        }
+        let step = allReduceStep(session: session, input: input, output: output, count: count, dataType: dataType,
+                                 op: op, algorithm: algorithm)
+        let saved = input == UnsafeRawPointer(output) && bytes > 0 ? SavedInput(output, bytes: bytes) : nil
+        let operation = try moveData(session: session, opID: session.takeOperationID(),
+                                     deadline: .now + session.configuration.operationTimeout, descriptor: step.descriptor,
+                                     route: step.route, restore: saved.map { saved in { saved.restore() } }, dataPhase: step.run)
+        inFlight.append(operation)
+        return operation
+    }
+
+    /// Takes the verdicts of the operations in flight up to `operation` (verdicts come in order).
+    func settle(through operation: InFlightOperation) {
+        while operation.result == nil, !inFlight.isEmpty { settleOldest() }
+    }
+
+    /// Takes every verdict still owed: before a blocking call, a safe point or a leave.
+    func settleAllInFlight() {
+        while !inFlight.isEmpty { settleOldest() }
+    }
+
+    private func settleOldest() {
+        let operation = inFlight.removeFirst()
+        guard let session else {
+            operation.result = .failure(.invalidArgument("this communicator has left the group"))
+            return
+        }
+        do {
+            try settle(operation, session: session)
+            operation.result = .success(())
+        } catch {
+            operation.result = .failure(error)
+        }
+    }
+}
