@@ -118,11 +118,59 @@ import Testing
         #expect(AbortReason.timedOut(reporter: 1, notArrived: [1]).description == "peer 1 timed out: rank 1 never called the operation")
     }
 
-    @Test func anOperationOutOfOrderIsAMismatchNamingBoth() {
+    @Test func anOperationFurtherAheadThanTheWindowIsAMismatchNamingBoth() {
         var m = formed(2)
-        let out = verdicts(m.received(.begin(epoch: 2, opID: 2, descriptor: Self.descriptor), from: 2))
+        let ahead = Machine.operationWindow + 2
+        let out = verdicts(m.received(.begin(epoch: 2, opID: ahead, descriptor: Self.descriptor), from: 2))
         #expect(out[1] == .aborted(.argumentMismatch(
-            "rank 1 (peer 2) started its operation 2 while the group is at operation 1: the members called a different number of collectives")))
+            "rank 1 (peer 2) started its operation \(ahead) while the group is at operation 1, more than 64 ahead: the members called a different number of collectives")))
+    }
+
+    /// Operations in flight: messages about later operations wait until the ones before are
+    /// decided, and verdicts go out in operation order.
+    @Test func messagesAboutLaterOperationsWaitForTheEarlierVerdicts() {
+        var m = formed(2)
+        let report = { (op: UInt64) in PeerToMaster.report(epoch: 2, opID: op, descriptor: Self.descriptor, outcome: .success) }
+        // Member 1 runs ahead with operations 1-3; member 2 is still at operation 1.
+        #expect(m.received(report(1), from: 1).isEmpty)
+        #expect(m.received(.begin(epoch: 2, opID: 2, descriptor: Self.descriptor), from: 1).isEmpty)
+        #expect(m.received(report(2), from: 1).isEmpty)
+        #expect(m.received(report(2), from: 1).isEmpty, "a repeat is dropped")
+        #expect(m.received(report(3), from: 1).isEmpty)
+        // Member 2 reports 2 before 1 is decided (its report of 1 is on its way): held too.
+        #expect(m.received(report(2), from: 2).isEmpty)
+        let out = m.received(report(1), from: 2)
+        let decided = out.compactMap { action -> UInt64? in
+            if case .send(1, .verdict(_, let op, .success)) = action { return op } else { return nil }
+        }
+        #expect(decided == [1, 2], "\(out)")
+        #expect(verdicts(m.received(report(3), from: 2)) == [1: .success, 2: .success])
+    }
+
+    @Test func anAbortIsTheVerdictOfEveryLaterOperationAlreadyHeld() {
+        var m = formed(3)
+        let reason = AbortReason.linkFailed(reporter: 3, peer: 1, detail: "reset")
+        for op: UInt64 in 2 ... 4 {
+            _ = m.received(.report(epoch: 2, opID: op, descriptor: Self.descriptor, outcome: .success), from: 1)
+        }
+        _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
+        let out = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .aborted(reason)), from: 3)
+        let toMember2 = out.compactMap { action -> String? in
+            if case .send(2, .verdict(_, let op, let outcome)) = action { return "\(op) \(outcome)" } else { return nil }
+        }
+        // Operations 2-4 were held from member 1: each is decided with the same reason at once.
+        #expect(toMember2 == (1 ... 4).map { "\($0) \(Outcome.aborted(reason))" }, "\(toMember2)")
+    }
+
+    @Test func aMemberThatRejoinsGetsEveryVerdictItMissedInFlight() {
+        var m = formed(2)
+        for op: UInt64 in 1 ... 3 {
+            for c in 1 ... 2 { _ = m.received(.report(epoch: 2, opID: op, descriptor: Self.descriptor, outcome: .success), from: c) }
+        }
+        let topology = Topology(epoch: 2, members: (1 ... 2).map { Member(id: PeerID($0), address: address($0)) })
+        let rejoin = m.received(.rejoin(Rejoin(peer: 2, group: 7, listen: address(2), topology: topology, lastDecidedOp: 1)), from: 12)
+        #expect(rejoin == [.close(2), .send(12, .resumed), .send(12, .verdict(epoch: 2, opID: 2, outcome: .success)),
+                           .send(12, .verdict(epoch: 2, opID: 3, outcome: .success))])
     }
 
     @Test func oneFailureReportAbortsForEveryoneAndBreaksTheEpoch() {

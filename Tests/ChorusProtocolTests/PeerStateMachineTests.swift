@@ -127,6 +127,21 @@ import Testing
         #expect(m.verdict(for: 1) == .aborted(.peerLost(3)))
     }
 
+    /// Operations in flight learn their verdict from any verdict that settles them: the master
+    /// decides in order, so a later success means success and an earlier abort is every later one's.
+    @Test func aVerdictSettlesTheOperationsInFlightAroundIt() {
+        let m = Self.connected()
+        #expect(m.verdict(for: 1) == nil)
+        _ = m.received(.verdict(epoch: 5, opID: 3, outcome: .success))
+        #expect(m.verdict(for: 1) == .success && m.verdict(for: 2) == .success && m.verdict(for: 4) == nil)
+        _ = m.received(.verdict(epoch: 5, opID: 6, outcome: .aborted(.peerLost(3))))
+        _ = m.received(.verdict(epoch: 5, opID: 7, outcome: .aborted(.peerLost(1)))) // cannot differ; the first counts
+        #expect(m.verdict(for: 5) == nil && m.verdict(for: 6) == .aborted(.peerLost(3)))
+        #expect(m.verdict(for: 9) == .aborted(.peerLost(3)))
+        _ = m.received(.verdict(epoch: 4, opID: 5, outcome: .success)) // an epoch that is over
+        #expect(m.verdict(for: 5) == nil)
+    }
+
     /// A link that fails before its operation's verdict: the failure is kept for the operation to
     /// name, and the verdict that follows is still the one every member sees.
     @Test func aLinkClosedBeforeTheVerdictIsKeptAndTheVerdictStillCounts() {

@@ -1,9 +1,13 @@
 import Chorus
+import ChorusLauncher
 import ChorusTestSupport
 import Dispatch
 import Foundation
 import Synchronization
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// All-reduces in flight together (`startAllReduce`): started from several threads or async tasks
 /// in one order, waited for in any order, each with its own verdict; an abort in the middle of a
@@ -159,5 +163,27 @@ import Testing
                 #expect(buffers[op].values == Self.reference(worldSize: 4, op: op, count: Self.count(of: op)), "rank \(c.rank) buffer \(op)")
             }
         }
+    }
+
+    /// Three peer processes run bursts of 4 all-reduces in flight; one is SIGKILLed inside a burst.
+    /// Each survivor sees one round with failures: the failed operations share one retryable error
+    /// (the same at both) with their inputs restored, and after re-forming they run again and every
+    /// buffer holds its exact sum.
+    @Test(arguments: [0, 20])
+    func aKillInsideABurstIsOneVerdictForTheRestAndTheRetryIsCorrect(killAfterMs: UInt32) throws {
+        let master = try Master(host: "127.0.0.1", port: 0)
+        defer { master.shutdown() }
+        let peers = try (0 ..< 3).map { _ in
+            try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-test-peer",
+                             arguments: ["--master", master.endpoint, "--world", "3", "--count", "\(1 << 19)", "--rounds", "4",
+                                         "--in-flight", "4"],
+                             environment: ProcessFaultTests.environment, captureOutput: true)
+        }
+        let deadline = monotonicMilliseconds() + 120_000
+        while !peers[2].outputSoFar(waitMilliseconds: 1).contains("START round=1"), monotonicMilliseconds() < deadline {}
+        usleep(killAfterMs * 1000)
+        peers[2].signal(SIGKILL)
+        #expect(peers[2].waitForExit(timeoutMilliseconds: 10_000) == 128 + SIGKILL)
+        ProcessFaultTests.checkRecovery(survivors: Array(peers[0 ..< 2]), expectedWorld: 2)
     }
 }

@@ -14,7 +14,8 @@
 // M is how long the failed call, and the re-forming after it, took (milliseconds). With --gap-ms G
 // it sleeps G ms before each round (a training step's compute). With --stop-before-round K it SIGSTOPs itself before round K. With --state-mib the peer synchronizes shared state first (StatePeer.swift); with --collective it
 // runs rounds of another collective and checks restore-on-abort (RestorePeer.swift); with
-// --optimize-topology it orders the ring by link speed first (TopologyPeer.swift).
+// --optimize-topology it orders the ring by link speed first (TopologyPeer.swift); with --in-flight B
+// each round is B all-reduces in flight together (InFlightPeer.swift).
 import Chorus
 import ChorusLauncher
 #if canImport(Glibc)
@@ -62,6 +63,12 @@ do {
     if CommandLine.arguments.contains("--state-mib") { try synchronizeState(communicator) }
     if let collective = option("collective") {
         try runRestoreRounds(communicator, collective: collective)
+        try communicator.leave()
+        say("DONE")
+        exit(0)
+    }
+    if let burst = option("in-flight").flatMap({ Int($0) }) {
+        try runInFlightRounds(communicator, burst: burst)
         try communicator.leave()
         say("DONE")
         exit(0)
