@@ -19,4 +19,10 @@ enum AllReduceBench: BenchCase {
         try c.allReduce(send: b.inputBuffer, receive: b.outputBuffer, count: b.inputCount,
                         dataType: b.dataType.dataType, op: b.op, algorithm: b.algorithm)
     }
+
+    /// Starts one all-reduce of a burst in flight (`--in-flight`).
+    static func start(_ c: Communicator, _ b: BenchBuffers) throws -> PendingCollective {
+        try c.startAllReduce(send: b.inputBuffer, receive: b.outputBuffer, count: b.inputCount,
+                             dataType: b.dataType.dataType, op: b.op, algorithm: b.algorithm)
+    }
 }

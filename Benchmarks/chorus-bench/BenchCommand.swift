@@ -38,6 +38,7 @@ struct ChorusBench: ParsableCommand {
     @Option(help: "allreduce: send the data quantized, int8 or int4 (f32/f16/bf16, sum/avg); with --check, count results outside the documented error bound and print the error.") var quantize: String?
     @Option(help: "With --quantize: elements per scale.") var quantizeBlock = 64
     @Option(help: "With --quantize: absmax or minmax scaling.") var quantizeScaling = "absmax"
+    @Option(help: "allreduce: each timed call starts this many all-reduces in flight together (each on its own buffers) and waits for them; rows report the time per all-reduce.") var inFlight = 1
     @Flag(help: "Before the sweep: order the ring by measured link speed (Communicator.optimizeTopology) and print what it measured and chose.") var optimizeTopology = false
     @Flag(help: .hidden) var injectWrongResult = false
     @Flag(help: .hidden) var localPeer = false
@@ -56,6 +57,10 @@ struct ChorusBench: ParsableCommand {
         if kind == .rdma, let why = TransportKind.rdmaUnavailableReason { throw ValidationError("--transport rdma: \(why)") }
         guard (0 ... 64).contains(connections) else { throw ValidationError("--connections must be in 0...64") }
         if let gapMs, gapMs < 0 { throw ValidationError("--gap-ms must not be negative") }
+        guard (1 ... 64).contains(inFlight) else { throw ValidationError("--in-flight must be 1...64 (the master's window)") }
+        if inFlight > 1 {
+            guard collective == .allreduce, quantize == nil else { throw ValidationError("--in-flight applies to the plain allreduce only") }
+        }
         guard factor >= 2, iterations >= 1, warmup >= 0 else { throw ValidationError("need -f >= 2, -n >= 1, -w >= 0") }
         guard try parseSize(minBytes) <= parseSize(maxBytes) else { throw ValidationError("-b \(minBytes) is larger than -e \(maxBytes)") }
         if let local, local < 1 { throw ValidationError("--local needs at least 1 peer") }
@@ -83,6 +88,7 @@ struct ChorusBench: ParsableCommand {
         }
         var configuration = try Configuration.fromEnvironment()
         configuration.connectionsPerPeer = connections
+        configuration.operationsInFlight = max(configuration.operationsInFlight, inFlight)
         configuration.transport = TransportKind(rawValue: transport)!
         if let bind { configuration.bindHost = bind }
         let communicator = try Communicator(master: master, configuration: configuration)
@@ -96,7 +102,7 @@ struct ChorusBench: ParsableCommand {
                           check: check, algorithm: Self.algorithms[algorithm] ?? .auto, quantization: try quantization(),
                           scanAlgorithm: Self.scanAlgorithms[algorithm]!, algorithmName: algorithm,
                           transport: communicator.transport.rawValue,
-                          connections: connections, gap: gapMs.map { .milliseconds($0) },
+                          connections: connections, gap: gapMs.map { .milliseconds($0) }, inFlight: inFlight,
                           injectWrongResult: injectWrongResult, jsonPath: json)
         let wrong = try sweep.run(on: communicator)
         try communicator.leave()

@@ -27,6 +27,9 @@ struct Sweep {
     let connections: Int
     /// nil: back to back. Otherwise each timed call follows a barrier and this much idle.
     let gap: Duration?
+    /// allreduce: each timed call is this many all-reduces in flight together (`startAllReduce`,
+    /// each on its own buffers), and the row reports the burst's time per all-reduce.
+    let inFlight: Int
     let injectWrongResult: Bool
     let jsonPath: String?
 
@@ -37,7 +40,8 @@ struct Sweep {
         let progress = leader && isatty(2) == 1
         if leader {
             let pacing = gap.map { "after a barrier and \($0) idle" } ?? "back to back"
-            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) \(connections == 0 ? "automatic lanes" : "x\(connections)"), algorithm \(quantization.map { "quantized (\($0))" } ?? algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)")
+            let bursts = inFlight > 1 ? ", \(inFlight) in flight (times per all-reduce of each burst)" : ""
+            print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) \(connections == 0 ? "automatic lanes" : "x\(connections)"), algorithm \(quantization.map { "quantized (\($0))" } ?? algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)\(bursts)")
             print(Row.header)
         }
         var totalWrong = 0
@@ -45,26 +49,34 @@ struct Sweep {
         let elementSize = dataType.dataType.size
         for bytes in collective == .barrier ? [0] : sizes {
             let (inputCount, outputCount) = kind.counts(bytes: bytes, elementSize: elementSize, world: world)
-            let input = UnsafeMutableRawPointer.allocate(byteCount: max(1, inputCount * elementSize), alignment: 64)
-            let output = inPlace ? input : UnsafeMutableRawPointer.allocate(byteCount: max(1, outputCount * elementSize), alignment: 64)
+            var slots: [BenchBuffers] = []
             var registrations: [MemoryRegistration] = []
-            if registerBuffers {
-                registrations.append(try communicator.registerMemory(UnsafeRawBufferPointer(start: input, count: max(1, inputCount * elementSize))))
-                if !inPlace {
-                    registrations.append(try communicator.registerMemory(UnsafeRawBufferPointer(start: output, count: max(1, outputCount * elementSize))))
-                }
-            }
             defer {
                 registrations.forEach { $0.unregister() }
-                input.deallocate()
-                if !inPlace { output.deallocate() }
+                for slot in slots {
+                    slot.input.deallocate()
+                    if !inPlace { slot.output.deallocate() }
+                }
             }
-            let buffers = BenchBuffers(rank: rank, world: world, dataType: dataType, op: op, algorithm: algorithm,
-                                       quantization: quantization, scanAlgorithm: scanAlgorithm,
-                                       inPlace: inPlace, blocks: blocks, syncReceivers: syncReceivers, inputCount: inputCount, outputCount: outputCount,
-                                       input: input, output: output)
+            for _ in 0 ..< inFlight {
+                let input = UnsafeMutableRawPointer.allocate(byteCount: max(1, inputCount * elementSize), alignment: 64)
+                let output = inPlace ? input : UnsafeMutableRawPointer.allocate(byteCount: max(1, outputCount * elementSize), alignment: 64)
+                slots.append(BenchBuffers(rank: rank, world: world, dataType: dataType, op: op, algorithm: algorithm,
+                                          quantization: quantization, scanAlgorithm: scanAlgorithm,
+                                          inPlace: inPlace, blocks: blocks, syncReceivers: syncReceivers, inputCount: inputCount,
+                                          outputCount: outputCount, input: input, output: output))
+                if registerBuffers {
+                    registrations.append(try communicator.registerMemory(UnsafeRawBufferPointer(start: input, count: max(1, inputCount * elementSize))))
+                    if !inPlace {
+                        registrations.append(try communicator.registerMemory(UnsafeRawBufferPointer(start: output, count: max(1, outputCount * elementSize))))
+                    }
+                }
+            }
+            let buffers = slots[0]
             func fill() {
-                for i in 0 ..< inputCount { dataType.store(kind.input(buffers, index: i), at: i, in: input) }
+                for slot in slots {
+                    for i in 0 ..< inputCount { dataType.store(kind.input(slot, index: i), at: i, in: slot.input) }
+                }
             }
             fill()
             var times: [Double] = [], cpuTimes: [Double] = []
@@ -78,19 +90,24 @@ struct Sweep {
                 }
                 let cpuStarted = processCPUSeconds()
                 let started = ContinuousClock.now
-                try kind.run(communicator, buffers)
+                if inFlight > 1 {
+                    let pending = try slots.map { try AllReduceBench.start(communicator, $0) }
+                    for operation in pending { try operation.wait() }
+                } else {
+                    try kind.run(communicator, buffers)
+                }
                 let elapsed = ContinuousClock.now - started
                 if iteration >= warmup {
-                    times.append(seconds(elapsed))
-                    cpuTimes.append(processCPUSeconds() - cpuStarted)
+                    times.append(seconds(elapsed) / Double(inFlight))
+                    cpuTimes.append((processCPUSeconds() - cpuStarted) / Double(inFlight))
                 }
                 if check {
-                    if injectWrongResult && leader && outputCount > 0 { dataType.store(99, at: 0, in: output) }
+                    if injectWrongResult && leader && outputCount > 0 { dataType.store(99, at: 0, in: buffers.output) }
                     if let quantization {
                         error = QuantizationError(buffers, quantization)
                         wrong += error.outsideBound
                     } else {
-                        wrong += countWrong(kind, buffers)
+                        wrong += slots.reduce(0) { $0 + countWrong(kind, $1) }
                     }
                     // Checking takes rank-dependent time; realign so it does not leak into the next timing.
                     try communicator.barrier()

@@ -2,8 +2,8 @@
 # Chorus next to Gloo and Open MPI on the emulated WAN link (wan-link.sh: DELAY_MS each way, RATE):
 # a 2-peer f32 all-reduce of SIZE, one peer on each side, in ROUNDS interleaved rounds of: Chorus
 # (the library's socket buffers; two connections per neighbour; the lanes chosen by measuring the
-# link first, chorus-bench --optimize-topology; the kernel's auto-tuning), Chorus
-# quantized to int8 and to int4, gloo (torch.distributed) and MPI_Allreduce. Every run takes a barrier, then one timed call,
+# link first, chorus-bench --optimize-topology; the kernel's auto-tuning; 4 all-reduces in flight
+# together, with one connection and with the measured lanes), Chorus quantized to int8 and to int4, gloo (torch.distributed) and MPI_Allreduce. Every run takes a barrier, then one timed call,
 # the slowest rank's time, 5 calls after 1 warm-up; the table shows the median over rounds of each
 # run's median, and whether every result was right (Chorus quantized: within its error bound).
 # Usage: Benchmarks/wan/compare-wan.sh [ROUNDS]   Environment: DELAY_MS (25), RATE (1gbit), SIZE (64M).
@@ -72,6 +72,8 @@ for _ in $(seq "$rounds"); do
     chorus "chorus-2-lanes" "" --connections 2
     chorus "chorus-measured" "" --optimize-topology
     chorus "chorus-autotuned" 0
+    chorus "chorus-4-in-flight" "" --in-flight 4
+    chorus "chorus-measured-4-in-flight" "" --optimize-topology --in-flight 4
     chorus "chorus-int8" "" --quantize int8
     chorus "chorus-int4" "" --quantize int4
     gloo
@@ -81,12 +83,12 @@ python3 - "$work/rows" "$rounds" "$size" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 print(f"2 peers, f32 sum of {sys.argv[3]} across the emulated link; median over {sys.argv[2]} rounds of each run's median (slowest rank)")
-for name in ["chorus", "chorus-2-lanes", "chorus-measured", "chorus-autotuned", "chorus-int8", "chorus-int4", "gloo", "openmpi"]:
+for name in ["chorus", "chorus-2-lanes", "chorus-measured", "chorus-autotuned", "chorus-4-in-flight", "chorus-measured-4-in-flight", "chorus-int8", "chorus-int4", "gloo", "openmpi"]:
     got = [r for r in rows if r[0] == name]
     if not got:
-        print(f"{name:>17}: no result")
+        print(f"{name:>27}: no result")
         continue
     times = [float(r[1]) / 1e6 for r in got]
     wrong = sum(int(r[2]) for r in got if r[2].lstrip("-").isdigit())
-    print(f"{name:>17}: {statistics.median(times):6.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times)}; wrong elements: {wrong})")
+    print(f"{name:>27}: {statistics.median(times):6.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times)}; wrong elements: {wrong})")
 PY

@@ -34,6 +34,28 @@ private func queued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<Opaq
     }
 }
 
+/// Starts an all-reduce on the queue behind every call made before it, in flight
+/// (`Communicator.startAllReduce`): the queue moves on once its data has moved, and `request`
+/// completes with its verdict.
+private func startedInFlight(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                             _ error: UnsafeMutablePointer<chorus_error>?,
+                             _ bind: () throws -> @Sendable (Communicator) throws -> PendingCollective) -> chorus_status {
+    guarded(error) {
+        let handle = try object(comm, "comm", as: CommHandle.self)
+        guard let request else { throw ArgumentError("request is NULL") }
+        let start = try bind()
+        let pending = RequestHandle()
+        request.pointee = retained(pending)
+        handle.enqueue {
+            do {
+                pending.started(try start(handle.communicator))
+            } catch {
+                pending.finish(error)
+            }
+        }
+    }
+}
+
 /// The caller's buffers, crossing to the queue as raw pointers: they are lent until the call (or its
 /// request) ends. Their lengths are taken when the collective runs, since some depend on the world size.
 private struct Lent: @unchecked Sendable {
@@ -48,13 +70,26 @@ private struct Lent: @unchecked Sendable {
     }
 }
 
-private func allReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
-                       _ op: chorus_reduce_op) throws -> BoundCollective {
+/// An all-reduce's arguments, checked.
+private func allReduceArguments(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
+                                _ op: chorus_reduce_op) throws -> (dataType: DataType, op: ReduceOp, lent: Lent) {
     let dataType = try dataType(type), op = try reduceOp(op)
     _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
-    let lent = Lent(send: send, receive: receive)
+    return (dataType, op, Lent(send: send, receive: receive))
+}
+
+private func allReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
+                       _ op: chorus_reduce_op) throws -> BoundCollective {
+    let (dataType, op, lent) = try allReduceArguments(send, receive, count, type, op)
     return { try $0.allReduce(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count, dataType), count: count,
                               dataType: dataType, op: op) }
+}
+
+private func allReduceStart(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
+                            _ op: chorus_reduce_op) throws -> @Sendable (Communicator) throws -> PendingCollective {
+    let (dataType, op, lent) = try allReduceArguments(send, receive, count, type, op)
+    return { try $0.startAllReduce(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count, dataType), count: count,
+                                   dataType: dataType, op: op) }
 }
 
 private func quantizedAllReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
@@ -177,7 +212,7 @@ public func chorus_all_scan(_ comm: OpaquePointer?, _ state: UnsafeRawPointer?, 
 public func chorus_all_reduce_async(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
                                     _ type: chorus_type, _ op: chorus_reduce_op, _ request: UnsafeMutablePointer<OpaquePointer?>?,
                                     _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
-    queued(comm, request, error) { try allReduce(send, receive, count, type, op) }
+    startedInFlight(comm, request, error) { try allReduceStart(send, receive, count, type, op) }
 }
 
 @_cdecl("chorus_all_reduce_quantized_async")

@@ -48,23 +48,58 @@ final class StateHandle: @unchecked Sendable {
     init(_ state: SharedState) { self.state = state }
 }
 
-/// A non-blocking call: its outcome once the queue has run it.
+/// A non-blocking call: its outcome once the queue has run it, or, for an all-reduce the queue
+/// started in flight (`Communicator.startAllReduce`), once its verdict has been taken.
 final class RequestHandle: @unchecked Sendable {
-    private let outcome = Mutex<(any Error)??>(nil) // nil: running; .some(nil): succeeded
-    private let done = DispatchSemaphore(value: 0)
-
-    func finish(_ error: (any Error)?) {
-        outcome.withLock { $0 = .some(error) }
-        done.signal()
+    private enum State {
+        case queued
+        case inFlight(PendingCollective)
+        case finished((any Error)?)
     }
 
-    /// Nil while running; then the error, or `.some(nil)` for success.
-    var result: (any Error)?? { outcome.withLock { $0 } }
+    private let state = Mutex<State>(.queued)
+    /// Signalled when the queue has run the call (finished, or started in flight).
+    private let ran = DispatchSemaphore(value: 0)
+
+    func finish(_ error: (any Error)?) {
+        state.withLock { $0 = .finished(error) }
+        ran.signal()
+    }
+
+    func started(_ pending: PendingCollective) {
+        state.withLock { $0 = .inFlight(pending) }
+        ran.signal()
+    }
+
+    /// Nil while running; then the error, or `.some(nil)` for success. Never blocks: an operation in
+    /// flight reads the verdicts that arrived only when no other call holds the communicator.
+    var result: (any Error)?? {
+        switch state.withLock({ $0 }) {
+        case .queued: return nil
+        case .finished(let error): return .some(error)
+        case .inFlight(let pending):
+            do {
+                guard try pending.test() else { return nil }
+                return .some(nil)
+            } catch {
+                return .some(error)
+            }
+        }
+    }
 
     func wait() -> (any Error)? {
-        done.wait()
-        done.signal() // a later test or wait sees it done too
-        return outcome.withLock { $0! }
+        ran.wait()
+        ran.signal() // a later test or wait sees it run too
+        if case .inFlight(let pending) = state.withLock({ $0 }) {
+            do {
+                try pending.wait()
+                state.withLock { $0 = .finished(nil) }
+            } catch {
+                state.withLock { $0 = .finished(error) }
+            }
+        }
+        guard case .finished(let error) = state.withLock({ $0 }) else { preconditionFailure("a waited request has finished") }
+        return error
     }
 }
 

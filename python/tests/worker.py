@@ -9,6 +9,7 @@ state: a shared state of a NumPy array and a torch tensor; rank 0 holds revision
   outdated; prints "SYNCED outdated=B hash=H".
 """
 import sys
+import time
 
 import numpy as np
 import torch
@@ -62,6 +63,17 @@ if mode == "collectives":
     for request in requests:
         request.wait()
     expect(torch.equal(first, torch.full((1000,), float(n * (n + 1) // 2))) and np.all(second == 0), "async forms")
+    # All-reduces in flight together (their verdicts overlap the next one's data), waited for in
+    # reverse order after polling the last with test().
+    sizes = [1, 1000, 4099, 70000, 12, 300001]
+    burst = [(np.arange(size) % 101 + 1000 * rank + 37 * k).astype(np.float32) for k, size in enumerate(sizes)]
+    requests = [comm.all_reduce_async(values) for values in burst]
+    while not requests[-1].test():
+        time.sleep(0.001)
+    for request in reversed(requests):
+        request.wait()
+    expect(all(np.array_equal(values, (n * (np.arange(size) % 101 + 37 * k) + 1000 * n * (n - 1) // 2).astype(np.float32))
+               for k, (size, values) in enumerate(zip(sizes, burst))), "all-reduces in flight")
     # All-Scan: inclusive prefix sums and the affine operator with one decay per element.
     state = np.full(20, rank + 1, dtype=np.float32)
     exclusive, inclusive = np.empty_like(state), np.empty_like(state)

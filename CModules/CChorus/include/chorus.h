@@ -211,7 +211,14 @@ chorus_status chorus_all_scan(chorus_comm *comm, const void *state, void *exclus
 
 /* ---- Collectives (non-blocking) ---------------------------------------------------------------- */
 
-/** As the blocking forms; `*request` completes when the collective has its verdict. */
+/**
+ * As the blocking forms; `*request` completes when the collective has its verdict. Non-blocking
+ * calls run on the communicator's queue in the order they were made, each after the one before has
+ * finished, except chorus_all_reduce_async: the queue moves on once its data has moved, so up to
+ * CHORUS_OPERATIONS_IN_FLIGHT (8) all-reduces wait for their verdicts together and the master's round
+ * trip of one overlaps the data of the next. Requests still complete in the order they were made;
+ * an abort of one is also the verdict of every later one of the epoch.
+ */
 chorus_status chorus_all_reduce_async(chorus_comm *comm, const void *send, void *receive, size_t count, chorus_type type,
                                       chorus_reduce_op op, chorus_request **request, chorus_error *error);
 chorus_status chorus_all_reduce_quantized_async(chorus_comm *comm, const void *send, void *receive, size_t count,

@@ -23,6 +23,19 @@ public final class PendingCollective: @unchecked Sendable {
         }
     }
 
+    /// Whether the verdict has come, without waiting: reads what the master has sent if no other
+    /// call holds the communicator. True when it succeeded; throws as `wait()` when it aborted;
+    /// false while it is pending.
+    public func test() throws -> Bool {
+        let settled = try communicator.withCoreIfAvailable { core throws in
+            core.settleArrivedVerdicts()
+            return operation.result
+        }
+        guard let result = settled ?? nil else { return false }
+        try result.get()
+        return true
+    }
+
     /// Async form of `wait()`: the wait runs on a dispatch thread, never on Swift's cooperative pool.
     public func wait() async throws {
         try await offload(DispatchQueue.global()) { () throws in try self.wait() }

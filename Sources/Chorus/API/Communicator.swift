@@ -127,6 +127,19 @@ public final class Communicator: Sendable {
         return try outcome.get()
     }
 
+    /// `withCore` when no other call holds the communicator, else nil at once.
+    func withCoreIfAvailable<Result>(_ body: (Core) throws -> Result) throws -> Result? {
+        let outcome: Swift.Result<Result, any Error>? = coreLock.withLockIfAvailable { _ in
+            defer { if let session = core.session { publishStatus(of: session) } }
+            do {
+                return .success(try body(core))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try outcome?.get()
+    }
+
     private func publishStatus(of session: PeerSession) {
         statusBox.status.withLock {
             $0.peerID = session.peerID

@@ -87,6 +87,16 @@ extension Core {
         while operation.result == nil, !inFlight.isEmpty { settleOldest() }
     }
 
+    /// Takes the verdicts that have arrived, without waiting for any.
+    func settleArrivedVerdicts() {
+        guard let session else { return }
+        session.drainEvents()
+        while let oldest = inFlight.first, oldest.verdict != nil || session.verdict(for: oldest.opID) != nil
+                || session.masterLossError != nil {
+            settleOldest()
+        }
+    }
+
     /// Takes every verdict still owed: before a blocking call, a safe point or a leave.
     func settleAllInFlight() {
         while !inFlight.isEmpty { settleOldest() }
