@@ -17,19 +17,11 @@ private func blocking(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chor
 /// Queues a collective behind every call made before it; `request` completes with its verdict.
 private func queued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
                     _ error: UnsafeMutablePointer<chorus_error>?, _ bind: () throws -> BoundCollective) -> chorus_status {
-    guarded(error) {
-        let handle = try object(comm, "comm", as: CommHandle.self)
-        guard let request else { throw ArgumentError("request is NULL") }
+    enqueued(comm, request, error) {
         let collective = try bind()
-        let pending = RequestHandle()
-        request.pointee = retained(pending)
-        handle.enqueue {
-            do {
-                try collective(handle.communicator)
-                pending.finish(nil)
-            } catch {
-                pending.finish(error)
-            }
+        return { communicator in
+            try collective(communicator)
+            return nil
         }
     }
 }
@@ -40,15 +32,26 @@ private func queued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<Opaq
 private func startedInFlight(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
                              _ error: UnsafeMutablePointer<chorus_error>?,
                              _ bind: () throws -> @Sendable (Communicator) throws -> PendingCollective) -> chorus_status {
+    enqueued(comm, request, error) {
+        let start = try bind()
+        return { try start($0) }
+    }
+}
+
+/// Queues a call; `request` completes when it returns, or, when it returns an operation in flight,
+/// with that operation's verdict.
+private func enqueued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
+                      _ error: UnsafeMutablePointer<chorus_error>?,
+                      _ bind: () throws -> @Sendable (Communicator) throws -> PendingCollective?) -> chorus_status {
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
         guard let request else { throw ArgumentError("request is NULL") }
-        let start = try bind()
+        let work = try bind()
         let pending = RequestHandle()
         request.pointee = retained(pending)
         handle.enqueue {
             do {
-                pending.started(try start(handle.communicator))
+                if let inFlight = try work(handle.communicator) { pending.started(inFlight) } else { pending.finish(nil) }
             } catch {
                 pending.finish(error)
             }

@@ -173,3 +173,8 @@ def faulty_ddp():
 # Every process leaves its group: gloo's process aborted at exit without it (SIGABRT after its last line).
 if dist.is_initialized():
     dist.destroy_process_group()
+if backend == "gloo":
+    # ...and still did in 2 of 16 runs (torch 2.13, while the interpreter tears down after the last
+    # line): the reference run ends here, its output complete, without that teardown.
+    sys.stdout.flush()
+    os._exit(0)
