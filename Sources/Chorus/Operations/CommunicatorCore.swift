@@ -240,8 +240,10 @@ final class Core: @unchecked Sendable {
             // told it); see `OperationLinks.owedBegin` for when the links announce this one.
             let begin = descriptor.collective == Collective.synchronize.rawValue
                 ? nil : PeerToMaster.begin(epoch: session.topology.epoch, opID: opID, descriptor: descriptor)
+            // With operations in flight the master is busy with their reports, not asleep.
+            let masterIdle = inFlight.isEmpty && ContinuousClock.now - lastVerdictAt > session.configuration.spinWait
             let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline, begin: begin,
-                                       announceRightAway: ContinuousClock.now - lastVerdictAt > session.configuration.spinWait)
+                                       announceRightAway: masterIdle)
             do {
                 try dataPhase(links)
                 links.finish()
