@@ -153,6 +153,45 @@ import Glibc
         #expect(outcomes.last?.contains("count differs") == true, "\(outcomes)")
     }
 
+    /// Every collective's start form in one burst, waited for in reverse: each output equals its
+    /// sequential reference bitwise (the quantized all-reduce equals the blocking call's bits).
+    @Test func everyCollectiveCanBeInFlightTogether() throws {
+        let n = 3, c = 5000
+        try GroupHarness.run(worldSize: n) { comm in
+            let r = comm.rank
+            let broadcast = FloatBuffer(Self.input(rank: r, op: 1, count: c))
+            let gatherSend = FloatBuffer(Self.input(rank: r, op: 2, count: c)), gathered = FloatBuffer(count: c * n)
+            let scatterSend = FloatBuffer(Self.input(rank: r, op: 3, count: c * n)), scattered = FloatBuffer(count: c)
+            let state = FloatBuffer(Self.input(rank: r, op: 4, count: c))
+            let exclusive = FloatBuffer(count: c), inclusive = FloatBuffer(count: c)
+            let quantizedSend = FloatBuffer((0 ..< c).map { Float(r) * 0.37 + Float($0 % 97) * 0.01 })
+            let quantized = FloatBuffer(count: c), quantizedReference = FloatBuffer(count: c)
+            let format = Quantization(.int8)
+            let pending = [
+                try comm.startBroadcast(broadcast.raw, root: 1),
+                try comm.startAllGather(send: UnsafeRawBufferPointer(gatherSend.raw), receive: gathered.raw, count: c, dataType: .float32),
+                try comm.startReduceScatter(send: UnsafeRawBufferPointer(scatterSend.raw), receive: scattered.raw, count: c, dataType: .float32),
+                try comm.startAllScan(state: UnsafeRawBufferPointer(state.raw), count: c, dataType: .float32,
+                                      exclusive: exclusive.raw, inclusive: inclusive.raw),
+                try comm.startBarrier(),
+                try comm.startAllReduce(send: UnsafeRawBufferPointer(quantizedSend.raw), receive: quantized.raw, count: c,
+                                        dataType: .float32, quantization: format),
+            ]
+            for handle in pending.reversed() { try handle.wait() }
+            #expect(broadcast.values == Self.input(rank: 1, op: 1, count: c))
+            #expect(gathered.values == (0 ..< n).flatMap { Self.input(rank: $0, op: 2, count: c) })
+            let scatterSum = Self.reference(worldSize: n, op: 3, count: c * n)
+            #expect(scattered.values == Array(scatterSum[r * c ..< (r + 1) * c]))
+            var before = [Float](repeating: 0, count: c)
+            for q in 0 ..< r { for (i, v) in Self.input(rank: q, op: 4, count: c).enumerated() { before[i] += v } }
+            let mine = Self.input(rank: r, op: 4, count: c)
+            #expect(exclusive.values == before && inclusive.values == before.indices.map { before[$0] + mine[$0] }, "rank \(r) scan")
+            try comm.allReduce(send: UnsafeRawBufferPointer(quantizedSend.raw), receive: quantizedReference.raw, count: c,
+                               dataType: .float32, quantization: format)
+            #expect(quantized.values == quantizedReference.values, "in flight or not, the quantized sum has the same bits")
+        }
+    }
+
     @Test func allReduceMultipleReducesEveryBuffer() throws {
         var configuration = GroupHarness.testConfiguration()
         configuration.operationsInFlight = 3 // fewer than the buffers: starts wait for the oldest verdict

@@ -1,8 +1,8 @@
 import ChorusAlgorithms
 import Dispatch
 
-/// An all-reduce started with `Communicator.startAllReduce`: its data has moved, and `wait()`
-/// returns its verdict. Waiting is optional for the order of operations (a later blocking call, an
+/// A collective started with one of `Communicator`'s `start...` forms (`startAllReduce`, ...): its
+/// data has moved, and `wait()` returns its verdict. Waiting is optional for the order of operations (a later blocking call, an
 /// `updateTopology()` or a deeper start takes the verdicts still owed), but it is how the outcome
 /// is learned; the buffers stay lent until `wait()` returns.
 public final class PendingCollective: @unchecked Sendable {
@@ -14,8 +14,8 @@ public final class PendingCollective: @unchecked Sendable {
         self.operation = operation
     }
 
-    /// Waits for the verdict. Throws as the blocking all-reduce does: `aborted` (retryable; the
-    /// input restored, also when in place) for this operation and every later one of the epoch.
+    /// Waits for the verdict. Throws as the blocking form does: `aborted` (retryable; the input
+    /// restored, also when in place) for this operation and every later one of the epoch.
     public func wait() throws {
         try communicator.withCore { core throws in
             core.settle(through: operation)
@@ -42,32 +42,28 @@ public final class PendingCollective: @unchecked Sendable {
     }
 }
 
-/// Collectives in flight together (DESIGN.md, "Operations in flight"). Every member must start
-/// the same operations in the same order, as with blocking calls: from several threads, the
-/// program orders the starts itself. A mismatch is the usual `argumentMismatch`, the same at
-/// every member.
+/// Collectives in flight together (DESIGN.md, "Operations in flight"). Each `start...` form moves
+/// its collective's data and returns before the verdict: the master's round trip of one overlaps
+/// the data of the ones started after it. Up to `Configuration.operationsInFlight` wait for their
+/// verdicts at once (one more start first takes the oldest verdict); a blocking call, a safe point
+/// or a leave takes every verdict still owed first. The buffers stay lent until `wait()` returns.
+/// Every member must start the same collectives in the same order, as with blocking calls: from
+/// several threads, the program orders the starts itself. A different call is the usual
+/// `argumentMismatch`, the same at every member.
+///
+/// Each form throws what its blocking form throws for invalid arguments, and the errors of a lost
+/// master; an abort is `wait()`'s, also when an earlier operation of the epoch aborted before this
+/// one started (a start in a broken epoch moves nothing and has that verdict, as it does at the
+/// members that start it before they learn of the abort).
 extension Communicator {
-    /// Starts an all-reduce and returns once its data has moved, before its verdict: the master's
-    /// round trip overlaps the data of the operations started after it. Up to
-    /// `Configuration.operationsInFlight` wait for verdicts at once (one more first takes the
-    /// oldest verdict). The buffers must stay valid until `wait()` returns.
-    /// - Throws: `invalidArgument` at once; errors of a lost master. An abort is `wait()`'s, also
-    ///   when an earlier operation of the epoch aborted before this one started (a start in a
-    ///   broken epoch moves nothing and has that verdict, as it does at the members that start it
-    ///   before they learn of the abort).
+    /// Starts `allReduce(send:receive:count:dataType:op:algorithm:)`.
     public func startAllReduce(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
                                count: Int, dataType: DataType, op: ReduceOp = .sum,
                                algorithm: AllReduceAlgorithm = .auto) throws -> PendingCollective {
-        let bytes = try checkedBytes(count, dataType, send.count, receive.count, "send", "receive")
-        try checkNoPartialOverlap(send, bytes, receive, bytes)
-        let operation = try withCore { core throws in
-            try core.startAllReduce(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
-                                    count: count, dataType: dataType, op: op, algorithm: algorithm)
-        }
-        return PendingCollective(self, operation)
+        try start(allReducePlan(send: send, receive: receive, count: count, dataType: dataType, op: op, algorithm: algorithm))
     }
 
-    /// Starts an all-reduce in place (see `startAllReduce(send:receive:count:dataType:op:algorithm:)`).
+    /// Starts an all-reduce in place.
     public func startAllReduce(inPlace buffer: UnsafeMutableRawBufferPointer, count: Int, dataType: DataType,
                                op: ReduceOp = .sum, algorithm: AllReduceAlgorithm = .auto) throws -> PendingCollective {
         try startAllReduce(send: UnsafeRawBufferPointer(buffer), receive: buffer, count: count, dataType: dataType,
@@ -82,6 +78,50 @@ extension Communicator {
         return try await offload(queue) { () throws in
             try self.startAllReduce(inPlace: buffer, count: count, dataType: dataType, op: op, algorithm: algorithm)
         }
+    }
+
+    /// Starts the quantized `allReduce(send:receive:count:dataType:op:quantization:errorFeedback:)`;
+    /// the feedback buffer is lent until `wait()` returns too.
+    public func startAllReduce(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, count: Int,
+                               dataType: DataType, op: ReduceOp = .sum, quantization: Quantization,
+                               errorFeedback: UnsafeMutableBufferPointer<Float>? = nil) throws -> PendingCollective {
+        try start(quantizedAllReducePlan(send: send, receive: receive, count: count, dataType: dataType, op: op,
+                                         quantization: quantization, errorFeedback: errorFeedback))
+    }
+
+    /// Starts `reduceScatter(send:receive:count:dataType:op:)`.
+    public func startReduceScatter(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
+                                   count: Int, dataType: DataType, op: ReduceOp = .sum) throws -> PendingCollective {
+        try start(reduceScatterPlan(send: send, receive: receive, count: count, dataType: dataType, op: op))
+    }
+
+    /// Starts `allGather(send:receive:count:dataType:)`.
+    public func startAllGather(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
+                               count: Int, dataType: DataType) throws -> PendingCollective {
+        try start(allGatherPlan(send: send, receive: receive, count: count, dataType: dataType))
+    }
+
+    /// Starts `broadcast(_:root:)`.
+    public func startBroadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws -> PendingCollective {
+        try start(broadcastPlan(buffer, root: root))
+    }
+
+    /// Starts `allScan(state:count:dataType:op:decay:decayCount:exclusive:inclusive:reverse:blocks:algorithm:)`.
+    public func startAllScan(state: UnsafeRawBufferPointer, count: Int, dataType: DataType, op: ScanOperator = .sum,
+                             decay: UnsafeRawBufferPointer? = nil, decayCount: Int = 1,
+                             exclusive: UnsafeMutableRawBufferPointer?, inclusive: UnsafeMutableRawBufferPointer?,
+                             reverse: Bool = false, blocks: Int? = nil, algorithm: ScanAlgorithm = .auto) throws -> PendingCollective {
+        try start(allScanPlan(state: state, count: count, dataType: dataType, op: op, decay: decay, decayCount: decayCount,
+                              exclusive: exclusive, inclusive: inclusive, reverse: reverse, blocks: blocks, algorithm: algorithm))
+    }
+
+    /// Starts `barrier()`: its verdict comes once every member has started it.
+    public func startBarrier() throws -> PendingCollective {
+        try start { core, session in core.barrierPlan(session: session) }
+    }
+
+    private func start(_ plan: CollectivePlan) throws -> PendingCollective {
+        PendingCollective(self, try withCore { core throws in try core.start { session throws(ChorusError) in try plan(core, session) } })
     }
 
     /// All-reduces every buffer in place, keeping them in flight together, and retries the ones

@@ -13,6 +13,13 @@ extension Communicator {
     public func allReduce(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, count: Int,
                           dataType: DataType, op: ReduceOp = .sum, quantization: Quantization,
                           errorFeedback: UnsafeMutableBufferPointer<Float>? = nil) throws {
+        try run(quantizedAllReducePlan(send: send, receive: receive, count: count, dataType: dataType, op: op,
+                                       quantization: quantization, errorFeedback: errorFeedback))
+    }
+
+    func quantizedAllReducePlan(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, count: Int,
+                                dataType: DataType, op: ReduceOp, quantization: Quantization,
+                                errorFeedback: UnsafeMutableBufferPointer<Float>?) throws -> CollectivePlan {
         let bytes = try checkedBytes(count, dataType, send.count, receive.count, "send", "receive")
         try checkNoPartialOverlap(send, bytes, receive, bytes)
         if let problem = QuantizedAllReduce.problem(dataType: dataType, op: op) ?? quantization.problem {
@@ -28,10 +35,10 @@ extension Communicator {
                 throw ChorusError.invalidArgument("the error-feedback buffer overlaps the \(name) buffer")
             }
         }
-        try withCore { core throws in
-            try core.quantizedAllReduce(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
-                                        count: count, dataType: dataType, op: op, format: quantization,
-                                        feedback: errorFeedback?.baseAddress)
+        return { core, session in
+            core.quantizedAllReducePlan(session: session, input: send.baseAddress ?? UnsafeRawPointer(placeholder),
+                                        output: receive.baseAddress ?? placeholder, count: count, dataType: dataType, op: op,
+                                        format: quantization, feedback: errorFeedback?.baseAddress)
         }
     }
 

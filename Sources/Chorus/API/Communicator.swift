@@ -114,6 +114,10 @@ public final class Communicator: Sendable {
     /// shared-state transfer dialed). A diagnostic; it grows as O(log n) with the world size.
     public var openConnectionCount: Int { statusBox.status.withLock { $0.openConnections } }
 
+    /// A collective's checked arguments, bound to it: what it moves in the current epoch's session
+    /// (nil: alone, done locally).
+    typealias CollectivePlan = (Core, PeerSession) throws(ChorusError) -> OperationPlan?
+
     func withCore<Result>(_ body: (Core) throws -> Result) throws -> Result {
         let outcome: Swift.Result<Result, any Error> = coreLock.withLock { _ in
             // Every call may change the epoch, the members or the operation counter.
@@ -220,11 +224,17 @@ public final class Communicator: Sendable {
     public func allReduce(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
                           count: Int, dataType: DataType, op: ReduceOp = .sum,
                           algorithm: AllReduceAlgorithm = .auto) throws {
+        try run(allReducePlan(send: send, receive: receive, count: count, dataType: dataType, op: op, algorithm: algorithm))
+    }
+
+    /// The all-reduce's arguments, checked and bound to the collective they run.
+    func allReducePlan(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, count: Int, dataType: DataType,
+                       op: ReduceOp, algorithm: AllReduceAlgorithm) throws -> CollectivePlan {
         let bytes = try checkedBytes(count, dataType, send.count, receive.count, "send", "receive")
         try checkNoPartialOverlap(send, bytes, receive, bytes)
-        try withCore { core throws in
-            try core.allReduce(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
-                               count: count, dataType: dataType, op: op, algorithm: algorithm)
+        return { core, session in
+            core.allReducePlan(session: session, input: send.baseAddress ?? UnsafeRawPointer(placeholder),
+                               output: receive.baseAddress ?? placeholder, count: count, dataType: dataType, op: op, algorithm: algorithm)
         }
     }
 
@@ -289,12 +299,17 @@ public final class Communicator: Sendable {
     /// - Throws: as `allReduce`; on an abort `send` is intact and `receive` unspecified.
     public func reduceScatter(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
                               count: Int, dataType: DataType, op: ReduceOp = .sum) throws {
+        try run(reduceScatterPlan(send: send, receive: receive, count: count, dataType: dataType, op: op))
+    }
+
+    func reduceScatterPlan(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, count: Int, dataType: DataType,
+                           op: ReduceOp) throws -> CollectivePlan {
         let n = worldSize
         _ = try checkedBytes(count * n, dataType, send.count, receive.count * n, "send", "receive (times the world size)")
         try checkNoPartialOverlap(send, count * n * dataType.size, receive, count * dataType.size)
-        try withCore { core throws in
-            try core.reduceScatter(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
-                                   count: count, dataType: dataType, op: op)
+        return { core, session in
+            core.reduceScatterPlan(session: session, input: send.baseAddress ?? UnsafeRawPointer(placeholder),
+                                   output: receive.baseAddress ?? placeholder, count: count, dataType: dataType, op: op)
         }
     }
 
@@ -319,12 +334,17 @@ public final class Communicator: Sendable {
     /// (`worldSize` blocks). Ring algorithm.
     public func allGather(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
                           count: Int, dataType: DataType) throws {
+        try run(allGatherPlan(send: send, receive: receive, count: count, dataType: dataType))
+    }
+
+    func allGatherPlan(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, count: Int,
+                       dataType: DataType) throws -> CollectivePlan {
         let n = worldSize
         _ = try checkedBytes(count * n, dataType, send.count * n, receive.count, "send (times the world size)", "receive")
         try checkNoPartialOverlap(send, count * dataType.size, receive, count * n * dataType.size)
-        try withCore { core throws in
-            try core.allGather(input: send.baseAddress ?? UnsafeRawPointer(placeholder), output: receive.baseAddress ?? placeholder,
-                               count: count, dataType: dataType)
+        return { core, session in
+            core.allGatherPlan(session: session, input: send.baseAddress ?? UnsafeRawPointer(placeholder),
+                               output: receive.baseAddress ?? placeholder, count: count, dataType: dataType)
         }
     }
 
@@ -344,8 +364,12 @@ public final class Communicator: Sendable {
     /// Broadcast: `root`'s bytes replace everyone's (pipelined down the ring).
     /// - Throws: as `allReduce`; on an abort every buffer is as it was before the call.
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
-        try withCore { core throws in
-            try core.broadcast(buffer: buffer.baseAddress ?? placeholder, bytes: buffer.count, root: root)
+        try run(broadcastPlan(buffer, root: root))
+    }
+
+    func broadcastPlan(_ buffer: UnsafeMutableRawBufferPointer, root: Int) -> CollectivePlan {
+        { core, session throws(ChorusError) in
+            try core.broadcastPlan(session: session, buffer: buffer.baseAddress ?? placeholder, bytes: buffer.count, root: root)
         }
     }
 
@@ -379,6 +403,14 @@ public final class Communicator: Sendable {
                         decay: UnsafeRawBufferPointer? = nil, decayCount: Int = 1,
                         exclusive: UnsafeMutableRawBufferPointer?, inclusive: UnsafeMutableRawBufferPointer?,
                         reverse: Bool = false, blocks: Int? = nil, algorithm: ScanAlgorithm = .auto) throws {
+        try run(allScanPlan(state: state, count: count, dataType: dataType, op: op, decay: decay, decayCount: decayCount,
+                            exclusive: exclusive, inclusive: inclusive, reverse: reverse, blocks: blocks, algorithm: algorithm))
+    }
+
+    func allScanPlan(state: UnsafeRawBufferPointer, count: Int, dataType: DataType, op: ScanOperator,
+                     decay: UnsafeRawBufferPointer?, decayCount: Int, exclusive: UnsafeMutableRawBufferPointer?,
+                     inclusive: UnsafeMutableRawBufferPointer?, reverse: Bool, blocks: Int?,
+                     algorithm: ScanAlgorithm) throws -> CollectivePlan {
         let bytes = try checkedBytes(count, dataType, state.count, min(exclusive?.count ?? .max, inclusive?.count ?? .max),
                                      "state", "outputs")
         if op == .affine {
@@ -391,8 +423,8 @@ public final class Communicator: Sendable {
         }
         if let blocks, blocks < 1 { throw ChorusError.invalidArgument("blocks must be at least 1") }
         for output in [exclusive, inclusive].compactMap({ $0 }) { try checkNoPartialOverlap(state, bytes, output, bytes) }
-        try withCore { core throws in
-            try core.allScan(state: state.baseAddress ?? UnsafeRawPointer(placeholder), decay: decay?.baseAddress,
+        return { core, session in
+            core.allScanPlan(session: session, state: state.baseAddress ?? UnsafeRawPointer(placeholder), decay: decay?.baseAddress,
                              decayCount: decayCount, count: count, dataType: dataType, op: op, reverse: reverse,
                              blocks: blocks, algorithm: algorithm, exclusive: exclusive?.baseAddress,
                              inclusive: inclusive?.baseAddress)
@@ -436,7 +468,12 @@ public final class Communicator: Sendable {
 
     /// Returns once every member has called it (one verdict round trip, no data).
     public func barrier() throws {
-        try withCore { core throws in try core.barrier() }
+        try run { core, session in core.barrierPlan(session: session) }
+    }
+
+    /// Runs a collective to its verdict.
+    func run(_ plan: CollectivePlan) throws {
+        try withCore { core throws in try core.run { session throws(ChorusError) in try plan(core, session) } }
     }
 
     /// Async form of `barrier()`.

@@ -30,7 +30,7 @@ final class InFlightOperation: @unchecked Sendable {
     }
 }
 
-/// An in-place input copied aside for an operation in flight (the shared backup serves only the
+/// Memory an operation in flight overwrites, copied aside (the shared backups serve only the
 /// operation that runs to its verdict at once).
 private final class SavedInput: @unchecked Sendable {
     private let buffer: UnsafeMutableRawPointer
@@ -54,13 +54,12 @@ private final class SavedInput: @unchecked Sendable {
 /// decides them in order and an abort is also the verdict of every later operation of the epoch
 /// (DESIGN.md, "Operations in flight").
 extension Core {
-    /// Moves an all-reduce's data and reports it, without waiting for its verdict; with
-    /// `operationsInFlight` already waiting, the oldest verdict is taken first.
-    func startAllReduce(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, dataType: DataType,
-                        op: ReduceOp, algorithm: AllReduceAlgorithm) throws(ChorusError) -> InFlightOperation {
+    /// Moves a collective's data and reports it, without waiting for its verdict (`plan` gives
+    /// what it moves; nil: alone, done locally); with `operationsInFlight` already waiting, the
+    /// oldest verdict is taken first.
+    func start(_ plan: (PeerSession) throws(ChorusError) -> OperationPlan?) throws(ChorusError) -> InFlightOperation {
         let session = try openSession()
         while inFlight.count >= session.configuration.operationsInFlight { settleOldest() }
-        let bytes = count * dataType.size
         if session.needsTopologyUpdate {
             // An operation in flight aborted and its verdict has been taken: every later one of the
             // epoch has the same verdict, which members still moving data get from the master.
@@ -68,16 +67,12 @@ extension Core {
             _ = session.takeOperationID()
             return .settled(.failure(.aborted(reason)))
         }
-        if session.topology.members.count == 1 {
-            if bytes > 0, input != UnsafeRawPointer(output) { output.copyMemory(from: input, byteCount: bytes) }
-            return .settled(.success(()))
-        }
-        let step = allReduceStep(session: session, input: input, output: output, count: count, dataType: dataType,
-                                 op: op, algorithm: algorithm)
-        let saved = input == UnsafeRawPointer(output) && bytes > 0 ? SavedInput(output, bytes: bytes) : nil
+        guard let plan = try plan(session) else { return .settled(.success(())) }
+        let saved = plan.overwritten.filter { $0.bytes > 0 }.map { SavedInput($0.pointer, bytes: $0.bytes) }
         let operation = try moveData(session: session, opID: session.takeOperationID(),
-                                     deadline: .now + session.configuration.operationTimeout, descriptor: step.descriptor,
-                                     route: step.route, restore: saved.map { saved in { saved.restore() } }, dataPhase: step.run)
+                                     deadline: .now + session.configuration.operationTimeout, descriptor: plan.descriptor,
+                                     route: plan.route, restore: saved.isEmpty ? nil : { saved.forEach { $0.restore() } },
+                                     dataPhase: plan.run)
         inFlight.append(operation)
         return operation
     }

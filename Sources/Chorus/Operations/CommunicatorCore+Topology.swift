@@ -90,7 +90,9 @@ extension Core {
             var rows = [Double](repeating: 0, count: 2 * n * n)
             try mine.withUnsafeBytes { mine in
                 try rows.withUnsafeMutableBytes { all in
-                    try allGather(input: mine.baseAddress!, output: all.baseAddress!, count: 2 * n, dataType: .float64)
+                    try run { session in
+                        allGatherPlan(session: session, input: mine.baseAddress!, output: all.baseAddress!, count: 2 * n, dataType: .float64)
+                    }
                 }
             }
             let costs = (0 ..< n).map { from in (0 ..< n).map { to in rows[to * 2 * n + from] } }

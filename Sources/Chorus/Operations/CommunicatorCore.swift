@@ -36,32 +36,29 @@ final class Core: @unchecked Sendable {
         return session
     }
 
-    /// Runs one all-reduce to its verdict. `input == output` means in place.
-    func allReduce(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
-                   dataType: DataType, op: ReduceOp, algorithm: AllReduceAlgorithm) throws(ChorusError) {
+    /// Runs a collective to its verdict: `plan` gives what it moves (nil: alone, done locally).
+    func run(_ plan: (PeerSession) throws(ChorusError) -> OperationPlan?) throws(ChorusError) {
         let session = try readySession()
-        let bytes = count * dataType.size
-        if session.topology.members.count == 1 {
-            // Alone, the reduction is the input itself; nothing to agree on.
-            if bytes > 0, input != UnsafeRawPointer(output) { output.copyMemory(from: input, byteCount: bytes) }
-            return
-        }
-        let step = allReduceStep(session: session, input: input, output: output, count: count, dataType: dataType,
-                                 op: op, algorithm: algorithm)
-        let restore = preserve(output, bytes: input == UnsafeRawPointer(output) ? bytes : 0)
-        try runToVerdict(session: session, descriptor: step.descriptor, route: step.route, restore: restore, dataPhase: step.run)
+        guard let plan = try plan(session) else { return }
+        try runToVerdict(session: session, descriptor: plan.descriptor, route: plan.route,
+                         restore: preserve(plan.overwritten), dataPhase: plan.run)
     }
 
-    /// What an all-reduce of two or more members sends the master and runs over its links.
-    func allReduceStep(session: PeerSession, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
-                       dataType: DataType, op: ReduceOp, algorithm: AllReduceAlgorithm)
-        -> (descriptor: OperationDescriptor, route: Route, run: (OperationLinks) throws -> Void) {
+    /// An all-reduce. `input == output` means in place.
+    func allReducePlan(session: PeerSession, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
+                       dataType: DataType, op: ReduceOp, algorithm: AllReduceAlgorithm) -> OperationPlan? {
         let bytes = count * dataType.size
         let worldSize = session.topology.members.count
+        if worldSize == 1 {
+            // Alone, the reduction is the input itself; nothing to agree on.
+            if bytes > 0, input != UnsafeRawPointer(output) { output.copyMemory(from: input, byteCount: bytes) }
+            return nil
+        }
         let chosen = algorithm.resolved(bytes: bytes, worldSize: worldSize, configuration: session.configuration)
         let descriptor = OperationDescriptor(collective: Collective.allReduce.rawValue, dataType: dataType.rawValue,
                                              reduceOp: op.rawValue, count: UInt64(count), detail: chosen.wireValue)
-        return (descriptor, chosen == .ring ? .ring : .mesh, { links in
+        return OperationPlan(descriptor: descriptor, route: chosen == .ring ? .ring : .mesh,
+                             overwritten: input == UnsafeRawPointer(output) ? [(output, bytes)] : []) { links in
             switch chosen {
             case .recursiveDoubling:
                 let rd = RecursiveDoublingAllReduce(count: count, dataType: dataType, op: op)
@@ -72,69 +69,62 @@ final class Core: @unchecked Sendable {
                 try ring.run(links: links, input: input, output: output,
                              scratch: self.scratch.pointer(bytes: ring.scratchBytes(worldSize: worldSize)))
             }
-        })
+        }
     }
 
-    /// Runs one quantized all-reduce (`QuantizedAllReduce`) to its verdict. `feedback` (count f32) is
-    /// put back with an in-place input when the operation aborts, so a retry starts from the same state.
-    func quantizedAllReduce(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, dataType: DataType,
-                            op: ReduceOp, format: Quantization, feedback: UnsafeMutablePointer<Float>?) throws(ChorusError) {
-        let session = try readySession()
+    /// A quantized all-reduce (`QuantizedAllReduce`). `feedback` (count f32) is put back with an
+    /// in-place input when the operation aborts, so a retry starts from the same state.
+    func quantizedAllReducePlan(session: PeerSession, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
+                                dataType: DataType, op: ReduceOp, format: Quantization,
+                                feedback: UnsafeMutablePointer<Float>?) -> OperationPlan? {
         let worldSize = session.topology.members.count
         let algorithm = QuantizedAllReduce(count: count, dataType: dataType, op: op, format: format,
                                            segmentBytes: session.configuration.segmentBytes)
-        let descriptor = OperationDescriptor(collective: Collective.allReduce.rawValue, dataType: dataType.rawValue,
-                                             reduceOp: op.rawValue, count: UInt64(count), detail: format.quantizedDetail)
         if worldSize == 1 {
             algorithm.runAlone(input: input, output: output, feedback: feedback,
                                scratch: scratch.pointer(bytes: algorithm.scratchBytes(worldSize: 1)))
-            return
+            return nil
         }
+        let descriptor = OperationDescriptor(collective: Collective.allReduce.rawValue, dataType: dataType.rawValue,
+                                             reduceOp: op.rawValue, count: UInt64(count), detail: format.quantizedDetail)
         let bytes = count * dataType.size
-        let restoreInput = preserve(output, bytes: input == UnsafeRawPointer(output) ? bytes : 0)
-        let restoreFeedback = feedback.map {
-            Self.copyAside(UnsafeMutableRawPointer($0), bytes: count * 4, to: feedbackBackup.pointer(bytes: count * 4))
-        }
-        let restore: (() -> Void)? = restoreInput == nil && restoreFeedback == nil ? nil : {
-            restoreInput?()
-            restoreFeedback?()
-        }
-        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: restore) { links in
+        var overwritten: [(UnsafeMutableRawPointer, Int)] = input == UnsafeRawPointer(output) ? [(output, bytes)] : []
+        if let feedback { overwritten.append((UnsafeMutableRawPointer(feedback), count * 4)) }
+        return OperationPlan(descriptor: descriptor, route: .ring, overwritten: overwritten) { links in
             try algorithm.run(links: links, input: input, output: output, feedback: feedback,
-                              scratch: scratch.pointer(bytes: algorithm.scratchBytes(worldSize: worldSize)))
+                              scratch: self.scratch.pointer(bytes: algorithm.scratchBytes(worldSize: worldSize)))
         }
     }
 
     /// Reduce-scatter: `input` holds worldSize blocks of `count`; block `rank` of the reduction lands in `output`.
-    func reduceScatter(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
-                       dataType: DataType, op: ReduceOp) throws(ChorusError) {
-        let session = try readySession()
+    func reduceScatterPlan(session: PeerSession, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
+                           dataType: DataType, op: ReduceOp) -> OperationPlan? {
         let n = session.topology.members.count, bytes = count * dataType.size
         if n == 1 {
             if bytes > 0 { output.copyMemory(from: input, byteCount: bytes) }
-            return
+            return nil
         }
         let descriptor = OperationDescriptor(collective: Collective.reduceScatter.rawValue, dataType: dataType.rawValue,
                                              reduceOp: op.rawValue, count: UInt64(count))
-        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: nil) { links in
+        return OperationPlan(descriptor: descriptor, route: .ring) { links in
             let ring = RingCollective(.reduceScatter, count: count * n, dataType: dataType, op: op,
                                       segmentBytes: session.configuration.segmentBytes)
-            let whole = gathered.pointer(bytes: bytes * n)
+            let whole = self.gathered.pointer(bytes: bytes * n)
             try ring.run(links: links, input: input, output: whole,
-                         scratch: scratch.pointer(bytes: ring.scratchBytes(worldSize: n)))
+                         scratch: self.scratch.pointer(bytes: ring.scratchBytes(worldSize: n)))
             output.copyMemory(from: whole + session.rank * bytes, byteCount: bytes)
         }
     }
 
     /// All-gather: every rank's `count` elements land in block `rank` of `output` (worldSize blocks).
-    func allGather(input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, dataType: DataType) throws(ChorusError) {
-        let session = try readySession()
+    func allGatherPlan(session: PeerSession, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int,
+                       dataType: DataType) -> OperationPlan? {
         let n = session.topology.members.count, bytes = count * dataType.size
         if bytes > 0 { (output + session.rank * bytes).copyMemory(from: input, byteCount: bytes) }
-        if n == 1 { return }
+        if n == 1 { return nil }
         let descriptor = OperationDescriptor(collective: Collective.allGather.rawValue, dataType: dataType.rawValue,
                                              reduceOp: 0, count: UInt64(count))
-        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: nil) { links in
+        return OperationPlan(descriptor: descriptor, route: .ring) { links in
             let ring = RingCollective(.allGather, count: count * n, dataType: dataType,
                                       segmentBytes: session.configuration.segmentBytes)
             try ring.run(links: links, input: output, output: output, scratch: nil)
@@ -142,33 +132,30 @@ final class Core: @unchecked Sendable {
     }
 
     /// Broadcast of `bytes` from `root`'s buffer into everyone's.
-    func broadcast(buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(ChorusError) {
-        let session = try readySession()
+    func broadcastPlan(session: PeerSession, buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(ChorusError) -> OperationPlan? {
         let n = session.topology.members.count
         guard (0 ..< n).contains(root) else { throw .invalidArgument("root \(root) is not a rank of a world of \(n)") }
-        if n == 1 { return }
+        if n == 1 { return nil }
         let descriptor = OperationDescriptor(collective: Collective.broadcast.rawValue, dataType: 0, reduceOp: 0,
                                              count: UInt64(bytes), detail: UInt64(root))
-        let restore = preserve(buffer, bytes: session.rank == root ? 0 : bytes)
-        try runToVerdict(session: session, descriptor: descriptor, route: .ring, restore: restore) { links in
+        return OperationPlan(descriptor: descriptor, route: .ring, overwritten: session.rank == root ? [] : [(buffer, bytes)]) { links in
             try ChainBroadcast(bytes: bytes, root: root, segmentBytes: session.configuration.segmentBytes)
                 .run(links: links, buffer: buffer)
         }
     }
 
-    /// All-Scan (chain): X and I of this rank's position land in `exclusive` and `inclusive`
-    /// (either may be nil: workspace stands in).
-    func allScan(state: UnsafeRawPointer, decay: UnsafeRawPointer?, decayCount: Int, count: Int, dataType: DataType,
-                 op: ScanOperator, reverse: Bool, blocks: Int?, algorithm: ScanAlgorithm,
-                 exclusive: UnsafeMutableRawPointer?, inclusive: UnsafeMutableRawPointer?) throws(ChorusError) {
-        let session = try readySession()
+    /// All-Scan: X and I of this rank's position land in `exclusive` and `inclusive` (either may be
+    /// nil: workspace stands in).
+    func allScanPlan(session: PeerSession, state: UnsafeRawPointer, decay: UnsafeRawPointer?, decayCount: Int, count: Int,
+                     dataType: DataType, op: ScanOperator, reverse: Bool, blocks: Int?, algorithm: ScanAlgorithm,
+                     exclusive: UnsafeMutableRawPointer?, inclusive: UnsafeMutableRawPointer?) -> OperationPlan? {
         let n = session.topology.members.count, bytes = count * dataType.size
         let exclusive = exclusive ?? backup.pointer(bytes: max(1, bytes))
         let inclusive = inclusive ?? gathered.pointer(bytes: max(1, bytes))
         if n == 1 {
             op.fillIdentity(exclusive, count: count, dataType: dataType)
             if bytes > 0 { inclusive.copyMemory(from: state, byteCount: bytes) }
-            return
+            return nil
         }
         let chosen = algorithm.resolved(bytes: bytes, worldSize: n, configuration: session.configuration)
         // K = 0 stands for recursive doubling in the descriptor (every member must agree on both).
@@ -176,11 +163,11 @@ final class Core: @unchecked Sendable {
         let descriptor = OperationDescriptor(collective: Collective.allScan.rawValue, dataType: dataType.rawValue,
                                              reduceOp: op.rawValue, count: UInt64(count),
                                              detail: UInt64(decayCount) << 32 | UInt64(k) << 1 | (reverse ? 1 : 0))
-        try runToVerdict(session: session, descriptor: descriptor, route: chosen == .chain ? .neighbours : .mesh, restore: nil) { links in
+        return OperationPlan(descriptor: descriptor, route: chosen == .chain ? .neighbours : .mesh) { links in
             if k == 0 {
                 let scan = RecursiveDoublingScan(count: count, dataType: dataType, op: op, decayCount: decayCount, reverse: reverse)
                 try scan.run(links: links, state: state, decay: decay, exclusive: exclusive, inclusive: inclusive,
-                             scratch: scratch.pointer(bytes: scan.scratchBytes))
+                             scratch: self.scratch.pointer(bytes: scan.scratchBytes))
             } else {
                 let scan = ChainScan(count: count, dataType: dataType, op: op, decayCount: decayCount, reverse: reverse, blocks: k)
                 try scan.run(links: links, state: state, decay: decay, exclusive: exclusive, inclusive: inclusive)
@@ -189,17 +176,25 @@ final class Core: @unchecked Sendable {
     }
 
     /// Barrier: no data, only the verdict, which the master gives once every member has arrived.
-    func barrier() throws(ChorusError) {
-        let session = try readySession()
-        if session.topology.members.count == 1 { return }
-        let descriptor = OperationDescriptor(collective: Collective.barrier.rawValue, dataType: 0, reduceOp: 0, count: 0)
-        try runToVerdict(session: session, descriptor: descriptor, route: nil, restore: nil) { _ in }
+    func barrierPlan(session: PeerSession) -> OperationPlan? {
+        if session.topology.members.count == 1 { return nil }
+        return OperationPlan(descriptor: OperationDescriptor(collective: Collective.barrier.rawValue, dataType: 0, reduceOp: 0, count: 0),
+                             route: nil) { _ in }
     }
 
-    /// Copies `bytes` of `buffer` aside and returns what puts them back (nil when nothing needs it).
-    private func preserve(_ buffer: UnsafeMutableRawPointer, bytes: Int) -> (() -> Void)? {
-        guard bytes > 0 else { return nil }
-        return Self.copyAside(buffer, bytes: bytes, to: backup.pointer(bytes: bytes))
+    /// Copies the memory an operation overwrites aside and returns what puts it back (nil when
+    /// nothing needs it). At most two regions: an in-place buffer and a quantized all-reduce's feedback.
+    private func preserve(_ regions: [(pointer: UnsafeMutableRawPointer, bytes: Int)]) -> (() -> Void)? {
+        let kept = regions.filter { $0.bytes > 0 }
+        precondition(kept.count <= 2, "an operation overwrites at most two regions")
+        guard !kept.isEmpty else { return nil }
+        let first = Self.copyAside(kept[0].pointer, bytes: kept[0].bytes, to: backup.pointer(bytes: kept[0].bytes))
+        guard kept.count == 2 else { return first }
+        let second = Self.copyAside(kept[1].pointer, bytes: kept[1].bytes, to: feedbackBackup.pointer(bytes: kept[1].bytes))
+        return {
+            first()
+            second()
+        }
     }
 
     private static func copyAside(_ buffer: UnsafeMutableRawPointer, bytes: Int, to saved: UnsafeMutableRawPointer) -> () -> Void {
