@@ -9,9 +9,9 @@ import Testing
 import Glibc
 #endif
 
-/// All-reduces in flight together (`startAllReduce`): started from several threads or async tasks
-/// in one order, waited for in any order, each with its own verdict; an abort in the middle of a
-/// burst is the verdict of that operation and every later one, the same at every member, with
+/// Collectives in flight together (`startAllReduce` and the other start forms): started from
+/// several threads or async tasks in one order, waited for in any order, each with its own
+/// verdict; an abort in the middle of a burst is the verdict of that operation and every later one, the same at every member, with
 /// their inputs restored; `allReduceMultiple` retries what failed. Every result is compared bitwise
 /// with a sequential reference.
 @Suite(.serialized) struct InFlightTests {
