@@ -11,9 +11,9 @@ import Glibc
 
 /// Collectives in flight together (`startAllReduce` and the other start forms): started from
 /// several threads or async tasks in one order, waited for in any order, each with its own
-/// verdict; an abort in the middle of a burst is the verdict of that operation and every later one, the same at every member, with
-/// their inputs restored; `allReduceMultiple` retries what failed. Every result is compared bitwise
-/// with a sequential reference.
+/// verdict; an abort in the middle of a burst is the verdict of that operation and every later
+/// one, the same at every member, with their inputs restored; `allReduceMultiple` retries what
+/// failed. Every result is compared bitwise with a sequential reference.
 @Suite(.serialized) struct InFlightTests {
     /// Operation `op`'s input at `rank`: distinct for every rank, operation and index, exact in f32.
     static func input(rank: Int, op: Int, count: Int) -> [Float] {
