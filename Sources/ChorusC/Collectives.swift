@@ -1,8 +1,9 @@
 import CChorus
 import Chorus
 
-/// A collective checked and bound to its arguments, ready to run on the communicator's queue.
-typealias BoundCollective = @Sendable (Communicator) throws -> Void
+/// A collective checked and bound to its arguments, ready to run on the communicator's queue: to
+/// its verdict (`inFlight` false; returns nil), or started in flight (`Communicator`'s start forms).
+typealias BoundCollective = @Sendable (_ communicator: Communicator, _ inFlight: Bool) throws -> PendingCollective?
 
 /// Runs a collective now: on the communicator's queue, after every call made before it.
 private func blocking(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?,
@@ -10,48 +11,23 @@ private func blocking(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chor
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
         let collective = try bind()
-        try handle.inOrder { try collective(handle.communicator) }
+        _ = try handle.inOrder { try collective(handle.communicator, false) }
     }
 }
 
-/// Queues a collective behind every call made before it; `request` completes with its verdict.
+/// Starts a collective in flight on the communicator's queue, behind every call made before it:
+/// the queue moves on once its data has moved, and `request` completes with its verdict.
 private func queued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
                     _ error: UnsafeMutablePointer<chorus_error>?, _ bind: () throws -> BoundCollective) -> chorus_status {
-    enqueued(comm, request, error) {
-        let collective = try bind()
-        return { communicator in
-            try collective(communicator)
-            return nil
-        }
-    }
-}
-
-/// Starts an all-reduce on the queue behind every call made before it, in flight
-/// (`Communicator.startAllReduce`): the queue moves on once its data has moved, and `request`
-/// completes with its verdict.
-private func startedInFlight(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
-                             _ error: UnsafeMutablePointer<chorus_error>?,
-                             _ bind: () throws -> @Sendable (Communicator) throws -> PendingCollective) -> chorus_status {
-    enqueued(comm, request, error) {
-        let start = try bind()
-        return { try start($0) }
-    }
-}
-
-/// Queues a call; `request` completes when it returns, or, when it returns an operation in flight,
-/// with that operation's verdict.
-private func enqueued(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
-                      _ error: UnsafeMutablePointer<chorus_error>?,
-                      _ bind: () throws -> @Sendable (Communicator) throws -> PendingCollective?) -> chorus_status {
     guarded(error) {
         let handle = try object(comm, "comm", as: CommHandle.self)
         guard let request else { throw ArgumentError("request is NULL") }
-        let work = try bind()
+        let collective = try bind()
         let pending = RequestHandle()
         request.pointee = retained(pending)
         handle.enqueue {
             do {
-                if let inFlight = try work(handle.communicator) { pending.started(inFlight) } else { pending.finish(nil) }
+                pending.started(try collective(handle.communicator, true)!)
             } catch {
                 pending.finish(error)
             }
@@ -73,26 +49,17 @@ private struct Lent: @unchecked Sendable {
     }
 }
 
-/// An all-reduce's arguments, checked.
-private func allReduceArguments(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
-                                _ op: chorus_reduce_op) throws -> (dataType: DataType, op: ReduceOp, lent: Lent) {
-    let dataType = try dataType(type), op = try reduceOp(op)
-    _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
-    return (dataType, op, Lent(send: send, receive: receive))
-}
-
 private func allReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
                        _ op: chorus_reduce_op) throws -> BoundCollective {
-    let (dataType, op, lent) = try allReduceArguments(send, receive, count, type, op)
-    return { try $0.allReduce(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count, dataType), count: count,
-                              dataType: dataType, op: op) }
-}
-
-private func allReduceStart(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
-                            _ op: chorus_reduce_op) throws -> @Sendable (Communicator) throws -> PendingCollective {
-    let (dataType, op, lent) = try allReduceArguments(send, receive, count, type, op)
-    return { try $0.startAllReduce(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count, dataType), count: count,
-                                   dataType: dataType, op: op) }
+    let dataType = try dataType(type), op = try reduceOp(op)
+    _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
+    let lent = Lent(send: send, receive: receive)
+    return { c, inFlight in
+        let (send, receive) = (lent.sendBytes(count, dataType), lent.receiveBytes(count, dataType))
+        if inFlight { return try c.startAllReduce(send: send, receive: receive, count: count, dataType: dataType, op: op) }
+        try c.allReduce(send: send, receive: receive, count: count, dataType: dataType, op: op)
+        return nil
+    }
 }
 
 private func quantizedAllReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
@@ -107,8 +74,16 @@ private func quantizedAllReduce(_ send: UnsafeRawPointer?, _ receive: UnsafeMuta
     struct Feedback: @unchecked Sendable { let buffer: UnsafeMutableBufferPointer<Float>? }
     let lent = Lent(send: send, receive: receive), format = Quantization(bits, scaling: scaling, blockSize: block)
     let kept = Feedback(buffer: feedback.map { UnsafeMutableBufferPointer(start: $0, count: count) })
-    return { try $0.allReduce(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count, dataType), count: count,
-                              dataType: dataType, op: op, quantization: format, errorFeedback: kept.buffer) }
+    return { c, inFlight in
+        let (send, receive) = (lent.sendBytes(count, dataType), lent.receiveBytes(count, dataType))
+        if inFlight {
+            return try c.startAllReduce(send: send, receive: receive, count: count, dataType: dataType, op: op,
+                                        quantization: format, errorFeedback: kept.buffer)
+        }
+        try c.allReduce(send: send, receive: receive, count: count, dataType: dataType, op: op, quantization: format,
+                        errorFeedback: kept.buffer)
+        return nil
+    }
 }
 
 private func reduceScatter(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int, _ type: chorus_type,
@@ -116,9 +91,11 @@ private func reduceScatter(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRa
     let dataType = try dataType(type), op = try reduceOp(op)
     _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
     let lent = Lent(send: send, receive: receive)
-    return { c in
-        try c.reduceScatter(send: lent.sendBytes(count * c.worldSize, dataType), receive: lent.receiveBytes(count, dataType),
-                            count: count, dataType: dataType, op: op)
+    return { c, inFlight in
+        let (send, receive) = (lent.sendBytes(count * c.worldSize, dataType), lent.receiveBytes(count, dataType))
+        if inFlight { return try c.startReduceScatter(send: send, receive: receive, count: count, dataType: dataType, op: op) }
+        try c.reduceScatter(send: send, receive: receive, count: count, dataType: dataType, op: op)
+        return nil
     }
 }
 
@@ -127,9 +104,11 @@ private func allGather(_ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPoi
     let dataType = try dataType(type)
     _ = try (bytes(send, count, dataType, "send"), mutableBytes(receive, count, dataType, "receive"))
     let lent = Lent(send: send, receive: receive)
-    return { c in
-        try c.allGather(send: lent.sendBytes(count, dataType), receive: lent.receiveBytes(count * c.worldSize, dataType),
-                        count: count, dataType: dataType)
+    return { c, inFlight in
+        let (send, receive) = (lent.sendBytes(count, dataType), lent.receiveBytes(count * c.worldSize, dataType))
+        if inFlight { return try c.startAllGather(send: send, receive: receive, count: count, dataType: dataType) }
+        try c.allGather(send: send, receive: receive, count: count, dataType: dataType)
+        return nil
     }
 }
 
@@ -137,7 +116,19 @@ private func broadcast(_ buffer: UnsafeMutableRawPointer?, _ count: Int, _ type:
     let dataType = try dataType(type)
     _ = try mutableBytes(buffer, count, dataType, "buffer")
     let lent = Lent(send: nil, receive: buffer)
-    return { try $0.broadcast(lent.receiveBytes(count, dataType), root: Int(root)) }
+    return { c, inFlight in
+        if inFlight { return try c.startBroadcast(lent.receiveBytes(count, dataType), root: Int(root)) }
+        try c.broadcast(lent.receiveBytes(count, dataType), root: Int(root))
+        return nil
+    }
+}
+
+private func barrier() -> BoundCollective {
+    { c, inFlight in
+        if inFlight { return try c.startBarrier() }
+        try c.barrier()
+        return nil
+    }
 }
 
 private func allScan(_ state: UnsafeRawPointer?, _ exclusive: UnsafeMutableRawPointer?, _ inclusive: UnsafeMutableRawPointer?,
@@ -155,10 +146,15 @@ private func allScan(_ state: UnsafeRawPointer?, _ exclusive: UnsafeMutableRawPo
                     decay: scanOp == .affine ? try bytes(decay, decayCount, dataType, "decay") : nil,
                     exclusive: try exclusive.map { try mutableBytes($0, count, dataType, "exclusive") },
                     inclusive: try inclusive.map { try mutableBytes($0, count, dataType, "inclusive") })
-    return { c in
+    let decays = scanOp == .affine ? decayCount : 1
+    return { c, inFlight in
+        if inFlight {
+            return try c.startAllScan(state: lent.state, count: count, dataType: dataType, op: scanOp, decay: lent.decay,
+                                      decayCount: decays, exclusive: lent.exclusive, inclusive: lent.inclusive, reverse: reverse != 0)
+        }
         try c.allScan(state: lent.state, count: count, dataType: dataType, op: scanOp, decay: lent.decay,
-                      decayCount: scanOp == .affine ? decayCount : 1, exclusive: lent.exclusive, inclusive: lent.inclusive,
-                      reverse: reverse != 0)
+                      decayCount: decays, exclusive: lent.exclusive, inclusive: lent.inclusive, reverse: reverse != 0)
+        return nil
     }
 }
 
@@ -198,7 +194,7 @@ public func chorus_broadcast(_ comm: OpaquePointer?, _ buffer: UnsafeMutableRawP
 
 @_cdecl("chorus_barrier")
 public func chorus_barrier(_ comm: OpaquePointer?, _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
-    blocking(comm, error) { { try $0.barrier() } }
+    blocking(comm, error) { barrier() }
 }
 
 @_cdecl("chorus_all_scan")
@@ -215,7 +211,7 @@ public func chorus_all_scan(_ comm: OpaquePointer?, _ state: UnsafeRawPointer?, 
 public func chorus_all_reduce_async(_ comm: OpaquePointer?, _ send: UnsafeRawPointer?, _ receive: UnsafeMutableRawPointer?, _ count: Int,
                                     _ type: chorus_type, _ op: chorus_reduce_op, _ request: UnsafeMutablePointer<OpaquePointer?>?,
                                     _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
-    startedInFlight(comm, request, error) { try allReduceStart(send, receive, count, type, op) }
+    queued(comm, request, error) { try allReduce(send, receive, count, type, op) }
 }
 
 @_cdecl("chorus_all_reduce_quantized_async")
@@ -252,7 +248,7 @@ public func chorus_broadcast_async(_ comm: OpaquePointer?, _ buffer: UnsafeMutab
 @_cdecl("chorus_barrier_async")
 public func chorus_barrier_async(_ comm: OpaquePointer?, _ request: UnsafeMutablePointer<OpaquePointer?>?,
                                  _ error: UnsafeMutablePointer<chorus_error>?) -> chorus_status {
-    queued(comm, request, error) { { try $0.barrier() } }
+    queued(comm, request, error) { barrier() }
 }
 
 @_cdecl("chorus_all_scan_async")

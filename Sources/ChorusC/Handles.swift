@@ -48,8 +48,8 @@ final class StateHandle: @unchecked Sendable {
     init(_ state: SharedState) { self.state = state }
 }
 
-/// A non-blocking call: its outcome once the queue has run it, or, for an all-reduce the queue
-/// started in flight (`Communicator.startAllReduce`), once its verdict has been taken.
+/// A non-blocking call: the queue starts its collective in flight (`Communicator`'s start forms),
+/// and it completes once that has its verdict (or at once, when the start failed).
 final class RequestHandle: @unchecked Sendable {
     private enum State {
         case queued

@@ -54,7 +54,8 @@ public func chorus_comm_create(_ master: UnsafePointer<CChar>?, _ options: Unsaf
 @_cdecl("chorus_comm_destroy")
 public func chorus_comm_destroy(_ comm: OpaquePointer?) {
     guard let comm else { return }
-    borrowed(comm, as: CommHandle.self).drain() // queued requests finish first
+    // Queued calls start first; a request not yet waited for keeps the communicator until it is.
+    borrowed(comm, as: CommHandle.self).drain()
     release(comm, as: CommHandle.self)
 }
 

@@ -20,8 +20,10 @@ def _code(table, name, what):
 
 
 class Request:
-    """A collective in flight. Its buffers stay referenced (and must not be touched) until `wait()`
-    returns; requests on one communicator complete in the order they were made."""
+    """A collective in flight: started on the communicator's queue in call order, its data moved
+    there, and `wait()` takes its verdict (the master's round trip overlaps the next calls' data).
+    Its buffers stay referenced (and must not be touched) until `wait()` returns; requests on one
+    communicator complete in the order they were made."""
 
     def __init__(self, handle, keep):
         self._handle = handle

@@ -118,8 +118,9 @@ void chorus_master_destroy(chorus_master *master);
  */
 chorus_status chorus_comm_create(const char *master, const char *const *options, chorus_comm **out, chorus_error *error);
 /**
- * Waits for the communicator's queued requests, then frees it. A member that did not leave first is
- * seen by the others as lost: their next collective aborts (retryably). Never blocks on the group.
+ * Waits until the calls queued on the communicator have started, then releases it (a request not
+ * yet waited for keeps the communicator until it is, as its buffers stay lent). A member that did
+ * not leave first is seen by the others as lost: their next collective aborts (retryably).
  */
 void chorus_comm_destroy(chorus_comm *comm);
 /** Leaves the group at the next safe point; the communicator can then only be destroyed. */
@@ -213,11 +214,11 @@ chorus_status chorus_all_scan(chorus_comm *comm, const void *state, void *exclus
 
 /**
  * As the blocking forms; `*request` completes when the collective has its verdict. Non-blocking
- * calls run on the communicator's queue in the order they were made, each after the one before has
- * finished, except chorus_all_reduce_async: the queue moves on once its data has moved, so up to
- * CHORUS_OPERATIONS_IN_FLIGHT (8) all-reduces wait for their verdicts together and the master's round
- * trip of one overlaps the data of the next. Requests still complete in the order they were made;
- * an abort of one is also the verdict of every later one of the epoch.
+ * calls start on the communicator's queue in the order they were made, and the queue moves on once
+ * a call's data has moved: up to CHORUS_OPERATIONS_IN_FLIGHT (8) collectives wait for their
+ * verdicts together, and the master's round trip of one overlaps the data of the next. Requests
+ * complete in the order they were made; an abort of one is also the verdict of every later one of
+ * the epoch. A blocking call first waits for every request made before it.
  */
 chorus_status chorus_all_reduce_async(chorus_comm *comm, const void *send, void *receive, size_t count, chorus_type type,
                                       chorus_reduce_op op, chorus_request **request, chorus_error *error);
