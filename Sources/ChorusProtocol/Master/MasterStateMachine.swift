@@ -242,17 +242,17 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             if brokenReason == nil { actions += abort(opID: lastDecidedOp + 1, .peerLeft(peer.id)) }
             return actions + pendingChanged() + formTopologyIfReady()
         case .begin(let beginEpoch, let opID, let descriptor):
-            if holdEarly(message, opID: opID, from: connection) { return [] }
+            if holdEarly(message, epoch: beginEpoch, opID: opID, from: connection) { return [] }
             return begin(from: connection, epoch: beginEpoch, opID: opID, descriptor)
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
             if let forgery = Self.forgery(in: outcome, from: peer.id) {
                 return [.send(connection, .rejected(forgery)), .close(connection)] + connectionClosed(connection)
             }
-            if holdEarly(message, opID: opID, from: connection) { return [] }
+            if holdEarly(message, epoch: reportEpoch, opID: opID, from: connection) { return [] }
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
         case .syncState(let reportEpoch, let opID, let digest):
-            if holdEarly(message, opID: opID, from: connection) { return [] }
+            if holdEarly(message, epoch: reportEpoch, opID: opID, from: connection) { return [] }
             return syncState(from: connection, epoch: reportEpoch, opID: opID, digest)
         case .unreachable(let reportEpoch, let other, let detail):
             guard peer.role == .member, reportEpoch == epoch else { return [] } // a formation that is over
@@ -559,21 +559,14 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// Keeps a member's message about an operation after the undecided one, within the window (see
     /// "operations in flight"), until the operations before it are decided; true when it was kept.
     /// A member sends at most one message of each kind per operation; repeats are dropped.
-    private mutating func holdEarly(_ message: PeerToMaster, opID: UInt64, from connection: Connection) -> Bool {
-        guard epochOf(message) == epoch, peers[connection]?.role == .member,
+    private mutating func holdEarly(_ message: PeerToMaster, epoch messageEpoch: UInt64, opID: UInt64,
+                                    from connection: Connection) -> Bool {
+        guard messageEpoch == epoch, peers[connection]?.role == .member,
               opID > lastDecidedOp + 1, opID - lastDecidedOp <= Self.operationWindow else { return false }
-        let held = early[opID, default: []]
-        if !held.contains(where: { $0.connection == connection && Self.sameKind($0.message, message) }) {
-            early[opID] = held + [(connection, message)]
+        if early[opID]?.contains(where: { $0.connection == connection && Self.sameKind($0.message, message) }) != true {
+            early[opID, default: []].append((connection, message))
         }
         return true
-    }
-
-    private func epochOf(_ message: PeerToMaster) -> UInt64? {
-        switch message {
-        case .begin(let epoch, _, _), .report(let epoch, _, _, _), .syncState(let epoch, _, _): epoch
-        default: nil
-        }
     }
 
     private static func sameKind(_ a: PeerToMaster, _ b: PeerToMaster) -> Bool {
