@@ -197,6 +197,10 @@ import Glibc
         configuration.operationsInFlight = 3 // fewer than the buffers: starts wait for the oldest verdict
         try GroupHarness.run(worldSize: 4, configuration: configuration) { c in
             let buffers = (0 ..< 8).map { FloatBuffer(Self.input(rank: c.rank, op: $0, count: Self.count(of: $0))) }
+            let ragged = UnsafeMutableRawBufferPointer(rebasing: buffers[1].raw[0 ..< 6])
+            #expect(throws: ChorusError.invalidArgument("buffer 1 holds 6 bytes, not whole f32 elements")) {
+                try c.allReduceMultiple(inPlace: [buffers[0].raw, ragged], dataType: .float32)
+            }
             try c.allReduceMultiple(inPlace: buffers.map(\.raw), dataType: .float32)
             for op in 0 ..< 8 {
                 #expect(buffers[op].values == Self.reference(worldSize: 4, op: op, count: Self.count(of: op)), "rank \(c.rank) buffer \(op)")

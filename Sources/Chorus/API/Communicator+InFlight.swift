@@ -2,9 +2,9 @@ import ChorusAlgorithms
 import Dispatch
 
 /// A collective started with one of `Communicator`'s `start...` forms (`startAllReduce`, ...): its
-/// data has moved, and `wait()` returns its verdict. Waiting is optional for the order of operations (a later blocking call, an
-/// `updateTopology()` or a deeper start takes the verdicts still owed), but it is how the outcome
-/// is learned; the buffers stay lent until `wait()` returns.
+/// data has moved, and `wait()` returns its verdict. Waiting is optional for the order of
+/// operations (a later blocking call, an `updateTopology()` or a deeper start takes the verdicts
+/// still owed), but it is how the outcome is learned; the buffers stay lent until `wait()` returns.
 public final class PendingCollective: @unchecked Sendable {
     private let communicator: Communicator
     private let operation: InFlightOperation
@@ -127,23 +127,28 @@ extension Communicator {
     /// All-reduces every buffer in place, keeping them in flight together, and retries the ones
     /// that aborted after re-forming the group without admitting anyone (PCCL's
     /// `all_reduce_multiple_with_retry`). Every member passes the same buffers' sizes in the same
-    /// order.
-    /// - Throws: a non-retryable error at once (after the verdicts in flight are taken); the last
-    ///   retryable one after `policy.maxAttempts` attempts, with the buffers that failed restored.
+    /// order. Every operation started has its verdict before this returns or throws, so no buffer
+    /// is written afterwards.
+    /// - Throws: `invalidArgument` for a buffer that is not whole elements; a non-retryable error
+    ///   once the operations started are settled; the last retryable one after
+    ///   `policy.maxAttempts` attempts, with the buffers that failed restored.
     public func allReduceMultiple(inPlace buffers: [UnsafeMutableRawBufferPointer], dataType: DataType,
                                   op: ReduceOp = .sum, policy: RetryPolicy = RetryPolicy()) throws {
+        if let odd = buffers.firstIndex(where: { $0.count % dataType.size != 0 }) {
+            throw ChorusError.invalidArgument("buffer \(odd) holds \(buffers[odd].count) bytes, not whole \(dataType) elements")
+        }
         var remaining = Array(buffers.indices)
         for attempt in 1 ... policy.maxAttempts {
             if attempt > 1 { try updateTopology(minimumWorldSize: policy.minimumWorldSize, admitting: false) }
             var started: [(index: Int, pending: PendingCollective)] = []
             var failed: [Int] = []
-            var lastError: ChorusError?
+            var lastError: (any Error)?
             for (position, index) in remaining.enumerated() {
                 do {
                     let buffer = buffers[index]
                     started.append((index, try startAllReduce(inPlace: buffer, count: buffer.count / dataType.size,
                                                               dataType: dataType, op: op)))
-                } catch let error as ChorusError where error.isRetryable {
+                } catch {
                     failed += remaining[position...]
                     lastError = error
                     break
@@ -152,13 +157,13 @@ extension Communicator {
             for (index, pending) in started {
                 do {
                     try pending.wait()
-                } catch let error as ChorusError where error.isRetryable {
+                } catch {
                     failed.append(index)
-                    lastError = error
+                    if (lastError as? ChorusError)?.isRetryable != false { lastError = error } // keep a fatal one
                 }
             }
             guard let lastError else { return }
-            if attempt == policy.maxAttempts { throw lastError }
+            guard (lastError as? ChorusError)?.isRetryable == true, attempt < policy.maxAttempts else { throw lastError }
             remaining = failed.sorted()
         }
     }
