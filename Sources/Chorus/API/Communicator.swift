@@ -5,7 +5,8 @@ import Synchronization
 
 /// A peer's handle on a Chorus group: membership (`rank`, `worldSize`, `epoch`, `updateTopology()`)
 /// and collectives. Calls are serialized; each exists blocking and `async` (the async form runs the
-/// blocking one on this communicator's own dispatch queue, never on Swift's cooperative pool).
+/// blocking one on this communicator's own dispatch queue, never on Swift's cooperative pool), and
+/// each collective also as a start form that returns before its verdict (`startAllReduce`, ...).
 ///
 /// Every collective has one outcome that every member sees: success with bit-identical output, or
 /// the same `ChorusError` everywhere with the input restored. After a retryable error, call

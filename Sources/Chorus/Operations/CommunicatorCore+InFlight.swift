@@ -1,8 +1,8 @@
 import ChorusAlgorithms
 import ChorusProtocol
 
-/// An operation whose data phase is over and whose verdict may still be on its way (see
-/// `Communicator.startAllReduce`). Touched only under the communicator's lock.
+/// An operation whose data phase is over and whose verdict may still be on its way (see `start`).
+/// Touched only under the communicator's lock.
 final class InFlightOperation: @unchecked Sendable {
     let opID: UInt64
     let descriptor: OperationDescriptor

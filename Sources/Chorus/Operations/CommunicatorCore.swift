@@ -18,7 +18,7 @@ final class Core: @unchecked Sendable {
     /// Each link `optimizeTopology()` measured, the same at every member that took part (see
     /// `optimizeTopology(settings:minimumWorldSize:admitting:)`).
     var linkCosts: [DirectedLink: MeasuredLink] = [:]
-    /// Operations started with `startAllReduce` whose verdicts have not been taken, oldest first.
+    /// Operations started in flight (`start`) whose verdicts have not been taken, oldest first.
     var inFlight: [InFlightOperation] = []
 
     init(session: PeerSession) { self.session = session }
