@@ -66,6 +66,9 @@ public enum TransportEvent: Sendable, Equatable {
     case control(ConnectionID, FrameAddress, [UInt8])
     /// A connection failed (closed by the peer, timed out, or violated the protocol) and is closed.
     case failed(ConnectionID, TransportError)
+    /// The other end answered the fence this end sent (`fence`): `vouched` when it had vouched for
+    /// the operation already, otherwise it never will.
+    case fenceAnswered(ConnectionID, epoch: UInt64, opID: UInt64, vouched: Bool)
 }
 
 /// How waiting for a request ended.
@@ -221,6 +224,19 @@ public final class TransportEngine: @unchecked Sendable {
         try check(chorus_engine_probe(engine, connection.rawValue, UInt32(milliseconds(answerWithin))))
     }
 
+    /// Vouches on `connection` (the master's) for operation `opID` of `epoch`, before telling the
+    /// other members this end is done with it; throws `.fenced` when the master's fence came first
+    /// (`chorus_engine_vouch`).
+    public func vouch(_ connection: ConnectionID, epoch: UInt64, opID: UInt64) throws(TransportError) {
+        try check(chorus_engine_vouch(engine, connection.rawValue, epoch, opID))
+    }
+
+    /// Fences the member on `connection`: it will vouch for no operation of `epoch` from `opID` on,
+    /// unless it already had; its answer comes as `.fenceAnswered`.
+    public func fence(_ connection: ConnectionID, epoch: UInt64, opID: UInt64) throws(TransportError) {
+        try check(chorus_engine_fence(engine, connection.rawValue, epoch, opID))
+    }
+
     /// Queues a control frame (the payload is copied).
     public func sendControl(_ connection: ConnectionID, address: FrameAddress, payload: [UInt8]) throws(TransportError) {
         let status = payload.withUnsafeBytes {
@@ -279,6 +295,8 @@ public final class TransportEngine: @unchecked Sendable {
             let header = event.header
             let payload = [UInt8](UnsafeRawBufferPointer(start: event.payload, count: Int(header.length)))
             return .control(connection, FrameAddress(epoch: header.epoch, opID: header.op_id, tag: header.tag), payload)
+        case Int32(CHORUS_EVENT_FENCE_ANSWER.rawValue):
+            return .fenceAnswered(connection, epoch: event.header.epoch, opID: event.header.op_id, vouched: event.header.tag == 1)
         default:
             return .failed(connection, TransportError(status: event.status, systemErrno: event.sys_errno,
                                                       systemCall: event.sys_call.map { String(cString: $0) } ?? ""))

@@ -185,15 +185,65 @@ import Testing
         #expect(Set(next.values) == [.aborted(reason)])
     }
 
-    @Test func lostMemberAbortsTheOperationInFlightWithOneReason() {
+    /// Success without the master: a lost member may have vouched and the others committed, so its
+    /// loss decides nothing; the survivors' reports do (success when all succeeded), and an abort
+    /// after the loss names it.
+    @Test func aLostMemberLeavesTheOperationToTheSurvivorsReports() {
         var m = formed(3)
-        _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
-        let lost = m.connectionClosed(3)
-        #expect(verdicts(lost) == [1: .aborted(.peerLost(3)), 2: .aborted(.peerLost(3))])
+        let report = { (op: UInt64, outcome: Outcome) in PeerToMaster.report(epoch: 2, opID: op, descriptor: Self.descriptor, outcome: outcome) }
+        _ = m.received(report(1, .success), from: 1)
+        #expect(verdicts(m.connectionClosed(3)).isEmpty)
+        #expect(m.membersHoldingUpTheSafePoint.sorted() == [1, 2])
+        #expect(verdicts(m.received(report(1, .success), from: 2)) == [1: .success, 2: .success])
+        // The next operation fails at a survivor (its link to the lost member): the loss is the reason.
+        let failed = verdicts(m.received(report(2, .aborted(.linkFailed(reporter: 1, peer: 3, detail: "reset"))), from: 1))
+        #expect(failed == [1: .aborted(.peerLost(3)), 2: .aborted(.peerLost(3))])
         // Survivors re-form at the safe point without the lost peer.
         _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 1)
         let t = topologies(m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 2))
         #expect(t[1]?.members.map(\.id) == [1, 2] && t[1]?.epoch == 3)
+    }
+
+    /// A member that reported success and waited past its deadline: the members that have not
+    /// reported are fenced, once each, and the first that never vouched aborts the operation.
+    @Test func aMemberWaitingPastItsDeadlineHasTheOthersFenced() {
+        var m = formed(3)
+        _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
+        let timedOut = PeerToMaster.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .aborted(.timedOut(reporter: 1, notArrived: [])))
+        #expect(m.received(timedOut, from: 1) == [.fence(2, epoch: 2, opID: 1), .fence(3, epoch: 2, opID: 1)])
+        #expect(m.received(timedOut, from: 1).isEmpty, "fenced once")
+        #expect(m.fenceAnswered(2, epoch: 2, opID: 1, vouched: true).isEmpty, "it vouched: its report is on its way")
+        #expect(m.fenceAnswered(1, epoch: 2, opID: 1, vouched: false).isEmpty, "an answer nobody was asked for")
+        let aborted = verdicts(m.fenceAnswered(3, epoch: 2, opID: 1, vouched: false))
+        #expect(aborted == [1: .aborted(.timedOut(reporter: 1, notArrived: [1, 2])), 2: .aborted(.timedOut(reporter: 1, notArrived: [1, 2])),
+                            3: .aborted(.timedOut(reporter: 1, notArrived: [1, 2]))])
+        #expect(m.fenceAnswered(3, epoch: 2, opID: 1, vouched: false).isEmpty, "decided already")
+        // A fenced member that had vouched reports, and the operation succeeds.
+        var n = formed(2)
+        _ = n.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
+        _ = n.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .aborted(.timedOut(reporter: 1, notArrived: []))), from: 1)
+        #expect(n.fenceAnswered(2, epoch: 2, opID: 1, vouched: true).isEmpty)
+        #expect(verdicts(n.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 2)) == [1: .success, 2: .success])
+    }
+
+    /// A member that reported an operation (and may have committed it with the others) before it
+    /// asked for the safe point or to leave does not abort it; the next operation aborts, as before.
+    @Test func aSafePointOrLeaveAfterReportingAnOperationAbortsOnlyTheNext() {
+        let report = { (op: UInt64) in PeerToMaster.report(epoch: 2, opID: op, descriptor: Self.descriptor, outcome: .success) }
+        for leaving in [false, true] {
+            var m = formed(3)
+            _ = m.received(.begin(epoch: 2, opID: 1, descriptor: Self.descriptor), from: 1)
+            _ = m.received(report(1), from: 2)
+            _ = m.received(report(2), from: 2) // held: operation 2 is after the undecided one
+            let asked = leaving ? m.received(.leave(epoch: 2), from: 2) : m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 2)
+            #expect(verdicts(asked).isEmpty, "leaving: \(leaving)")
+            _ = m.received(report(1), from: 1)
+            #expect(verdicts(m.received(report(1), from: 3)) == [1: .success, 2: .success, 3: .success], "leaving: \(leaving)")
+            _ = m.received(report(2), from: 1)
+            #expect(verdicts(m.received(report(2), from: 3)).values.allSatisfy { $0 == .success }, "leaving: \(leaving)")
+            let reason: AbortReason = leaving ? .peerLeft(2) : .topologyUpdateRequested(2)
+            #expect(Set(verdicts(m.received(.begin(epoch: 2, opID: 3, descriptor: Self.descriptor), from: 1)).values) == [.aborted(reason)])
+        }
     }
 
     /// Whom the master probes: nobody while the epoch is whole and nobody waits at the safe point (a

@@ -82,6 +82,12 @@ struct conn {
     int heard;          // something arrived (until then the sender has shown no rhythm to judge it by)
     uint32_t rhythm_ms; // the longest silence its sender usually keeps between frames (see note_silence)
     uint64_t probe_deadline_ms; // atomic: an unanswered probe's deadline (0: none); anything received clears it
+
+    // The operation fence (fence.c), engine->lock: the newest operation this end vouched for, and
+    // the first operation a fence forbids it to vouch for (fence_op 0: none in fence_epoch).
+    uint64_t vouched_epoch, vouched_op;
+    uint64_t fence_epoch, fence_op;
+    int fence_asked; // this end sent a fence its other end has not answered yet
 };
 
 typedef struct event_node {
@@ -143,6 +149,8 @@ chorus_failure stream_flush_locked(chorus_engine *e, conn *c);
 void stream_read(chorus_engine *e, conn *c);
 /// A heartbeat unless frames are queued already (they say as much). Caller holds send_lock.
 chorus_failure stream_heartbeat_locked(chorus_engine *e, conn *c);
+/// A fence or a fence's answer that the stream read (io_lock held; fence.c).
+chorus_failure fence_frame(chorus_engine *e, conn *c);
 /// Drops every queued frame with `status` and closes the write side (from engine_fail_conn).
 void stream_close_sends(chorus_engine *e, conn *c, int status);
 

@@ -41,6 +41,7 @@ const char *chorus_status_string(int status) {
     case CHORUS_ERR_NO_SUCH_CONNECTION: return "no such connection (closed or failed)";
     case CHORUS_ERR_ADDRESS: return "address could not be resolved or bound";
     case CHORUS_ERR_SHUTDOWN: return "engine is shutting down";
+    case CHORUS_ERR_FENCED: return "the master fenced this operation";
     case CHORUS_ERR_NO_RDMA: return "RDMA is not available here";
     default: return "unknown status";
     }

@@ -1,5 +1,5 @@
 // The framed stream socket every connection has: its send queue and the reader of its frames.
-// Control frames become events; heartbeats and probes are answered here; a data frame is handed to
+// Control frames become events; heartbeats, probes and fences are answered here; a data frame is handed to
 // the connection's data path, which names the posted receive its payload is read into (or says the
 // frame waits for one: then the stream pauses, and its sender is judged by its kernel, see
 // connections.c's timers); any other frame type is the path's own (its flow control, say).
@@ -260,6 +260,8 @@ static int read_header(chorus_engine *e, conn *c) {
     case CHORUS_FRAME_DATA: return HEADER_PAYLOAD_NEXT;
     case CHORUS_FRAME_HEARTBEAT: break;
     case CHORUS_FRAME_PROBE: failure = answer_probe(e, c); break;
+    case CHORUS_FRAME_FENCE:
+    case CHORUS_FRAME_FENCE_ANSWER: failure = fence_frame(e, c); break;
     default: failure = path_frame(e, c); break;
     }
     if (failure.status != CHORUS_OK) {

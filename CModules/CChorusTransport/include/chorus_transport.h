@@ -64,6 +64,7 @@ typedef enum chorus_transport_status {
     CHORUS_ERR_NO_SUCH_CONNECTION = -133,
     CHORUS_ERR_ADDRESS = -134,
     CHORUS_ERR_SHUTDOWN = -135,
+    CHORUS_ERR_FENCED = -136,       // chorus_engine_vouch: a fence on the connection forbids vouching for that operation
     // RDMA was asked for and is not available here (no libraries, no kernel support, no device).
     CHORUS_ERR_NO_RDMA = -140,
 } chorus_transport_status;
@@ -91,6 +92,8 @@ typedef enum chorus_frame_type {
     CHORUS_FRAME_SHM_OFFER = 6,  // shared-memory path: the dialer's segment, named by tag, epoch and op_id; empty
     CHORUS_FRAME_SHM_ANSWER = 7, // ...the acceptor's answer: tag 1 it mapped the segment, 0 it could not; empty
     CHORUS_FRAME_SHM_DOORBELL = 8, // ...a ring has data (or room) for a reader (writer) that said it waits; empty
+    CHORUS_FRAME_FENCE = 9,        // operation fence (chorus_engine_fence): vouch for no operation of `epoch` from `op_id` on; empty
+    CHORUS_FRAME_FENCE_ANSWER = 10, // ...answered by the fenced engine: tag 1 it had vouched for op_id already, 0 it never will; empty
 } chorus_frame_type;
 
 /// The decoded header. On the wire every field is little-endian:
@@ -200,6 +203,21 @@ int chorus_engine_close(chorus_engine *engine, chorus_conn_id conn);
 /// connection paused on an early data frame (its reply would wait behind the frame).
 int chorus_engine_probe(chorus_engine *engine, chorus_conn_id conn, uint32_t answer_within_ms);
 
+/// The operation fence, which lets members commit a collective among themselves while the master
+/// can still abort it safely (Chorus DESIGN.md, "Success without the master"):
+/// - a member vouches on its master connection for each operation before it tells the other
+///   members it is done with it (`chorus_engine_vouch`);
+/// - the master fences a member that has not reported an operation before aborting it
+///   (`chorus_engine_fence`); the member's engine answers at once, whichever thread reads the frame
+///   (the I/O thread while the program computes), and from then on refuses to vouch for that
+///   operation or any later one of the epoch, unless it had vouched for it already (then the answer
+///   says so and nothing is fenced);
+/// - the answer comes back to the master as a CHORUS_EVENT_FENCE_ANSWER.
+/// Vouching and answering take one lock, so a fence and a vouch are ordered: either the vouch came
+/// first and the answer says so, or the vouch is refused with CHORUS_ERR_FENCED.
+int chorus_engine_vouch(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id);
+int chorus_engine_fence(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id);
+
 /// Queues a control frame; the payload is copied. Failures surface as a CHORUS_EVENT_FAILED.
 int chorus_engine_send_control(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch,
                                uint64_t op_id, const void *payload, uint32_t length);
@@ -225,6 +243,7 @@ typedef enum chorus_event_kind {
     CHORUS_EVENT_ACCEPTED = 1, // a new inbound connection
     CHORUS_EVENT_CONTROL = 2,  // a control frame arrived
     CHORUS_EVENT_FAILED = 3,   // a connection failed (status says why); it is closed
+    CHORUS_EVENT_FENCE_ANSWER = 4, // a fence this engine sent was answered (header: epoch, op_id, tag 1 vouched / 0 fenced)
 } chorus_event_kind;
 
 typedef struct chorus_event {

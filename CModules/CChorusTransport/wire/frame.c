@@ -37,6 +37,8 @@ int chorus_frame_decode(const uint8_t raw[CHORUS_FRAME_HEADER_BYTES], uint32_t m
     case CHORUS_FRAME_SHM_OFFER:
     case CHORUS_FRAME_SHM_ANSWER:
     case CHORUS_FRAME_SHM_DOORBELL:
+    case CHORUS_FRAME_FENCE:
+    case CHORUS_FRAME_FENCE_ANSWER:
         if (h.length != 0) return CHORUS_ERR_BAD_LENGTH;
         break;
     case CHORUS_FRAME_DATA:

@@ -144,6 +144,8 @@ public final class Master: Sendable {
             switch event {
             case nil, .accepted:
                 break
+            case .fenceAnswered(let connection, let epoch, let opID, let vouched):
+                actions += groups.fenceAnswered(connection, epoch: epoch, opID: opID, vouched: vouched)
             case .control(let connection, _, let payload):
                 guard gate.admits(connection, payload, engine: engine, logger: logger) else { continue }
                 do {
@@ -204,6 +206,8 @@ public final class Master: Sendable {
                     if case .rejected(let why) = message {
                         logger.warning("cut off the connection from \(engine.remoteAddress(connection) ?? "?"): \(why)")
                     }
+                case .fence(let connection, let epoch, let opID):
+                    try? engine.fence(connection, epoch: epoch, opID: opID) // a failed send is the connection's failure event
                 case .close(let connection):
                     engine.close(connection)
                     gate.forget(connection)

@@ -52,6 +52,11 @@ struct PeerGroups {
         update(groupOf[connection] ?? 0, about: connection) { $0.machine.receivedMalformed(from: connection, reason: reason) }
     }
 
+    mutating func fenceAnswered(_ connection: ConnectionID, epoch: UInt64, opID: UInt64, vouched: Bool) -> [Action] {
+        guard let id = groupOf[connection] else { return [] }
+        return update(id, about: connection) { $0.machine.fenceAnswered(connection, epoch: epoch, opID: opID, vouched: vouched) }
+    }
+
     mutating func connectionClosed(_ connection: ConnectionID) -> [Action] {
         guard let id = groupOf[connection] else { return [] } // never registered: no group knows it
         return update(id, about: connection) { $0.machine.connectionClosed(connection) }

@@ -20,6 +20,9 @@ final class Core: @unchecked Sendable {
     var linkCosts: [DirectedLink: MeasuredLink] = [:]
     /// Operations started in flight (`start`) whose verdicts have not been taken, oldest first.
     var inFlight: [InFlightOperation] = []
+    /// Every call of the epoch so far, folded (`chained`): what the members compare before they
+    /// commit an operation among themselves.
+    private var callChain: (epoch: UInt64, value: UInt64) = (0, 0)
 
     init(session: PeerSession) { self.session = session }
 
@@ -175,11 +178,11 @@ final class Core: @unchecked Sendable {
         }
     }
 
-    /// Barrier: no data, only the verdict, which the master gives once every member has arrived.
+    /// Barrier: no data; the members' token round (`commitAmongMembers`) is the barrier.
     func barrierPlan(session: PeerSession) -> OperationPlan? {
         if session.topology.members.count == 1 { return nil }
         return OperationPlan(descriptor: OperationDescriptor(collective: Collective.barrier.rawValue, dataType: 0, reduceOp: 0, count: 0),
-                             route: nil) { _ in }
+                             route: .mesh) { _ in }
     }
 
     /// Copies the memory an operation overwrites aside and returns what puts it back (nil when
@@ -223,24 +226,38 @@ final class Core: @unchecked Sendable {
         try settle(operation, session: session)
     }
 
-    /// The first half of an operation: moves its data and reports the local outcome to the master
-    /// (unless the master's abort came first). A lost master ends it here, input restored.
+    /// The first half of an operation: moves its data, commits it among the members when it may
+    /// (`commitAmongMembers`: then its verdict is success already), and reports the local outcome
+    /// to the master (unless the master's abort came first). A lost master ends an operation that
+    /// was not committed here, input restored.
     func moveData(session: PeerSession, opID: UInt64, deadline: ContinuousClock.Instant,
                   descriptor: OperationDescriptor, route: Route?,
                   restore: (() -> Void)?, dataPhase: (OperationLinks) throws -> Void) throws(ChorusError) -> InFlightOperation {
         let operation = InFlightOperation(opID: opID, descriptor: descriptor, deadline: deadline, restore: restore)
-        var local = Outcome.success
+        let epoch = session.topology.epoch
+        callChain = (epoch, Self.chained(callChain.epoch == epoch ? callChain.value : 0, opID: opID, descriptor))
+        let chain = callChain.value
+        let amongMembers = Self.commitsAmongMembers(descriptor)
+        if amongMembers {
+            // Members commit without the master, but stay within its window (`maximumUndecided`).
+            _ = try session.waitFor("the master's verdicts of the operations before \(opID)", deadline: deadline) {
+                opID <= session.latestMasterVerdict + PeerSession.Machine.maximumUndecided ? true : nil
+            }
+        }
+        var local = Outcome.success, committed = false
         if let route, session.links != nil {
             // The master compares the members' calls as they arrive (a synchronization's digest already
             // told it); see `OperationLinks.owedBegin` for when the links announce this one.
             let begin = descriptor.collective == Collective.synchronize.rawValue
-                ? nil : PeerToMaster.begin(epoch: session.topology.epoch, opID: opID, descriptor: descriptor)
-            // With operations in flight the master is busy with their reports, not asleep.
-            let masterIdle = inFlight.isEmpty && ContinuousClock.now - lastVerdictAt > session.configuration.spinWait
+                ? nil : PeerToMaster.begin(epoch: epoch, opID: opID, descriptor: descriptor)
+            // Waking a master asleep early pays only when its verdict is on the path. With operations
+            // in flight it is busy with their reports, not asleep.
+            let masterIdle = !amongMembers && inFlight.isEmpty && ContinuousClock.now - lastVerdictAt > session.configuration.spinWait
             let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline, begin: begin,
                                        announceRightAway: masterIdle)
             do {
                 try dataPhase(links)
+                committed = amongMembers && commitAmongMembers(session: session, links: links, opID: opID, chain: chain)
                 links.finish()
             } catch {
                 links.tearDown()
@@ -261,13 +278,14 @@ final class Core: @unchecked Sendable {
         }
         if operation.verdict == nil {
             do {
-                try session.sendToMaster(.report(epoch: session.topology.epoch, opID: opID, descriptor: descriptor, outcome: local))
-            } catch {
+                try session.sendToMaster(.report(epoch: epoch, opID: opID, descriptor: descriptor, outcome: local))
+            } catch where !committed { // a committed operation succeeded whatever became of the master
                 session.abandonEpoch()
                 restore?()
                 throw error
-            }
+            } catch {}
         }
+        if committed { operation.verdict = .success }
         return operation
     }
 

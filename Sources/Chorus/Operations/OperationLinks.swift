@@ -226,6 +226,13 @@ final class OperationLinks: CollectiveLinks {
         outstanding = []
     }
 
+    /// The `begin` not sent yet, handed to the links of the operation's token round
+    /// (`commitAmongMembers`), whose waits then announce the call as these would have.
+    func takeOwedBegin() -> PeerToMaster? {
+        defer { owedBegin = nil }
+        return owedBegin
+    }
+
     /// Forgets finished requests (after a successful run every request has finished) and the owed
     /// `begin`: the report that follows carries the call.
     func finish() {

@@ -82,6 +82,10 @@ final class PeerSession {
         set { machine.lastSyncedRevision = newValue }
     }
     func verdict(for opID: UInt64) -> Outcome? { machine.verdict(for: opID) }
+    var masterConnection: ConnectionID { ConnectionID(rawValue: machine.master) }
+    var latestMasterVerdict: UInt64 { machine.latestMasterVerdict }
+    func mayCommitAmongMembers(_ opID: UInt64) -> Bool { machine.mayCommitAmongMembers(opID) }
+    func committedAmongMembers(_ opID: UInt64) { machine.committedAmongMembers(opID) }
     func syncPlan(for opID: UInt64) -> SyncPlan? { machine.syncPlan(for: opID) }
     /// Why a link of the current epoch failed (the transport's error the machine was given).
     func linkFailure(_ connection: ConnectionNumber) -> TransportError? { machine.linkFailure(connection) as? TransportError }
@@ -142,6 +146,8 @@ final class PeerSession {
         case .control(let connection, let address, let payload):
             if machine.isInbound(connection.rawValue), !gate.admits(connection, payload, engine: engine, logger: logger) { return }
             apply(machine.received(frame: payload, on: connection.rawValue, epoch: address.epoch, opID: address.opID, now: .now))
+        case .fenceAnswered:
+            break // a member fences nobody (its engine fails a connection that answers a fence it never sent)
         case .failed(let connection, let error):
             gate.forget(connection)
             apply(machine.connectionFailed(connection.rawValue, error, silent: error.code == .idleTimeout, now: .now))

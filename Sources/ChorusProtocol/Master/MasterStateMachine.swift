@@ -10,7 +10,18 @@
 ///   admit pending peers (unless a member asked to re-form without admitting), drop leavers, and
 ///   start a new epoch;
 /// - verdict: the one outcome of operation `opID` in an epoch. Success needs a success report from
-///   every member with identical descriptors; the first failure report or lost member aborts it.
+///   every member with identical descriptors; the first failure report aborts it.
+/// - success without the master: members that all finished an operation's data commit it among
+///   themselves, each having vouched on its master connection that it never reports a failure for it
+///   (DESIGN.md). So the master aborts only what no member can have committed:
+///   - at a failure report, a member at the safe point or leaving that has not reported the
+///     operation, or calls that differ: that member never vouches for it;
+///   - when a member that reported success says it has waited past its deadline (`timedOut` after
+///     its success report), the members that have not reported are fenced (`fence`), and an answer
+///     that one of them never vouched aborts the operation;
+///   - a lost member does not abort anything by itself: it may have vouched and others may have
+///     committed. The operation is decided by the survivors' reports (success when every one of them
+///     succeeded), which come once their links to it fail.
 /// - arrival: the first message of a member for the undecided operation (`begin`, sent before its
 ///   data moves; `report`; or `syncState`) with what it was called with. Two arrivals that differ
 ///   abort the operation at once (`argumentMismatch` naming the field, the values and the ranks), so
@@ -49,6 +60,9 @@
 public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public enum Action: Hashable, Sendable {
         case send(Connection, MasterToPeer)
+        /// Fence the member on the connection for operation `opID` of `epoch` (the transport's
+        /// operation fence); its answer comes back as `fenceAnswered`.
+        case fence(Connection, epoch: UInt64, opID: UInt64)
         /// Close after sending anything queued before this action.
         case close(Connection)
     }
@@ -67,6 +81,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         var requestedMinimum: UInt32? // set while the member waits at the safe point
         var admitting = true // what it asked for there: false keeps waiting peers waiting
         var proposedOrder: [PeerID] = [] // the ring order it proposed there (empty: none)
+        var reportedThrough: UInt64 = 0 // the latest operation of the epoch it reported (held reports count)
     }
 
     private struct Report: Sendable {
@@ -91,6 +106,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var recentOutcomes: [UInt64: Outcome] = [:]
     /// What each member called the undecided operation with (see "arrival").
     private var arrivals: [Connection: OperationDescriptor] = [:]
+    /// Members fenced for the undecided operation whose answers have not come, and who asked for
+    /// it (see "success without the master").
+    private var fenced: Set<Connection> = []
+    private var fenceAskedBy: PeerID?
+    /// The first member lost in this epoch: the root cause an abort after it names.
+    private var lostInEpoch: PeerID?
     /// A member asked for a topology update in this epoch (it waits at the safe point, or did).
     private var safePointRequested = false
     private let naming: DescriptorNaming
@@ -189,7 +210,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// it. Empty while the epoch is whole and nobody waits there.
     public var membersHoldingUpTheSafePoint: [Connection] {
         let away = ring.filter { peers[$0]?.requestedMinimum == nil }
-        return brokenReason != nil || away.count < ring.count ? away : []
+        return brokenReason != nil || lostInEpoch != nil || away.count < ring.count ? away : []
     }
     /// The peer registered on `connection`, if any.
     public func peerID(of connection: Connection) -> PeerID? { peers[connection]?.id }
@@ -223,9 +244,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             peers[connection]?.admitting = admitting
             peers[connection]?.proposedOrder = ringOrder
             safePointRequested = true
-            // Members that already began the undecided operation would wait for this one forever.
+            // Members that already began the undecided operation would wait for this one forever
+            // (unless this member did it too: it may have committed it with the others).
             var actions: [Action] = []
-            if brokenReason == nil, syncInTransfer == nil, !arrivals.isEmpty {
+            if brokenReason == nil, syncInTransfer == nil, !arrivals.isEmpty, peer.reportedThrough <= lastDecidedOp {
                 actions += abort(opID: lastDecidedOp + 1, .topologyUpdateRequested(peer.id))
             }
             return actions + formTopologyIfReady()
@@ -236,18 +258,25 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             }
             peers[connection]?.role = .leaving
             peers[connection]?.requestedMinimum = 0
+            safePointRequested = true
             // The leaver takes part in no further operation: abort the next one (members that check
-            // `membershipPending` first call updateTopology instead and never see it).
+            // `membershipPending` first call updateTopology instead and never see it), or, when it
+            // reported that one already, the first after it (`safePointConflict`).
             var actions: [Action] = []
-            if brokenReason == nil { actions += abort(opID: lastDecidedOp + 1, .peerLeft(peer.id)) }
+            if brokenReason == nil, peer.reportedThrough <= lastDecidedOp { actions += abort(opID: lastDecidedOp + 1, .peerLeft(peer.id)) }
             return actions + pendingChanged() + formTopologyIfReady()
         case .begin(let beginEpoch, let opID, let descriptor):
             if holdEarly(message, epoch: beginEpoch, opID: opID, from: connection) { return [] }
             return begin(from: connection, epoch: beginEpoch, opID: opID, descriptor)
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
             if let forgery = Self.forgery(in: outcome, from: peer.id) {
-                return [.send(connection, .rejected(forgery)), .close(connection)] + connectionClosed(connection)
+                // It reported a failure, so it vouched for nothing: the operation aborts at once.
+                let whole = brokenReason == nil && reportEpoch == epoch && syncInTransfer == nil
+                if whole { brokenReason = .peerLost(peer.id) }
+                let actions: [Action] = [.send(connection, .rejected(forgery)), .close(connection)] + connectionClosed(connection)
+                return actions + (whole ? decide(opID: lastDecidedOp + 1, .aborted(.peerLost(peer.id))) : [])
             }
+            if reportEpoch == epoch { peers[connection]?.reportedThrough = max(peer.reportedThrough, opID) }
             if holdEarly(message, epoch: reportEpoch, opID: opID, from: connection) { return [] }
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
@@ -292,15 +321,22 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         ring.removeAll { $0 == connection }
         reports[connection] = nil
         arrivals[connection] = nil
+        fenced.remove(connection)
         for opID in early.keys { early[opID]?.removeAll { $0.connection == connection } }
         var actions: [Action] = []
         if let transfer = syncInTransfer {
             // The transfer goes on without it; the operations after it abort.
             if brokenReason == nil { brokenReason = .peerLost(peer.id) }
             actions += decideIfAllReported(opID: transfer.opID)
-        } else if brokenReason == nil {
+        } else if brokenReason == nil, !syncDigests.isEmpty {
+            // An election waits for every digest: it cannot be committed without the master.
             brokenReason = .peerLost(peer.id)
             actions += decide(opID: lastDecidedOp + 1, .aborted(.peerLost(peer.id)))
+        } else if brokenReason == nil {
+            // It may have vouched, and the others committed: the survivors' reports decide (see
+            // "success without the master"); their links to it fail, so they report soon.
+            if lostInEpoch == nil { lostInEpoch = peer.id }
+            actions += decideIfAllReported(opID: lastDecidedOp + 1)
         }
         return actions + formTopologyIfReady()
     }
@@ -405,7 +441,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             peers[connection]?.requestedMinimum = nil
             peers[connection]?.admitting = true
             peers[connection]?.proposedOrder = []
+            peers[connection]?.reportedThrough = 0
         }
+        fenced = []
+        fenceAskedBy = nil
+        lostInEpoch = nil
         let topology = currentTopology
         actions += ring.map { .send($0, .topology(topology)) }
         return actions + pendingChanged()
@@ -543,7 +583,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// the actions that answer it instead (a stale epoch, an operation already decided, one further
     /// ahead than the window; one within it was held by `holdEarly`).
     private mutating func screen(_ connection: Connection, epoch messageEpoch: UInt64, opID: UInt64) -> [Action]? {
-        guard let peer = peers[connection], peer.role == .member else { return [] }
+        // A leaver's reports of operations it did before it asked to leave still count.
+        guard let peer = peers[connection], peer.role != .pending, ring.contains(connection) else { return [] }
         guard messageEpoch == epoch else {
             return [.send(connection, .verdict(epoch: messageEpoch, opID: opID, outcome: .aborted(.staleEpoch)))]
         }
@@ -561,7 +602,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// A member sends at most one message of each kind per operation; repeats are dropped.
     private mutating func holdEarly(_ message: PeerToMaster, epoch messageEpoch: UInt64, opID: UInt64,
                                     from connection: Connection) -> Bool {
-        guard messageEpoch == epoch, peers[connection]?.role == .member,
+        guard messageEpoch == epoch, let role = peers[connection]?.role, role != .pending,
               opID > lastDecidedOp + 1, opID - lastDecidedOp <= Self.operationWindow else { return false }
         if early[opID]?.contains(where: { $0.connection == connection && Self.sameKind($0.message, message) }) != true {
             early[opID, default: []].append((connection, message))
@@ -612,11 +653,15 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if !transferring, let conflict = safePointConflict(opID: opID) { return conflict }
         if !transferring, let mismatch = arrive(connection, opID: opID, report.descriptor) { return mismatch }
         switch report.outcome {
+        case .aborted(.timedOut(let reporter, _)) where !transferring && reports[connection] != nil:
+            // It vouched for the operation: fence the members that have not reported it.
+            return fenceUnreported(opID: opID, askedBy: reporter)
         case .aborted(.timedOut(let reporter, _)):
             return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
         case .aborted(let reason):
             recordLinkFailure(reason)
-            return abort(opID: opID, reason)
+            // After a loss, the survivors' failures are its effects: the verdict names the cause.
+            return abort(opID: opID, lostInEpoch.map { .peerLost($0) } ?? reason)
         case .success:
             reports[connection] = report
             return decideIfAllReported(opID: opID)
@@ -630,9 +675,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         // epoch (it may have left since; the search tells).
         guard safePointRequested else { return nil }
         for connection in ring {
-            if let waiting = peers[connection], waiting.role == .member, waiting.requestedMinimum != nil {
-                return abort(opID: opID, .topologyUpdateRequested(waiting.id))
-            }
+            // A member that reported this operation did it before it asked (and may have committed it).
+            guard let waiting = peers[connection], waiting.requestedMinimum != nil, waiting.reportedThrough < opID else { continue }
+            return abort(opID: opID, waiting.role == .leaving ? .peerLeft(waiting.id) : .topologyUpdateRequested(waiting.id))
         }
         return nil
     }
@@ -668,6 +713,23 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         let missing = ranksNotArrived()
         if !missing.isEmpty { text += " (\(rankList(missing.map(Int.init))) had not called it yet)" }
         return text
+    }
+
+    /// Fences every member that has not reported operation `opID` (once each): a member that
+    /// reported success waited past its deadline for the others (see "success without the master").
+    private mutating func fenceUnreported(opID: UInt64, askedBy reporter: PeerID) -> [Action] {
+        if fenceAskedBy == nil { fenceAskedBy = reporter }
+        let unreported = ring.filter { reports[$0] == nil && !fenced.contains($0) }
+        fenced.formUnion(unreported)
+        return unreported.map { .fence($0, epoch: epoch, opID: opID) }
+    }
+
+    /// A fenced member's answer: one that never vouched for the undecided operation (and now never
+    /// will) lets the master abort it; one that had vouched reports it soon.
+    public mutating func fenceAnswered(_ connection: Connection, epoch answerEpoch: UInt64, opID: UInt64, vouched: Bool) -> [Action] {
+        guard answerEpoch == epoch, opID == lastDecidedOp + 1, fenced.remove(connection) != nil, !vouched,
+              brokenReason == nil, let reporter = fenceAskedBy else { return [] }
+        return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
     }
 
     private mutating func decideIfAllReported(opID: UInt64) -> [Action] {
@@ -723,6 +785,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         if opID > Self.operationWindow { recentOutcomes[opID - Self.operationWindow] = nil }
         reports = [:]
         arrivals = [:]
+        fenced = []
+        fenceAskedBy = nil
         syncDigests = [:]
         syncInTransfer = nil
         return ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) } + takeEarly()

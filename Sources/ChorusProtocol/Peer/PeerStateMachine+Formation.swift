@@ -46,6 +46,8 @@ extension PeerStateMachine {
         verdicts = [:]
         firstAbort = nil
         latestSuccess = 0
+        latestMasterVerdict = 0
+        committableFrom = 1
         syncPlans = [:]
         peerMessages = []
         nextOpID = 1

@@ -38,6 +38,10 @@ extension PeerStateMachine {
         if masterHandshake != nil { return loseMaster("\(settings.masterName) closed the connection during the handshake: \(error)") }
         guard peerID != 0 else { return loseMaster("connection to the master failed before it registered this peer: \(error)") }
         recovery = Recovery(cause: error, started: now, deadline: now + settings.recoveryWindow, nextDial: now)
+        // The master that answers may not know of a fence the lost one set on the old connection,
+        // and it adopts the newest verdict the members hold: the operations already begun are
+        // decided by the master only (DESIGN.md, "Success without the master").
+        committableFrom = nextOpID
         return [.log(.warning, "lost \(settings.masterName) (\(error)); trying to reach it again for \(settings.recoveryWindow)")]
             + tick(now: now)
     }
@@ -111,10 +115,12 @@ extension PeerStateMachine {
 
     /// What this peer knows of its session, for the master it reaches.
     private var rejoinReport: Rejoin {
-        let last = verdicts.max { $0.key < $1.key }
+        // The newest verdict, or the newest operation the members committed among themselves.
+        let last = verdicts.max { $0.key < $1.key }.map { (opID: $0.key, outcome: $0.value) }
+        let newest = latestSuccess > (last?.opID ?? 0) ? (opID: latestSuccess, outcome: Outcome.success) : last
         let leaving = unanswered.contains { if case .leave = $0 { true } else { false } }
-        return Rejoin(peer: peerID, group: group, peerGroup: settings.peerGroup, listen: listenAddress, topology: topology, lastDecidedOp: last?.key ?? 0,
-                      lastOutcome: last?.value ?? .success, lastSyncedRevision: lastSyncedRevision, leaving: leaving)
+        return Rejoin(peer: peerID, group: group, peerGroup: settings.peerGroup, listen: listenAddress, topology: topology, lastDecidedOp: newest?.opID ?? 0,
+                      lastOutcome: newest?.outcome ?? .success, lastSyncedRevision: lastSyncedRevision, leaving: leaving)
     }
 
     /// A frame on the connection of the attempt under way.

@@ -102,9 +102,20 @@ public final class PeerStateMachine {
     public static let maximumLanes = 64
 
     var verdicts: [UInt64: Outcome] = [:]
-    /// The epoch's first aborted operation and the latest that succeeded (see `verdict(for:)`).
+    /// The epoch's first aborted operation and the latest that succeeded (see `verdict(for:)`), by
+    /// the master's verdict or committed among the members (`committedAmongMembers`).
     var firstAbort: (opID: UInt64, reason: AbortReason)?
     var latestSuccess: UInt64 = 0
+    /// The latest operation of the epoch the master has decided (members run at most
+    /// `maximumUndecided` operations ahead of it).
+    public internal(set) var latestMasterVerdict: UInt64 = 0
+    /// The first operation of the epoch the members may commit among themselves (operations begun
+    /// before a master was lost are the master's to decide).
+    var committableFrom: UInt64 = 1
+    /// How far ahead of the master's latest verdict a member may start operations: half the
+    /// master's window (`MasterStateMachine.operationWindow`), so it never takes the member for one
+    /// that called more collectives than the others.
+    public static let maximumUndecided: UInt64 = 32
     var syncPlans: [UInt64: SyncPlan] = [:]
     /// Shared-state requests from members, with the operation their frame named.
     var peerMessages: [(connection: ConnectionNumber, opID: UInt64, message: PeerToPeer)] = []
@@ -181,6 +192,18 @@ public final class PeerStateMachine {
         return latestSuccess > opID ? .success : nil
     }
     public func syncPlan(for opID: UInt64) -> SyncPlan? { syncPlans[opID] }
+
+    /// True when operation `opID` may be committed among the members: the master connection is up
+    /// and the operation began after any loss of it.
+    public func mayCommitAmongMembers(_ opID: UInt64) -> Bool {
+        recovery == nil && masterFailure == nil && opID >= committableFrom
+    }
+
+    /// Every member vouched for `opID` and finished it with the same calls (DESIGN.md, "Success
+    /// without the master"): it succeeded, and so did every earlier operation of the epoch.
+    public func committedAmongMembers(_ opID: UInt64) {
+        latestSuccess = max(latestSuccess, opID)
+    }
     public func linkFailure(_ connection: ConnectionNumber) -> (any Error & Sendable)? { failedLinks[connection] }
 
     // MARK: - Requests from the API
@@ -327,9 +350,16 @@ public final class PeerStateMachine {
             offeredTopology = offered
         case .verdict(let epoch, let opID, let outcome) where epoch == topology.epoch:
             verdicts[opID] = outcome
+            latestMasterVerdict = max(latestMasterVerdict, opID)
             switch outcome {
             case .success: latestSuccess = max(latestSuccess, opID)
-            case .aborted(let reason): if firstAbort.map({ opID < $0.opID }) ?? true { firstAbort = (opID, reason) }
+            case .aborted(let reason):
+                if firstAbort.map({ opID < $0.opID }) ?? true { firstAbort = (opID, reason) }
+                if opID <= latestSuccess {
+                    // Never by design: the master aborts only what no member can have committed.
+                    return [.log(.error, "the master aborted operation \(opID) of epoch \(topology.epoch), which the members had committed: \(reason)")]
+                        + evaluateFormation()
+                }
             }
             return evaluateFormation()
         case .verdict:
