@@ -192,8 +192,10 @@ import Testing
         var m = formed(3)
         let report = { (op: UInt64, outcome: Outcome) in PeerToMaster.report(epoch: 2, opID: op, descriptor: Self.descriptor, outcome: outcome) }
         _ = m.received(report(1, .success), from: 1)
-        #expect(verdicts(m.connectionClosed(3)).isEmpty)
+        // The survivor that has not reported is fenced: one that never vouched would end it at once.
+        #expect(m.connectionClosed(3) == [.fence(2, epoch: 2, opID: 1)])
         #expect(m.membersHoldingUpTheSafePoint.sorted() == [1, 2])
+        #expect(m.fenceAnswered(2, epoch: 2, opID: 1, vouched: true).isEmpty)
         #expect(verdicts(m.received(report(1, .success), from: 2)) == [1: .success, 2: .success])
         // The next operation fails at a survivor (its link to the lost member): the loss is the reason.
         let failed = verdicts(m.received(report(2, .aborted(.linkFailed(reporter: 1, peer: 3, detail: "reset"))), from: 1))
@@ -202,6 +204,17 @@ import Testing
         _ = m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 1)
         let t = topologies(m.received(.updateTopology(epoch: 2, minimumWorldSize: 1), from: 2))
         #expect(t[1]?.members.map(\.id) == [1, 2] && t[1]?.epoch == 3)
+    }
+
+    /// A loss fences the members that have not reported; the first that never vouched aborts the
+    /// operation at once, naming the loss.
+    @Test func aLossAbortsOnceASurvivorThatNeverVouchedAnswersTheFence() {
+        var m = formed(4)
+        _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
+        #expect(m.connectionClosed(4) == [.fence(2, epoch: 2, opID: 1), .fence(3, epoch: 2, opID: 1)])
+        let aborted = verdicts(m.fenceAnswered(3, epoch: 2, opID: 1, vouched: false))
+        #expect(aborted == [1: .aborted(.peerLost(4)), 2: .aborted(.peerLost(4)), 3: .aborted(.peerLost(4))])
+        #expect(m.fenceAnswered(2, epoch: 2, opID: 1, vouched: false).isEmpty)
     }
 
     /// A member that reported success and waited past its deadline: the members that have not
@@ -368,8 +381,11 @@ import Testing
             (1 ... 3).flatMap { m.peerID(of: $0) == nil ? [] : m.received(.updateTopology(epoch: m.epoch, minimumWorldSize: 1), from: $0) }
         }
         let first = m.received(.unreachable(epoch: m.epoch, peer: 3, detail: "connect timed out"), from: 2)
+        // Members that have not reported the first operation are fenced; the reporter, whose ring
+        // failed, never vouches for it, and its answer aborts it for everyone.
+        #expect(first == (1 ... 3).map { .fence($0, epoch: 2, opID: 1) })
         let reason = AbortReason.linkFailed(reporter: 2, peer: 3, detail: "connect timed out")
-        #expect(verdicts(first) == [1: .aborted(reason), 2: .aborted(reason), 3: .aborted(reason)])
+        #expect(verdicts(m.fenceAnswered(2, epoch: 2, opID: 1, vouched: false)) == [1: .aborted(reason), 2: .aborted(reason), 3: .aborted(reason)])
         #expect(reason.description == "peer 2 cannot reach peer 3: connect timed out")
         let reformed = everyoneUpdates()
         #expect(topologies(reformed).count == 3, "one failure only re-forms")

@@ -104,6 +104,9 @@ import Testing
         (header(type: 1, flags: 1, length: 0), .badFlags),
         (header(type: 1, length: 0xFFFF_FFF0), .controlTooLarge),
         (header(type: 3, length: 5), .badLength),
+        (header(type: 9, length: 8, opID: 1), .badLength), // a fence is empty
+        (header(type: 9, length: 0), .unexpectedControl), // a fence names an operation
+        (header(type: 10, length: 0, opID: 1), .unexpectedControl), // an answer to a fence nobody sent
     ]
 
     @Test(arguments: 0 ..< malformed.count)
@@ -240,6 +243,38 @@ import Testing
             try prober.probe(answererID, answerWithin: .milliseconds(200))
             if let event = prober.nextEvent(timeout: .milliseconds(250)) { Issue.record("an answering engine was failed: \(event)") }
         }
+    }
+
+    /// The operation fence: a vouch before the fence is what the answer reports, and a fence
+    /// before the vouch refuses it, for that operation and every later one of the epoch. The member's
+    /// engine answers though its owner is computing (no thread waits in it): the I/O thread reads
+    /// the fence at its tick.
+    @Test func aFenceAndAVouchAreOrderedAndTheFenceIsAnsweredWhileTheOwnerComputes() throws {
+        let p = try Self.pair()
+        let (master, member) = (p.server, p.client)
+        try member.vouch(p.clientSide, epoch: 4, opID: 3)
+        func answer() throws -> (epoch: UInt64, opID: UInt64, vouched: Bool) {
+            // Only the master waits: the member's engine answers on its own.
+            guard case .fenceAnswered(p.serverSide, let epoch, let opID, let vouched)? = master.nextEvent(timeout: .seconds(5)) else {
+                throw TestFailure("no answer to the fence")
+            }
+            return (epoch, opID, vouched)
+        }
+        try master.fence(p.serverSide, epoch: 4, opID: 3)
+        #expect(try answer() == (4, 3, true))
+        try member.vouch(p.clientSide, epoch: 4, opID: 4) // a fence at 3 that found 3 vouched fenced nothing
+        try master.fence(p.serverSide, epoch: 4, opID: 6)
+        #expect(try answer() == (4, 6, false))
+        try member.vouch(p.clientSide, epoch: 4, opID: 5) // before the fence
+        for opID: UInt64 in [6, 7, 100] {
+            #expect(throws: TransportError(code: .fenced)) { try member.vouch(p.clientSide, epoch: 4, opID: opID) }
+        }
+        try master.fence(p.serverSide, epoch: 4, opID: 9)
+        #expect(try answer() == (4, 9, false), "the earlier fence still stands")
+        #expect(throws: TransportError(code: .fenced)) { try member.vouch(p.clientSide, epoch: 4, opID: 6) }
+        try member.vouch(p.clientSide, epoch: 5, opID: 1) // a new epoch is not fenced
+        #expect(throws: TransportError(code: .invalidArgument)) { try member.vouch(p.clientSide, epoch: 5, opID: 0) }
+        #expect(master.nextEvent(timeout: .milliseconds(300)) == nil, "one answer per fence, and the connection lives")
     }
 
     /// A stranger's data-frame header used to pause its connection, which stopped the idle timer for

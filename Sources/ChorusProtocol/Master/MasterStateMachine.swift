@@ -106,10 +106,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var recentOutcomes: [UInt64: Outcome] = [:]
     /// What each member called the undecided operation with (see "arrival").
     private var arrivals: [Connection: OperationDescriptor] = [:]
-    /// Members fenced for the undecided operation whose answers have not come, and who asked for
-    /// it (see "success without the master").
+    /// Members fenced for the undecided operation whose answers have not come, and the reason it
+    /// aborts with when one of them never vouched (see "success without the master").
     private var fenced: Set<Connection> = []
-    private var fenceAskedBy: PeerID?
+    private var fenceReason: AbortReason?
     /// The first member lost in this epoch: the root cause an abort after it names.
     private var lostInEpoch: PeerID?
     /// A member asked for a topology update in this epoch (it waits at the safe point, or did).
@@ -287,7 +287,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             guard peer.role == .member, reportEpoch == epoch else { return [] } // a formation that is over
             let reason = AbortReason.linkFailed(reporter: peer.id, peer: other, detail: detail)
             recordLinkFailure(reason)
-            return brokenReason == nil ? abort(opID: lastDecidedOp + 1, reason) : []
+            // Members may have committed the undecided operation before the link went silent (one
+            // recovering from a lost master says so before it sends its reports again): the
+            // members that have not reported it are fenced first.
+            return brokenReason == nil ? fenceUnreported(opID: lastDecidedOp + 1, reason: reason) : []
         }
     }
 
@@ -322,6 +325,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         reports[connection] = nil
         arrivals[connection] = nil
         fenced.remove(connection)
+        let opBefore = lastDecidedOp
         for opID in early.keys { early[opID]?.removeAll { $0.connection == connection } }
         var actions: [Action] = []
         if let transfer = syncInTransfer {
@@ -337,6 +341,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             // "success without the master"); their links to it fail, so they report soon.
             if lostInEpoch == nil { lostInEpoch = peer.id }
             actions += decideIfAllReported(opID: lastDecidedOp + 1)
+            // A survivor that never vouched for it (its engine answers the fence at once, or at its
+            // I/O thread's tick) makes the abort safe: so a loss still ends the operation promptly.
+            if lastDecidedOp == opBefore { actions += fenceUnreported(opID: opBefore + 1, reason: .peerLost(peer.id)) }
         }
         return actions + formTopologyIfReady()
     }
@@ -444,7 +451,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             peers[connection]?.reportedThrough = 0
         }
         fenced = []
-        fenceAskedBy = nil
+        fenceReason = nil
         lostInEpoch = nil
         let topology = currentTopology
         actions += ring.map { .send($0, .topology(topology)) }
@@ -655,7 +662,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         switch report.outcome {
         case .aborted(.timedOut(let reporter, _)) where !transferring && reports[connection] != nil:
             // It vouched for the operation: fence the members that have not reported it.
-            return fenceUnreported(opID: opID, askedBy: reporter)
+            return fenceUnreported(opID: opID, reason: .timedOut(reporter: reporter, notArrived: []))
         case .aborted(.timedOut(let reporter, _)):
             return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
         case .aborted(let reason):
@@ -715,10 +722,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         return text
     }
 
-    /// Fences every member that has not reported operation `opID` (once each): a member that
-    /// reported success waited past its deadline for the others (see "success without the master").
-    private mutating func fenceUnreported(opID: UInt64, askedBy reporter: PeerID) -> [Action] {
-        if fenceAskedBy == nil { fenceAskedBy = reporter }
+    /// Fences every member that has not reported operation `opID` (once each), to abort it with
+    /// `reason` if one of them never vouched: a member that reported success waited past its
+    /// deadline for the others, a member was lost, or a member's links went silent (see "success
+    /// without the master").
+    private mutating func fenceUnreported(opID: UInt64, reason: AbortReason) -> [Action] {
+        if fenceReason == nil { fenceReason = reason }
         let unreported = ring.filter { reports[$0] == nil && !fenced.contains($0) }
         fenced.formUnion(unreported)
         return unreported.map { .fence($0, epoch: epoch, opID: opID) }
@@ -728,8 +737,13 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// will) lets the master abort it; one that had vouched reports it soon.
     public mutating func fenceAnswered(_ connection: Connection, epoch answerEpoch: UInt64, opID: UInt64, vouched: Bool) -> [Action] {
         guard answerEpoch == epoch, opID == lastDecidedOp + 1, fenced.remove(connection) != nil, !vouched,
-              brokenReason == nil, let reporter = fenceAskedBy else { return [] }
-        return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
+              brokenReason == nil else { return [] }
+        if let lost = lostInEpoch { return abort(opID: opID, .peerLost(lost)) }
+        switch fenceReason {
+        case .timedOut(let reporter, _)?: return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
+        case let reason?: return abort(opID: opID, reason)
+        case nil: return []
+        }
     }
 
     private mutating func decideIfAllReported(opID: UInt64) -> [Action] {
@@ -786,7 +800,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         reports = [:]
         arrivals = [:]
         fenced = []
-        fenceAskedBy = nil
+        fenceReason = nil
         syncDigests = [:]
         syncInTransfer = nil
         return ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) } + takeEarly()
