@@ -1,0 +1,65 @@
+import Chorus
+import ChorusLauncher
+import Foundation
+import Synchronization
+import Testing
+
+/// Success without the master (DESIGN.md): members that all finished a collective commit it among
+/// themselves, so the master is not on its path. Part of the serialized `ProcessFaultTests`: the
+/// master is a process of its own, stopped with SIGSTOP.
+extension ProcessFaultTests {
+    /// Three members (threads, real sockets) run every kind of collective while their master is
+    /// stopped: each succeeds with the exact result, compared bitwise with a sequential reference.
+    /// Once the master runs again the group goes on in the same epoch.
+    @Test func collectivesSucceedWhileTheMasterIsStopped() throws {
+        let (master, endpoint) = try Self.startMaster()
+        defer { master.signal(SIGKILL) }
+        // 4 collectives a round: 24 stay within the 32 a member may run ahead of the master's verdicts.
+        let world = 3, rounds = 6, count = 1024
+        let stopped = Mutex(false), finishedWhileStopped = Mutex(0), resumed = Mutex(false)
+        try GroupHarness.run(master: endpoint, worldSize: world) { c in
+            try c.barrier()
+            if c.rank == 0 {
+                master.signal(SIGSTOP)
+                stopped.withLock { $0 = true }
+            }
+            Self.waitUntil { stopped.withLock { $0 } }
+            let epoch = c.epoch
+            for round in 0 ..< rounds {
+                let inputs = (0 ..< world).map { rank in (0 ..< count).map { Float(rank * 1_000_000 + round * 10_000 + $0) } }
+                let sum = try c.allReduce(inputs[c.rank])
+                #expect(sum == (0 ..< count).map { i in inputs.reduce(Float(0)) { $0 + $1[i] } }, "rank \(c.rank) round \(round)")
+                var broadcast = inputs[c.rank]
+                try c.broadcast(&broadcast, root: round % world)
+                #expect(broadcast == inputs[round % world], "rank \(c.rank) round \(round)")
+                let gathered = try c.allGather(Array(inputs[c.rank].prefix(16)))
+                #expect(gathered == inputs.flatMap { $0.prefix(16) }, "rank \(c.rank) round \(round)")
+                try c.barrier()
+            }
+            #expect(c.epoch == epoch)
+            finishedWhileStopped.withLock { $0 += 1 }
+            if c.rank == 0 {
+                Self.waitUntil { finishedWhileStopped.withLock { $0 } == world }
+                #expect(Self.isStopped(master), "the master ran during the collectives")
+                master.signal(SIGCONT)
+                resumed.withLock { $0 = true }
+            }
+            Self.waitUntil { resumed.withLock { $0 } }
+            let after = try c.allReduce([Float(c.rank + 1)])
+            #expect(after == [6] && c.epoch == epoch, "rank \(c.rank) after the master resumed")
+        }
+    }
+
+    /// Polls `condition` every millisecond, for at most 20 s.
+    static func waitUntil(_ condition: () -> Bool) {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !condition() && ContinuousClock.now < deadline { usleep(1000) }
+    }
+
+    /// True while `process` is stopped (state T in /proc).
+    static func isStopped(_ process: ChildProcess) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(close, offsetBy: 2)] == "T"
+    }
+}
