@@ -246,6 +246,21 @@ public final class TransportEngine: @unchecked Sendable {
         try check(status)
     }
 
+    /// Queues a control frame without writing it (the payload is copied): it leaves, in order, with
+    /// the connection's next frame, at `flush`, or when a heartbeat is due.
+    public func sendControlLater(_ connection: ConnectionID, address: FrameAddress, payload: [UInt8]) throws(TransportError) {
+        let status = payload.withUnsafeBytes {
+            chorus_engine_send_control_later(engine, connection.rawValue, address.epoch, address.opID,
+                                             $0.baseAddress, UInt32(clamping: $0.count))
+        }
+        try check(status)
+    }
+
+    /// Writes what `sendControlLater` queued on `connection`, if anything.
+    public func flush(_ connection: ConnectionID) {
+        _ = chorus_engine_flush(engine, connection.rawValue)
+    }
+
     /// Posts a data frame carrying `bytes`, which must stay valid until the request finishes.
     public func postSend(_ connection: ConnectionID, address: FrameAddress,
                          bytes: UnsafeRawBufferPointer) throws(TransportError) -> TransportRequest {

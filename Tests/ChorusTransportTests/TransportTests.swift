@@ -245,6 +245,26 @@ import Testing
         }
     }
 
+    /// A frame sent for later is not written until the connection's next frame (then both leave in
+    /// order), a flush, or the heartbeat timer, which sends it instead of a heartbeat.
+    @Test func aFrameSentForLaterLeavesWithTheNextFrameAFlushOrTheHeartbeat() throws {
+        let p = try Self.pair()
+        func received() -> [UInt8]? {
+            guard case .control(_, _, let payload)? = p.server.nextEvent(timeout: .seconds(5)) else { return nil }
+            return payload
+        }
+        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [1])
+        #expect(p.server.nextEvent(timeout: .zero) == nil, "written at once")
+        try p.client.sendControl(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [2])
+        #expect(received() == [1] && received() == [2])
+        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [3])
+        p.client.flush(p.clientSide)
+        #expect(received() == [3])
+        p.client.flush(p.clientSide) // nothing queued: nothing sent
+        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [4])
+        #expect(received() == [4], "the heartbeat timer (100 ms) sends it without any call")
+    }
+
     /// The operation fence: a vouch before the fence is what the answer reports, and a fence
     /// before the vouch refuses it, for that operation and every later one of the epoch. The member's
     /// engine answers though its owner is computing (no thread waits in it): the I/O thread reads

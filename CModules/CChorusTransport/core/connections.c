@@ -561,8 +561,9 @@ int chorus_engine_probe(chorus_engine *e, chorus_conn_id id, uint32_t answer_wit
     return status;
 }
 
-int chorus_engine_send_control(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,
-                               const void *payload, uint32_t length) {
+/// Queues a control frame, written at once or (`later`) at the next send, flush or heartbeat.
+static int send_control(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,
+                        const void *payload, uint32_t length, int later) {
     if (length > e->config.max_control_bytes || (length > 0 && payload == NULL)) return CHORUS_ERR_INVALID_ARGUMENT;
     conn *c = engine_acquire(e, id);
     if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
@@ -575,10 +576,35 @@ int chorus_engine_send_control(chorus_engine *e, chorus_conn_id id, uint64_t epo
     *item = (send_item){.payload = (const uint8_t *)(item + 1), .length = length, .heap_owned = 1};
     chorus_frame_encode(&h, item->header);
     if (length > 0) memcpy(item + 1, payload, length);
-    int status = engine_submit(e, c, item);
+    int status = later ? engine_submit_later(e, c, item) : engine_submit(e, c, item);
     if (status != CHORUS_OK) free(item);
     engine_release(e, c);
     return status;
+}
+
+int chorus_engine_send_control(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,
+                               const void *payload, uint32_t length) {
+    return send_control(e, id, epoch, op_id, payload, length, 0);
+}
+
+int chorus_engine_send_control_later(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id,
+                                     const void *payload, uint32_t length) {
+    return send_control(e, id, epoch, op_id, payload, length, 1);
+}
+
+int chorus_engine_flush(chorus_engine *e, chorus_conn_id id) {
+    conn *c = engine_acquire(e, id);
+    if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
+    pthread_mutex_lock(&c->send_lock);
+    chorus_failure failure = chorus_no_failure();
+    if (c->corked) {
+        c->corked = 0;
+        failure = stream_flush_locked(e, c);
+    }
+    pthread_mutex_unlock(&c->send_lock);
+    if (failure.status != CHORUS_OK) engine_fail_later(e, c, failure);
+    engine_release(e, c);
+    return CHORUS_OK;
 }
 
 int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,

@@ -57,6 +57,7 @@ struct conn {
     send_item *send_head, *send_tail; // send_lock
     int send_closed;                  // send_lock
     uint64_t last_send_ms;            // send_lock
+    int corked;                       // send_lock: the queue holds frames sent for later (engine_submit_later) that nobody is writing
     send_item heartbeat;              // send_lock; reused, never freed
 
     chorus_request *recv_head, *recv_tail; // engine->lock: posted receives, oldest first

@@ -86,11 +86,26 @@ int engine_submit(chorus_engine *e, conn *c, send_item *item) {
         pthread_mutex_unlock(&c->send_lock);
         return CHORUS_ERR_NO_SUCH_CONNECTION;
     }
-    int was_idle = c->send_head == NULL;
+    // An empty queue, or one holding only frames sent for later, is nobody's to flush: this send's.
+    int was_idle = c->send_head == NULL || c->corked;
+    c->corked = 0;
     engine_enqueue_locked(c, item);
     chorus_failure failure = was_idle ? stream_flush_locked(e, c) : chorus_no_failure();
     pthread_mutex_unlock(&c->send_lock);
     if (failure.status != CHORUS_OK) engine_fail_later(e, c, failure);
+    return CHORUS_OK;
+}
+
+int engine_submit_later(chorus_engine *e, conn *c, send_item *item) {
+    (void)e;
+    pthread_mutex_lock(&c->send_lock);
+    if (c->send_closed) {
+        pthread_mutex_unlock(&c->send_lock);
+        return CHORUS_ERR_NO_SUCH_CONNECTION;
+    }
+    if (c->send_head == NULL) c->corked = 1; // otherwise it leaves with the queue being written
+    engine_enqueue_locked(c, item);
+    pthread_mutex_unlock(&c->send_lock);
     return CHORUS_OK;
 }
 
@@ -107,7 +122,12 @@ int engine_send_signal(chorus_engine *e, conn *c, const chorus_frame_header *h) 
 }
 
 chorus_failure stream_heartbeat_locked(chorus_engine *e, conn *c) {
-    if (c->send_closed || c->send_head != NULL) return chorus_no_failure();
+    if (c->send_closed) return chorus_no_failure();
+    if (c->corked) { // frames sent for later are the sign of life, and leave now
+        c->corked = 0;
+        return stream_flush_locked(e, c);
+    }
+    if (c->send_head != NULL) return chorus_no_failure();
     c->heartbeat.header_sent = 0;
     engine_enqueue_locked(c, &c->heartbeat);
     return stream_flush_locked(e, c);

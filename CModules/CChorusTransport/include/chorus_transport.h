@@ -218,6 +218,15 @@ int chorus_engine_probe(chorus_engine *engine, chorus_conn_id conn, uint32_t ans
 int chorus_engine_vouch(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id);
 int chorus_engine_fence(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id);
 
+/// Queues a control frame without writing it: it leaves, in order, with the connection's next
+/// frame, at chorus_engine_flush, or when a heartbeat is due (so within a heartbeat interval and a
+/// tick). For messages nobody waits for (a member's report of a collective it committed), which
+/// would otherwise cost a wake-up of the receiver each.
+int chorus_engine_send_control_later(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id,
+                                     const void *payload, uint32_t length);
+/// Writes what chorus_engine_send_control_later queued on `conn`, if anything.
+int chorus_engine_flush(chorus_engine *engine, chorus_conn_id conn);
+
 /// Queues a control frame; the payload is copied. Failures surface as a CHORUS_EVENT_FAILED.
 int chorus_engine_send_control(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch,
                                uint64_t op_id, const void *payload, uint32_t length);

@@ -239,7 +239,10 @@ final class Core: @unchecked Sendable {
         let chain = callChain.value
         let amongMembers = Self.commitsAmongMembers(descriptor)
         if amongMembers {
-            // Members commit without the master, but stay within its window (`maximumUndecided`).
+            // Members commit without the master, but stay within its window (`maximumUndecided`):
+            // halfway there, the reports sent for later go, so its verdicts come before the bound.
+            let undecided = opID - min(opID, session.latestMasterVerdict)
+            if undecided > PeerSession.Machine.maximumUndecided / 2 { session.flushToMaster() }
             _ = try session.waitFor("the master's verdicts of the operations before \(opID)", deadline: deadline) {
                 opID <= session.latestMasterVerdict + PeerSession.Machine.maximumUndecided ? true : nil
             }
@@ -277,8 +280,11 @@ final class Core: @unchecked Sendable {
             local = .aborted(.linkFailed(reporter: session.peerID, peer: nil, detail: "the epoch's links are gone"))
         }
         if operation.verdict == nil {
+            let report = PeerToMaster.report(epoch: epoch, opID: opID, descriptor: descriptor, outcome: local)
             do {
-                try session.sendToMaster(.report(epoch: epoch, opID: opID, descriptor: descriptor, outcome: local))
+                // Nobody waits for a committed operation's report: it leaves with the next message
+                // (in the order sent), at the flush above, or with the next heartbeat.
+                try committed ? session.sendToMasterLater(report) : session.sendToMaster(report)
             } catch where !committed { // a committed operation succeeded whatever became of the master
                 session.abandonEpoch()
                 restore?()

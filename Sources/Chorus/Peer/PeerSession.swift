@@ -228,9 +228,14 @@ final class PeerSession {
     /// Sends a control frame of the current epoch. A send fails on a connection that already failed:
     /// the failure's own event (queued, with its cause) is handled first, and the send's error
     /// counts only if none was.
-    private func send(_ payload: [UInt8], on connection: ConnectionNumber) {
+    private func send(_ payload: [UInt8], on connection: ConnectionNumber, later: Bool = false) {
+        let address = FrameAddress(epoch: machine.topology.epoch, opID: 0)
         do {
-            try engine.sendControl(ConnectionID(rawValue: connection), address: FrameAddress(epoch: machine.topology.epoch, opID: 0), payload: payload)
+            if later {
+                try engine.sendControlLater(ConnectionID(rawValue: connection), address: address, payload: payload)
+            } else {
+                try engine.sendControl(ConnectionID(rawValue: connection), address: address, payload: payload)
+            }
         } catch {
             drainEvents()
             apply(machine.connectionFailed(connection, error, silent: false, now: .now))
@@ -238,6 +243,25 @@ final class PeerSession {
     }
 
     // MARK: - Requests
+
+    /// Sends `message` to the master with the connection's next frame, at `flushToMaster`, or when
+    /// a heartbeat is due: for a report of a collective the members committed, which nobody waits
+    /// for (writing each at once cost a wake-up of the master's thread per collective).
+    func sendToMasterLater(_ message: PeerToMaster) throws(ChorusError) {
+        if let error = masterLossError { throw error }
+        updateLoggedIdentity()
+        for action in machine.send(message) {
+            if case .sendToMaster(let connection, let message) = action {
+                send(message.encoded(), on: connection, later: true)
+            } else {
+                perform(action)
+            }
+        }
+        if let error = masterLossError { throw error }
+    }
+
+    /// Writes the messages `sendToMasterLater` queued.
+    func flushToMaster() { engine.flush(masterConnection) }
 
     func sendToMaster(_ message: PeerToMaster) throws(ChorusError) {
         if let error = masterLossError { throw error }
