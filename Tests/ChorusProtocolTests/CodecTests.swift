@@ -9,6 +9,7 @@ import Testing
         let toMaster: [PeerToMaster] = [
             .register(listen: Self.address), .register(listen: Self.address, peerGroup: 0xFFFF_FFFE), .updateTopology(epoch: 7, minimumWorldSize: 4), .updateTopology(epoch: 7, minimumWorldSize: 1, admitting: false), .updateTopology(epoch: 7, minimumWorldSize: 2, ringOrder: [3, 1, 2]), .leave(epoch: 9),
             .report(epoch: 3, opID: 11, descriptor: Self.descriptor, outcome: .success),
+            .committed(epoch: 3, opID: 11, descriptor: Self.descriptor),
             .begin(epoch: 3, opID: 11, descriptor: Self.descriptor),
             .report(epoch: 3, opID: 12, descriptor: Self.descriptor, outcome: .aborted(.linkFailed(reporter: 5, peer: 6, detail: "reset"))),
             .rejoin(Rejoin(peer: 17, group: 99, peerGroup: 3, listen: Self.address, topology: Topology(epoch: 5, members: [Member(id: 17, address: Self.address)]),

@@ -217,6 +217,24 @@ import Testing
         #expect(m.fenceAnswered(2, epoch: 2, opID: 1, vouched: false).isEmpty)
     }
 
+    /// One member's `committed` decides its operation and every earlier one, whoever else has not
+    /// reported (a member stopped with its reports queued holds nothing up).
+    @Test func oneCommittedMessageDecidesEveryOperationUpToIt() {
+        var m = formed(3)
+        _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 2)
+        let decided = m.received(.committed(epoch: 2, opID: 3, descriptor: Self.descriptor), from: 1)
+        let opsDecided = decided.compactMap { action -> UInt64? in
+            if case .send(1, .verdict(2, let op, .success)) = action { op } else { nil }
+        }
+        #expect(opsDecided == [1, 2, 3])
+        #expect(m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 3).isEmpty, "decided already")
+        #expect(m.received(.committed(epoch: 2, opID: 3, descriptor: Self.descriptor), from: 2).isEmpty)
+        // A later operation goes on as usual.
+        _ = m.received(.report(epoch: 2, opID: 4, descriptor: Self.descriptor, outcome: .success), from: 1)
+        _ = m.received(.report(epoch: 2, opID: 4, descriptor: Self.descriptor, outcome: .success), from: 2)
+        #expect(verdicts(m.received(.report(epoch: 2, opID: 4, descriptor: Self.descriptor, outcome: .success), from: 3)).count == 3)
+    }
+
     /// A member that reported success and waited past its deadline: the members that have not
     /// reported are fenced, once each, and the first that never vouched aborts the operation.
     @Test func aMemberWaitingPastItsDeadlineHasTheOthersFenced() {

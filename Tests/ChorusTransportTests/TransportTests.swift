@@ -293,6 +293,10 @@ import Testing
         #expect(try answer() == (4, 9, false), "the earlier fence still stands")
         #expect(throws: TransportError(code: .fenced)) { try member.vouch(p.clientSide, epoch: 4, opID: 6) }
         try member.vouch(p.clientSide, epoch: 5, opID: 1) // a new epoch is not fenced
+        try master.fence(p.serverSide, epoch: 5, opID: 1) // two fences outstanding: two answers
+        try master.fence(p.serverSide, epoch: 5, opID: 2)
+        #expect(try answer() == (5, 1, true))
+        #expect(try answer() == (5, 2, false))
         #expect(throws: TransportError(code: .invalidArgument)) { try member.vouch(p.clientSide, epoch: 5, opID: 0) }
         #expect(master.nextEvent(timeout: .milliseconds(300)) == nil, "one answer per fence, and the connection lives")
     }

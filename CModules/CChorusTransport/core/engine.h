@@ -88,7 +88,7 @@ struct conn {
     // the first operation a fence forbids it to vouch for (fence_op 0: none in fence_epoch).
     uint64_t vouched_epoch, vouched_op;
     uint64_t fence_epoch, fence_op;
-    int fence_asked; // this end sent a fence its other end has not answered yet
+    uint32_t fences_unanswered; // fences this end sent that its other end has not answered yet
 };
 
 typedef struct event_node {

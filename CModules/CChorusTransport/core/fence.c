@@ -38,10 +38,15 @@ int chorus_engine_fence(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uin
     conn *c = engine_acquire(e, id);
     if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
     pthread_mutex_lock(&e->lock);
-    c->fence_asked = 1;
+    c->fences_unanswered++;
     pthread_mutex_unlock(&e->lock);
     chorus_frame_header fence = {.type = CHORUS_FRAME_FENCE, .epoch = epoch, .op_id = op_id};
     int status = engine_send_signal(e, c, &fence);
+    if (status != CHORUS_OK) {
+        pthread_mutex_lock(&e->lock);
+        c->fences_unanswered--;
+        pthread_mutex_unlock(&e->lock);
+    }
     engine_release(e, c);
     return status;
 }
@@ -66,15 +71,15 @@ static chorus_failure answer_fence(chorus_engine *e, conn *c) {
     return status == CHORUS_OK || status == CHORUS_ERR_NO_SUCH_CONNECTION ? chorus_no_failure() : chorus_failure_of(status);
 }
 
-/// An answer to the fence this end sent: an event for the owner. An answer nobody asked for is a
-/// violation (it would otherwise queue events without bound).
+/// An answer to a fence this end sent: an event for the owner. An answer beyond the fences sent is
+/// a violation (it would otherwise queue events without bound).
 static chorus_failure take_fence_answer(chorus_engine *e, conn *c) {
     if (c->header.tag > 1) return chorus_failure_of(CHORUS_ERR_UNEXPECTED_CONTROL);
     event_node *node = calloc(1, sizeof *node);
     if (node == NULL) return chorus_system_failure("malloc", ENOMEM);
     pthread_mutex_lock(&e->lock);
-    int asked = c->fence_asked;
-    c->fence_asked = 0;
+    int asked = c->fences_unanswered > 0;
+    if (asked) c->fences_unanswered--;
     if (asked && !c->owner_closed) {
         node->event = (chorus_event){.kind = CHORUS_EVENT_FENCE_ANSWER, .conn = c->id, .header = c->header};
         engine_push_event_locked(e, node);

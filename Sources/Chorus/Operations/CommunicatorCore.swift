@@ -280,7 +280,8 @@ final class Core: @unchecked Sendable {
             local = .aborted(.linkFailed(reporter: session.peerID, peer: nil, detail: "the epoch's links are gone"))
         }
         if operation.verdict == nil {
-            let report = PeerToMaster.report(epoch: epoch, opID: opID, descriptor: descriptor, outcome: local)
+            let report = committed ? PeerToMaster.committed(epoch: epoch, opID: opID, descriptor: descriptor)
+                : PeerToMaster.report(epoch: epoch, opID: opID, descriptor: descriptor, outcome: local)
             do {
                 // Nobody waits for a committed operation's report: it leaves with the next message
                 // (in the order sent), at the flush above, or with the next heartbeat.

@@ -280,6 +280,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             if holdEarly(message, epoch: reportEpoch, opID: opID, from: connection) { return [] }
             return report(from: connection, epoch: reportEpoch, opID: opID,
                           Report(descriptor: descriptor, outcome: outcome))
+        case .committed(let commitEpoch, let opID, _):
+            if commitEpoch == epoch { peers[connection]?.reportedThrough = max(peer.reportedThrough, opID) }
+            return committed(from: connection, epoch: commitEpoch, opID: opID)
         case .syncState(let reportEpoch, let opID, let digest):
             if holdEarly(message, epoch: reportEpoch, opID: opID, from: connection) { return [] }
             return syncState(from: connection, epoch: reportEpoch, opID: opID, digest)
@@ -722,6 +725,18 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         return text
     }
 
+    /// A member committed `opID` among the members: it and every earlier operation of the epoch
+    /// succeeded (every member vouched for it, so none reports a failure of any of them). One such
+    /// message decides them all: a member that stopped with its reports queued holds nothing up.
+    private mutating func committed(from connection: Connection, epoch commitEpoch: UInt64, opID: UInt64) -> [Action] {
+        guard let peer = peers[connection], peer.role != .pending, ring.contains(connection), commitEpoch == epoch,
+              opID > lastDecidedOp, opID - lastDecidedOp <= Self.operationWindow,
+              brokenReason == nil, syncInTransfer == nil else { return [] }
+        var actions: [Action] = []
+        while lastDecidedOp < opID, brokenReason == nil { actions += decide(opID: lastDecidedOp + 1, .success) }
+        return actions
+    }
+
     /// Fences every member that has not reported operation `opID` (once each), to abort it with
     /// `reason` if one of them never vouched: a member that reported success waited past its
     /// deadline for the others, a member was lost, or a member's links went silent (see "success
@@ -803,6 +818,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         fenceReason = nil
         syncDigests = [:]
         syncInTransfer = nil
-        return ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) } + takeEarly()
+        let verdicts = ring.map { Action.send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) } + takeEarly()
+        // After a loss the master catches up with reports sent for later: the members may be
+        // stuck in a later operation, which a fence ends at once as it did the one undecided then.
+        guard let lost = lostInEpoch, brokenReason == nil else { return verdicts }
+        return verdicts + fenceUnreported(opID: lastDecidedOp + 1, reason: .peerLost(lost))
     }
 }

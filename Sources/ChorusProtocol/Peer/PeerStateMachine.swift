@@ -386,7 +386,7 @@ public final class PeerStateMachine {
         case .verdict(let epoch, let decided, _) where epoch == topology.epoch:
             unanswered.removeAll {
                 switch $0 {
-                case .begin(_, let op, _), .report(_, let op, _, _), .syncState(_, let op, _): op <= decided
+                case .begin(_, let op, _), .report(_, let op, _, _), .committed(_, let op, _), .syncState(_, let op, _): op <= decided
                 default: false
                 }
             }

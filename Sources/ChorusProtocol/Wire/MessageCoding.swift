@@ -2,6 +2,7 @@
 
 private enum Kind: UInt8 {
     case register = 0x01, updateTopology = 0x02, report = 0x03, leave = 0x04, syncState = 0x05, begin = 0x06, rejoin = 0x07, unreachable = 0x08
+    case committed = 0x09
     case registered = 0x41, topology = 0x42, verdict = 0x43, membershipPending = 0x44, left = 0x45, rejected = 0x46
     case syncPlan = 0x47, resumed = 0x48
     case hello = 0x81, stateRequest = 0x82, stateDone = 0x83
@@ -107,6 +108,8 @@ extension PeerToMaster {
             w.kind(.begin); w.u64(epoch); w.u64(opID); w.descriptor(d)
         case .report(let epoch, let opID, let d, let outcome):
             w.kind(.report); w.u64(epoch); w.u64(opID); w.descriptor(d); w.outcome(outcome)
+        case .committed(let epoch, let opID, let d):
+            w.kind(.committed); w.u64(epoch); w.u64(opID); w.descriptor(d)
         case .leave(let epoch): w.kind(.leave); w.u64(epoch)
         case .syncState(let epoch, let opID, let digest): w.kind(.syncState); w.u64(epoch); w.u64(opID); w.digest(digest)
         case .rejoin(let r):
@@ -128,6 +131,7 @@ extension PeerToMaster {
         case .begin: self = .begin(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor())
         case .report:
             self = .report(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor(), outcome: try r.outcome())
+        case .committed: self = .committed(epoch: try r.u64(), opID: try r.u64(), descriptor: try r.descriptor())
         case .leave: self = .leave(epoch: try r.u64())
         case .syncState: self = .syncState(epoch: try r.u64(), opID: try r.u64(), try r.digest())
         case .rejoin:

@@ -170,6 +170,10 @@ public enum PeerToMaster: Hashable, Sendable {
     case begin(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor)
     /// The peer finished (or failed) its part of operation `opID`.
     case report(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor, outcome: Outcome)
+    /// The members committed operation `opID` among themselves (every one of them vouched; see
+    /// DESIGN.md, "Success without the master"): it and every earlier operation of the epoch
+    /// succeeded. Stands for this peer's report of it.
+    case committed(epoch: UInt64, opID: UInt64, descriptor: OperationDescriptor)
     /// The peer leaves at the next safe point.
     case leave(epoch: UInt64)
     /// The peer entered shared-state synchronization `opID` holding this state.
