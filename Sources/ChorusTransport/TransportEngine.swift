@@ -247,7 +247,8 @@ public final class TransportEngine: @unchecked Sendable {
     }
 
     /// Queues a control frame without writing it (the payload is copied): it leaves, in order, with
-    /// the connection's next frame, at `flush`, or when a heartbeat is due.
+    /// the connection's next frame, at `flush`, or when a heartbeat is due, and replaces a frame
+    /// queued this way that has not left (the newest says all).
     public func sendControlLater(_ connection: ConnectionID, address: FrameAddress, payload: [UInt8]) throws(TransportError) {
         let status = payload.withUnsafeBytes {
             chorus_engine_send_control_later(engine, connection.rawValue, address.epoch, address.opID,

@@ -246,7 +246,8 @@ import Testing
     }
 
     /// A frame sent for later is not written until the connection's next frame (then both leave in
-    /// order), a flush, or the heartbeat timer, which sends it instead of a heartbeat.
+    /// order), a flush, or the heartbeat timer, which sends it instead of a heartbeat; a newer one
+    /// replaces it while it waits.
     @Test func aFrameSentForLaterLeavesWithTheNextFrameAFlushOrTheHeartbeat() throws {
         let p = try Self.pair()
         func received() -> [UInt8]? {
@@ -261,6 +262,10 @@ import Testing
         p.client.flush(p.clientSide)
         #expect(received() == [3])
         p.client.flush(p.clientSide) // nothing queued: nothing sent
+        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [4])
+        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [5]) // replaces [4]
+        p.client.flush(p.clientSide)
+        #expect(received() == [5])
         try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [4])
         #expect(received() == [4], "the heartbeat timer (100 ms) sends it without any call")
     }

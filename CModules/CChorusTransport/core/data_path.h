@@ -62,7 +62,8 @@ void engine_unwatch(chorus_engine *e, int fd);
 /// Queues a frame on the stream and writes what the socket takes now; a write error fails the
 /// connection later (engine_fail_later). CHORUS_ERR_NO_SUCH_CONNECTION once it is closed.
 int engine_submit(chorus_engine *e, conn *c, struct send_item *item);
-/// Queues `item` without writing it: it leaves with the next send, a flush or the heartbeat timer.
+/// Queues `item` without writing it: it leaves with the next send, a flush or the heartbeat timer,
+/// and replaces an earlier such item that has not left.
 int engine_submit_later(chorus_engine *e, conn *c, struct send_item *item);
 /// Queues an empty frame (`h`'s length is ignored) on the stream: a signal of the core's or a path's.
 int engine_send_signal(chorus_engine *e, conn *c, const chorus_frame_header *h);

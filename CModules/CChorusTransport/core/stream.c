@@ -103,6 +103,15 @@ int engine_submit_later(chorus_engine *e, conn *c, send_item *item) {
         pthread_mutex_unlock(&c->send_lock);
         return CHORUS_ERR_NO_SUCH_CONNECTION;
     }
+    if (c->corked) {
+        // Every queued frame is an unwritten one sent for later: the newest stands for them.
+        for (send_item *old = c->send_head; old != NULL;) {
+            send_item *next = old->next;
+            if (old->heap_owned) free(old);
+            old = next;
+        }
+        c->send_head = c->send_tail = NULL;
+    }
     if (c->send_head == NULL) c->corked = 1; // otherwise it leaves with the queue being written
     engine_enqueue_locked(c, item);
     pthread_mutex_unlock(&c->send_lock);

@@ -220,8 +220,9 @@ int chorus_engine_fence(chorus_engine *engine, chorus_conn_id conn, uint64_t epo
 
 /// Queues a control frame without writing it: it leaves, in order, with the connection's next
 /// frame, at chorus_engine_flush, or when a heartbeat is due (so within a heartbeat interval and a
-/// tick). For messages nobody waits for (a member's report of a collective it committed), which
-/// would otherwise cost a wake-up of the receiver each.
+/// tick). It replaces a frame sent this way that has not left yet: for messages nobody waits for,
+/// of which the newest says all (a member's word that it committed a collective, which implies the
+/// earlier ones), and which would otherwise cost a wake-up of the receiver each.
 int chorus_engine_send_control_later(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id,
                                      const void *payload, uint32_t length);
 /// Writes what chorus_engine_send_control_later queued on `conn`, if anything.

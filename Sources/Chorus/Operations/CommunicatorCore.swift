@@ -240,11 +240,11 @@ final class Core: @unchecked Sendable {
         let amongMembers = Self.commitsAmongMembers(descriptor)
         if amongMembers {
             // Members commit without the master, but stay within its window (`maximumUndecided`):
-            // halfway there, the reports sent for later go, so its verdicts come before the bound.
-            let undecided = opID - min(opID, session.latestMasterVerdict)
-            if undecided > PeerSession.Machine.maximumUndecided / 2 { session.flushToMaster() }
+            // halfway there, the word sent for later goes, so its verdicts come before the bound.
+            let window = PeerSession.Machine.maximumUndecided(worldSize: session.topology.members.count)
+            if opID - min(opID, session.latestMasterVerdict) > window / 2 { session.flushToMaster() }
             _ = try session.waitFor("the master's verdicts of the operations before \(opID)", deadline: deadline) {
-                opID <= session.latestMasterVerdict + PeerSession.Machine.maximumUndecided ? true : nil
+                opID <= session.latestMasterVerdict + window ? true : nil
             }
         }
         var local = Outcome.success, committed = false

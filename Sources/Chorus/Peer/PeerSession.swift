@@ -245,8 +245,9 @@ final class PeerSession {
     // MARK: - Requests
 
     /// Sends `message` to the master with the connection's next frame, at `flushToMaster`, or when
-    /// a heartbeat is due: for a report of a collective the members committed, which nobody waits
-    /// for (writing each at once cost a wake-up of the master's thread per collective).
+    /// a heartbeat is due, in place of one sent this way that has not left: for `committed`, which
+    /// nobody waits for and of which the newest says all (writing each at once cost a wake-up of
+    /// the master's thread per collective).
     func sendToMasterLater(_ message: PeerToMaster) throws(ChorusError) {
         if let error = masterLossError { throw error }
         updateLoggedIdentity()

@@ -112,10 +112,15 @@ public final class PeerStateMachine {
     /// The first operation of the epoch the members may commit among themselves (operations begun
     /// before a master was lost are the master's to decide).
     var committableFrom: UInt64 = 1
-    /// How far ahead of the master's latest verdict a member may start operations: half the
-    /// master's window (`MasterStateMachine.operationWindow`), so it never takes the member for one
-    /// that called more collectives than the others.
-    public static let maximumUndecided: UInt64 = 32
+    /// How far ahead of the master's latest verdict a member of a world of `worldSize` may start
+    /// operations: at most half the master's window (`MasterStateMachine.operationWindow`), so it
+    /// never takes the member for one that called more collectives than the others, and at most
+    /// 1024 / n, so the messages of operations not yet decided (a `begin` and a `committed` each,
+    /// from every member) stay within about 2048 at the master, whose engine cuts off a member
+    /// past 4096 waiting (128 members 32 ahead did, on 2 cores).
+    public static func maximumUndecided(worldSize: Int) -> UInt64 {
+        UInt64(max(2, min(Int(MasterStateMachine<Int>.operationWindow) / 2, 1024 / max(1, worldSize))))
+    }
     var syncPlans: [UInt64: SyncPlan] = [:]
     /// Shared-state requests from members, with the operation their frame named.
     var peerMessages: [(connection: ConnectionNumber, opID: UInt64, message: PeerToPeer)] = []
@@ -212,6 +217,8 @@ public final class PeerStateMachine {
     /// after a loss; while one is sought, only kept).
     public func send(_ message: PeerToMaster) -> [Action] {
         guard masterFailure == nil else { return [] }
+        // A later `committed` implies the earlier ones (and the transport replaces them too).
+        if case .committed = message { unanswered.removeAll { if case .committed = $0 { true } else { false } } }
         unanswered.append(message)
         return recovery == nil ? [.sendToMaster(master, message)] : []
     }
