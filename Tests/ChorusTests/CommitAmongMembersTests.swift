@@ -50,6 +50,22 @@ extension ProcessFaultTests {
         }
     }
 
+    /// Many more collectives in one epoch than members may run ahead of the master's verdicts:
+    /// their `committed` words reach it (sent for later, flushed halfway), so nobody waits for it,
+    /// and every result is exact.
+    @Test func aLongRunOfCollectivesKeepsTheMastersVerdictsComing() throws {
+        var configuration = GroupHarness.testConfiguration()
+        configuration.operationTimeout = .seconds(10)
+        try GroupHarness.run(worldSize: 3, configuration: configuration) { c in
+            let epoch = c.epoch
+            for round in 0 ..< 200 {
+                let sum = try c.allReduce((0 ..< 16).map { Float(c.rank * 100_000 + round * 100 + $0) })
+                #expect(sum == (0 ..< 16).map { Float(300_000 + 3 * (round * 100 + $0)) }, "rank \(c.rank) round \(round)")
+            }
+            #expect(c.epoch == epoch)
+        }
+    }
+
     /// Polls `condition` every millisecond, for at most 20 s.
     static func waitUntil(_ condition: () -> Bool) {
         let deadline = ContinuousClock.now + .seconds(20)
