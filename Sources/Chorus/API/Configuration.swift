@@ -201,9 +201,13 @@ public struct Configuration: Sendable {
     /// The key derived from `secret`, nil without one.
     var sharedSecret: SharedSecret? { secret.map(SharedSecret.init) }
 
-    var transportSettings: TransportSettings {
+    /// The engine's settings. `maxQueuedEvents` is the flood guard of one engine's event queue: a
+    /// member's engine hears from its master and log2 n partners; the master's from every member,
+    /// each up to `PeerStateMachine.maximumUndecided(worldSize:)` operations ahead (its bytes stay
+    /// bounded by `maxBufferedControlBytes`).
+    func transportSettings(forMaster: Bool = false) -> TransportSettings {
         TransportSettings(heartbeatInterval: heartbeatInterval, idleTimeout: peerTimeout,
-                          maxControlBytes: maxControlBytes, maxQueuedEvents: 4096,
+                          maxControlBytes: maxControlBytes, maxQueuedEvents: forMaster ? 65_536 : 4096,
                           socketBufferBytes: socketBufferBytes, spinWait: spinWait, handshakeTimeout: handshakeTimeout,
                           maxUnadmitted: maxUnidentifiedConnections, maxBufferedControlBytes: maxBufferedControlBytes,
                           suspicionMultiple: suspicionMultiple, suspicionMinimum: suspicionMinimum)

@@ -62,7 +62,7 @@ public final class Master: Sendable {
         logger[metadataKey: "role"] = "master"
         logger[metadataKey: "pid"] = "\(getpid())"
         do {
-            let engine = try TransportEngine(settings: configuration.transportSettings)
+            let engine = try TransportEngine(settings: configuration.transportSettings(forMaster: true))
             self.port = try engine.listen(host: host, port: port)
             engineHolder = Mutex(engine)
         } catch {

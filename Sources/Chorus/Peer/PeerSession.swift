@@ -41,7 +41,7 @@ final class PeerSession {
         dataPath = try configuration.dataPath()
         let master: ConnectionID
         do {
-            engine = try TransportEngine(settings: configuration.transportSettings)
+            engine = try TransportEngine(settings: configuration.transportSettings())
             let ports = configuration.peerPorts ?? 0 ... 0
             let port = try engine.listen(host: configuration.bindHost, port: ports.lowerBound, lastPort: ports.upperBound, path: dataPath)
             listenAddress = PeerAddress(host: configuration.advertisedHost ?? configuration.bindHost, port: port)

@@ -115,11 +115,11 @@ public final class PeerStateMachine {
     /// How far ahead of the master's latest verdict a member of a world of `worldSize` may start
     /// operations: at most half the master's window (`MasterStateMachine.operationWindow`), so it
     /// never takes the member for one that called more collectives than the others, and at most
-    /// 1024 / n, so the messages of operations not yet decided (a `begin` and a `committed` each,
-    /// from every member) stay within about 2048 at the master, whose engine cuts off a member
-    /// past 4096 waiting (128 members 32 ahead did, on 2 cores).
+    /// 512 / n, so the messages of operations not yet decided (a `begin` and a `committed` each,
+    /// from every member) stay near 1024 at the master (128 members 32 ahead once overflowed its
+    /// engine's event queue, then bounded at 4096, on 2 cores).
     public static func maximumUndecided(worldSize: Int) -> UInt64 {
-        UInt64(max(2, min(Int(MasterStateMachine<Int>.operationWindow) / 2, 1024 / max(1, worldSize))))
+        UInt64(max(2, min(Int(MasterStateMachine<Int>.operationWindow) / 2, 512 / max(1, worldSize))))
     }
     var syncPlans: [UInt64: SyncPlan] = [:]
     /// Shared-state requests from members, with the operation their frame named.
