@@ -539,11 +539,14 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     }
 
     /// What a member that rejoined missed: the topology of the current epoch, or the verdicts after
-    /// the last one it holds (of its operations in flight, at most `operationWindow`).
+    /// the last one it holds (of its operations in flight, at most `operationWindow`). A member that
+    /// holds the newest already (it committed it among the members) still gets its verdict: its
+    /// count of the master's verdicts paces how far ahead it runs, and a master that adopted the
+    /// group from that commit has nothing else to tell it.
     private func catchUp(_ connection: Connection, _ rejoin: Rejoin, _ current: Topology) -> [Action] {
         if rejoin.topology.epoch < epoch { return [.send(connection, .topology(current))] }
-        guard rejoin.lastDecidedOp < lastDecidedOp else { return [] }
-        let missed = (rejoin.lastDecidedOp + 1 ... lastDecidedOp).compactMap { opID in recentOutcomes[opID].map { (opID, $0) } }
+        guard lastDecidedOp > 0, rejoin.lastDecidedOp <= lastDecidedOp else { return [] }
+        let missed = rejoin.lastDecidedOp == lastDecidedOp ? [] : (rejoin.lastDecidedOp + 1 ... lastDecidedOp).compactMap { opID in recentOutcomes[opID].map { (opID, $0) } }
         let verdicts = missed.isEmpty ? [(lastDecidedOp, lastOutcome)] : missed
         return verdicts.map { .send(connection, .verdict(epoch: epoch, opID: $0.0, outcome: $0.1)) }
     }
