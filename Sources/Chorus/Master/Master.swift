@@ -223,6 +223,7 @@ extension Master {
     /// epoch implies (the master decides in operation order): members that commit among themselves
     /// send their reports in batches, and a batch decides many operations at once.
     static func withoutSupersededSuccesses(_ actions: [PeerGroups.Action]) -> [PeerGroups.Action] {
+        guard actions.count > 1 else { return actions } // most events: nothing to drop, nothing to build
         var laterSuccess: [ConnectionID: UInt64] = [:] // the epoch of the latest success to each member
         var kept: [PeerGroups.Action] = []
         for entry in actions.reversed() {
