@@ -355,7 +355,11 @@ static int request_ready(chorus_engine *e, void *context) {
 
 int chorus_request_wait(chorus_engine *e, chorus_request *r, int timeout_ms, int interruptible) {
     request_wait w = {r, interruptible};
-    if (!await_locked(e, request_ready, &w, timeout_ms)) return CHORUS_ERR_TIMEDOUT;
+    if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&e->lock); // done already (a send written inline): no look at the sockets
+    } else if (!await_locked(e, request_ready, &w, timeout_ms)) {
+        return CHORUS_ERR_TIMEDOUT;
+    }
     if (!r->done) {
         pthread_mutex_unlock(&e->lock);
         return CHORUS_ERR_INTERRUPTED;

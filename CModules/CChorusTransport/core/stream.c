@@ -3,7 +3,9 @@
 // the connection's data path, which names the posted receive its payload is read into (or says the
 // frame waits for one: then the stream pauses, and its sender is judged by its kernel, see
 // connections.c's timers); any other frame type is the path's own (its flow control, say).
-// Sockets are edge-triggered: a reader stops only at EAGAIN, or when the stream pauses.
+// Sockets are edge-triggered: a reader stops at EAGAIN, at a short read (for a stream socket that
+// says it is drained, epoll(7)), or when the stream pauses. A payload is read together with the next
+// frame's header, so a frame that arrives alone costs two reads, not three.
 #define _GNU_SOURCE
 #include "engine.h"
 
@@ -246,11 +248,12 @@ static chorus_failure answer_probe(chorus_engine *e, conn *c) {
     return failure;
 }
 
-/// Reads what the socket holds, up to `length`. Returns the bytes read, 0 when the socket is drained
-/// (EAGAIN), or -1 when the connection failed (and has been failed here).
-static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length) {
+/// Reads what the socket holds into `parts`, up to their total. Returns the bytes read, 0 when the
+/// socket is drained (EAGAIN), or -1 when the connection failed (and has been failed here).
+static ssize_t read_some(chorus_engine *e, conn *c, struct iovec *parts, int count) {
+    struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
     for (;;) {
-        ssize_t got = recv(c->fd, buffer, length, 0);
+        ssize_t got = recvmsg(c->fd, &message, 0);
         if (got > 0) {
             __atomic_store_n(&c->probe_deadline_ms, 0, __ATOMIC_RELEASE); // any sign of life answers a probe
             uint64_t now = chorus_now_ms();
@@ -270,13 +273,17 @@ static ssize_t read_some(chorus_engine *e, conn *c, void *buffer, size_t length)
 /// What read_header found.
 enum { HEADER_FAILED = -1, HEADER_DRAINED = 0, HEADER_PAYLOAD_NEXT = 1, HEADER_READ_ON = 2 };
 
-/// Reads and decodes a header; answers heartbeats, probes and the path's own frames.
+/// Reads (the rest of) a header and decodes it; answers heartbeats, probes and the path's own frames.
 static int read_header(chorus_engine *e, conn *c) {
-    ssize_t got = read_some(e, c, c->header_raw + c->header_got, CHORUS_FRAME_HEADER_BYTES - c->header_got);
-    if (got < 0) return HEADER_FAILED;
-    if (got == 0) return HEADER_DRAINED;
-    c->header_got += (uint32_t)got;
-    if (c->header_got < CHORUS_FRAME_HEADER_BYTES) return HEADER_READ_ON;
+    if (c->header_got < CHORUS_FRAME_HEADER_BYTES) {
+        size_t wanted = CHORUS_FRAME_HEADER_BYTES - c->header_got;
+        struct iovec part = {c->header_raw + c->header_got, wanted};
+        ssize_t got = read_some(e, c, &part, 1);
+        if (got < 0) return HEADER_FAILED;
+        if (got == 0) return HEADER_DRAINED;
+        c->header_got += (uint32_t)got;
+        if ((size_t)got < wanted) return HEADER_DRAINED; // a short read: nothing more is there
+    }
     int status = chorus_frame_decode(c->header_raw, e->config.max_control_bytes, &c->header);
     if (status != CHORUS_OK) {
         engine_fail_conn(e, c, chorus_failure_of(status));
@@ -323,15 +330,27 @@ void stream_read(chorus_engine *e, conn *c) {
             return;
         }
         uint8_t *target = c->header.type == CHORUS_FRAME_CONTROL ? c->control_payload : c->active_recv->buffer;
+        uint32_t next_header_got = 0; // bytes of the next frame's header read with this payload
+        int drained = 0;
         if (c->payload_got < c->header.length) {
-            ssize_t got = read_some(e, c, target + c->payload_got, c->header.length - c->payload_got);
+            // The decoded header is in c->header, so its raw bytes make room for the next one's.
+            size_t wanted = c->header.length - c->payload_got;
+            struct iovec parts[2] = {{target + c->payload_got, wanted}, {c->header_raw, CHORUS_FRAME_HEADER_BYTES}};
+            ssize_t got = read_some(e, c, parts, 2);
             if (got <= 0) return;
-            c->payload_got += (uint32_t)got;
-            if (c->payload_got < c->header.length) continue;
+            if ((size_t)got < wanted) {
+                c->payload_got += (uint32_t)got;
+                return; // a short read: the rest of the payload has not arrived
+            }
+            c->payload_got = c->header.length;
+            next_header_got = (uint32_t)((size_t)got - wanted);
+            drained = next_header_got < CHORUS_FRAME_HEADER_BYTES;
         }
         if ((status = deliver(e, c)) != CHORUS_OK) {
             engine_fail_conn(e, c, frame_failure(status));
             return;
         }
+        c->header_got = next_header_got;
+        if (drained) return;
     }
 }

@@ -1,8 +1,9 @@
 /// How an all-reduce moves its data. Results are bit-identical across peers for a given algorithm
 /// (the two fold in different orders, so floats may differ between algorithms).
 public enum AllReduceAlgorithm: String, Sendable, CaseIterable {
-    /// Recursive doubling for three or more peers up to `Configuration.recursiveDoublingMaxBytes`,
-    /// the ring otherwise (with two peers the ring's two half-size steps beat one full exchange).
+    /// Recursive doubling up to `Configuration.recursiveDoublingMaxBytes`, the ring above. Two peers
+    /// too: their one exchange of the whole buffer beats the ring's two dependent half-size steps up
+    /// to 256 KiB (DESIGN.md, "Algorithms").
     case auto
     /// Reduce-scatter then all-gather around the ring: 2(n-1) steps, bandwidth-optimal.
     case ring
@@ -11,7 +12,7 @@ public enum AllReduceAlgorithm: String, Sendable, CaseIterable {
 
     func resolved(bytes: Int, worldSize: Int, configuration: Configuration) -> AllReduceAlgorithm {
         guard self == .auto else { return self }
-        return worldSize > 2 && bytes <= configuration.recursiveDoublingMaxBytes ? .recursiveDoubling : .ring
+        return worldSize > 1 && bytes <= configuration.recursiveDoublingMaxBytes ? .recursiveDoubling : .ring
     }
 
     var wireValue: UInt64 {

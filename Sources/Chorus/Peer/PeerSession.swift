@@ -122,14 +122,14 @@ final class PeerSession {
 
     /// `wait` for a condition of the session: throws the lost master's error, or `timedOut` naming
     /// `what` at the deadline.
-    func waitFor<T>(_ what: String, deadline: ContinuousClock.Instant,
+    func waitFor<T>(_ what: @autoclosure () -> String, deadline: ContinuousClock.Instant,
                     _ condition: () throws(ChorusError) -> T?) throws(ChorusError) -> T {
         let value = try wait(until: deadline) { () throws(ChorusError) -> T? in
             if let value = try condition() { return value }
             if let error = masterLossError { throw error }
             return nil
         }
-        guard let value else { throw .timedOut("waiting for \(what)") }
+        guard let value else { throw .timedOut("waiting for \(what())") }
         return value
     }
 
