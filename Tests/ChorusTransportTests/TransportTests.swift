@@ -383,6 +383,68 @@ import Testing
         #expect(last == [5])
     }
 
+    /// The reader takes a payload and the next frame's header in one read and stops at a short
+    /// read: frames of every size (data, control, heartbeats) land intact whether the whole stream
+    /// comes at once with the receives posted (0) or posted after it arrived (1), or trickles in
+    /// pieces that split headers and payloads anywhere (2).
+    @Test(arguments: 0 ..< 3)
+    func framesArriveIntactHoweverTheStreamIsSplit(mode: Int) throws {
+        let server = try TransportEngine(settings: Self.settings)
+        let port = try server.listen(host: "127.0.0.1", port: 0)
+        let sender = try RawSocket(port: port)
+        guard case .accepted(let side)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        server.admit(side, allowData: true)
+        func bytes(_ frame: Int, _ count: Int) -> [UInt8] { (0 ..< count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ frame &* 7 &+ 1) } }
+        let dataLengths = [1, 31, 32, 33, 4096, 70_001], controlLengths = [0, 5, 32, 100]
+        var stream: [UInt8] = []
+        for (i, length) in dataLengths.enumerated() {
+            stream += header(type: 2, tag: UInt32(i), length: UInt32(length), epoch: 1, opID: 1) + bytes(i, length)
+            stream += header(type: 3, length: 0) // a heartbeat between frames
+            if i < controlLengths.count {
+                stream += header(type: 1, length: UInt32(controlLengths[i]), epoch: 2, opID: UInt64(i)) + bytes(100 + i, controlLengths[i])
+            }
+        }
+        var targets = dataLengths.map { [UInt8](repeating: 0, count: $0) }
+        var requests: [TransportRequest] = []
+        func postReceives() throws {
+            for i in dataLengths.indices {
+                requests.append(try targets[i].withUnsafeMutableBytes {
+                    try server.postReceive(side, address: FrameAddress(epoch: 1, opID: 1, tag: UInt32(i)), into: $0)
+                })
+            }
+        }
+        if mode != 1 { try postReceives() }
+        if mode == 2 {
+            let pieces = [1, 5, 31, 33, 64, 1000, 7]
+            var at = 0, next = 0
+            while at < stream.count {
+                let end = min(stream.count, at + pieces[next % pieces.count])
+                sender.send(Array(stream[at ..< end]))
+                at = end
+                next += 1
+                if next % 3 == 0 { usleep(200) } // let the reader catch up mid-frame now and then
+            }
+        } else {
+            sender.send(stream)
+        }
+        if mode == 1 {
+            usleep(50_000) // the whole stream waits in the kernel behind the first data frame
+            try postReceives()
+        }
+        for request in requests { #expect(server.wait(request, timeout: .seconds(10), interruptible: false) == .completed) }
+        for i in dataLengths.indices {
+            let intact = targets[i] == bytes(i, dataLengths[i])
+            #expect(intact, "data frame \(i) (\(dataLengths[i]) bytes)")
+        }
+        for i in controlLengths.indices {
+            guard case .control(_, let address, let payload)? = server.nextEvent(timeout: .seconds(5)) else {
+                throw TestFailure("control frame \(i) missing")
+            }
+            let intact = address.opID == UInt64(i) && payload == bytes(100 + i, controlLengths[i])
+            #expect(intact, "control frame \(i) (\(controlLengths[i]) bytes)")
+        }
+    }
+
     /// An admitted connection keeps working past the deadline; one admitted without data refuses a
     /// data frame at once, also one that was already waiting when it was admitted.
     @Test func admittedConnectionsOutliveTheDeadlineAndDataIsRefusedWhereNoneBelongs() throws {
