@@ -363,6 +363,12 @@ MUTATIONS = [
          find="                try committed ? session.sendToMasterLater(report) : session.sendToMaster(report)",
          replace="                if !committed { try session.sendToMaster(report) }",
          filter="aLongRunOfCollectivesKeepsTheMastersVerdictsComing"),
+    dict(name="next-header-read-ahead-lost",
+         what="the bytes of the next frame's header read with a payload are dropped",
+         file="CModules/CChorusTransport/core/stream.c",
+         find="        c->header_got = next_header_got;",
+         replace="        c->header_got = 0;",
+         filter="framesArriveIntactHoweverTheStreamIsSplit"),
 ]
 
 
