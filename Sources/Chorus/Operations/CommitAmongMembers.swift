@@ -49,7 +49,8 @@ extension Core {
             return false
         }
         let round = TokenLinks(OperationLinks(session: session, route: .mesh, opID: opID, deadline: links.deadline,
-                                              begin: links.takeOwedBegin(), announceRightAway: false))
+                                              begin: links.takeOwedBegin(), announceRightAway: false,
+                                              announceAfter: OperationLinks.announceCommittedAmongMembersAfter))
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 6) { words in
             let token = words.baseAddress!
             token[0] = Int64(bitPattern: chain)

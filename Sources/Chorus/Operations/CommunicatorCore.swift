@@ -257,7 +257,9 @@ final class Core: @unchecked Sendable {
             // in flight it is busy with their reports, not asleep.
             let masterIdle = !amongMembers && inFlight.isEmpty && ContinuousClock.now - lastVerdictAt > session.configuration.spinWait
             let links = OperationLinks(session: session, route: route, opID: opID, deadline: deadline, begin: begin,
-                                       announceRightAway: masterIdle)
+                                       announceRightAway: masterIdle,
+                                       announceAfter: amongMembers ? OperationLinks.announceCommittedAmongMembersAfter
+                                           : OperationLinks.announceDecidedByTheMasterAfter)
             do {
                 try dataPhase(links)
                 committed = amongMembers && commitAmongMembers(session: session, links: links, opID: opID, chain: chain)
