@@ -93,7 +93,12 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     private var nextPeerID: PeerID = 1
     public private(set) var epoch: UInt64 = 0
     /// Members in ring order.
-    private var ring: [Connection] = []
+    private var ring: [Connection] = [] {
+        didSet { rankOf = Dictionary(uniqueKeysWithValues: ring.enumerated().map { ($0.element, $0.offset) }) }
+    }
+    /// Each member's position in `ring`: looked up on every message, where a search of the ring
+    /// cost O(n) (rebuilt only when the ring changes).
+    private var rankOf: [Connection: Int] = [:]
     private var lastDecidedOp: UInt64 = 0
     /// The verdict of `lastDecidedOp` (resent to a member that rejoins without it).
     private var lastOutcome: Outcome = .success
@@ -597,13 +602,13 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// ahead than the window; one within it was held by `holdEarly`).
     private mutating func screen(_ connection: Connection, epoch messageEpoch: UInt64, opID: UInt64) -> [Action]? {
         // A leaver's reports of operations it did before it asked to leave still count.
-        guard let peer = peers[connection], peer.role != .pending, ring.contains(connection) else { return [] }
+        guard let peer = peers[connection], peer.role != .pending, rankOf[connection] != nil else { return [] }
         guard messageEpoch == epoch else {
             return [.send(connection, .verdict(epoch: messageEpoch, opID: opID, outcome: .aborted(.staleEpoch)))]
         }
         if opID <= lastDecidedOp { return [] } // decided already; the verdict is on its way
         guard opID == lastDecidedOp + 1 else {
-            let rank = ring.firstIndex(of: connection) ?? -1
+            let rank = rankOf[connection] ?? -1
             return abort(opID: lastDecidedOp + 1, .argumentMismatch(
                 "rank \(rank) (peer \(peer.id)) started its operation \(opID) while the group is at operation \(lastDecidedOp + 1), more than \(Self.operationWindow) ahead: the members called a different number of collectives"))
         }
@@ -732,7 +737,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// succeeded (every member vouched for it, so none reports a failure of any of them). One such
     /// message decides them all: a member that stopped with its reports queued holds nothing up.
     private mutating func committed(from connection: Connection, epoch commitEpoch: UInt64, opID: UInt64) -> [Action] {
-        guard let peer = peers[connection], peer.role != .pending, ring.contains(connection), commitEpoch == epoch,
+        guard let peer = peers[connection], peer.role != .pending, rankOf[connection] != nil, commitEpoch == epoch,
               opID > lastDecidedOp, opID - lastDecidedOp <= Self.operationWindow,
               brokenReason == nil, syncInTransfer == nil else { return [] }
         var actions: [Action] = []
