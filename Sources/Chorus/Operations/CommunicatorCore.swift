@@ -287,7 +287,7 @@ final class Core: @unchecked Sendable {
             do {
                 // Nobody waits for a committed operation's report: it leaves with the next message
                 // (in the order sent), at the flush above, or with the next heartbeat.
-                try committed ? session.sendToMasterLater(report) : session.sendToMaster(report)
+                try session.sendToMaster(report, later: committed)
             } catch where !committed { // a committed operation succeeded whatever became of the master
                 session.abandonEpoch()
                 restore?()

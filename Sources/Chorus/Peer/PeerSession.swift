@@ -156,9 +156,9 @@ final class PeerSession {
 
     // MARK: - Carrying out the machine's actions
 
-    private func apply(_ actions: [Machine.Action]) {
+    private func apply(_ actions: [Machine.Action], messagesToMasterLater: Bool = false) {
         updateLoggedIdentity()
-        for action in actions { perform(action) }
+        for action in actions { perform(action, messagesToMasterLater: messagesToMasterLater) }
     }
 
     /// The logger's metadata follows the machine's peer id, epoch and rank.
@@ -173,10 +173,10 @@ final class PeerSession {
         }
     }
 
-    private func perform(_ action: Machine.Action) {
+    private func perform(_ action: Machine.Action, messagesToMasterLater: Bool) {
         switch action {
         case .sendToMaster(let connection, let message):
-            send(message.encoded(), on: connection)
+            send(message.encoded(), on: connection, later: messagesToMasterLater)
         case .sendHandshake(let connection, let message):
             send(message.encoded(), on: connection)
         case .sendToPeer(let connection, let message):
@@ -244,31 +244,18 @@ final class PeerSession {
 
     // MARK: - Requests
 
-    /// Sends `message` to the master with the connection's next frame, at `flushToMaster`, or when
-    /// a heartbeat is due, in place of one sent this way that has not left: for `committed`, which
-    /// nobody waits for and of which the newest says all (writing each at once cost a wake-up of
-    /// the master's thread per collective).
-    func sendToMasterLater(_ message: PeerToMaster) throws(ChorusError) {
+    /// Sends `message` to the master. `later`: with the connection's next frame, at
+    /// `flushToMaster`, or when a heartbeat is due, in place of one sent this way that has not
+    /// left: for `committed`, which nobody waits for and of which the newest says all (writing
+    /// each at once cost a wake-up of the master's thread per collective).
+    func sendToMaster(_ message: PeerToMaster, later: Bool = false) throws(ChorusError) {
         if let error = masterLossError { throw error }
-        updateLoggedIdentity()
-        for action in machine.send(message) {
-            if case .sendToMaster(let connection, let message) = action {
-                send(message.encoded(), on: connection, later: true)
-            } else {
-                perform(action)
-            }
-        }
+        apply(machine.send(message), messagesToMasterLater: later)
         if let error = masterLossError { throw error }
     }
 
-    /// Writes the messages `sendToMasterLater` queued.
+    /// Writes the messages sent to the master for later.
     func flushToMaster() { engine.flush(masterConnection) }
-
-    func sendToMaster(_ message: PeerToMaster) throws(ChorusError) {
-        if let error = masterLossError { throw error }
-        apply(machine.send(message))
-        if let error = masterLossError { throw error }
-    }
 
     /// Waits for a topology newer than the current one, then connects its links.
     func awaitTopology(deadline: ContinuousClock.Instant) throws(ChorusError) {
