@@ -218,21 +218,37 @@ import Testing
     }
 
     /// One member's `committed` decides its operation and every earlier one, whoever else has not
-    /// reported (a member stopped with its reports queued holds nothing up).
+    /// reported (a member stopped with its reports queued holds nothing up); every member hears of
+    /// the last one only (a success stands for the earlier operations too).
     @Test func oneCommittedMessageDecidesEveryOperationUpToIt() {
         var m = formed(3)
         _ = m.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 2)
         let decided = m.received(.committed(epoch: 2, opID: 3, descriptor: Self.descriptor), from: 1)
-        let opsDecided = decided.compactMap { action -> UInt64? in
-            if case .send(1, .verdict(2, let op, .success)) = action { op } else { nil }
+        let told = decided.compactMap { action -> String? in
+            if case .send(let member, .verdict(2, let op, .success)) = action { "\(member):\(op)" } else { nil }
         }
-        #expect(opsDecided == [1, 2, 3])
+        #expect(told == ["1:3", "2:3", "3:3"])
         #expect(m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: .success), from: 3).isEmpty, "decided already")
         #expect(m.received(.committed(epoch: 2, opID: 3, descriptor: Self.descriptor), from: 2).isEmpty)
         // A later operation goes on as usual.
         _ = m.received(.report(epoch: 2, opID: 4, descriptor: Self.descriptor, outcome: .success), from: 1)
         _ = m.received(.report(epoch: 2, opID: 4, descriptor: Self.descriptor, outcome: .success), from: 2)
         #expect(verdicts(m.received(.report(epoch: 2, opID: 4, descriptor: Self.descriptor, outcome: .success), from: 3)).count == 3)
+    }
+
+    /// A `committed` whose range stops short at an abort (a failure held for a later operation of
+    /// the range: members that contradict each other) still tells every member the successes
+    /// before the abort, ahead of it, so none waits for their verdicts.
+    @Test func aCommittedRangeStoppedByAnAbortTellsTheSuccessesBeforeIt() {
+        var m = formed(3)
+        let failed = Outcome.aborted(.linkFailed(reporter: 3, peer: nil, detail: "test"))
+        #expect(m.received(.report(epoch: 2, opID: 2, descriptor: Self.descriptor, outcome: failed), from: 3).isEmpty, "held")
+        let decided = m.received(.committed(epoch: 2, opID: 3, descriptor: Self.descriptor), from: 1)
+        let told = decided.compactMap { action -> String? in
+            guard case .send(let member, .verdict(2, let op, let outcome)) = action else { return nil }
+            return "\(member):\(op):\(outcome == .success ? "success" : "aborted")"
+        }
+        #expect(told == ["1:1:success", "2:1:success", "3:1:success", "1:2:aborted", "2:2:aborted", "3:2:aborted"])
     }
 
     /// A member that reported success and waited past its deadline: the members that have not

@@ -195,7 +195,7 @@ public final class Master: Sendable {
                 }
             }
             var abortLogged = Set<UInt64>()
-            for (action, epoch) in Self.withoutSupersededSuccesses(actions) {
+            for (action, epoch) in actions {
                 switch action {
                 case .send(let connection, let message):
                     try? engine.sendControl(connection, address: FrameAddress(epoch: epoch, opID: 0),
@@ -215,25 +215,6 @@ public final class Master: Sendable {
                 }
             }
         }
-    }
-}
-
-extension Master {
-    /// `actions` without a success verdict that a later success to the same member in the same
-    /// epoch implies (the master decides in operation order): members that commit among themselves
-    /// send their reports in batches, and a batch decides many operations at once.
-    static func withoutSupersededSuccesses(_ actions: [PeerGroups.Action]) -> [PeerGroups.Action] {
-        guard actions.count > 1 else { return actions } // most events: nothing to drop, nothing to build
-        var laterSuccess: [ConnectionID: UInt64] = [:] // the epoch of the latest success to each member
-        var kept: [PeerGroups.Action] = []
-        for entry in actions.reversed() {
-            if case .send(let connection, .verdict(let epoch, _, .success)) = entry.action {
-                if laterSuccess[connection] == epoch { continue }
-                laterSuccess[connection] = epoch
-            }
-            kept.append(entry)
-        }
-        return kept.reversed()
     }
 }
 

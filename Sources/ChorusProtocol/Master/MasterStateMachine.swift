@@ -736,12 +736,24 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// A member committed `opID` among the members: it and every earlier operation of the epoch
     /// succeeded (every member vouched for it, so none reports a failure of any of them). One such
     /// message decides them all: a member that stopped with its reports queued holds nothing up.
+    /// The members hear only of the last success: a member takes a success as the verdict of
+    /// every earlier operation too (`PeerStateMachine.verdict(for:)`), so the earlier ones are
+    /// decided without a verdict each (members send `committed` every half window, so one
+    /// message decides several operations).
     private mutating func committed(from connection: Connection, epoch commitEpoch: UInt64, opID: UInt64) -> [Action] {
         guard let peer = peers[connection], peer.role != .pending, rankOf[connection] != nil, commitEpoch == epoch,
               opID > lastDecidedOp, opID - lastDecidedOp <= Self.operationWindow,
               brokenReason == nil, syncInTransfer == nil else { return [] }
         var actions: [Action] = []
-        while lastDecidedOp < opID, brokenReason == nil { actions += decide(opID: lastDecidedOp + 1, .success) }
+        var untold: UInt64?
+        while lastDecidedOp < opID, brokenReason == nil {
+            let next = lastDecidedOp + 1
+            actions += decide(opID: next, .success, tellingMembers: next == opID)
+            untold = next == opID ? nil : next
+        }
+        // Stopped short (a message held for a later operation aborted it): the successes before
+        // it still reach the members, ahead of the abort.
+        if let untold { actions = verdicts(opID: untold, .success) + actions }
         return actions
     }
 
@@ -814,7 +826,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         return decide(opID: opID, .aborted(reason))
     }
 
-    private mutating func decide(opID: UInt64, _ outcome: Outcome) -> [Action] {
+    /// Decides operation `opID`; `tellingMembers` false leaves its verdict to a later success
+    /// (`committed`).
+    private mutating func decide(opID: UInt64, _ outcome: Outcome, tellingMembers: Bool = true) -> [Action] {
         if outcome == .success { linkStrikes = [:] } // every pair of this epoch connected
         lastDecidedOp = opID
         lastOutcome = outcome
@@ -826,10 +840,15 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         fenceReason = nil
         syncDigests = [:]
         syncInTransfer = nil
-        let verdicts = ring.map { Action.send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) } + takeEarly()
+        let actions = (tellingMembers ? verdicts(opID: opID, outcome) : []) + takeEarly()
         // After a loss the master catches up with reports sent for later: the members may be
         // stuck in a later operation, which a fence ends at once as it did the one undecided then.
-        guard let lost = lostInEpoch, brokenReason == nil else { return verdicts }
-        return verdicts + fenceUnreported(opID: lastDecidedOp + 1, reason: .peerLost(lost))
+        guard let lost = lostInEpoch, brokenReason == nil else { return actions }
+        return actions + fenceUnreported(opID: lastDecidedOp + 1, reason: .peerLost(lost))
+    }
+
+    /// The verdict of `opID`, to every member.
+    private func verdicts(opID: UInt64, _ outcome: Outcome) -> [Action] {
+        ring.map { .send($0, .verdict(epoch: epoch, opID: opID, outcome: outcome)) }
     }
 }
