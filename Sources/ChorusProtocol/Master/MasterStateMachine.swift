@@ -540,7 +540,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         for opID in early.keys {
             early[opID] = early[opID]!.map { $0.connection == old ? (connection, $0.message) : $0 }
         }
-        return [.close(old), .send(connection, .resumed)] + (ring.contains(connection) ? catchUp(connection, rejoin, currentTopology) : [])
+        return [.close(old), .send(connection, .resumed)] + (rankOf[connection] != nil ? catchUp(connection, rejoin, currentTopology) : [])
     }
 
     /// What a member that rejoined missed: the topology of the current epoch, or the verdicts after
@@ -576,7 +576,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         }
         var actions: [Action] = []
         for (connection, rejoin) in adopted.returned.sorted(by: { $0.value.peer < $1.value.peer }) {
-            if ring.contains(connection) {
+            if rankOf[connection] != nil {
                 // The topology as the others hold it, members that did not return included.
                 actions += [.send(connection, .resumed)] + catchUp(connection, rejoin, topology)
             } else if rejoin.topology.epoch == 0 {
