@@ -596,11 +596,7 @@ int chorus_engine_flush(chorus_engine *e, chorus_conn_id id) {
     conn *c = engine_acquire(e, id);
     if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
     pthread_mutex_lock(&c->send_lock);
-    chorus_failure failure = chorus_no_failure();
-    if (c->corked) {
-        c->corked = 0;
-        failure = stream_flush_locked(e, c);
-    }
+    chorus_failure failure = stream_uncork_locked(e, c);
     pthread_mutex_unlock(&c->send_lock);
     if (failure.status != CHORUS_OK) engine_fail_later(e, c, failure);
     engine_release(e, c);

@@ -150,6 +150,9 @@ chorus_failure stream_flush_locked(chorus_engine *e, conn *c);
 void stream_read(chorus_engine *e, conn *c);
 /// A heartbeat unless frames are queued already (they say as much). Caller holds send_lock.
 chorus_failure stream_heartbeat_locked(chorus_engine *e, conn *c);
+/// Writes the frames sent for later (engine_submit_later), if the queue holds only those. Caller
+/// holds send_lock.
+chorus_failure stream_uncork_locked(chorus_engine *e, conn *c);
 /// A fence or a fence's answer that the stream read (io_lock held; fence.c).
 chorus_failure fence_frame(chorus_engine *e, conn *c);
 /// Drops every queued frame with `status` and closes the write side (from engine_fail_conn).

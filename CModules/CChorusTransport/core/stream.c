@@ -132,12 +132,15 @@ int engine_send_signal(chorus_engine *e, conn *c, const chorus_frame_header *h) 
     return status;
 }
 
+chorus_failure stream_uncork_locked(chorus_engine *e, conn *c) {
+    if (!c->corked) return chorus_no_failure();
+    c->corked = 0;
+    return stream_flush_locked(e, c);
+}
+
 chorus_failure stream_heartbeat_locked(chorus_engine *e, conn *c) {
     if (c->send_closed) return chorus_no_failure();
-    if (c->corked) { // frames sent for later are the sign of life, and leave now
-        c->corked = 0;
-        return stream_flush_locked(e, c);
-    }
+    if (c->corked) return stream_uncork_locked(e, c); // frames sent for later are the sign of life, and leave now
     if (c->send_head != NULL) return chorus_no_failure();
     c->heartbeat.header_sent = 0;
     engine_enqueue_locked(c, &c->heartbeat);
