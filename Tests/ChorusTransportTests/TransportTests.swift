@@ -249,25 +249,31 @@ import Testing
     /// order), a flush, or the heartbeat timer, which sends it instead of a heartbeat; a newer one
     /// replaces it while it waits.
     @Test func aFrameSentForLaterLeavesWithTheNextFrameAFlushOrTheHeartbeat() throws {
-        let p = try Self.pair()
-        func received() -> [UInt8]? {
+        // No heartbeat within the test's first part: a frame that arrives was written by a call.
+        let quiet = try Self.pair(settings: TransportSettings(heartbeatInterval: .seconds(20), idleTimeout: .seconds(60),
+                                                              maxControlBytes: 4096, spinWait: .zero))
+        func received(_ p: Pair) -> [UInt8]? {
             guard case .control(_, _, let payload)? = p.server.nextEvent(timeout: .seconds(5)) else { return nil }
             return payload
         }
-        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [1])
-        #expect(p.server.nextEvent(timeout: .zero) == nil, "written at once")
-        try p.client.sendControl(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [2])
-        #expect(received() == [1] && received() == [2])
-        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [3])
-        p.client.flush(p.clientSide)
-        #expect(received() == [3])
-        p.client.flush(p.clientSide) // nothing queued: nothing sent
-        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [4])
-        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [5]) // replaces [4]
-        p.client.flush(p.clientSide)
-        #expect(received() == [5])
-        try p.client.sendControlLater(p.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [4])
-        #expect(received() == [4], "the heartbeat timer (100 ms) sends it without any call")
+        func nothingArrives(_ p: Pair) -> Bool { p.server.nextEvent(timeout: .milliseconds(200)) == nil }
+        try quiet.client.sendControlLater(quiet.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [1])
+        #expect(nothingArrives(quiet), "written at once")
+        try quiet.client.sendControl(quiet.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [2])
+        #expect(received(quiet) == [1] && received(quiet) == [2])
+        try quiet.client.sendControlLater(quiet.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [3])
+        quiet.client.flush(quiet.clientSide)
+        #expect(received(quiet) == [3])
+        quiet.client.flush(quiet.clientSide) // nothing queued: nothing sent
+        try quiet.client.sendControlLater(quiet.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [4])
+        try quiet.client.sendControlLater(quiet.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [5]) // replaces [4]
+        quiet.client.flush(quiet.clientSide)
+        #expect(received(quiet) == [5])
+        #expect(nothingArrives(quiet), "the replaced frame or an empty flush was sent")
+        // With heartbeats due every 100 ms, the heartbeat timer sends it without any call.
+        let beating = try Self.pair()
+        try beating.client.sendControlLater(beating.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [4])
+        #expect(received(beating) == [4])
     }
 
     /// The operation fence: a vouch before the fence is what the answer reports, and a fence
