@@ -263,12 +263,16 @@ public final class TransportEngine: @unchecked Sendable {
     }
 
     /// Posts a data frame carrying `bytes`, which must stay valid until the request finishes.
-    public func postSend(_ connection: ConnectionID, address: FrameAddress,
-                         bytes: UnsafeRawBufferPointer) throws(TransportError) -> TransportRequest {
+    /// `withNextFrame`: on a connection whose data travels on its stream, the frame waits for the
+    /// connection's next frame (or `flush`, or a heartbeat) and leaves in the same write
+    /// (`chorus_engine_post_send_with_next`).
+    public func postSend(_ connection: ConnectionID, address: FrameAddress, bytes: UnsafeRawBufferPointer,
+                         withNextFrame: Bool = false) throws(TransportError) -> TransportRequest {
         guard bytes.count <= UInt32.max else { throw TransportError(code: .invalidArgument) }
         var request: OpaquePointer?
-        try check(chorus_engine_post_send(engine, connection.rawValue, address.epoch, address.opID, address.tag,
-                                          bytes.baseAddress, UInt32(bytes.count), &request))
+        let post = withNextFrame ? chorus_engine_post_send_with_next : chorus_engine_post_send
+        try check(post(engine, connection.rawValue, address.epoch, address.opID, address.tag,
+                       bytes.baseAddress, UInt32(bytes.count), &request))
         return TransportRequest(request!)
     }
 

@@ -251,6 +251,72 @@ import Testing
         #expect(told == ["1:1:success", "2:1:success", "3:1:success", "1:2:aborted", "2:2:aborted", "3:2:aborted"])
     }
 
+    /// A pair commits in one hop, so one member may commit while the other's data phase fails: the
+    /// failure is held and the other member fenced; its `committed` decides a success and evicts the
+    /// member that failed (it cannot return the result), and only its answer that it never vouched
+    /// (or a report without committing, or its loss) aborts the operation.
+    @Test func aPairMembersFailureWaitsForTheOtherAndAnEvictionEndsASplit() {
+        let failed = AbortReason.linkFailed(reporter: 2, peer: 1, detail: "left link: silent")
+        let failure = PeerToMaster.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .aborted(failed))
+        // The other member committed it.
+        var m = formed(2)
+        #expect(m.received(failure, from: 2) == [.fence(1, epoch: 2, opID: 1)], "held; only the other member is fenced")
+        #expect(m.fenceAnswered(1, epoch: 2, opID: 1, vouched: true).isEmpty)
+        let decided = m.received(.committed(epoch: 2, opID: 1, descriptor: Self.descriptor), from: 1)
+        #expect(verdicts(decided)[1] == .success)
+        let rejected = decided.compactMap { action -> String? in if case .send(2, .rejected(let why)) = action { why } else { nil } }
+        #expect(rejected == ["evicted: peer 1 committed operation 1 of epoch 2, which peer 2 could not finish (\(failed)); in a group of two a member commits once it holds both contributions, so the other one must rejoin"])
+        #expect(decided.contains(.close(2)) && m.worldSize == 1)
+        // The survivor's next operation, which the evicted member will not join, aborts naming it.
+        #expect(decided.contains(.fence(1, epoch: 2, opID: 2)))
+        #expect(verdicts(m.fenceAnswered(1, epoch: 2, opID: 2, vouched: false)) == [1: .aborted(.peerLost(2))])
+
+        // The other member never vouched: the operation aborts with the failure.
+        var n = formed(2)
+        _ = n.received(failure, from: 2)
+        #expect(verdicts(n.fenceAnswered(1, epoch: 2, opID: 1, vouched: false)) == [1: .aborted(failed), 2: .aborted(failed)])
+
+        // The other member reported without committing: it never will, so the failure aborts it.
+        var o = formed(2)
+        _ = o.received(failure, from: 2)
+        #expect(verdicts(o.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1))
+                == [1: .aborted(failed), 2: .aborted(failed)])
+        var p = formed(2)
+        _ = p.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 1)
+        #expect(verdicts(p.received(failure, from: 2)) == [1: .aborted(failed), 2: .aborted(failed)], "at once")
+
+        // The other member is lost: nobody left can have committed it.
+        var q = formed(2)
+        _ = q.received(failure, from: 2)
+        #expect(verdicts(q.connectionClosed(1)) == [2: .aborted(.peerLost(1))])
+
+        // The committed came first: the failure that follows evicts its sender all the same, but a
+        // timeout reported after a success (a member that waited for the verdict) does not.
+        var r = formed(2)
+        _ = r.received(.committed(epoch: 2, opID: 1, descriptor: Self.descriptor), from: 1)
+        #expect(r.received(failure, from: 2).contains(.close(2)))
+        var t = formed(2)
+        _ = t.received(.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .success), from: 2)
+        _ = t.received(.committed(epoch: 2, opID: 1, descriptor: Self.descriptor), from: 1)
+        let waitedPast = PeerToMaster.report(epoch: 2, opID: 1, descriptor: Self.descriptor, outcome: .aborted(.timedOut(reporter: 2, notArrived: [])))
+        #expect(t.received(waitedPast, from: 2).isEmpty && t.worldSize == 2)
+    }
+
+    /// In a pair one member's answer that it never vouched does not make an abort safe (the other
+    /// may commit without it): both must have answered so, or reported.
+    @Test func aPairAbortsAfterAFenceOnlyWhenNeitherMemberCanCommit() {
+        var m = formed(2)
+        let unreachable = m.received(.unreachable(epoch: 2, peer: 1, detail: "silent"), from: 2)
+        #expect(unreachable == [.fence(1, epoch: 2, opID: 1), .fence(2, epoch: 2, opID: 1)])
+        #expect(m.fenceAnswered(2, epoch: 2, opID: 1, vouched: false).isEmpty, "peer 1 may still commit")
+        let reason = AbortReason.linkFailed(reporter: 2, peer: 1, detail: "silent")
+        #expect(verdicts(m.fenceAnswered(1, epoch: 2, opID: 1, vouched: false)) == [1: .aborted(reason), 2: .aborted(reason)])
+        // In a group of three one such answer is enough (a commit needs every member's vouch).
+        var n = formed(3)
+        _ = n.received(.unreachable(epoch: 2, peer: 1, detail: "silent"), from: 2)
+        #expect(verdicts(n.fenceAnswered(2, epoch: 2, opID: 1, vouched: false)).count == 3)
+    }
+
     /// A member that reported success and waited past its deadline: the members that have not
     /// reported are fenced, once each, and the first that never vouched aborts the operation.
     @Test func aMemberWaitingPastItsDeadlineHasTheOthersFenced() {

@@ -64,4 +64,54 @@ import Glibc
             #expect(!lines.contains { $0.kind == "FATAL" })
         }
     }
+
+    /// A pair commits in one hop (each member's token goes ahead of its data): cut one way between
+    /// the rounds, the member whose sends still arrive commits the next round, and the other, which
+    /// never gets its partner's data, is evicted, its input restored; no survivor sees another
+    /// outcome, and the one left goes on alone.
+    @Test func aPairCutOneWayEndsWithTheMemberThatCommittedGoingOnAndTheOtherEvicted() throws {
+        let network = try RoutedNetwork(peers: 2)
+        let master = try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-master",
+                                      arguments: ["--host", network.masterAddress, "--port", "0", "--log-level", "warning"],
+                                      environment: ProcessFaultTests.environment, captureOutput: true)
+        defer { master.signal(SIGKILL) }
+        let endpoint = try #require(ProcessFaultTests.endpoint(of: master))
+        // 4 KiB rounds (recursive doubling) 100 ms apart: the cut falls between two rounds.
+        let peers = try (0 ..< 2).map { index in
+            try ChildProcess(executable: "/usr/sbin/ip",
+                             arguments: ["netns", "exec", network.namespaces[index], ProcessFaultTests.binaries + "/chorus-test-peer",
+                                         "--master", endpoint, "--world", "2", "--count", "1024", "--rounds", "1000000", "--gap-ms", "100"],
+                             environment: ProcessFaultTests.environment.merging(["CHORUS_BIND": network.address(index)]) { $1 }, captureOutput: true)
+        }
+        defer { peers.forEach { $0.signal(SIGKILL) } }
+        #expect(ProcessFaultTests.waitForRound(3, peers), "the two peers never ran")
+
+        try network.cut(0, 1, bothWays: false) // peer 0's frames no longer reach peer 1
+        let cut = monotonicMilliseconds()
+        var evictedRound: String?
+        var aloneAfterwards = false
+        while monotonicMilliseconds() - cut < 40_000 && (evictedRound == nil || !aloneAfterwards) {
+            let second = ProcessFaultTests.lines(peers[1].outputSoFar(waitMilliseconds: 20))
+            evictedRound = second.last { $0.kind == "ABORT" && $0.fields["retryable"] == "false" }?.fields["round"]
+            aloneAfterwards = ProcessFaultTests.lines(peers[0].outputSoFar(waitMilliseconds: 20))
+                .contains { $0.kind == "OK" && $0.fields["world"] == "1" }
+        }
+        print("pair cut one way: from the cut to peer 0's first round alone: \(monotonicMilliseconds() - cut) ms")
+        let round = try #require(evictedRound, "peer 1 was not evicted: \(peers[1].outputSoFar(waitMilliseconds: 20).suffix(1500))")
+        let evictedOutput = peers[1].output(timeoutMilliseconds: 5_000)
+        #expect(ProcessFaultTests.lines(evictedOutput).filter { $0.kind == "OK" }.allSatisfy { $0.fields["correct"] == "true" })
+        #expect(evictedOutput.contains("committed operation") && evictedOutput.contains("could not finish"), "\(evictedOutput.suffix(800))")
+        #expect(evictedOutput.contains("ABORT round=\(round) ") && evictedOutput.contains("restored=true"))
+        #expect(aloneAfterwards, "peer 0 never ran alone: \(peers[0].outputSoFar(waitMilliseconds: 20).suffix(1500))")
+        // Peer 0 committed the round peer 1 could not finish, in a world of two, and every result is right.
+        let first = ProcessFaultTests.lines(peers[0].outputSoFar(waitMilliseconds: 20))
+        #expect(first.contains { $0.kind == "OK" && $0.fields["round"] == round && $0.fields["world"] == "2" })
+        #expect(first.filter { $0.kind == "OK" }.allSatisfy { $0.fields["correct"] == "true" })
+        #expect(!first.contains { $0.kind == "FATAL" || ($0.kind == "ABORT" && $0.fields["retryable"] == "false") })
+        // No split: a round one member aborted and stayed in the group for was committed by neither.
+        let succeeded = Set(first.filter { $0.kind == "OK" }.map { "\($0.fields["epoch"] ?? "") \($0.fields["round"] ?? "")" })
+        let split = ProcessFaultTests.lines(evictedOutput).filter { $0.kind == "ABORT" && $0.fields["retryable"] == "true" }
+            .filter { succeeded.contains("\($0.fields["epoch"] ?? "") \($0.fields["round"] ?? "")") }
+        #expect(split.isEmpty, "rounds peer 0 committed and peer 1 aborted as a survivor: \(split.map(\.fields))")
+    }
 }

@@ -603,8 +603,8 @@ int chorus_engine_flush(chorus_engine *e, chorus_conn_id id) {
     return CHORUS_OK;
 }
 
-int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,
-                            const void *buffer, uint32_t length, chorus_request **out) {
+static int post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,
+                     const void *buffer, uint32_t length, int with_next, chorus_request **out) {
     if (out == NULL || (length > 0 && buffer == NULL)) return CHORUS_ERR_INVALID_ARGUMENT;
     conn *c = engine_acquire(e, id);
     if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
@@ -618,6 +618,7 @@ int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch,
     r->item.payload = buffer;
     r->item.length = length;
     r->item.request = r;
+    r->item.with_next = with_next;
     __atomic_add_fetch(&e->in_flight, 1, __ATOMIC_SEQ_CST); // before it can complete
     int status = c->path->post_send(e, c, r).status;
     engine_release(e, c);
@@ -628,6 +629,16 @@ int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch,
     }
     *out = r;
     return CHORUS_OK;
+}
+
+int chorus_engine_post_send(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,
+                            const void *buffer, uint32_t length, chorus_request **out) {
+    return post_send(e, id, epoch, op_id, tag, buffer, length, 0, out);
+}
+
+int chorus_engine_post_send_with_next(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,
+                                      const void *buffer, uint32_t length, chorus_request **out) {
+    return post_send(e, id, epoch, op_id, tag, buffer, length, 1, out);
 }
 
 int chorus_engine_post_recv(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t tag,

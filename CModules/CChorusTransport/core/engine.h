@@ -18,6 +18,7 @@ typedef struct send_item {
     uint32_t payload_sent;
     chorus_request *request; // data sends; NULL for control and heartbeat frames
     int heap_owned;          // control frames: item and payload copy in one allocation
+    int with_next;           // chorus_engine_post_send_with_next: waits for the connection's next frame
     // Reused frames (neither a request nor heap-owned): called under send_lock once it is written.
     void (*written)(chorus_engine *e, conn *c, struct send_item *item);
 } send_item;

@@ -35,15 +35,20 @@ static void finish_item(chorus_engine *e, conn *c, send_item *item, int status) 
     }
 }
 
+// Frames written per system call: a frame that waited for its next one (a frame sent for later, a
+// pair's token) leaves in the same write as that one.
+#define FRAMES_PER_WRITE 8
+
 chorus_failure stream_flush_locked(chorus_engine *e, conn *c) {
     while (c->send_head != NULL && !c->send_closed) {
-        send_item *item = c->send_head;
-        struct iovec iov[2];
-        int n = 0;
-        if (item->header_sent < CHORUS_FRAME_HEADER_BYTES)
-            iov[n++] = (struct iovec){item->header + item->header_sent, CHORUS_FRAME_HEADER_BYTES - item->header_sent};
-        if (item->payload_sent < item->length)
-            iov[n++] = (struct iovec){(void *)(item->payload + item->payload_sent), item->length - item->payload_sent};
+        struct iovec iov[2 * FRAMES_PER_WRITE];
+        int n = 0, frames = 0;
+        for (send_item *item = c->send_head; item != NULL && frames < FRAMES_PER_WRITE; item = item->next, frames++) {
+            if (item->header_sent < CHORUS_FRAME_HEADER_BYTES)
+                iov[n++] = (struct iovec){item->header + item->header_sent, CHORUS_FRAME_HEADER_BYTES - item->header_sent};
+            if (item->payload_sent < item->length)
+                iov[n++] = (struct iovec){(void *)(item->payload + item->payload_sent), item->length - item->payload_sent};
+        }
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (sent < 0) {
@@ -52,15 +57,19 @@ chorus_failure stream_flush_locked(chorus_engine *e, conn *c) {
             return chorus_system_failure("sendmsg", errno);
         }
         c->last_send_ms = chorus_now_ms();
+        // Hand the written bytes to the frames in order; the first one not written whole stays.
         size_t left = (size_t)sent;
-        uint32_t header_part = CHORUS_FRAME_HEADER_BYTES - item->header_sent;
-        if (left >= header_part) {
-            item->header_sent = CHORUS_FRAME_HEADER_BYTES;
-            item->payload_sent += (uint32_t)(left - header_part);
-        } else {
-            item->header_sent += (uint32_t)left;
-        }
-        if (item->header_sent == CHORUS_FRAME_HEADER_BYTES && item->payload_sent == item->length) {
+        while (c->send_head != NULL) {
+            send_item *item = c->send_head;
+            size_t header_part = CHORUS_FRAME_HEADER_BYTES - item->header_sent;
+            size_t take = left < header_part ? left : header_part;
+            item->header_sent += (uint32_t)take;
+            left -= take;
+            size_t payload_part = item->length - item->payload_sent;
+            take = left < payload_part ? left : payload_part;
+            item->payload_sent += (uint32_t)take;
+            left -= take;
+            if (item->header_sent < CHORUS_FRAME_HEADER_BYTES || item->payload_sent < item->length) break;
             c->send_head = item->next;
             if (c->send_head == NULL) c->send_tail = NULL;
             finish_item(e, c, item, CHORUS_OK);
@@ -90,8 +99,13 @@ int engine_submit(chorus_engine *e, conn *c, send_item *item) {
     }
     // An empty queue, or one holding only frames sent for later, is nobody's to flush: this send's.
     int was_idle = c->send_head == NULL || c->corked;
-    c->corked = 0;
     engine_enqueue_locked(c, item);
+    if (item->with_next) {
+        if (was_idle) c->corked = 1; // leaves with the next frame (or with the queue being written)
+        pthread_mutex_unlock(&c->send_lock);
+        return CHORUS_OK;
+    }
+    c->corked = 0;
     chorus_failure failure = was_idle ? stream_flush_locked(e, c) : chorus_no_failure();
     pthread_mutex_unlock(&c->send_lock);
     if (failure.status != CHORUS_OK) engine_fail_later(e, c, failure);
@@ -106,13 +120,15 @@ int engine_submit_later(chorus_engine *e, conn *c, send_item *item) {
         return CHORUS_ERR_NO_SUCH_CONNECTION;
     }
     if (c->corked) {
-        // Every queued frame is an unwritten one sent for later: the newest stands for them.
-        for (send_item *old = c->send_head; old != NULL;) {
+        // Every queued frame is an unwritten one sent for later: the newest control frame stands
+        // for the earlier ones (a data frame waiting for its next one stays).
+        send_item *old = c->send_head;
+        c->send_head = c->send_tail = NULL;
+        while (old != NULL) {
             send_item *next = old->next;
-            if (old->heap_owned) free(old);
+            if (old->heap_owned) free(old); else engine_enqueue_locked(c, old);
             old = next;
         }
-        c->send_head = c->send_tail = NULL;
     }
     if (c->send_head == NULL) c->corked = 1; // otherwise it leaves with the queue being written
     engine_enqueue_locked(c, item);

@@ -236,6 +236,13 @@ int chorus_engine_send_control(chorus_engine *engine, chorus_conn_id conn, uint6
 int chorus_engine_post_send(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id,
                             uint32_t tag, const void *buffer, uint32_t length, chorus_request **out);
 
+/// Posts a data frame that waits, on a connection whose data frames travel on its stream (TCP), for
+/// the connection's next frame, chorus_engine_flush or a heartbeat, and leaves in one write with it:
+/// a small frame followed at once by another costs one system call at both ends, not two (a pair's
+/// token ahead of its data). Other data paths write it at once.
+int chorus_engine_post_send_with_next(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id,
+                                      uint32_t tag, const void *buffer, uint32_t length, chorus_request **out);
+
 /// Posts a receive for the next data frame on `conn`, which must carry exactly (epoch, op_id, tag,
 /// length). The payload is written straight into `buffer`, which must stay valid until completion.
 /// A frame that arrived before its receive is read when the engine next makes progress (a wait on

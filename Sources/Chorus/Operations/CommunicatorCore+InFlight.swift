@@ -9,6 +9,9 @@ final class InFlightOperation: @unchecked Sendable {
     let deadline: ContinuousClock.Instant
     /// The verdict when it was known before the report (an abort that came while the data moved).
     var verdict: Outcome?
+    /// Why its data phase failed here, if it did: a success verdict then means its partner in a
+    /// pair committed it without this member (`PairToken`), which the master evicts.
+    var failedHere: AbortReason?
     /// Puts back an in-place input on an abort; dropped once the verdict is taken.
     var restore: (() -> Void)?
     /// What waiting for it returns, once its verdict has been taken.

@@ -237,7 +237,7 @@ final class Core: @unchecked Sendable {
         let epoch = session.topology.epoch
         callChain = (epoch, Self.chained(callChain.epoch == epoch ? callChain.value : 0, opID: opID, descriptor))
         let chain = callChain.value
-        let amongMembers = Self.commitsAmongMembers(descriptor)
+        let amongMembers = descriptor.commitsAmongMembers
         if amongMembers {
             // Members commit without the master, but stay within its window (`maximumUndecided`):
             // halfway there, the word sent for later goes, so its verdicts come before the bound.
@@ -260,11 +260,18 @@ final class Core: @unchecked Sendable {
                                        announceRightAway: masterIdle,
                                        announceAfter: amongMembers ? OperationLinks.announceCommittedAmongMembersAfter
                                            : OperationLinks.announceDecidedByTheMasterAfter)
+            var pair: PairToken?
             do {
+                if amongMembers, links.worldSize == 2, session.mayCommitAmongMembers(opID) {
+                    pair = try PairToken(session: session, opID: opID, deadline: deadline, chain: chain)
+                }
                 try dataPhase(links)
-                committed = amongMembers && commitAmongMembers(session: session, links: links, opID: opID, chain: chain)
+                if amongMembers {
+                    committed = pair?.commit(after: links) ?? commitAmongMembers(session: session, links: links, opID: opID, chain: chain)
+                }
                 links.finish()
             } catch {
+                pair?.links.tearDown()
                 links.tearDown()
                 switch error as? OperationInterruption {
                 case .verdict(let reason): operation.verdict = .aborted(reason)
@@ -281,6 +288,7 @@ final class Core: @unchecked Sendable {
             // as well (the master gives every operation after an abort the same verdict).
             local = .aborted(.linkFailed(reporter: session.peerID, peer: nil, detail: "the epoch's links are gone"))
         }
+        if case .aborted(let reason) = local { operation.failedHere = reason }
         if operation.verdict == nil {
             let report = committed ? PeerToMaster.committed(epoch: epoch, opID: opID, descriptor: descriptor)
                 : PeerToMaster.report(epoch: epoch, opID: opID, descriptor: descriptor, outcome: local)
@@ -316,6 +324,13 @@ final class Core: @unchecked Sendable {
             }
         }
         lastVerdictAt = .now
+        if verdict == .success, let failure = operation.failedHere {
+            // Its partner in a pair committed what this member could not finish (`PairToken`): the
+            // master evicts this member when its report arrives, and says so.
+            session.abandonEpoch()
+            restore?()
+            throw awaitEviction(session: session, opID: operation.opID, failure: failure)
+        }
         if case .aborted(let reason) = verdict! {
             session.logger.warning("operation \(operation.opID) aborted: \(reason)")
             session.abandonEpoch()
@@ -323,6 +338,18 @@ final class Core: @unchecked Sendable {
             throw .aborted(reason)
         }
         session.logger.debug("operation \(operation.opID) (\(OperationDescriptor.apiNames(operation.descriptor).map { "\($0.name) \($0.value)" }.joined(separator: ", "))) succeeded")
+    }
+
+    /// The master's eviction of a member that failed operation `opID` which its partner committed;
+    /// within the bound a lost master's word is waited for (`Configuration.peerTimeout`, at most 3 s).
+    private func awaitEviction(session: PeerSession, opID: UInt64, failure: AbortReason) -> ChorusError {
+        let bound = ContinuousClock.now + min(session.configuration.peerTimeout, .seconds(3))
+        do {
+            _ = try session.waitFor("the master's eviction", deadline: bound) { () -> Bool? in nil } // ends at its word
+        } catch {
+            if case .timedOut = error {} else { return error }
+        }
+        return .masterUnreachable("operation \(opID) succeeded at the other member, which committed it, but failed here (\(failure)), and the master did not evict this peer within the bound")
     }
 
     /// The verdict of `opID`. At the deadline this member reports that it timed out, so the master

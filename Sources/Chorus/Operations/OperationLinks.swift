@@ -133,12 +133,24 @@ final class OperationLinks: CollectiveLinks {
     }
 
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32) throws -> TransportRequest {
+        try send(bytes, to: peer, tag: tag, withNextFrame: false)
+    }
+
+    /// `withNextFrame`: the frame leaves with the link's next one, or at `flush` (see
+    /// `TransportEngine.postSend`).
+    func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt32, withNextFrame: Bool) throws -> TransportRequest {
         let link = try connection(to: peer, tag: tag, sending: true)
         let request = try track(link) { () throws(TransportError) in
-            try session.engine.postSend(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag), bytes: bytes)
+            try session.engine.postSend(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag),
+                                        bytes: bytes, withNextFrame: withNextFrame)
         }
         if announceRightAway { try announce() }
         return request
+    }
+
+    /// Writes the frames on the link to `peer` that wait for their next one.
+    func flush(to peer: Int) throws {
+        session.engine.flush(ConnectionID(rawValue: try connection(to: peer, tag: 0, sending: true)))
     }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
@@ -240,6 +252,12 @@ final class OperationLinks: CollectiveLinks {
     func takeOwedBegin() -> PeerToMaster? {
         defer { owedBegin = nil }
         return owedBegin
+    }
+
+    /// Takes over `other`'s `begin` not sent yet: a pair's token (`PairToken`), posted before the
+    /// data, is waited for after it.
+    func takeOverOwedBegin(from other: OperationLinks) {
+        if owedBegin == nil { owedBegin = other.takeOwedBegin() }
     }
 
     /// Forgets finished requests (after a successful run every request has finished) and the owed

@@ -22,6 +22,17 @@
 ///   - a lost member does not abort anything by itself: it may have vouched and others may have
 ///     committed. The operation is decided by the survivors' reports (success when every one of them
 ///     succeeded), which come once their links to it fail.
+/// - a pair: an epoch formed with two members, which commit in one hop (each sends its token ahead
+///   of its data and commits once it holds both contributions, without the other's vouch). So one
+///   may commit while the other's data phase fails (a link that failed one way), and a member's
+///   failure decides nothing by itself:
+///   - it is held, and the other member is fenced (unless it reported already: then the operation
+///     aborts, since a member that reported without committing never commits);
+///   - the operation aborts once no member can commit it: each reported it without committing,
+///     had its failure held, answered a fence that it never vouched, or was lost;
+///   - the other member's `committed` decides a success, and the member whose failure was held is
+///     evicted (it cannot return the result); so is one whose first report of an operation already
+///     decided a success is a failure.
 /// - arrival: the first message of a member for the undecided operation (`begin`, sent before its
 ///   data moves; `report`; or `syncState`) with what it was called with. Two arrivals that differ
 ///   abort the operation at once (`argumentMismatch` naming the field, the values and the ranks), so
@@ -115,6 +126,13 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// aborts with when one of them never vouched (see "success without the master").
     private var fenced: Set<Connection> = []
     private var fenceReason: AbortReason?
+    /// The epoch was formed with two members, who commit in one hop (see "a pair").
+    private var pairEpoch = false
+    /// A pair member's failure of the undecided operation, held while the other may have committed
+    /// it (see "a pair").
+    private var pairFailure: (connection: Connection, reason: AbortReason)?
+    /// Pair members that answered a fence for the undecided operation: they never vouched for it.
+    private var neverVouched: Set<Connection> = []
     /// The first member lost in this epoch: the root cause an abort after it names.
     private var lostInEpoch: PeerID?
     /// A member asked for a topology update in this epoch (it waits at the safe point, or did).
@@ -275,11 +293,16 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             return begin(from: connection, epoch: beginEpoch, opID: opID, descriptor)
         case .report(let reportEpoch, let opID, let descriptor, let outcome):
             if let forgery = Self.forgery(in: outcome, from: peer.id) {
-                // It reported a failure, so it vouched for nothing: the operation aborts at once.
-                let whole = brokenReason == nil && reportEpoch == epoch && syncInTransfer == nil
+                // It reported a failure, so it vouched for nothing: the operation aborts at once
+                // (in a pair the other may have committed it: its loss leaves that to the survivor).
+                let whole = brokenReason == nil && reportEpoch == epoch && syncInTransfer == nil && !pairEpoch
                 if whole { brokenReason = .peerLost(peer.id) }
                 let actions: [Action] = [.send(connection, .rejected(forgery)), .close(connection)] + connectionClosed(connection)
                 return actions + (whole ? decide(opID: lastDecidedOp + 1, .aborted(.peerLost(peer.id))) : [])
+            }
+            if case .aborted(let reason) = outcome, pairEpoch, reportEpoch == epoch, peer.reportedThrough < opID,
+               decidedSuccess(opID) {
+                return evict(connection, failed: opID, reason)
             }
             if reportEpoch == epoch { peers[connection]?.reportedThrough = max(peer.reportedThrough, opID) }
             if holdEarly(message, epoch: reportEpoch, opID: opID, from: connection) { return [] }
@@ -333,6 +356,8 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         reports[connection] = nil
         arrivals[connection] = nil
         fenced.remove(connection)
+        neverVouched.remove(connection)
+        if pairFailure?.connection == connection { pairFailure = nil } // lost: the survivor decides
         let opBefore = lastDecidedOp
         for opID in early.keys { early[opID]?.removeAll { $0.connection == connection } }
         var actions: [Action] = []
@@ -349,6 +374,10 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             // "success without the master"); their links to it fail, so they report soon.
             if lostInEpoch == nil { lostInEpoch = peer.id }
             actions += decideIfAllReported(opID: lastDecidedOp + 1)
+            if lastDecidedOp == opBefore, pairEpoch, pairFailure != nil || !neverVouched.isEmpty, noMemberCanCommit() {
+                // The pair's survivor failed it, or never vouched: nobody left can have committed it.
+                actions += abort(opID: opBefore + 1, .peerLost(peer.id))
+            }
             // A survivor that never vouched for it (its engine answers the fence at once, or at its
             // I/O thread's tick) makes the abort safe: so a loss still ends the operation promptly.
             if lastDecidedOp == opBefore { actions += fenceUnreported(opID: opBefore + 1, reason: .peerLost(peer.id)) }
@@ -461,6 +490,9 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         fenced = []
         fenceReason = nil
         lostInEpoch = nil
+        pairEpoch = ring.count == 2
+        pairFailure = nil
+        neverVouched = []
         let topology = currentTopology
         actions += ring.map { .send($0, .topology(topology)) }
         return actions + pendingChanged()
@@ -563,6 +595,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         adoption = nil
         let topology = adopted.topology
         epoch = topology.epoch
+        pairEpoch = topology.members.count == 2
         let current = adopted.returned.values.filter { $0.topology.epoch == topology.epoch }
         let latest = current.max { $0.lastDecidedOp < $1.lastDecidedOp }
         lastDecidedOp = latest?.lastDecidedOp ?? 0
@@ -675,15 +708,52 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
             // It vouched for the operation: fence the members that have not reported it.
             return fenceUnreported(opID: opID, reason: .timedOut(reporter: reporter, notArrived: []))
         case .aborted(.timedOut(let reporter, _)):
-            return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
+            let reason = AbortReason.timedOut(reporter: reporter, notArrived: ranksNotArrived())
+            return holdPairFailure(connection, opID: opID, report.descriptor, reason) ?? abort(opID: opID, reason)
         case .aborted(let reason):
             recordLinkFailure(reason)
             // After a loss, the survivors' failures are its effects: the verdict names the cause.
-            return abort(opID: opID, lostInEpoch.map { .peerLost($0) } ?? reason)
+            let cause = lostInEpoch.map { .peerLost($0) } ?? reason
+            return holdPairFailure(connection, opID: opID, report.descriptor, cause) ?? abort(opID: opID, cause)
         case .success:
             reports[connection] = report
+            // A pair member that reported without committing never commits (see "a pair").
+            if let held = pairFailure { return abort(opID: opID, held.reason) }
             return decideIfAllReported(opID: opID)
         }
+    }
+
+    /// Holds a pair member's failure of operation `opID` while the other member may have committed
+    /// it, and fences that member (see "a pair"); nil when the failure aborts the operation at once.
+    private mutating func holdPairFailure(_ connection: Connection, opID: UInt64, _ descriptor: OperationDescriptor,
+                                          _ reason: AbortReason) -> [Action]? {
+        guard pairEpoch, ring.count == 2, descriptor.commitsAmongMembers, syncInTransfer == nil,
+              let other = ring.first(where: { $0 != connection }), reports[other] == nil else { return nil }
+        pairFailure = (connection, reason)
+        if neverVouched.contains(other) { return abort(opID: opID, reason) }
+        return fenceUnreported(opID: opID, reason: reason)
+    }
+
+    /// True in a pair epoch when no member left can commit the undecided operation (see "a pair").
+    private func noMemberCanCommit() -> Bool {
+        ring.allSatisfy { reports[$0] != nil || neverVouched.contains($0) || pairFailure?.connection == $0 }
+    }
+
+    /// True when operation `opID` of the epoch is decided a success (a success decides every
+    /// operation before it; the recent ones are kept, and an adopted epoch has its last verdict).
+    private func decidedSuccess(_ opID: UInt64) -> Bool {
+        guard opID <= lastDecidedOp else { return false }
+        return recentOutcomes[opID].map { $0 == .success } ?? (lastOutcome == .success)
+    }
+
+    /// Evicts a pair member that failed operation `opID`, which the other member committed: it
+    /// cannot return the result, and it would be a survivor with another outcome.
+    private mutating func evict(_ connection: Connection, failed opID: UInt64, _ reason: AbortReason) -> [Action] {
+        guard let peer = peers[connection] else { return [] }
+        let partner = ring.first { $0 != connection }.flatMap { peers[$0]?.id }.map { "peer \($0)" } ?? "the other member"
+        let why = "evicted: \(partner) committed operation \(opID) of epoch \(epoch), which peer \(peer.id) could not finish (\(reason)); "
+            + "in a group of two a member commits once it holds both contributions, so the other one must rejoin"
+        return [.send(connection, .rejected(why)), .close(connection)] + connectionClosed(connection)
     }
 
     /// The abort of operation `opID` when a member already waits at the safe point: it will not
@@ -763,7 +833,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// without the master").
     private mutating func fenceUnreported(opID: UInt64, reason: AbortReason) -> [Action] {
         if fenceReason == nil { fenceReason = reason }
-        let unreported = ring.filter { reports[$0] == nil && !fenced.contains($0) }
+        let unreported = ring.filter { reports[$0] == nil && !fenced.contains($0) && pairFailure?.connection != $0 }
         fenced.formUnion(unreported)
         return unreported.map { .fence($0, epoch: epoch, opID: opID) }
     }
@@ -773,6 +843,11 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     public mutating func fenceAnswered(_ connection: Connection, epoch answerEpoch: UInt64, opID: UInt64, vouched: Bool) -> [Action] {
         guard answerEpoch == epoch, opID == lastDecidedOp + 1, fenced.remove(connection) != nil, !vouched,
               brokenReason == nil else { return [] }
+        if pairEpoch {
+            // One member that never vouched does not stop the other committing (see "a pair").
+            neverVouched.insert(connection)
+            guard noMemberCanCommit() else { return [] }
+        }
         if let lost = lostInEpoch { return abort(opID: opID, .peerLost(lost)) }
         switch fenceReason {
         case .timedOut(let reporter, _)?: return abort(opID: opID, .timedOut(reporter: reporter, notArrived: ranksNotArrived()))
@@ -829,6 +904,7 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
     /// Decides operation `opID`; `tellingMembers` false leaves its verdict to a later success
     /// (`committed`).
     private mutating func decide(opID: UInt64, _ outcome: Outcome, tellingMembers: Bool = true) -> [Action] {
+        let evicted = outcome == .success ? pairFailure : nil
         if outcome == .success { linkStrikes = [:] } // every pair of this epoch connected
         lastDecidedOp = opID
         lastOutcome = outcome
@@ -838,9 +914,14 @@ public struct MasterStateMachine<Connection: Hashable & Sendable>: Sendable {
         arrivals = [:]
         fenced = []
         fenceReason = nil
+        pairFailure = nil
+        neverVouched = []
         syncDigests = [:]
         syncInTransfer = nil
-        let actions = (tellingMembers ? verdicts(opID: opID, outcome) : []) + takeEarly()
+        var actions = (tellingMembers ? verdicts(opID: opID, outcome) : []) + takeEarly()
+        // The other member of the pair committed it (see "a pair"): evicted once it is decided, so
+        // its loss concerns the operations after it.
+        if let evicted { actions += evict(evicted.connection, failed: opID, evicted.reason) }
         // After a loss the master catches up with reports sent for later: the members may be
         // stuck in a later operation, which a fence ends at once as it did the one undecided then.
         guard let lost = lostInEpoch, brokenReason == nil else { return actions }

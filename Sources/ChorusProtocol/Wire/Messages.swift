@@ -115,6 +115,11 @@ extension OperationDescriptor {
     /// The collective code of a shared-state synchronization (its arrival is the `syncState` message).
     public static let synchronizeCollective: UInt8 = 7
 
+    /// True for the collectives the members commit among themselves (DESIGN.md, "Success without
+    /// the master"): codes 1-6, every one below the synchronization; it and the link measurement
+    /// (8) wait for the master's election and plan.
+    public var commitsAmongMembers: Bool { (1 ..< Self.synchronizeCollective).contains(collective) }
+
     /// The fields as numbers, for a master that was given no names.
     public static let numericFields: DescriptorNaming = { d in
         [("collective", "\(d.collective)"), ("data type", "\(d.dataType)"), ("operator", "\(d.reduceOp)"),
