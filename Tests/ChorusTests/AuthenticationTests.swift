@@ -1,6 +1,7 @@
 import Chorus
 import ChorusProtocol
 import ChorusTransport
+import Synchronization
 import Testing
 
 /// The shared-secret handshake over real sockets: members with the secret work; a wrong secret, no
@@ -150,8 +151,18 @@ import Testing
         let (c0, c1) = try await ProtocolEdgeTests.formedPair(master, configuration: Self.configuration(secret: Self.secret))
         let stranger = try Stranger(c1.listenAddress)
         try stranger.send(PeerToPeer.hello(epoch: c1.epoch, from: c0.peerID, to: c1.peerID, link: .mesh).encoded())
-        async let busy: Void = Self.exchange(c0, c1, round: 3) // c1 reads its events while it works
+        // c1 reads its events while it works (an idle member's engine leaves a hello to its owner's
+        // next call, and the handshake deadline closes it unanswered): collectives until the answer.
+        let answered = Answered()
+        async let busy: Void = {
+            var round: Float = 3
+            while !answered.value.withLock({ $0 }), round < 1_000_000 {
+                try await Self.exchange(c0, c1, round: round)
+                round += 1
+            }
+        }()
         let answer = stranger.next()
+        answered.value.withLock { $0 = true }
         try await busy
         guard let answer, case .refused(let why)? = try? Handshake(decoding: answer) else {
             Issue.record("no refusal: \(String(describing: answer))")
@@ -159,8 +170,10 @@ import Testing
         }
         #expect(why.contains("this peer requires the shared secret"), "\(why)")
         #expect(stranger.closed())
-        try await Self.exchange(c0, c1, round: 4)
+        try await Self.exchange(c0, c1, round: 1)
     }
+
+    final class Answered: Sendable { let value = Mutex(false) }
 
     /// A member (with the secret) that reports a failure in another peer's name is cut off with that
     /// reason; the report counts for nothing.

@@ -276,6 +276,48 @@ import Testing
         #expect(received(beating) == [4])
     }
 
+    /// A data frame posted to wait for the next one (a pair's token ahead of its data) is not
+    /// written by its post: it leaves, in order, with the connection's next frame, at a flush, or
+    /// with the heartbeat; a control frame sent for later after it does not replace it.
+    @Test func aDataFramePostedWithTheNextLeavesWithItAFlushOrTheHeartbeat() throws {
+        let quiet = try Self.pair(settings: TransportSettings(heartbeatInterval: .seconds(20), idleTimeout: .seconds(60),
+                                                              maxControlBytes: 4096, spinWait: .zero))
+        let words: [UInt64] = [0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210, 42, 7]
+        var landed = [UInt64](repeating: 0, count: 4)
+        func address(_ tag: Int) -> FrameAddress { FrameAddress(epoch: 1, opID: 1, tag: UInt32(tag)) }
+        try words.withUnsafeBytes { sent in
+            try landed.withUnsafeMutableBytes { into in
+                func slot(_ i: Int) -> UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: into[i * 8 ..< i * 8 + 8]) }
+                func word(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: sent[i * 8 ..< i * 8 + 8]) }
+                let receives = try (0 ..< 4).map { try quiet.server.postReceive(quiet.serverSide, address: address($0), into: slot($0)) }
+                func arrived(_ i: Int, within: Duration) -> Bool {
+                    quiet.server.wait(receives[i], timeout: within, interruptible: false) == .completed
+                }
+                // Held until the next data frame, which leaves with it.
+                let first = try quiet.client.postSend(quiet.clientSide, address: address(0), bytes: word(0), withNextFrame: true)
+                #expect(!arrived(0, within: .milliseconds(200)), "written at once")
+                let second = try quiet.client.postSend(quiet.clientSide, address: address(1), bytes: word(1))
+                #expect(arrived(0, within: .seconds(5)) && arrived(1, within: .seconds(5)))
+                // Held past a control frame sent for later, until a flush.
+                let third = try quiet.client.postSend(quiet.clientSide, address: address(2), bytes: word(2), withNextFrame: true)
+                try quiet.client.sendControlLater(quiet.clientSide, address: FrameAddress(epoch: 1, opID: 0), payload: [9])
+                #expect(!arrived(2, within: .milliseconds(200)), "written at once")
+                quiet.client.flush(quiet.clientSide)
+                #expect(arrived(2, within: .seconds(5)))
+                guard case .control(_, _, [9])? = quiet.server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the control frame") }
+                // Or the heartbeat takes it.
+                let beating = try Self.pair()
+                let fourthReceive = try beating.server.postReceive(beating.serverSide, address: address(3), into: slot(3))
+                let fourth = try beating.client.postSend(beating.clientSide, address: address(3), bytes: word(3), withNextFrame: true)
+                #expect(beating.server.wait(fourthReceive, timeout: .seconds(5), interruptible: false) == .completed)
+                for (engine, send) in [(quiet.client, first), (quiet.client, second), (quiet.client, third), (beating.client, fourth)] {
+                    #expect(engine.wait(send, timeout: .seconds(5), interruptible: false) == .completed)
+                }
+            }
+        }
+        #expect(landed == words)
+    }
+
     /// The operation fence: a vouch before the fence is what the answer reports, and a fence
     /// before the vouch refuses it, for that operation and every later one of the epoch. The member's
     /// engine answers though its owner is computing (no thread waits in it): the I/O thread reads
