@@ -289,7 +289,7 @@ import Testing
             try landed.withUnsafeMutableBytes { into in
                 func slot(_ i: Int) -> UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: into[i * 8 ..< i * 8 + 8]) }
                 func word(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: sent[i * 8 ..< i * 8 + 8]) }
-                let receives = try (0 ..< 4).map { try quiet.server.postReceive(quiet.serverSide, address: address($0), into: slot($0)) }
+                let receives = try (0 ..< 3).map { try quiet.server.postReceive(quiet.serverSide, address: address($0), into: slot($0)) }
                 func arrived(_ i: Int, within: Duration) -> Bool {
                     quiet.server.wait(receives[i], timeout: within, interruptible: false) == .completed
                 }

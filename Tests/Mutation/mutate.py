@@ -18,6 +18,18 @@ import sys
 import time
 
 MUTATIONS = [
+    dict(name="next-frame-written-at-once",
+         what="a data frame posted to wait for the next one is written by its post",
+         file="CModules/CChorusTransport/core/connections.c",
+         find="    r->item.with_next = with_next;",
+         replace="    r->item.with_next = 0;",
+         filter="aDataFramePostedWithTheNext"),
+    dict(name="room-writes-frames-waiting-for-the-next",
+         what="a socket with room writes frames that wait for the next one",
+         file="CModules/CChorusTransport/core/connections.c",
+         find="    chorus_failure failure = c->corked ? chorus_no_failure() : stream_flush_locked(e, c);",
+         replace="    chorus_failure failure = stream_flush_locked(e, c);",
+         filter="aDataFramePostedWithTheNext"),
     dict(name="pair-failure-aborts-at-once",
          what="a pair member's failure aborts the operation at once, though the other may have committed it",
          file="Sources/ChorusProtocol/Master/MasterStateMachine.swift",

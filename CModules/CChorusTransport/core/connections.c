@@ -200,9 +200,11 @@ int engine_receive_chunk(chorus_engine *e, conn *c, chorus_request **active, uin
 
 // MARK: - Work on one connection (io_lock held)
 
+/// The socket has room: writes what waits for it. Frames that wait for a next one (a queue
+/// `corked`) are not written by room alone.
 static void flush_queued(chorus_engine *e, conn *c) {
     pthread_mutex_lock(&c->send_lock);
-    chorus_failure failure = stream_flush_locked(e, c);
+    chorus_failure failure = c->corked ? chorus_no_failure() : stream_flush_locked(e, c);
     pthread_mutex_unlock(&c->send_lock);
     if (failure.status != CHORUS_OK) engine_fail_conn(e, c, failure);
 }
