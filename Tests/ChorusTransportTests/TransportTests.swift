@@ -293,8 +293,11 @@ import Testing
                 func arrived(_ i: Int, within: Duration) -> Bool {
                     quiet.server.wait(receives[i], timeout: within, interruptible: false) == .completed
                 }
-                // Held until the next data frame, which leaves with it.
+                // Held until the next data frame, which leaves with it; a frame that arrives meanwhile
+                // (its readiness says the socket has room too) does not write it.
                 let first = try quiet.client.postSend(quiet.clientSide, address: address(0), bytes: word(0), withNextFrame: true)
+                try quiet.server.sendControl(quiet.serverSide, address: FrameAddress(epoch: 1, opID: 0), payload: [8])
+                guard case .control(_, _, [8])? = quiet.client.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the server's frame") }
                 #expect(!arrived(0, within: .milliseconds(200)), "written at once")
                 let second = try quiet.client.postSend(quiet.clientSide, address: address(1), bytes: word(1))
                 #expect(arrived(0, within: .seconds(5)) && arrived(1, within: .seconds(5)))
