@@ -69,8 +69,9 @@ extension Core {
 /// token ahead of its data, and commits once its own data phase is over, its partner's token came
 /// and the two chains agree. It may commit while its partner still lacks its data (a link that
 /// failed in one direction): the master then evicts the partner, which reported that failure
-/// (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. Two hops (data, then a
-/// token saying the partner has it) cost 4-8 µs more back to back and 10-16 µs after an idle gap.
+/// (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. The token round after the
+/// data was a second hop and a second write: 2 peers, 4 KiB took 18.6-18.9 µs back to back and
+/// 39.6-41.7 µs after a 5 ms gap with it, 15.0-15.5 and 28.6-33.4 µs without (docs/benchmarks.md).
 final class PairToken {
     let links: OperationLinks
     private let session: PeerSession
@@ -80,12 +81,14 @@ final class PairToken {
     private var requests: [TransportRequest] = []
 
     /// Posts the partner's token's receive, then this member's token: before any data frame, so on
-    /// a link the data shares, the token comes first at both ends.
-    init(session: PeerSession, opID: UInt64, deadline: ContinuousClock.Instant, chain: UInt64) throws {
+    /// a link the data shares, the token comes first at both ends. On the mesh the token shares the
+    /// data's links (`dataLinks`); otherwise it has its own.
+    init(session: PeerSession, dataLinks: OperationLinks, route: Route, chain: UInt64) throws {
         self.session = session
-        self.opID = opID
-        links = OperationLinks(session: session, route: .mesh, opID: opID, deadline: deadline, begin: nil,
-                               announceRightAway: false, announceAfter: OperationLinks.announceCommittedAmongMembersAfter)
+        self.opID = dataLinks.opID
+        links = route == .mesh ? dataLinks
+            : OperationLinks(session: session, route: .mesh, opID: dataLinks.opID, deadline: dataLinks.deadline, begin: nil,
+                             announceRightAway: false, announceAfter: OperationLinks.announceCommittedAmongMembersAfter)
         words[0] = chain
         do {
             requests.append(try links.receive(into: UnsafeMutableRawBufferPointer(start: words + 1, count: 8), from: partner,

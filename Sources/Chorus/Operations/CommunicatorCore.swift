@@ -263,7 +263,7 @@ final class Core: @unchecked Sendable {
             var pair: PairToken?
             do {
                 if amongMembers, links.worldSize == 2, session.mayCommitAmongMembers(opID) {
-                    pair = try PairToken(session: session, opID: opID, deadline: deadline, chain: chain)
+                    pair = try PairToken(session: session, dataLinks: links, route: route, chain: chain)
                 }
                 try dataPhase(links)
                 if amongMembers {
