@@ -36,19 +36,24 @@ extension Core {
     /// did not finish (the round fails or times out; the links are then torn down, so no receive of
     /// the round outlives it), or calls that differ.
     func commitAmongMembers(session: PeerSession, links: OperationLinks, opID: UInt64, chain: UInt64) -> Bool {
-        guard session.mayCommitAmongMembers(opID) else { return false }
-        do {
-            try session.engine.vouch(session.masterConnection, epoch: links.epoch, opID: opID)
-        } catch {
-            return false
+        // A member that may not commit (it lost the master after others began this operation, or
+        // was fenced) still takes part in the round, with a token that stops everyone committing:
+        // members that skipped the round left the others waiting for it until their deadline.
+        var committable = session.mayCommitAmongMembers(opID)
+        if committable {
+            do {
+                try session.engine.vouch(session.masterConnection, epoch: links.epoch, opID: opID)
+            } catch {
+                committable = false
+            }
         }
         let round = TokenLinks(OperationLinks(session: session, route: .mesh, opID: opID, deadline: links.deadline,
                                               begin: links.takeOwedBegin(), announceRightAway: false,
                                               announceAfter: OperationLinks.announceCommittedAmongMembersAfter))
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 6) { words in
             let token = words.baseAddress!
-            token[0] = Int64(bitPattern: chain)
-            token[1] = ~token[0]
+            token[0] = committable ? Int64(bitPattern: chain) : .max
+            token[1] = committable ? ~token[0] : .max // max == ~max(~chain) fails for every chain
             do {
                 try RecursiveDoublingAllReduce(count: 2, dataType: .int64, op: .max)
                     .run(links: round, input: token, output: token + 2, scratch: token + 4)
@@ -58,7 +63,7 @@ extension Core {
                 return false
             }
             // max(chain) == ~max(~chain) == min(chain): every member's chain is the same.
-            guard token[2] == ~token[3] else { return false }
+            guard committable, token[2] == ~token[3] else { return false }
             session.committedAmongMembers(opID)
             return true
         }
@@ -76,24 +81,30 @@ final class PairToken {
     let links: OperationLinks
     private let session: PeerSession
     private let opID: UInt64
-    /// This member's chain, then its partner's.
-    private let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
+    /// This member's token (its chain and the chain's complement), then its partner's.
+    private let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 4)
+    /// False when this member may not commit (see `init`).
+    private let committable: Bool
     private var requests: [TransportRequest] = []
 
     /// Posts the partner's token's receive, then this member's token: before any data frame, so on
     /// a link the data shares, the token comes first at both ends. On the mesh the token shares the
-    /// data's links (`dataLinks`); otherwise it has its own.
+    /// data's links (`dataLinks`); otherwise it has its own. A member that may not commit (it lost
+    /// the master after its partner began this operation) still sends a token, one that matches no
+    /// chain, so its partner does not wait for it until the deadline.
     init(session: PeerSession, dataLinks: OperationLinks, route: Route, chain: UInt64) throws {
         self.session = session
         self.opID = dataLinks.opID
+        committable = session.mayCommitAmongMembers(dataLinks.opID)
         links = route == .mesh ? dataLinks
             : OperationLinks(session: session, route: .mesh, opID: dataLinks.opID, deadline: dataLinks.deadline, begin: nil,
                              announceRightAway: false, announceAfter: OperationLinks.announceCommittedAmongMembersAfter)
-        words[0] = chain
+        words[0] = committable ? chain : .max
+        words[1] = committable ? ~chain : .max
         do {
-            requests.append(try links.receive(into: UnsafeMutableRawBufferPointer(start: words + 1, count: 8), from: partner,
+            requests.append(try links.receive(into: UnsafeMutableRawBufferPointer(start: words + 2, count: 16), from: partner,
                                               tag: TokenLinks.tagBase))
-            requests.append(try links.send(UnsafeRawBufferPointer(start: words, count: 8), to: partner, tag: TokenLinks.tagBase,
+            requests.append(try links.send(UnsafeRawBufferPointer(start: words, count: 16), to: partner, tag: TokenLinks.tagBase,
                                            withNextFrame: true))
         } catch {
             links.tearDown() // no request outlives the words
@@ -118,7 +129,7 @@ final class PairToken {
             links.tearDown()
             return false
         }
-        guard words[1] == words[0], session.mayCommitAmongMembers(opID) else { return false }
+        guard committable, words[2] == words[0], words[3] == words[1], session.mayCommitAmongMembers(opID) else { return false }
         do {
             try session.engine.vouch(session.masterConnection, epoch: links.epoch, opID: opID)
         } catch {

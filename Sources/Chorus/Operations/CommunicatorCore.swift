@@ -262,7 +262,7 @@ final class Core: @unchecked Sendable {
                                            : OperationLinks.announceDecidedByTheMasterAfter)
             var pair: PairToken?
             do {
-                if amongMembers, links.worldSize == 2, session.mayCommitAmongMembers(opID) {
+                if amongMembers, links.worldSize == 2 {
                     pair = try PairToken(session: session, dataLinks: links, route: route, chain: chain)
                 }
                 try dataPhase(links)
