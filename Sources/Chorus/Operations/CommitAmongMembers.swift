@@ -75,8 +75,8 @@ extension Core {
 /// and the two chains agree. It may commit while its partner still lacks its data (a link that
 /// failed in one direction): the master then evicts the partner, which reported that failure
 /// (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. The token round after the
-/// data was a second hop and a second write: 2 peers, 4 KiB took 18.6-18.9 µs back to back and
-/// 39.6-41.7 µs after a 5 ms gap with it, 15.0-15.5 and 28.6-33.4 µs without (docs/benchmarks.md).
+/// data was a second hop and a second write: 2 peers, 4 KiB went from 19.2 to 15.3 µs back to back
+/// and from 44.6 to 38.4 µs after a 5 ms gap without it (docs/benchmarks.md).
 final class PairToken {
     let links: OperationLinks
     private let session: PeerSession
