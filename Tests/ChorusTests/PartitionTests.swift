@@ -15,16 +15,11 @@ import Glibc
     func aCutLinkBetweenTwoPeersEndsWithOneEvictedAndTheOthersMakingProgress(bothWays: Bool) throws {
         let network = try RoutedNetwork(peers: 3)
         let environment = ProcessFaultTests.environment.merging(["CHORUS_CONNECT_TIMEOUT_MS": "3000"]) { $1 }
-        let master = try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-master",
-                                      arguments: ["--host", network.masterAddress, "--port", "0", "--log-level", "warning"],
-                                      environment: environment, captureOutput: true)
+        let (master, endpoint) = try network.startMaster(environment: environment)
         defer { master.signal(SIGKILL) }
-        let endpoint = try #require(ProcessFaultTests.endpoint(of: master))
         let peers = try (0 ..< 3).map { index in
-            try ChildProcess(executable: "/usr/sbin/ip",
-                             arguments: ["netns", "exec", network.namespaces[index], ProcessFaultTests.binaries + "/chorus-test-peer",
-                                         "--master", endpoint, "--world", "3", "--count", "131072", "--rounds", "1000000"],
-                             environment: environment.merging(["CHORUS_BIND": network.address(index)]) { $1 }, captureOutput: true)
+            try network.startPeer(index, arguments: ["--master", endpoint, "--world", "3", "--count", "131072", "--rounds", "1000000"],
+                                  environment: environment)
         }
         defer { peers.forEach { $0.signal(SIGKILL) } }
         #expect(ProcessFaultTests.waitForRound(3, peers), "the three peers never ran")
@@ -71,17 +66,13 @@ import Glibc
     /// outcome, and the one left goes on alone.
     @Test func aPairCutOneWayEndsWithTheMemberThatCommittedGoingOnAndTheOtherEvicted() throws {
         let network = try RoutedNetwork(peers: 2)
-        let master = try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-master",
-                                      arguments: ["--host", network.masterAddress, "--port", "0", "--log-level", "warning"],
-                                      environment: ProcessFaultTests.environment, captureOutput: true)
+        let (master, endpoint) = try network.startMaster(environment: ProcessFaultTests.environment)
         defer { master.signal(SIGKILL) }
-        let endpoint = try #require(ProcessFaultTests.endpoint(of: master))
         // 4 KiB rounds (recursive doubling) 100 ms apart: the cut falls between two rounds.
         let peers = try (0 ..< 2).map { index in
-            try ChildProcess(executable: "/usr/sbin/ip",
-                             arguments: ["netns", "exec", network.namespaces[index], ProcessFaultTests.binaries + "/chorus-test-peer",
-                                         "--master", endpoint, "--world", "2", "--count", "1024", "--rounds", "1000000", "--gap-ms", "100"],
-                             environment: ProcessFaultTests.environment.merging(["CHORUS_BIND": network.address(index)]) { $1 }, captureOutput: true)
+            try network.startPeer(index, arguments: ["--master", endpoint, "--world", "2", "--count", "1024", "--rounds", "1000000",
+                                                     "--gap-ms", "100"],
+                                  environment: ProcessFaultTests.environment)
         }
         defer { peers.forEach { $0.signal(SIGKILL) } }
         #expect(ProcessFaultTests.waitForRound(3, peers), "the two peers never ran")

@@ -1,3 +1,4 @@
+import ChorusLauncher
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,6 +49,25 @@ final class RoutedNetwork {
     }
 
     func address(_ index: Int) -> String { "10.\(subnet).\(index + 1).2" }
+
+    /// `chorus-master` in the root namespace on the master's address, and its endpoint.
+    func startMaster(environment: [String: String]) throws -> (ChildProcess, String) {
+        let master = try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-master",
+                                      arguments: ["--host", masterAddress, "--port", "0", "--log-level", "warning"],
+                                      environment: environment, captureOutput: true)
+        guard let endpoint = ProcessFaultTests.endpoint(of: master) else {
+            master.signal(SIGKILL)
+            throw Failure(description: "chorus-master printed no endpoint")
+        }
+        return (master, endpoint)
+    }
+
+    /// `chorus-test-peer` in peer `index`'s namespace, listening on its address.
+    func startPeer(_ index: Int, arguments: [String], environment: [String: String]) throws -> ChildProcess {
+        try ChildProcess(executable: "/usr/sbin/ip",
+                         arguments: ["netns", "exec", namespaces[index], ProcessFaultTests.binaries + "/chorus-test-peer"] + arguments,
+                         environment: environment.merging(["CHORUS_BIND": address(index)]) { $1 }, captureOutput: true)
+    }
 
     /// Drops everything from peer `a` to peer `b` at the router, and back too when `bothWays`.
     func cut(_ a: Int, _ b: Int, bothWays: Bool) throws {

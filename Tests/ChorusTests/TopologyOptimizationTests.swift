@@ -104,20 +104,14 @@ import Testing
     /// member the same ring, one in which no slow pair are neighbours.
     @Test func onUnequalLinksTheNewRingLeavesOutTheSlowPairs() throws {
         let network = try RoutedNetwork(peers: 4)
-        let master = try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-master",
-                                      arguments: ["--host", network.masterAddress, "--port", "0", "--log-level", "warning"],
-                                      environment: ProcessFaultTests.environment, captureOutput: true)
+        let (master, endpoint) = try network.startMaster(environment: ProcessFaultTests.environment)
         defer { master.signal(SIGKILL) }
-        let endpoint = try #require(ProcessFaultTests.endpoint(of: master))
         let go = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-go-\(UInt32.random(in: 0 ... .max))").path
         defer { unlink(go) }
         let peers = try (0 ..< 4).map { index in
-            try ChildProcess(executable: "/usr/sbin/ip",
-                             arguments: ["netns", "exec", network.namespaces[index], ProcessFaultTests.binaries + "/chorus-test-peer",
-                                         "--master", endpoint, "--world", "4", "--count", "65536", "--rounds", "3",
-                                         "--optimize-topology", "--wait-for-file", go],
-                             environment: ProcessFaultTests.environment.merging(["CHORUS_BIND": network.address(index)]) { $1 },
-                             captureOutput: true)
+            try network.startPeer(index, arguments: ["--master", endpoint, "--world", "4", "--count", "65536", "--rounds", "3",
+                                                     "--optimize-topology", "--wait-for-file", go],
+                                  environment: ProcessFaultTests.environment)
         }
         defer { peers.forEach { $0.signal(SIGKILL) } }
         #expect(ProcessFaultTests.millisecondsUntil("READY", in: peers) != nil)
