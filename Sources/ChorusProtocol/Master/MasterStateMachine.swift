@@ -31,8 +31,8 @@
 ///   - the operation aborts once no member can commit it: each reported it without committing,
 ///     had its failure held, answered a fence that it never vouched, or was lost;
 ///   - the other member's `committed` decides a success, and the member whose failure was held is
-///     evicted (it cannot return the result); so is one whose first report of an operation already
-///     decided a success is a failure.
+///     evicted (it cannot return the result); a member whose first report of an operation already
+///     decided a success is a failure is evicted the same way.
 /// - arrival: the first message of a member for the undecided operation (`begin`, sent before its
 ///   data moves; `report`; or `syncState`) with what it was called with. Two arrivals that differ
 ///   abort the operation at once (`argumentMismatch` naming the field, the values and the ranks), so
