@@ -7,14 +7,15 @@ import Testing
 /// precise, non-retryable error naming the field, the values and the ranks, at once (not after the
 /// operation timeout); a rank that never calls is a timeout naming it. The group goes on afterwards.
 @Suite(.serialized) struct MismatchTests {
-    /// World 3, rank 1 calls `odd`, the others `usual`; returns the error every rank got, after
-    /// checking it is one error, the same everywhere, and that the group then re-forms and works.
-    static func mismatch(usual: @escaping @Sendable (Communicator) throws -> Void,
+    /// World 3 (or `worldSize`), rank 1 calls `odd`, the others `usual`; returns the error every
+    /// rank got, after checking it is one error, the same everywhere, and that the group then
+    /// re-forms and works.
+    static func mismatch(worldSize: Int = 3, usual: @escaping @Sendable (Communicator) throws -> Void,
                          odd: @escaping @Sendable (Communicator) throws -> Void) throws -> String {
         var configuration = GroupHarness.testConfiguration()
         configuration.operationTimeout = .seconds(20)
         let errors = Mutex<[Int: ChorusError]>([:])
-        try GroupHarness.run(worldSize: 3, configuration: configuration) { c in
+        try GroupHarness.run(worldSize: worldSize, configuration: configuration) { c in
             // Every member connected in one epoch first: a member still connecting its ring when the
             // others' mismatch is decided would move on to the next epoch and call there instead.
             try c.barrier()
@@ -30,10 +31,10 @@ import Testing
             try c.updateTopology()
             var values = [Int32(c.rank + 1), 10]
             try c.allReduce(&values)
-            #expect(values == [6, 30], "rank \(c.rank) after the mismatch: \(values)")
+            #expect(values == [Int32(worldSize * (worldSize + 1) / 2), Int32(10 * worldSize)], "rank \(c.rank) after the mismatch: \(values)")
         }
         let seen = errors.withLock { $0 }
-        #expect(seen.count == 3 && Set(seen.values).count == 1, "\(seen)")
+        #expect(seen.count == worldSize && Set(seen.values).count == 1, "\(seen)")
         guard case .aborted(.argumentMismatch(let detail))? = seen[0] else {
             Issue.record("not an argument mismatch: \(String(describing: seen[0]))")
             return ""
@@ -62,8 +63,10 @@ import Testing
         #expect(detail.contains("dataType differs: ") && detail.contains("i32 at rank 1") && detail.contains("f32 at rank"), "\(detail)")
     }
 
-    @Test func aDifferentOperator() throws {
-        let detail = try Self.mismatch(usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), op: .sum) },
+    /// In a pair too, where each member's data phase completes and only the token, sent ahead of
+    /// the data, tells the calls apart.
+    @Test(arguments: [2, 3]) func aDifferentOperator(worldSize: Int) throws {
+        let detail = try Self.mismatch(worldSize: worldSize, usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), op: .sum) },
                                        odd: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), op: .max) })
         #expect(detail.contains("op differs: ") && detail.contains("max at rank 1") && detail.contains("sum at rank"), "\(detail)")
     }

@@ -430,6 +430,11 @@ void chorus_engine_destroy(chorus_engine *e) {
         }
         pthread_mutex_unlock(&e->lock);
         if (c == NULL) break;
+        // Frames sent for later leave before the close (a member's word that it committed its
+        // last collective, which its partner in a pair may still be waiting for the master to hear).
+        pthread_mutex_lock(&c->send_lock);
+        stream_uncork_locked(e, c); // best effort: a failure here is the close's anyway
+        pthread_mutex_unlock(&c->send_lock);
         pthread_mutex_lock(&c->io_lock);
         engine_fail_conn(e, c, chorus_failure_of(CHORUS_ERR_SHUTDOWN));
         pthread_mutex_unlock(&c->io_lock);
