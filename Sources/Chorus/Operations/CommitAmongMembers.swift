@@ -31,6 +31,12 @@ extension Core {
         return mix(mix(mix(mix(chain ^ opID) ^ call) ^ descriptor.count) ^ descriptor.detail)
     }
 
+    /// A member's token: its chain and the chain's complement, or, from a member that may not
+    /// commit, both words the largest value, which matches no chain (max == ~max(~chain) fails).
+    static func token(_ chain: UInt64, committable: Bool) -> (Int64, Int64) {
+        committable ? (Int64(bitPattern: chain), ~Int64(bitPattern: chain)) : (.max, .max)
+    }
+
     /// Steps 1-3 for operation `opID`, whose data phase just succeeded on `links`; true when it is
     /// committed. False leaves the verdict to the master: fenced, the master lost, a member that
     /// did not finish (the round fails or times out; the links are then torn down, so no receive of
@@ -39,21 +45,13 @@ extension Core {
         // A member that may not commit (it lost the master after others began this operation, or
         // was fenced) still takes part in the round, with a token that stops everyone committing:
         // members that skipped the round left the others waiting for it until their deadline.
-        var committable = session.mayCommitAmongMembers(opID)
-        if committable {
-            do {
-                try session.engine.vouch(session.masterConnection, epoch: links.epoch, opID: opID)
-            } catch {
-                committable = false
-            }
-        }
+        let committable = session.mayCommitAmongMembers(opID) && session.vouch(for: opID, epoch: links.epoch)
         let round = TokenLinks(OperationLinks(session: session, route: .mesh, opID: opID, deadline: links.deadline,
                                               begin: links.takeOwedBegin(), announceRightAway: false,
                                               announceAfter: OperationLinks.announceCommittedAmongMembersAfter))
         return withUnsafeTemporaryAllocation(of: Int64.self, capacity: 6) { words in
             let token = words.baseAddress!
-            token[0] = committable ? Int64(bitPattern: chain) : .max
-            token[1] = committable ? ~token[0] : .max // max == ~max(~chain) fails for every chain
+            (token[0], token[1]) = Self.token(chain, committable: committable)
             do {
                 try RecursiveDoublingAllReduce(count: 2, dataType: .int64, op: .max)
                     .run(links: round, input: token, output: token + 2, scratch: token + 4)
@@ -99,8 +97,8 @@ final class PairToken {
         links = route == .mesh ? dataLinks
             : OperationLinks(session: session, route: .mesh, opID: dataLinks.opID, deadline: dataLinks.deadline, begin: nil,
                              announceRightAway: false, announceAfter: OperationLinks.announceCommittedAmongMembersAfter)
-        words[0] = committable ? chain : .max
-        words[1] = committable ? ~chain : .max
+        let token = Core.token(chain, committable: committable)
+        (words[0], words[1]) = (UInt64(bitPattern: token.0), UInt64(bitPattern: token.1))
         do {
             requests.append(try links.receive(into: UnsafeMutableRawBufferPointer(start: words + 2, count: 16), from: partner,
                                               tag: TokenLinks.tagBase))
@@ -129,12 +127,8 @@ final class PairToken {
             links.tearDown()
             return false
         }
-        guard committable, words[2] == words[0], words[3] == words[1], session.mayCommitAmongMembers(opID) else { return false }
-        do {
-            try session.engine.vouch(session.masterConnection, epoch: links.epoch, opID: opID)
-        } catch {
-            return false
-        }
+        guard committable, words[2] == words[0], words[3] == words[1], session.mayCommitAmongMembers(opID),
+              session.vouch(for: opID, epoch: links.epoch) else { return false }
         session.committedAmongMembers(opID)
         return true
     }

@@ -86,6 +86,11 @@ final class PeerSession {
     var latestMasterVerdict: UInt64 { machine.latestMasterVerdict }
     func mayCommitAmongMembers(_ opID: UInt64) -> Bool { machine.mayCommitAmongMembers(opID) }
     func committedAmongMembers(_ opID: UInt64) { machine.committedAmongMembers(opID) }
+    /// Vouches for `opID` of `epoch` on the master connection (`TransportEngine.vouch`); false when
+    /// the master fenced it first (or the connection is gone), which leaves the verdict to the master.
+    func vouch(for opID: UInt64, epoch: UInt64) -> Bool {
+        (try? engine.vouch(masterConnection, epoch: epoch, opID: opID)) != nil
+    }
     func syncPlan(for opID: UInt64) -> SyncPlan? { machine.syncPlan(for: opID) }
     /// Why a link of the current epoch failed (the transport's error the machine was given).
     func linkFailure(_ connection: ConnectionNumber) -> TransportError? { machine.linkFailure(connection) as? TransportError }
