@@ -434,10 +434,11 @@ import Testing
         #expect(last == [5])
     }
 
-    /// The reader takes a payload and the next frame's header in one read and stops at a short
-    /// read: frames of every size (data, control, heartbeats) land intact whether the whole stream
-    /// comes at once with the receives posted (0) or posted after it arrived (1), or trickles in
-    /// pieces that split headers and payloads anywhere (2).
+    /// The reader reads ahead (8 KiB) and a payload's rest in place, and stops at a short read once
+    /// what it read is parsed: frames of every size (data around the read-ahead's size, control,
+    /// heartbeats) land intact whether the whole stream comes at once with the receives posted (0) or
+    /// posted after it arrived (1: the reader stops at the first data frame with frames read ahead
+    /// behind it), or trickles in pieces that split headers and payloads anywhere (2).
     @Test(arguments: 0 ..< 3)
     func framesArriveIntactHoweverTheStreamIsSplit(mode: Int) throws {
         let server = try TransportEngine(settings: Self.settings)
@@ -446,7 +447,7 @@ import Testing
         guard case .accepted(let side)? = server.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
         server.admit(side, allowData: true)
         func bytes(_ frame: Int, _ count: Int) -> [UInt8] { (0 ..< count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ frame &* 7 &+ 1) } }
-        let dataLengths = [1, 31, 32, 33, 4096, 70_001], controlLengths = [0, 5, 32, 100]
+        let dataLengths = [1, 31, 32, 33, 4096, 8128, 8160, 8192, 8193, 70_001], controlLengths = [0, 5, 32, 100, 4096]
         var stream: [UInt8] = []
         for (i, length) in dataLengths.enumerated() {
             stream += header(type: 2, tag: UInt32(i), length: UInt32(length), epoch: 1, opID: 1) + bytes(i, length)

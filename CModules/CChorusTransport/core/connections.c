@@ -63,6 +63,7 @@ static void free_conn(conn *c) {
     pthread_mutex_destroy(&c->io_lock);
     pthread_mutex_destroy(&c->send_lock);
     free(c->control_payload);
+    free(c->ahead);
     free(c);
 }
 
@@ -285,6 +286,7 @@ void engine_do_work(chorus_engine *e, conn *c, uint32_t work) {
     if ((work & IO_ATTENTION) && !engine_conn_failed(e, c)) serve_attention(e, c);
     if ((work & IO_TIMERS) && !engine_conn_failed(e, c)) serve_timers(e, c);
     if ((work & IO_WRITE) && !engine_conn_failed(e, c)) flush_queued(e, c);
+    if (work & IO_HANGUP) c->hung_up = 1;
     if ((work & IO_READ) && !engine_conn_failed(e, c)) {
         pthread_mutex_lock(&e->lock);
         int paused = c->stream_paused;

@@ -71,6 +71,9 @@ struct conn {
     uint16_t peer_port;
 
     // I/O side (io_lock): the stream reader.
+    uint8_t *ahead;                       // bytes read past the frame in progress (READ_AHEAD_BYTES, made at the first read)
+    uint32_t ahead_start, ahead_end;      // the unparsed ones: ahead[ahead_start, ahead_end)
+    int hung_up;                          // epoll said the other end closed or reset: read to the end of the stream
     uint8_t header_raw[CHORUS_FRAME_HEADER_BYTES];
     uint32_t header_got;
     int have_header;
@@ -129,6 +132,7 @@ enum {
     IO_ACCEPT = 1u << 2,    // a listener's socket
     IO_ATTENTION = 1u << 3, // a close, a pending failure, or a receive posted where one was wanted
     IO_TIMERS = 1u << 4,    // handshake and idle deadlines, heartbeats
+    IO_HANGUP = 1u << 5,    // with IO_READ: the other end closed or reset (a short read no longer says drained)
     IO_PATH_SHIFT = 8,      // bits 8.. : descriptors the data path watches, by slot (CHORUS_PATH_MAX_WATCHED)
 };
 

@@ -186,7 +186,8 @@ int engine_progress(chorus_engine *e, int timeout_ms) {
         if (slot > 0) work = 1u << (IO_PATH_SHIFT + slot - 1);
         else if (c->is_listener) work = IO_ACCEPT;
         else work = (events[i].events & EPOLLOUT ? IO_WRITE : 0u) |
-                    (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) ? IO_READ : 0u);
+                    (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) ? IO_READ : 0u) |
+                    (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR) ? IO_HANGUP : 0u);
         engine_serve(e, c, work);
         engine_release(e, c);
     }

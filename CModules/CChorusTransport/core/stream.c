@@ -4,13 +4,16 @@
 // frame waits for one: then the stream pauses, and its sender is judged by its kernel, see
 // connections.c's timers); any other frame type is the path's own (its flow control, say).
 // Sockets are edge-triggered: a reader stops at EAGAIN, at a short read (for a stream socket that
-// says it is drained, epoll(7)), or when the stream pauses. A payload is read together with the next
-// frame's header, so a frame that arrives alone costs two reads, not three.
+// says it is drained, epoll(7)) once what it read is parsed, or when the stream pauses. Reads go
+// into a read-ahead buffer (READ_AHEAD_BYTES), and a payload's rest straight into its place with the
+// buffer behind it: small frames that arrive together (a pair's token and data, 4 KiB) cost one read
+// and a copy, not a header read and a payload read each.
 #define _GNU_SOURCE
 #include "engine.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -267,42 +270,60 @@ static chorus_failure answer_probe(chorus_engine *e, conn *c) {
     return failure;
 }
 
-/// Reads what the socket holds into `parts`, up to their total. Returns the bytes read, 0 when the
-/// socket is drained (EAGAIN), or -1 when the connection failed (and has been failed here).
-static ssize_t read_some(chorus_engine *e, conn *c, struct iovec *parts, int count) {
-    struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
-    for (;;) {
-        ssize_t got = recvmsg(c->fd, &message, 0);
-        if (got > 0) {
-            __atomic_store_n(&c->probe_deadline_ms, 0, __ATOMIC_RELEASE); // any sign of life answers a probe
-            uint64_t now = chorus_now_ms();
-            note_silence(e, c, now - c->last_recv_ms);
-            c->last_recv_ms = now;
-            c->heard = 1;
-            return got;
-        }
-        int error = got == 0 ? 0 : errno;
-        if (error == EINTR) continue;
-        if (error == EAGAIN || error == EWOULDBLOCK) return 0;
-        engine_fail_conn(e, c, chorus_system_failure("recv", error));
-        return -1;
+/// Bytes read ahead of the parser per connection: a few small frames, a 4 KiB payload with its
+/// header and the frame before it (larger payloads are read in place, only their first part copied).
+#define READ_AHEAD_BYTES 8192
+
+/// What `fill` found.
+enum { FILL_FAILED = -1, FILL_NOTHING = 0, FILL_SHORT = 1, FILL_FULL = 2 };
+
+/// Reads what the socket holds into `direct` (the rest of a payload, in place; may be empty) and
+/// then the empty read-ahead buffer. FILL_SHORT: it held less than both, so it is drained now.
+/// FILL_NOTHING: EAGAIN. FILL_FAILED: the connection failed (and has been failed here).
+static int fill(chorus_engine *e, conn *c, uint8_t *direct, size_t direct_wanted, size_t *direct_got) {
+    if (c->ahead == NULL && (c->ahead = malloc(READ_AHEAD_BYTES)) == NULL) {
+        engine_fail_conn(e, c, chorus_system_failure("malloc", ENOMEM));
+        return FILL_FAILED;
     }
+    struct iovec parts[2];
+    int count = 0;
+    if (direct_wanted > 0) parts[count++] = (struct iovec){direct, direct_wanted};
+    parts[count++] = (struct iovec){c->ahead, READ_AHEAD_BYTES};
+    struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
+    ssize_t got;
+    while ((got = recvmsg(c->fd, &message, 0)) < 0 && errno == EINTR) {}
+    if (got <= 0) {
+        int error = got == 0 ? 0 : errno;
+        if (error == EAGAIN || error == EWOULDBLOCK) return FILL_NOTHING;
+        engine_fail_conn(e, c, chorus_system_failure("recv", error));
+        return FILL_FAILED;
+    }
+    __atomic_store_n(&c->probe_deadline_ms, 0, __ATOMIC_RELEASE); // any sign of life answers a probe
+    uint64_t now = chorus_now_ms();
+    note_silence(e, c, now - c->last_recv_ms);
+    c->last_recv_ms = now;
+    c->heard = 1;
+    size_t in_place = (size_t)got < direct_wanted ? (size_t)got : direct_wanted;
+    if (direct_got != NULL) *direct_got = in_place;
+    c->ahead_start = 0;
+    c->ahead_end = (uint32_t)((size_t)got - in_place);
+    return (size_t)got < direct_wanted + READ_AHEAD_BYTES ? FILL_SHORT : FILL_FULL;
 }
 
-/// What read_header found.
-enum { HEADER_FAILED = -1, HEADER_DRAINED = 0, HEADER_PAYLOAD_NEXT = 1, HEADER_READ_ON = 2 };
+/// Moves up to `wanted` bytes read ahead to `to`; returns how many.
+static uint32_t take_ahead(conn *c, uint8_t *to, uint32_t wanted) {
+    uint32_t have = c->ahead_end - c->ahead_start;
+    uint32_t n = have < wanted ? have : wanted;
+    if (n > 0) memcpy(to, c->ahead + c->ahead_start, n);
+    c->ahead_start += n;
+    return n;
+}
 
-/// Reads (the rest of) a header and decodes it; answers heartbeats, probes and the path's own frames.
-static int read_header(chorus_engine *e, conn *c) {
-    if (c->header_got < CHORUS_FRAME_HEADER_BYTES) {
-        size_t wanted = CHORUS_FRAME_HEADER_BYTES - c->header_got;
-        struct iovec part = {c->header_raw + c->header_got, wanted};
-        ssize_t got = read_some(e, c, &part, 1);
-        if (got < 0) return HEADER_FAILED;
-        if (got == 0) return HEADER_DRAINED;
-        c->header_got += (uint32_t)got;
-        if ((size_t)got < wanted) return HEADER_DRAINED; // a short read: nothing more is there
-    }
+/// What take_header found.
+enum { HEADER_FAILED = -1, HEADER_PAYLOAD_NEXT = 1, HEADER_READ_ON = 2 };
+
+/// Decodes a complete header; answers heartbeats, probes and the path's own frames.
+static int take_header(chorus_engine *e, conn *c) {
     int status = chorus_frame_decode(c->header_raw, e->config.max_control_bytes, &c->header);
     if (status != CHORUS_OK) {
         engine_fail_conn(e, c, chorus_failure_of(status));
@@ -334,42 +355,43 @@ static chorus_failure frame_failure(int status) {
 
 void stream_read(chorus_engine *e, conn *c) {
     if (engine_conn_failed(e, c)) return;
+    // A read came back short: parse what was read, read no more (epoll(7)), unless the other end
+    // hung up: its end of the stream came with the last bytes, and only a read finds it.
+    int drained = 0;
     for (;;) {
         if (!c->have_header) {
-            int next = read_header(e, c);
-            if (next == HEADER_FAILED || next == HEADER_DRAINED) return;
+            c->header_got += take_ahead(c, c->header_raw + c->header_got, CHORUS_FRAME_HEADER_BYTES - c->header_got);
+            if (c->header_got < CHORUS_FRAME_HEADER_BYTES) {
+                int got = drained ? FILL_NOTHING : fill(e, c, NULL, 0, NULL);
+                if (got == FILL_FAILED || got == FILL_NOTHING) return;
+                drained = got == FILL_SHORT && !c->hung_up;
+                continue;
+            }
+            int next = take_header(e, c);
+            if (next == HEADER_FAILED) return;
             if (next == HEADER_READ_ON) continue;
         }
         int status = CHORUS_OK;
         if (c->header.type == CHORUS_FRAME_DATA && c->active_recv == NULL) status = begin_data(e, c);
         else if (c->header.type == CHORUS_FRAME_CONTROL && c->control_payload == NULL) status = begin_control(e, c);
-        if (status == CHORUS_PATH_WAIT) return; // paused until a receive is posted
+        if (status == CHORUS_PATH_WAIT) return; // paused until a receive is posted (what was read ahead waits)
         if (status != CHORUS_OK) {
             engine_fail_conn(e, c, frame_failure(status));
             return;
         }
         uint8_t *target = c->header.type == CHORUS_FRAME_CONTROL ? c->control_payload : c->active_recv->buffer;
-        uint32_t next_header_got = 0; // bytes of the next frame's header read with this payload
-        int drained = 0;
+        c->payload_got += take_ahead(c, target + c->payload_got, c->header.length - c->payload_got);
         if (c->payload_got < c->header.length) {
-            // The decoded header is in c->header, so its raw bytes make room for the next one's.
-            size_t wanted = c->header.length - c->payload_got;
-            struct iovec parts[2] = {{target + c->payload_got, wanted}, {c->header_raw, CHORUS_FRAME_HEADER_BYTES}};
-            ssize_t got = read_some(e, c, parts, 2);
-            if (got <= 0) return;
-            if ((size_t)got < wanted) {
-                c->payload_got += (uint32_t)got;
-                return; // a short read: the rest of the payload has not arrived
-            }
-            c->payload_got = c->header.length;
-            next_header_got = (uint32_t)((size_t)got - wanted);
-            drained = next_header_got < CHORUS_FRAME_HEADER_BYTES;
+            size_t in_place = 0;
+            int got = drained ? FILL_NOTHING : fill(e, c, target + c->payload_got, c->header.length - c->payload_got, &in_place);
+            if (got == FILL_FAILED || got == FILL_NOTHING) return;
+            c->payload_got += (uint32_t)in_place;
+            drained = got == FILL_SHORT && !c->hung_up;
+            if (c->payload_got < c->header.length) continue; // the rest is not here yet, or did not fit
         }
         if ((status = deliver(e, c)) != CHORUS_OK) {
             engine_fail_conn(e, c, frame_failure(status));
             return;
         }
-        c->header_got = next_header_got;
-        if (drained) return;
     }
 }
