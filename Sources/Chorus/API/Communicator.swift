@@ -145,13 +145,16 @@ public final class Communicator: Sendable {
         return try outcome?.get()
     }
 
+    /// Runs after every call: the member list is made anew only when it changed (an array made on
+    /// each collective's return path was part of its time).
     private func publishStatus(of session: PeerSession) {
         statusBox.status.withLock {
+            let topology = session.topology
+            if !$0.members.elementsEqual(topology.members.lazy.map(\.id)) { $0.members = topology.members.map(\.id) }
             $0.peerID = session.peerID
             $0.rank = session.rank
-            $0.worldSize = session.topology.members.count
-            $0.epoch = session.topology.epoch
-            $0.members = session.topology.members.map(\.id)
+            $0.worldSize = topology.members.count
+            $0.epoch = topology.epoch
             $0.lastOperationID = session.nextOpID - 1
             $0.openConnections = session.engine.connectionCount
         }
