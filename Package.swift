@@ -40,8 +40,10 @@ let package = Package(
         // The C ABI: chorus.h (with the status names, in C) and its implementation over the Swift API.
         .target(name: "CChorus", path: "CModules/CChorus"),
         .target(name: "ChorusC", dependencies: ["Chorus", "CChorus"]),
-        // Starts and signals local peer processes, for the demo, the bench and the tests.
-        .target(name: "ChorusLauncher", dependencies: ["Chorus"]),
+        // Starts and signals local peer processes, for the demo, the bench and the tests; binds them
+        // to CPUs through CChorusLauncher.
+        .target(name: "CChorusLauncher", path: "CModules/CChorusLauncher"),
+        .target(name: "ChorusLauncher", dependencies: ["Chorus", "CChorusLauncher"]),
 
         // Executables.
         .executableTarget(name: "chorus-master", dependencies: [

@@ -12,10 +12,12 @@ public final class ChildProcess: @unchecked Sendable {
     private var exitStatus: Int32?
 
     /// Starts `executable` with `arguments` and the current environment plus `environment`.
-    /// - Parameter captureOutput: read the child's stdout through a pipe (`output(until:)`);
-    ///   otherwise it shares ours.
+    /// - Parameters:
+    ///   - captureOutput: read the child's stdout through a pipe (`output(until:)`); otherwise it
+    ///     shares ours.
+    ///   - cpu: bind the child, every thread of it, to this CPU (`CoreBinding`); nil: unbound.
     public init(executable: String, arguments: [String], environment: [String: String] = [:],
-                captureOutput: Bool = false) throws {
+                captureOutput: Bool = false, cpu: Int32? = nil) throws {
         var pipeEnds: [Int32] = [-1, -1]
         if captureOutput {
             guard pipe(&pipeEnds) == 0 else { throw LaunchError("pipe failed: errno \(errno)") }
@@ -33,7 +35,8 @@ public final class ChildProcess: @unchecked Sendable {
         let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (argv + envp).forEach { free($0) } }
         var child: pid_t = 0
-        let status = posix_spawn(&child, executable, &actions, nil, argv, envp)
+        let spawn = { posix_spawn(&child, executable, &actions, nil, argv, envp) }
+        let status = try cpu.map { try CoreBinding.whileBound(to: $0, spawn) } ?? spawn()
         if captureOutput { close(pipeEnds[1]) }
         guard status == 0 else {
             if captureOutput { close(pipeEnds[0]) }

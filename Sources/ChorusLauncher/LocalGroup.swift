@@ -30,9 +30,9 @@ public final class LocalGroup {
     ///   - expectedExitCodes: the codes that count as success (a peer killed on purpose: 128 + SIGKILL).
     @discardableResult
     public func start(_ name: String, executable: String, arguments: [String], environment: [String: String] = [:],
-                      captureOutput: Bool = false, expectedExitCodes: Set<Int32> = [0]) throws -> ChildProcess {
+                      captureOutput: Bool = false, cpu: Int32? = nil, expectedExitCodes: Set<Int32> = [0]) throws -> ChildProcess {
         let child = try ChildProcess(executable: executable, arguments: arguments, environment: environment,
-                                     captureOutput: captureOutput)
+                                     captureOutput: captureOutput, cpu: cpu)
         members.append(Member(name: name, child: child, expectedExitCodes: expectedExitCodes))
         return child
     }

@@ -44,6 +44,27 @@ import Glibc
         #expect(child.waitForExit(timeoutMilliseconds: 0) == 128 + SIGKILL)
     }
 
+    /// A child bound to a CPU runs there from its start (the binding is inherited, not applied after
+    /// the spawn), the launcher's own thread keeps the CPUs it had, and peers that do not fit one per
+    /// CPU are left unbound.
+    @Test func aChildBoundToACPURunsOnlyThereAndTheLauncherKeepsItsCPUs() throws {
+        let allowed = CoreBinding.allowedCPUs()
+        try #require(!allowed.isEmpty)
+        let cpu = allowed.last!
+        let child = try ChildProcess(executable: "/bin/sleep", arguments: ["30"], cpu: cpu)
+        defer {
+            child.signal(SIGKILL)
+            _ = child.waitForExit(timeoutMilliseconds: 5_000)
+        }
+        let status = try String(contentsOfFile: "/proc/\(child.pid)/status", encoding: .utf8)
+        let line = status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
+        #expect(line?.split(separator: "\t").last.map(String.init) == "\(cpu)", "\(line ?? "no Cpus_allowed_list")")
+        #expect(CoreBinding.allowedCPUs() == allowed)
+        #expect(CoreBinding.plan(peers: allowed.count) == allowed)
+        #expect(CoreBinding.plan(peers: allowed.count + 1) == nil)
+        #expect(throws: LaunchError.self) { try ChildProcess(executable: "/bin/true", arguments: [], cpu: Int32(1 << 20)) }
+    }
+
     @Test func aBenchSweepFromZeroEndsAndBadSizesAreRefused() throws {
         let zero = try ChildProcess(executable: ProcessFaultTests.binaries + "/chorus-bench",
                                     arguments: ["allreduce", "--local", "2", "-b", "0", "-e", "0", "-n", "2", "-w", "0"],
