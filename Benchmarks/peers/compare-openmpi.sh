@@ -5,6 +5,8 @@
 # Results are checked apart from the timing: one chorus-bench --check run per world size (checking
 # every call between timed calls slows the next call of both builds of Chorus 2-3x at 4 peers, 64 KiB
 # and up, likely the cache the check sweeps), and the MPI program checks the last call of each size.
+# Both launchers bind each rank to a core when the ranks fit in the cores (mpirun's default,
+# chorus-bench's --bind-to core): on this 2-core machine 2 peers are bound, 4 are not.
 # Usage: compare-openmpi.sh [ROUNDS] [GAP_MS] [PEERS...]   (defaults: 3 rounds, 5 ms, 2 and 4 peers)
 # Build first: swift build -c release
 set -euo pipefail
