@@ -15,7 +15,7 @@ struct ChorusBench: ParsableCommand {
     @Argument(help: "The collective to measure.") var collective: BenchCollective
 
     @Option(help: "Start an embedded master and this many local peer processes.") var local: Int?
-    @Option(help: "With --local: core binds each peer process to a CPU of its own when they fit in this process's CPUs (as mpirun does by default), none leaves them to the scheduler.") var bindTo = "core"
+    @Option(help: "With --local: core binds each peer process to a CPU of its own when they fit in this process's CPUs (as mpirun does by default), none leaves them to the scheduler.") var bindTo = Binding.core
     @Option(help: "Join the master at HOST:PORT (default: CHORUS_MASTER).") var master: String?
     @Option(name: .customShort("b"), help: "Smallest message (K/M/G suffixes).") var minBytes = "4K"
     @Option(name: .customShort("e"), help: "Largest message.") var maxBytes = "64M"
@@ -58,7 +58,6 @@ struct ChorusBench: ParsableCommand {
         if kind == .rdma, let why = TransportKind.rdmaUnavailableReason { throw ValidationError("--transport rdma: \(why)") }
         guard (0 ... 64).contains(connections) else { throw ValidationError("--connections must be in 0...64") }
         if let gapMs, gapMs < 0 { throw ValidationError("--gap-ms must not be negative") }
-        guard ["core", "none"].contains(bindTo) else { throw ValidationError("--bind-to must be core or none") }
         guard (1 ... 64).contains(inFlight) else { throw ValidationError("--in-flight must be 1...64 (the master's window)") }
         if inFlight > 1 {
             guard collective == .allreduce, quantize == nil else { throw ValidationError("--in-flight applies to the plain allreduce only") }
@@ -140,7 +139,7 @@ struct ChorusBench: ParsableCommand {
         var arguments = Array(CommandLine.arguments.dropFirst())
         arguments += ["--local-peer", "--master", master.endpoint]
         let group = LocalGroup()
-        let cpus = bindTo == "core" ? CoreBinding.plan(peers: peers) : nil
+        let cpus = bindTo == .core ? CoreBinding.plan(peers: peers) : nil
         print("# peer processes " + (cpus.map { "bound to CPUs \($0.map(String.init).joined(separator: ", "))" } ?? "unbound"))
         fflush(nil) // before the peers' lines
         for index in 0 ..< peers {
@@ -159,6 +158,11 @@ struct ChorusBench: ParsableCommand {
 }
 
 extension BenchCollective: ExpressibleByArgument {}
+
+/// Where `--local` puts its peer processes (`--bind-to`).
+enum Binding: String, CaseIterable, ExpressibleByArgument {
+    case core, none
+}
 
 /// "4K", "64M", "1G" (powers of two) or a plain byte count.
 func parseSize(_ text: String) throws -> Int {

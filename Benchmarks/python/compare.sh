@@ -10,7 +10,8 @@ rounds=${1:-3}
 export CHORUS_LOG_LEVEL=error
 export CHORUS_TRANSPORT=${CHORUS_TRANSPORT:-shm}
 (cd "$root" && swift build -c release --product chorus-bench >/dev/null)
-bench() { "$root/.build/release/chorus-bench" "$@" --transport "$CHORUS_TRANSPORT"; }
+# Unbound, like the Python launcher's peers: the rows compare the languages, not the placement.
+bench() { "$root/.build/release/chorus-bench" "$@" --transport "$CHORUS_TRANSPORT" --bind-to none; }
 python_bench=$root/Benchmarks/python/allreduce.py
 row() { tail -1 | awk -v name="$1" -v t="$2" -v c="$3" '{printf "%-8s time %8s us   cpu %8s us\n", name, $t, $c}'; }
 

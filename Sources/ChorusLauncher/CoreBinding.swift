@@ -6,7 +6,7 @@ import Glibc
 /// Where a local launcher puts its peer processes: one CPU each when they fit in the CPUs the
 /// launcher may use (as `mpirun` binds by default), else the scheduler's choice. Two peers woken
 /// together after an idle gap that the scheduler left on one CPU take turns on it while the other
-/// CPU sleeps (figures in docs/benchmarks.md, "Peers bound to cores").
+/// CPU sleeps (figures in docs/benchmarks.md, "Reading ahead, peers bound to CPUs").
 public enum CoreBinding {
     /// The CPUs this thread may run on (its affinity), in order.
     public static func allowedCPUs() -> [Int32] {
