@@ -125,18 +125,13 @@ struct PeerGroups {
     }
 
     private mutating func update(_ id: UInt32, about connection: ConnectionID, _ body: (inout Group) -> [Machine.Action]) -> [Action] {
-        if groups.index(forKey: id) == nil { groups[id] = Group(machine: makeMachine(!holdEnded)) }
-        var known = false, abandoned = false
-        let actions = run(id) { group in
-            let actions = body(&group)
-            known = group.machine.knows(connection)
-            abandoned = group.machine.registeredCount == 0 && !group.machine.isAdopting
-            return actions
-        }
-        groupOf[connection] = known ? id : nil
+        if groups[id] == nil { groups[id] = Group(machine: makeMachine(!holdEnded)) }
+        let actions = run(id, body)
+        let machine = groups[id]!.machine
+        groupOf[connection] = machine.knows(connection) ? id : nil
         // A group nobody is registered in (or returning to) goes: anyone who can reach the master
         // could otherwise leave a machine behind for every group number it names.
-        if abandoned {
+        if machine.registeredCount == 0 && !machine.isAdopting {
             groups[id] = nil
             changed = true
         }
@@ -147,29 +142,15 @@ struct PeerGroups {
         groups.keys.sorted().flatMap { id in run(id) { body(&$0, id) } }
     }
 
-    /// Runs `body` on group `id` in place and notes what changed. Everything is read through the one
-    /// in-place access: a copy of the group (taken out of the dictionary, or to compare before and
-    /// after) copies the machine, a retain and a release of each of its tables, on every message.
+    /// Runs `body` on group `id` in place (a copy taken out of the dictionary and put back would
+    /// copy the machine's tables on every message) and notes what changed.
     private mutating func run(_ id: UInt32, _ body: (inout Group) -> [Machine.Action]) -> [Action] {
-        var before = Summary(), after = Summary()
-        let actions = Self.inPlace(&groups[id]!) { group in
-            before = Summary(group.machine)
-            defer { after = Summary(group.machine) }
-            return body(&group)
-        }
+        func summary(_ machine: Machine) -> (UInt64, Int, Int) { (machine.epoch, machine.worldSize, machine.registeredCount) }
+        let before = summary(groups[id]!.machine)
+        let actions = body(&groups[id]!)
+        let after = summary(groups[id]!.machine)
         if after != before { changed = true }
-        if after.epoch != before.epoch { formed.append((id, after.epoch, after.members)) }
-        return actions.map { ($0, after.epoch) }
-    }
-
-    private static func inPlace<T>(_ group: inout Group, _ body: (inout Group) -> T) -> T { body(&group) }
-
-    /// What `takeChanges()` reports a change of.
-    private struct Summary: Equatable {
-        var epoch: UInt64 = 0, members = 0, registered = 0
-        init() {}
-        init(_ machine: borrowing Machine) {
-            (epoch, members, registered) = (machine.epoch, machine.worldSize, machine.registeredCount)
-        }
+        if after.0 != before.0 { formed.append((id, after.0, after.1)) }
+        return actions.map { ($0, after.0) }
     }
 }
