@@ -302,6 +302,14 @@ public final class TransportEngine: @unchecked Sendable {
         }
     }
 
+    /// The outcome of a request that has finished (a send written inline, a frame read with an earlier
+    /// one), taken without waiting or a look at the sockets; nil while it is in flight.
+    public func outcomeIfFinished(_ request: TransportRequest) -> RequestWait? {
+        guard let handle = request.handle else { return request.outcome }
+        guard chorus_request_done(handle) != 0 else { return nil }
+        return wait(request, timeout: .zero, interruptible: false)
+    }
+
     /// Takes the next event, waiting up to `timeout`; nil when none came.
     public func nextEvent(timeout: Duration) -> TransportEvent? {
         var event = chorus_event()

@@ -687,6 +687,39 @@ import Testing
         }
     }
 
+    @Test func aFinishedRequestsOutcomeIsTakenWithoutWaitingAndOneInFlightIsLeftAlone() throws {
+        let p = try Self.pair()
+        let source = (0 ..< 4096).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        var target = [UInt8](repeating: 0, count: source.count)
+        var lost = [UInt8](repeating: 0, count: 8)
+        let address = FrameAddress(epoch: 1, opID: 1, tag: 1)
+        try source.withUnsafeBytes { s in
+            try target.withUnsafeMutableBytes { t in
+                let receive = try p.server.postReceive(p.serverSide, address: address, into: t)
+                #expect(p.server.outcomeIfFinished(receive) == nil) // nothing was sent
+                #expect(!receive.isFinished)
+                let send = try p.client.postSend(p.clientSide, address: address, bytes: s)
+                #expect(p.client.outcomeIfFinished(send) == .completed) // written inline: done at once
+                #expect(send.isFinished)
+                #expect(p.server.wait(receive, timeout: .seconds(5), interruptible: false) == .completed)
+                #expect(p.server.outcomeIfFinished(receive) == .completed) // taken before: the same outcome
+            }
+        }
+        #expect(target == source)
+        try lost.withUnsafeMutableBytes { t in
+            let receive = try p.server.postReceive(p.serverSide, address: FrameAddress(epoch: 1, opID: 2), into: t)
+            p.server.close(p.serverSide) // cancels it: its failure, not a success, is what it finished with
+            let deadline = ContinuousClock.now + .seconds(5)
+            var outcome = p.server.outcomeIfFinished(receive)
+            while outcome == nil, ContinuousClock.now < deadline {
+                usleep(1000)
+                outcome = p.server.outcomeIfFinished(receive)
+            }
+            #expect(outcome == .failed(TransportError(code: .cancelled)))
+            if outcome == nil { _ = p.server.wait(receive, timeout: .seconds(30), interruptible: false) }
+        }
+    }
+
     @Test func connectingToAClosedPortFailsFastNamingTheReason() throws {
         let engine = try TransportEngine(settings: Self.settings)
         let port = try { () throws -> UInt16 in

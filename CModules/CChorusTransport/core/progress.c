@@ -371,6 +371,8 @@ int chorus_request_wait(chorus_engine *e, chorus_request *r, int timeout_ms, int
     return status;
 }
 
+int chorus_request_done(const chorus_request *r) { return __atomic_load_n(&r->done, __ATOMIC_ACQUIRE); }
+
 static int event_ready(chorus_engine *e, void *context) {
     (void)context;
     return e->event_head != NULL;

@@ -256,6 +256,10 @@ int chorus_engine_post_recv(chorus_engine *engine, chorus_conn_id conn, uint64_t
 /// While it waits, the calling thread serves the engine's ready connections (as does next_event).
 int chorus_request_wait(chorus_engine *engine, chorus_request *request, int timeout_ms, int interruptible);
 
+/// 1 when the request has finished (chorus_request_wait then returns its status at once, without a
+/// look at the sockets), 0 while it is in flight. Never blocks.
+int chorus_request_done(const chorus_request *request);
+
 typedef enum chorus_event_kind {
     CHORUS_EVENT_ACCEPTED = 1, // a new inbound connection
     CHORUS_EVENT_CONTROL = 2,  // a control frame arrived

@@ -75,44 +75,47 @@ extension Core {
 /// (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. The token round after the
 /// data was a second hop and a second write: 2 peers, 4 KiB went from 19.2 to 15.3 µs back to back
 /// and from 44.6 to 38.4 µs after a 5 ms gap without it (docs/benchmarks.md).
-final class PairToken {
+struct PairToken {
     let links: OperationLinks
     private let session: PeerSession
     private let opID: UInt64
-    /// This member's token (its chain and the chain's complement), then its partner's.
-    private let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 4)
+    /// This member's token (its chain and the chain's complement), then its partner's: four words
+    /// of the communicator's that no other operation uses while this one is under way.
+    private let words: UnsafeMutablePointer<UInt64>
     /// False when this member may not commit (see `init`).
     private let committable: Bool
-    private var requests: [TransportRequest] = []
+    private let partnersToken: TransportRequest
+    private let ownToken: TransportRequest
 
     /// Posts the partner's token's receive, then this member's token: before any data frame, so on
     /// a link the data shares, the token comes first at both ends. On the mesh the token shares the
     /// data's links (`dataLinks`); otherwise it has its own. A member that may not commit (it lost
     /// the master after its partner began this operation) still sends a token, one that matches no
     /// chain, so its partner does not wait for it until the deadline.
-    init(session: PeerSession, dataLinks: OperationLinks, route: Route, chain: UInt64) throws {
+    init(session: PeerSession, dataLinks: OperationLinks, route: Route, chain: UInt64,
+         words: UnsafeMutablePointer<UInt64>) throws {
         self.session = session
         self.opID = dataLinks.opID
+        self.words = words
         committable = session.mayCommitAmongMembers(dataLinks.opID)
         links = route == .mesh ? dataLinks
             : OperationLinks(session: session, route: .mesh, opID: dataLinks.opID, deadline: dataLinks.deadline, begin: nil,
                              announceRightAway: false, announceAfter: OperationLinks.announceCommittedAmongMembersAfter)
         let token = Core.token(chain, committable: committable)
         (words[0], words[1]) = (UInt64(bitPattern: token.0), UInt64(bitPattern: token.1))
+        let partner = 1 - links.rank
+        partnersToken = try links.receive(into: UnsafeMutableRawBufferPointer(start: words + 2, count: 16), from: partner,
+                                          tag: TokenLinks.tagBase)
         do {
-            requests.append(try links.receive(into: UnsafeMutableRawBufferPointer(start: words + 2, count: 16), from: partner,
-                                              tag: TokenLinks.tagBase))
-            requests.append(try links.send(UnsafeRawBufferPointer(start: words, count: 16), to: partner, tag: TokenLinks.tagBase,
-                                           withNextFrame: true))
+            ownToken = try links.send(UnsafeRawBufferPointer(start: words, count: 16), to: partner, tag: TokenLinks.tagBase,
+                                      withNextFrame: true)
         } catch {
-            links.tearDown() // no request outlives the words
+            links.tearDown() // the partner's token's receive does not outlive the words
             throw error
         }
     }
 
     private var partner: Int { 1 - links.rank }
-
-    deinit { words.deallocate() }
 
     /// Commits after the data phase on `dataLinks` succeeded; false leaves the verdict to the
     /// master (the token did not come, calls that differ, fenced, the master lost). A token that did
@@ -121,7 +124,8 @@ final class PairToken {
         links.takeOverOwedBegin(from: dataLinks)
         do {
             try links.flush(to: partner) // the data went on another link, or there was none (a barrier)
-            for request in requests { try links.wait(request) }
+            try links.wait(partnersToken)
+            try links.wait(ownToken)
             links.finish()
         } catch {
             links.tearDown()

@@ -15,6 +15,8 @@ final class Core: @unchecked Sendable {
     private var backup = Workspace()
     private var gathered = Workspace()
     private var feedbackBackup = Workspace()
+    /// A pair's tokens (`PairToken`): one operation's at a time, as moving data holds the lock.
+    private var pairTokenWords = Workspace()
     /// Each link `optimizeTopology()` measured, the same at every member that took part (see
     /// `optimizeTopology(settings:minimumWorldSize:admitting:)`).
     var linkCosts: [DirectedLink: MeasuredLink] = [:]
@@ -263,7 +265,8 @@ final class Core: @unchecked Sendable {
             var pair: PairToken?
             do {
                 if amongMembers, links.worldSize == 2 {
-                    pair = try PairToken(session: session, dataLinks: links, route: route, chain: chain)
+                    pair = try PairToken(session: session, dataLinks: links, route: route, chain: chain,
+                                         words: pairTokenWords.pointer(bytes: 32).assumingMemoryBound(to: UInt64.self))
                 }
                 try dataPhase(links)
                 if amongMembers {

@@ -79,6 +79,7 @@ final class OperationLinks: CollectiveLinks {
         self.opID = opID
         self.deadline = deadline
         self.owedBegin = begin
+        outstanding.reserveCapacity(4) // a pair's token and data, both ways: one allocation
     }
 
     /// Sends the owed `begin`, once (a state transfer announces before its first wait).
@@ -229,7 +230,9 @@ final class OperationLinks: CollectiveLinks {
     /// Waits for `request` until `end`, watching the master's verdict and the master connection.
     private func wait(_ request: TransportRequest, until end: ContinuousClock.Instant) throws(OperationInterruption) -> RequestWait? {
         try session.wait(until: end, blockingOn: request) { () throws(OperationInterruption) -> RequestWait? in
-            if request.isFinished { return session.engine.wait(request, timeout: .zero, interruptible: false) }
+            // Done already (a send written inline, a frame read with the one before): the verdict's
+            // look and the engine's wait would only cost an idle gap's cold cache (DESIGN "Threading").
+            if let outcome = session.engine.outcomeIfFinished(request) { return outcome }
             if case .aborted(let reason)? = session.verdict(for: opID) { throw .verdict(reason) }
             if let error = session.masterLossError { throw .masterLost(error) }
             return nil

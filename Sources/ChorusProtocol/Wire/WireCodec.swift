@@ -9,7 +9,14 @@ public struct DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 struct ByteWriter {
-    private(set) var bytes: [UInt8] = []
+    private(set) var bytes: [UInt8]
+
+    /// `capacity`: room for most messages at once (growing an array a byte at a time reallocates it
+    /// several times).
+    init(capacity: Int = 64) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
 
     mutating func u8(_ v: UInt8) { bytes.append(v) }
     mutating func u16(_ v: UInt16) { integer(v) }
