@@ -50,8 +50,7 @@ struct Drive: ParsableCommand {
         let baseline = Resources.current()
         let events = try StressLog(path: directory + "/driver.log")
         var random = SplitMix64(seed: seed)
-        // `resumed`: stopped past twice the peer timeout, so evicted and about to exit: no member.
-        var alive: [Int: ChildProcess] = [:], stopped: [Int: UInt64] = [:], resumed: Set<Int> = [], next = 0
+        var alive: [Int: ChildProcess] = [:], slots = ChurnSlots(peerTimeoutMs: peerTimeoutMs), next = 0
         let environment = ["CHORUS_PEER_TIMEOUT_MS": "\(peerTimeoutMs)", "CHORUS_HEARTBEAT_MS": "\(heartbeatMs)",
                            "CHORUS_OP_TIMEOUT_MS": "\(peerTimeoutMs * 20)", "CHORUS_MASTER_WINDOW_MS": "\(windowMs)"]
         func spawn() throws {
@@ -91,18 +90,13 @@ struct Drive: ParsableCommand {
             // Reap peers that exited (evicted after a stop, or finished a leave); resume stopped ones.
             for (slot, child) in alive where child.waitForExit(timeoutMilliseconds: 0) != nil {
                 alive[slot] = nil
-                stopped[slot] = nil
-                resumed.remove(slot)
+                slots.exited(slot)
             }
-            for (slot, since) in stopped where monotonicMicroseconds() - since > UInt64(peerTimeoutMs) * 2000 {
+            for slot in slots.resumeDue(at: monotonicMicroseconds()) {
                 alive[slot]?.signal(SIGCONT)
                 events.write("event kind=cont slot=\(slot) t=\(monotonicMicroseconds())")
-                stopped[slot] = nil
-                resumed.insert(slot)
             }
-            // Members the schedule may act on; an evicted peer still exiting is none of them (killing
-            // it, or counting it toward the minimum, left groups of one waiting for a join).
-            let running = alive.keys.filter { stopped[$0] == nil && !resumed.contains($0) }.sorted()
+            let running = slots.running(alive.keys, at: monotonicMicroseconds())
             let choice = random.next(below: 8)
             if alive.count < peers && (choice < 2 || running.count <= minPeers) {
                 try spawn()
@@ -113,7 +107,7 @@ struct Drive: ParsableCommand {
                     events.write("event kind=kill slot=\(slot) t=\(monotonicMicroseconds())")
                 case 5, 6:
                     alive[slot]?.signal(SIGSTOP)
-                    stopped[slot] = monotonicMicroseconds()
+                    slots.stop(slot, at: monotonicMicroseconds())
                     events.write("event kind=stop slot=\(slot) t=\(monotonicMicroseconds())")
                 default:
                     alive[slot]?.signal(SIGUSR1)
@@ -122,7 +116,7 @@ struct Drive: ParsableCommand {
             }
         }
         // Stop: resume everyone, ask them to finish, and count any that do not as hung.
-        for slot in stopped.keys { alive[slot]?.signal(SIGCONT) }
+        for slot in slots.stopped.keys { alive[slot]?.signal(SIGCONT) }
         close(open(stopFile, O_CREAT | O_WRONLY, 0o644))
         // One deadline for all of them, not one per child.
         let deadline = monotonicMilliseconds() + peerTimeoutMs * 10 + 10_000
