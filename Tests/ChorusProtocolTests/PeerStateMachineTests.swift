@@ -63,6 +63,24 @@ import Testing
         return m
     }
 
+    @Test func aMemberWritesItsCommittedReportsWhenVerdictsAreDueNotAtEveryOperation() {
+        // 2 members: a window of 32 undecided operations. A member whose last verdict is for
+        // operation 100 writes at 117 (more than half the window ahead), not again at 118-125 while
+        // the verdict is on its way, again at 126 if it has not come, and not once it has.
+        func flushes(_ op: UInt64, latest: UInt64, last: UInt64, n: Int = 2) -> Bool {
+            Machine.flushesCommitted(opID: op, latestMasterVerdict: latest, lastFlush: last, worldSize: n)
+        }
+        #expect(Machine.maximumUndecided(worldSize: 2) == 32)
+        #expect(!flushes(116, latest: 100, last: 0))
+        #expect(flushes(117, latest: 100, last: 0))
+        #expect((118 ... 126).filter { flushes($0, latest: 100, last: 117) } == [126])
+        #expect(!flushes(127, latest: 116, last: 126))
+        #expect(flushes(17, latest: 0, last: 0)) // an epoch's first write, before any verdict
+        // 2048 members: a window of 2, a write at every operation past the first undecided one.
+        #expect(Machine.maximumUndecided(worldSize: 2048) == 2)
+        #expect(flushes(9, latest: 7, last: 8, n: 2048) && !flushes(8, latest: 7, last: 0, n: 2048))
+    }
+
     @Test func anEpochConnectsWhenEveryLinkHasSaidHello() {
         let m = Self.forming()
         _ = m.received(frame: Self.hello(from: 1, .ring(lane: 0, lanes: 1)), on: 20, epoch: 5, opID: 0, now: Self.start)

@@ -66,6 +66,30 @@ extension ProcessFaultTests {
         }
     }
 
+    /// Members that commit among themselves write to the master about once per half window of
+    /// collectives (`PeerStateMachine.flushesCommitted`), not once per collective: 400 all-reduces
+    /// of 2 members (a window of 32) may cost the master at most one message per member every
+    /// 8 collectives.
+    @Test func membersCommittingAmongThemselvesWriteToTheMasterOncePerHalfWindow() throws {
+        let configuration = GroupHarness.testConfiguration()
+        let master = try Master(host: "127.0.0.1", port: 0, configuration: configuration)
+        defer { master.shutdown() }
+        let counts = Mutex<[UInt64]>([])
+        try GroupHarness.run(master: master.endpoint, worldSize: 2, configuration: configuration) { c in
+            try c.barrier()
+            if c.rank == 0 { counts.withLock { $0.append(master.messagesHandled) } }
+            for round in 0 ..< 400 {
+                let sum = try c.allReduce((0 ..< 16).map { Float(c.rank * 100_000 + round * 100 + $0) })
+                #expect(sum == (0 ..< 16).map { Float(100_000 + 2 * (round * 100 + $0)) }, "rank \(c.rank) round \(round)")
+            }
+            try c.barrier()
+            if c.rank == 0 { counts.withLock { $0.append(master.messagesHandled) } }
+        }
+        let seen = counts.withLock { $0 }
+        #expect(seen.count == 2)
+        if seen.count == 2 { #expect(seen[1] - seen[0] <= 2 * 400 / 8, "the master handled \(seen[1] - seen[0]) messages for 401 collectives") }
+    }
+
     /// Polls `condition` every millisecond, for at most 20 s.
     static func waitUntil(_ condition: () -> Bool) {
         let deadline = ContinuousClock.now + .seconds(20)

@@ -29,6 +29,7 @@ public final class Master: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let stopped = Mutex<Bool>(false)
     private let status = Mutex<MasterStatus>(MasterStatus())
+    private let messages = Atomic<UInt64>(0)
     private let logger: Logger
 
     /// What the master currently sees.
@@ -90,6 +91,11 @@ public final class Master: Sendable {
     /// The current epochs, world sizes and pending counts.
     public var currentStatus: MasterStatus { status.withLock { $0 } }
 
+    /// The peers' messages the master has handled so far (registrations, calls, reports, commits,
+    /// state digests; not the transport's heartbeats): its load, which the members keep to about
+    /// one message each per half window of collectives they commit among themselves.
+    public var messagesHandled: UInt64 { messages.load(ordering: .relaxed) }
+
     /// Stops serving and closes the listening socket and every connection (peers try to reach a
     /// master again for their `masterWindow`, then see `masterUnreachable`). Returns after the
     /// serving thread has finished and the port is free.
@@ -150,6 +156,7 @@ public final class Master: Sendable {
                 guard gate.admits(connection, payload, engine: engine, logger: logger) else { continue }
                 do {
                     let message = try PeerToMaster(decoding: payload)
+                    messages.add(1, ordering: .relaxed)
                     let epochBefore = groups.epoch(of: groups.group(of: connection) ?? PeerGroups.named(by: message))
                     actions += groups.received(message, from: connection)
                     // Identified: admitted in the engine (peers never send the master data frames).

@@ -25,6 +25,9 @@ final class Core: @unchecked Sendable {
     /// Every call of the epoch so far, folded (`chained`): what the members compare before they
     /// commit an operation among themselves.
     private var callChain: (epoch: UInt64, value: UInt64) = (0, 0)
+    /// The operation at whose start the `committed` sent for later last went to the master (see
+    /// `moveData`).
+    private var lastFlush: (epoch: UInt64, opID: UInt64) = (0, 0)
 
     init(session: PeerSession) { self.session = session }
 
@@ -242,9 +245,14 @@ final class Core: @unchecked Sendable {
         let amongMembers = descriptor.commitsAmongMembers
         if amongMembers {
             // Members commit without the master, but stay within its window (`maximumUndecided`):
-            // halfway there, the word sent for later goes, so its verdicts come before the bound.
-            let window = PeerSession.Machine.maximumUndecided(worldSize: session.topology.members.count)
-            if opID - min(opID, session.latestMasterVerdict) > window / 2 { session.flushToMaster() }
+            // the word sent for later goes when its verdicts are due (`flushesCommitted`).
+            let worldSize = session.topology.members.count
+            let window = PeerSession.Machine.maximumUndecided(worldSize: worldSize)
+            if PeerSession.Machine.flushesCommitted(opID: opID, latestMasterVerdict: session.latestMasterVerdict,
+                                                    lastFlush: lastFlush.epoch == epoch ? lastFlush.opID : 0, worldSize: worldSize) {
+                session.flushToMaster()
+                lastFlush = (epoch, opID)
+            }
             _ = try session.waitFor("the master's verdicts of the operations before \(opID)", deadline: deadline) {
                 opID <= session.latestMasterVerdict + window ? true : nil
             }
