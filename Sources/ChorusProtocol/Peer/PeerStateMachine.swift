@@ -137,6 +137,7 @@ public final class PeerStateMachine {
         let window = maximumUndecided(worldSize: worldSize)
         return opID - min(opID, latestMasterVerdict) > window / 2 && opID - min(opID, lastFlush) > window / 4
     }
+
     var syncPlans: [UInt64: SyncPlan] = [:]
     /// Shared-state requests from members, with the operation their frame named.
     var peerMessages: [(connection: ConnectionNumber, opID: UInt64, message: PeerToPeer)] = []
