@@ -38,8 +38,7 @@ struct ChurnSlots {
     }
 
     /// The slots of `alive` an event may act on at `now`.
-    mutating func running(_ alive: some Sequence<Int>, at now: UInt64) -> [Int] {
-        resumed = resumed.filter { now - $0.value < resumedBound }
-        return alive.filter { stopped[$0] == nil && resumed[$0] == nil }.sorted()
+    func running(_ alive: some Sequence<Int>, at now: UInt64) -> [Int] {
+        alive.filter { slot in stopped[slot] == nil && resumed[slot].map { now - $0 >= resumedBound } ?? true }.sorted()
     }
 }

@@ -68,7 +68,7 @@ import Testing
         // operation 100 writes at 117 (more than half the window ahead), not again at 118-125 while
         // the verdict is on its way, again at 126 if it has not come, and not once it has.
         func flushes(_ op: UInt64, latest: UInt64, last: UInt64, n: Int = 2) -> Bool {
-            Machine.flushesCommitted(opID: op, latestMasterVerdict: latest, lastFlush: last, worldSize: n)
+            Machine.flushesCommitted(opID: op, latestMasterVerdict: latest, lastFlush: last, window: Machine.maximumUndecided(worldSize: n))
         }
         #expect(Machine.maximumUndecided(worldSize: 2) == 32)
         #expect(!flushes(116, latest: 100, last: 0))

@@ -145,12 +145,14 @@ struct PeerGroups {
     /// Runs `body` on group `id` in place (a copy taken out of the dictionary and put back would
     /// copy the machine's tables on every message) and notes what changed.
     private mutating func run(_ id: UInt32, _ body: (inout Group) -> [Machine.Action]) -> [Action] {
-        func summary(_ machine: Machine) -> (UInt64, Int, Int) { (machine.epoch, machine.worldSize, machine.registeredCount) }
+        func summary(_ machine: Machine) -> (epoch: UInt64, members: Int, registered: Int) {
+            (machine.epoch, machine.worldSize, machine.registeredCount)
+        }
         let before = summary(groups[id]!.machine)
         let actions = body(&groups[id]!)
         let after = summary(groups[id]!.machine)
         if after != before { changed = true }
-        if after.0 != before.0 { formed.append((id, after.0, after.1)) }
-        return actions.map { ($0, after.0) }
+        if after.epoch != before.epoch { formed.append((id, after.epoch, after.members)) }
+        return actions.map { ($0, after.epoch) }
     }
 }

@@ -25,9 +25,6 @@ final class Core: @unchecked Sendable {
     /// Every call of the epoch so far, folded (`chained`): what the members compare before they
     /// commit an operation among themselves.
     private var callChain: (epoch: UInt64, value: UInt64) = (0, 0)
-    /// The operation at whose start the `committed` sent for later last went to the master (see
-    /// `moveData`).
-    private var lastFlush: (epoch: UInt64, opID: UInt64) = (0, 0)
 
     init(session: PeerSession) { self.session = session }
 
@@ -246,13 +243,8 @@ final class Core: @unchecked Sendable {
         if amongMembers {
             // Members commit without the master, but stay within its window (`maximumUndecided`):
             // the word sent for later goes when its verdicts are due (`flushesCommitted`).
-            let worldSize = session.topology.members.count
-            let window = PeerSession.Machine.maximumUndecided(worldSize: worldSize)
-            if PeerSession.Machine.flushesCommitted(opID: opID, latestMasterVerdict: session.latestMasterVerdict,
-                                                    lastFlush: lastFlush.epoch == epoch ? lastFlush.opID : 0, worldSize: worldSize) {
-                session.flushToMaster()
-                lastFlush = (epoch, opID)
-            }
+            let window = PeerSession.Machine.maximumUndecided(worldSize: session.topology.members.count)
+            session.flushToMasterIfDue(opID: opID, window: window)
             _ = try session.waitFor("the master's verdicts of the operations before \(opID)", deadline: deadline) {
                 opID <= session.latestMasterVerdict + window ? true : nil
             }

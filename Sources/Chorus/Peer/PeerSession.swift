@@ -262,6 +262,11 @@ final class PeerSession {
     /// Writes the messages sent to the master for later.
     func flushToMaster() { engine.flush(masterConnection) }
 
+    /// Writes them when the master's verdicts are due (`PeerStateMachine.flushesCommitted`).
+    func flushToMasterIfDue(opID: UInt64, window: UInt64) {
+        if machine.takeCommittedFlush(opID: opID, window: window) { flushToMaster() }
+    }
+
     /// Waits for a topology newer than the current one, then connects its links.
     func awaitTopology(deadline: ContinuousClock.Instant) throws(ChorusError) {
         _ = try waitFor("the master to form a topology", deadline: deadline) { machine.hasNewerTopology ? true : nil }

@@ -47,6 +47,7 @@ extension PeerStateMachine {
         firstAbort = nil
         latestSuccess = 0
         latestMasterVerdict = 0
+        lastCommittedFlush = 0
         committableFrom = 1
         syncPlans = [:]
         peerMessages = []

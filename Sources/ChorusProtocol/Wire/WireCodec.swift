@@ -11,11 +11,10 @@ public struct DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
 struct ByteWriter {
     private(set) var bytes: [UInt8]
 
-    /// `capacity`: room for most messages at once (growing an array a byte at a time reallocates it
-    /// several times).
-    init(capacity: Int = 64) {
+    /// Room for most messages at once: an array grown a few bytes at a time reallocates several times.
+    init() {
         bytes = []
-        bytes.reserveCapacity(capacity)
+        bytes.reserveCapacity(64)
     }
 
     mutating func u8(_ v: UInt8) { bytes.append(v) }
