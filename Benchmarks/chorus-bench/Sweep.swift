@@ -38,10 +38,18 @@ struct Sweep {
         let rank = communicator.rank, world = communicator.worldSize
         let leader = rank == 0
         let progress = leader && isatty(2) == 1
+        func pace() throws {
+            if let gap {
+                try communicator.barrier()
+                if gap > .zero { sleepFor(gap) }
+            }
+        }
+        let timingCPU = try cpuCostOfTiming(samples: iterations, pace: pace)
         if leader {
             let pacing = gap.map { "after a barrier and \($0) idle" } ?? "back to back"
             let bursts = inFlight > 1 ? ", \(inFlight) in flight (times per all-reduce of each burst)" : ""
             print("# chorus-bench \(collective.rawValue): \(world) peers, transport \(transport) \(connections == 0 ? "automatic lanes" : "x\(connections)"), algorithm \(quantization.map { "quantized (\($0))" } ?? algorithmName), \(inPlace ? "in place" : "out of place"), \(pacing)\(bursts)")
+            print("# cpu(us): the call's CPU less \(fixed(timingCPU * 1e6, 2)) us, what timing an empty call costs on rank 0")
             print(Row.header)
         }
         var totalWrong = 0
@@ -84,10 +92,7 @@ struct Sweep {
             var error = QuantizationError()
             for iteration in 0 ..< warmup + iterations {
                 if progress { writeToStandardError("\r  \(bytes) bytes: iteration \(iteration + 1)/\(warmup + iterations)   ") }
-                if let gap {
-                    try communicator.barrier()
-                    if gap > .zero { sleepFor(gap) }
-                }
+                try pace()
                 let cpuStarted = processCPUSeconds()
                 let started = ContinuousClock.now
                 if inFlight > 1 {
@@ -99,7 +104,7 @@ struct Sweep {
                 let elapsed = ContinuousClock.now - started
                 if iteration >= warmup {
                     times.append(seconds(elapsed) / Double(inFlight))
-                    cpuTimes.append((processCPUSeconds() - cpuStarted) / Double(inFlight))
+                    cpuTimes.append((processCPUSeconds() - cpuStarted - timingCPU) / Double(inFlight))
                 }
                 if check {
                     if injectWrongResult && leader && outputCount > 0 { dataType.store(99, at: 0, in: buffers.output) }
@@ -118,7 +123,7 @@ struct Sweep {
             if progress { writeToStandardError("\r\u{1B}[K") }
             // The collective's time per iteration is its slowest rank's; wrong counts add up.
             let slowest = try communicator.allReduce(times, op: .max, algorithm: .ring)
-            // CPU seconds of the call (all threads of this process), the busiest rank's.
+            // CPU seconds of the call (all threads of this process, less what timing costs), the busiest rank's.
             let busiest = try communicator.allReduce(cpuTimes, op: .max, algorithm: .ring)
             let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
             totalWrong += wrong
@@ -126,7 +131,7 @@ struct Sweep {
                 let row = Row(collective: collective.rawValue, algorithm: quantization.map { "\($0.bits)" } ?? algorithmName, transport: transport,
                               connections: connections, peers: world, dtype: dataType.rawValue, op: op.description,
                               bytes: max(inputCount, outputCount) * elementSize, count: max(inputCount, outputCount),
-                              inPlace: inPlace, times: slowest.sorted(), cpuTimes: busiest.sorted(), wrong: check ? Int(wrongEverywhere) : -1,
+                              inPlace: inPlace, times: slowest.sorted(), cpuTimes: busiest.sorted(), timingCPU: timingCPU, wrong: check ? Int(wrongEverywhere) : -1,
                               busFactor: kind.busFactor(world: world))
                 print(row.text)
                 if check, quantization != nil { print("# \(bytes) B: \(error)") }
@@ -146,13 +151,6 @@ struct Sweep {
         }
         return wrong
     }
-}
-
-/// CPU time of every thread of this process so far.
-private func processCPUSeconds() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
-    return Double(now.tv_sec) + Double(now.tv_nsec) * 1e-9
 }
 
 private func sleepFor(_ d: Duration) {
@@ -176,7 +174,8 @@ struct Row {
     let bytes: Int, count: Int
     let inPlace: Bool
     let times: [Double] // sorted, seconds
-    let cpuTimes: [Double] // sorted, CPU seconds of the busiest rank
+    let cpuTimes: [Double] // sorted, CPU seconds of the busiest rank, less timingCPU
+    let timingCPU: Double  // seconds, what timing an empty call costs on rank 0 (cpuCostOfTiming)
     let wrong: Int       // -1 when not checked
     let busFactor: Double
 
@@ -200,7 +199,7 @@ struct Row {
             "\"library\":\"chorus\"", "\"peers\":\(peers)", "\"dtype\":\"\(dtype)\"", "\"op\":\"\(op)\"",
             "\"bytes\":\(bytes)", "\"count\":\(count)", "\"in_place\":\(inPlace)",
             "\"time_us_median\":\(fixed(median * 1e6, 2))", "\"time_us_min\":\(fixed(times[0] * 1e6, 2))",
-            "\"time_us_p99\":\(fixed(p99 * 1e6, 2))", "\"cpu_us_median\":\(fixed(cpuMedian * 1e6, 2))", "\"algbw_GBps\":\(fixed(algbw, 4))",
+            "\"time_us_p99\":\(fixed(p99 * 1e6, 2))", "\"cpu_us_median\":\(fixed(cpuMedian * 1e6, 2))", "\"cpu_us_timing\":\(fixed(timingCPU * 1e6, 2))", "\"algbw_GBps\":\(fixed(algbw, 4))",
             "\"busbw_GBps\":\(fixed(busbw, 4))", "\"wrong\":\(max(wrong, 0))", "\"checked\":\(wrong >= 0)",
         ]
         let line = "{" + fields.joined(separator: ",") + "}\n"

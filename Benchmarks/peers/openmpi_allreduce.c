@@ -2,12 +2,12 @@
 // so the two can be charted together. Build and run with run-openmpi.sh (TCP forced with --mca btl tcp,self).
 // Timed like chorus-bench: per iteration the slowest rank's time; "-g MS" puts a barrier and MS
 // milliseconds idle before each timed call (chorus-bench --gap-ms); cpu(us) is the CPU time the call
-// took in its process, the busiest rank's median; the last all-reduce's result is checked.
+// took in its process, less what timing an empty call costs (as chorus-bench's cpuCostOfTiming), the
+// busiest rank's median; the last all-reduce's result is checked.
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 static long parse_size(const char *text) {
@@ -21,11 +21,11 @@ static long parse_size(const char *text) {
     }
 }
 
+// CPU time of every thread of this process so far (the clock chorus-bench reads).
 static double cpu_seconds(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (double)usage.ru_utime.tv_sec + (double)usage.ru_stime.tv_sec +
-           ((double)usage.ru_utime.tv_usec + (double)usage.ru_stime.tv_usec) / 1e6;
+    struct timespec now;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
 static void idle_for(int ms) {
@@ -33,9 +33,32 @@ static void idle_for(int ms) {
     while (nanosleep(&left, &left) != 0) {}
 }
 
+static void pace(int gap_ms) {
+    if (gap_ms < 0) return;
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (gap_ms > 0) idle_for(gap_ms);
+}
+
 static int by_value(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+// The CPU seconds timing a call costs by itself: the median over empty calls, paced like the timed
+// ones, of the CPU charged between the two CPU clock reads around the two wall clock reads.
+static double cpu_cost_of_timing(int samples, int gap_ms) {
+    double *costs = malloc(samples * sizeof *costs);
+    for (int i = 0; i < samples; i++) {
+        pace(gap_ms);
+        double cpu_started = cpu_seconds();
+        volatile double started = MPI_Wtime(), elapsed = MPI_Wtime() - started;
+        (void)elapsed;
+        costs[i] = cpu_seconds() - cpu_started;
+    }
+    qsort(costs, samples, sizeof *costs, by_value);
+    double median = costs[samples / 2];
+    free(costs);
+    return median;
 }
 
 int main(int argc, char **argv) {
@@ -58,6 +81,8 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     FILE *out = rank == 0 && json ? fopen(json, "a") : NULL;
+    double timing_cpu = cpu_cost_of_timing(iterations, gap_ms);
+    if (rank == 0) printf("# cpu(us): the call's CPU less %.2f us, what timing an empty call costs on rank 0\n", timing_cpu * 1e6);
     if (rank == 0) printf("# %s f32 sum, %d ranks, %s\n%12s %12s %12s %12s %12s %8s\n", exscan ? "MPI_Exscan" : "MPI_Allreduce", world,
                           gap_ms >= 0 ? "a barrier and a gap before each call" : "back to back",
                           "size(B)", "time(us)", "cpu(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong");
@@ -69,17 +94,14 @@ int main(int argc, char **argv) {
         double *cpu = malloc(iterations * sizeof *cpu), *busiest = malloc(iterations * sizeof *busiest);
         long wrong = 0, all_wrong = 0;
         for (int it = 0; it < warmup + iterations; it++) {
-            if (gap_ms >= 0) {
-                MPI_Barrier(MPI_COMM_WORLD);
-                if (gap_ms > 0) idle_for(gap_ms);
-            }
+            pace(gap_ms);
             double cpu_started = cpu_seconds();
             double started = MPI_Wtime();
             if (exscan) MPI_Exscan(send, recv, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
             else MPI_Allreduce(send, recv, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
             if (it >= warmup) {
                 times[it - warmup] = MPI_Wtime() - started;
-                cpu[it - warmup] = cpu_seconds() - cpu_started;
+                cpu[it - warmup] = cpu_seconds() - cpu_started - timing_cpu;
             }
         }
         for (long i = 0; !exscan && i < count; i++) { // the last call's result (checking each would pace them)
@@ -99,10 +121,10 @@ int main(int argc, char **argv) {
                    exscan ? "N/A" : (all_wrong == 0 ? "0" : "WRONG"));
             if (out) fprintf(out, "{\"collective\":\"%s\",\"algorithm\":\"%s\",\"transport\":\"tcp\",\"library\":\"openmpi\","
                                   "\"peers\":%d,\"dtype\":\"f32\",\"op\":\"sum\",\"bytes\":%ld,\"count\":%ld,\"in_place\":false,"
-                                  "\"time_us_median\":%.2f,\"time_us_min\":%.2f,\"cpu_us_median\":%.2f,\"algbw_GBps\":%.4f,\"busbw_GBps\":%.4f,"
+                                  "\"time_us_median\":%.2f,\"time_us_min\":%.2f,\"cpu_us_median\":%.2f,\"cpu_us_timing\":%.2f,\"algbw_GBps\":%.4f,\"busbw_GBps\":%.4f,"
                                   "\"wrong\":%ld,\"checked\":%s,\"gap_ms\":%d}\n",
                              exscan ? "allscan" : "allreduce", exscan ? "MPI_Exscan" : "MPI_Allreduce",
-                             world, bytes, count, median * 1e6, slowest[0] * 1e6, cpu_median * 1e6, algbw, busbw,
+                             world, bytes, count, median * 1e6, slowest[0] * 1e6, cpu_median * 1e6, timing_cpu * 1e6, algbw, busbw,
                              all_wrong, exscan ? "false" : "true", gap_ms);
         }
         free(send); free(recv); free(times); free(slowest); free(cpu); free(busiest);

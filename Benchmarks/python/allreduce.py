@@ -5,7 +5,8 @@ cost of the Python layer in one run.
 
 Each iteration times one out-of-place float32 sum (back to back, or after a barrier and a gap);
 the row shows the slowest rank's median, min and p99, and the busiest rank's CPU seconds per call
-(every thread of the process), with nccl-tests' bandwidths. Results are checked exactly against
+(every thread of the process, less what timing an empty call costs, as chorus-bench), with
+nccl-tests' bandwidths. Results are checked exactly against
 the expected sums (inputs differ per rank and index).
 """
 import argparse
@@ -23,15 +24,35 @@ def size(text):
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
 
 
+def cpu_cost_of_timing(samples, pace):
+    """The median CPU seconds charged between the CPU clock reads around an empty timed call paced
+    like the timed ones (chorus-bench's cpuCostOfTiming); taken out of each call's CPU time."""
+    costs = []
+    for _ in range(samples):
+        pace()
+        cpu_started, started = time.process_time(), time.perf_counter()
+        elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+        costs.append(cpu_elapsed)
+    return sorted(costs)[samples // 2]
+
+
 def peer(arguments):
     comm = chorus.Communicator(arguments.master)
     while comm.world_size < arguments.local:
         comm.update_topology(arguments.local)
     rank, world = comm.rank, comm.world_size
+
+    def pace():
+        if arguments.gap_ms is not None:
+            comm.barrier()
+            time.sleep(arguments.gap_ms / 1000)
+
+    timing_cpu = cpu_cost_of_timing(arguments.n, pace)
     if rank == 0:
         pacing = f"after a barrier and {arguments.gap_ms} ms idle" if arguments.gap_ms is not None else "back to back"
         kind = "torch tensors" if arguments.torch else "numpy arrays"
         print(f"# python allreduce ({kind}): {world} peers, out of place, {pacing}")
+        print(f"# cpu(us): the call's CPU less {timing_cpu * 1e6:.2f} us, what timing an empty call costs on rank 0")
         print("".join(f"{c:>12}" for c in ["size(B)", "count", "time(us)", "min(us)", "p99(us)", "cpu(us)",
                                              "algbw(GB/s)", "busbw(GB/s)", "#wrong"]), flush=True)
     nbytes = size(arguments.b)
@@ -46,15 +67,13 @@ def peer(arguments):
             send, receive, expected = torch.from_numpy(send), torch.from_numpy(receive), torch.from_numpy(expected)
         times, cpu, wrong = [], [], 0
         for iteration in range(arguments.w + arguments.n):
-            if arguments.gap_ms is not None:
-                comm.barrier()
-                time.sleep(arguments.gap_ms / 1000)
+            pace()
             cpu_started, started = time.process_time(), time.perf_counter()
             comm.all_reduce(send, receive)
             elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
             if iteration >= arguments.w:
                 times.append(elapsed)
-                cpu.append(cpu_elapsed)
+                cpu.append(cpu_elapsed - timing_cpu)
             if arguments.check:
                 wrong += int((receive != expected).sum())
                 comm.barrier()
