@@ -123,18 +123,15 @@ struct Sweep {
             if progress { writeToStandardError("\r\u{1B}[K") }
             // The collective's time per iteration is its slowest rank's; wrong counts add up.
             let slowest = try communicator.allReduce(times, op: .max, algorithm: .ring)
-            // CPU seconds of the call (all threads of this process, less what timing costs): the median
-            // of the busiest rank. Not the median of each iteration's busiest: a maximum over ranks
-            // of every iteration would add the clock reads' spread (docs/benchmarks.md).
-            cpuTimes.sort()
-            let busiest = try communicator.allReduce([cpuTimes[cpuTimes.count / 2]], op: .max)[0]
+            // CPU seconds of the call (all threads of this process, less what timing costs), the busiest rank's.
+            let busiest = try communicator.allReduce(cpuTimes, op: .max, algorithm: .ring)
             let wrongEverywhere = try communicator.allReduce([Int64(wrong)], op: .sum)[0]
             totalWrong += wrong
             if leader {
                 let row = Row(collective: collective.rawValue, algorithm: quantization.map { "\($0.bits)" } ?? algorithmName, transport: transport,
                               connections: connections, peers: world, dtype: dataType.rawValue, op: op.description,
                               bytes: max(inputCount, outputCount) * elementSize, count: max(inputCount, outputCount),
-                              inPlace: inPlace, times: slowest.sorted(), cpuMedian: busiest, timingCPU: timingCPU, wrong: check ? Int(wrongEverywhere) : -1,
+                              inPlace: inPlace, times: slowest.sorted(), cpuTimes: busiest.sorted(), timingCPU: timingCPU, wrong: check ? Int(wrongEverywhere) : -1,
                               busFactor: kind.busFactor(world: world))
                 print(row.text)
                 if check, quantization != nil { print("# \(bytes) B: \(error)") }
@@ -177,7 +174,7 @@ struct Row {
     let bytes: Int, count: Int
     let inPlace: Bool
     let times: [Double] // sorted, seconds
-    let cpuMedian: Double  // CPU seconds per call, the busiest rank's median, less timingCPU
+    let cpuTimes: [Double] // sorted, CPU seconds of the busiest rank, less timingCPU
     let timingCPU: Double  // seconds, what timing an empty call costs on rank 0 (cpuCostOfTiming)
     let wrong: Int       // -1 when not checked
     let busFactor: Double
@@ -185,6 +182,7 @@ struct Row {
     static let header = pad(["size(B)", "count", "type", "redop", "time(us)", "min(us)", "p99(us)", "cpu(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong"])
 
     var median: Double { times[times.count / 2] }
+    var cpuMedian: Double { cpuTimes[cpuTimes.count / 2] }
     var p99: Double { times[min(times.count - 1, Int((Double(times.count) * 0.99).rounded(.up)) - 1)] }
     var algbw: Double { median > 0 ? Double(bytes) / median / 1e9 : 0 }
     /// nccl-tests' bus bandwidth: algbw times the collective's factor (docs/benchmarks.md).

@@ -3,7 +3,7 @@
 // Timed like chorus-bench: per iteration the slowest rank's time; "-g MS" puts a barrier and MS
 // milliseconds idle before each timed call (chorus-bench --gap-ms); cpu(us) is the CPU time the call
 // took in its process, less what timing an empty call costs (as chorus-bench's cpuCostOfTiming), the
-// median of the busiest rank (as chorus-bench); the last all-reduce's result is checked.
+// busiest rank's median; the last all-reduce's result is checked.
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
         float *send = malloc(count * sizeof *send), *recv = malloc(count * sizeof *recv);
         for (long i = 0; i < count; i++) send[i] = (float)((rank * 7 + i) % 4);
         double *times = malloc(iterations * sizeof *times), *slowest = malloc(iterations * sizeof *slowest);
-        double *cpu = malloc(iterations * sizeof *cpu), cpu_median;
+        double *cpu = malloc(iterations * sizeof *cpu), *busiest = malloc(iterations * sizeof *busiest);
         long wrong = 0, all_wrong = 0;
         for (int it = 0; it < warmup + iterations; it++) {
             pace(gap_ms);
@@ -110,11 +110,11 @@ int main(int argc, char **argv) {
             if (recv[i] != expected) wrong++;
         }
         MPI_Allreduce(times, slowest, iterations, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        qsort(cpu, iterations, sizeof *cpu, by_value);
-        MPI_Allreduce(&cpu[iterations / 2], &cpu_median, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Allreduce(cpu, busiest, iterations, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         MPI_Allreduce(&wrong, &all_wrong, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
         qsort(slowest, iterations, sizeof *slowest, by_value);
-        double median = slowest[iterations / 2];
+        qsort(busiest, iterations, sizeof *busiest, by_value);
+        double median = slowest[iterations / 2], cpu_median = busiest[iterations / 2];
         double algbw = (double)bytes / median / 1e9, busbw = exscan ? algbw : algbw * 2.0 * (world - 1) / world;
         if (rank == 0) {
             printf("%12ld %12.1f %12.1f %12.3f %12.3f %8s\n", bytes, median * 1e6, cpu_median * 1e6, algbw, busbw,
@@ -127,7 +127,7 @@ int main(int argc, char **argv) {
                              world, bytes, count, median * 1e6, slowest[0] * 1e6, cpu_median * 1e6, timing_cpu * 1e6, algbw, busbw,
                              all_wrong, exscan ? "false" : "true", gap_ms);
         }
-        free(send); free(recv); free(times); free(slowest); free(cpu);
+        free(send); free(recv); free(times); free(slowest); free(cpu); free(busiest);
     }
     if (out) fclose(out);
     MPI_Finalize();
