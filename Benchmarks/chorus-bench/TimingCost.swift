@@ -15,7 +15,7 @@ func processCPUSeconds() -> Double {
 /// is a system call that walks its threads (0.3-0.5 µs here, more after an idle gap), and part of each
 /// read falls inside the window it measures; the sweep takes this cost out of every call's CPU time so
 /// that `cpu(us)` is the call's own. The wall clock is read in user space (~30 ns) and left as is.
-/// `Benchmarks/peers/openmpi_allreduce.c` measures and subtracts it the same way.
+/// `Benchmarks/peers/openmpi_bench.c` measures and subtracts it the same way.
 func cpuCostOfTiming(samples: Int, pace: () throws -> Void) rethrows -> Double {
     var costs: [Double] = []
     costs.reserveCapacity(samples)

@@ -14,14 +14,14 @@ bench=$here/../../.build/release/chorus-bench
 work=$(mktemp -d)
 # On a failure, the peers' last words (their stderr, without the warning every run without a secret prints).
 trap 'status=$?; [ $status -eq 0 ] || grep -hv "no shared secret" "$work"/*.err 2>/dev/null | tail -20 >&2; rm -rf "$work"' EXIT
-mpicc -O2 -o "$work/openmpi_allreduce" "$here/openmpi_allreduce.c"
+mpicc -O2 -o "$work/openmpi_bench" "$here/openmpi_bench.c"
 sweep=(-b 1M -e 256M -f 4 -n 10 -w 3)
 for r in $(seq "$rounds"); do
     for transport in shm tcp; do
         "$bench" allreduce --local 2 --transport "$transport" "${sweep[@]}" 2>"$work/chorus-$transport.err" | awk -v k="chorus-$transport" \
             '$1 ~ /^[0-9]+$/ { print k, $1, $10, 0 }' >> "$work/rows"
     done
-    mpirun --allow-run-as-root --oversubscribe -np 2 --mca btl vader,self "$work/openmpi_allreduce" "${sweep[@]}" 2>/dev/null |
+    mpirun --allow-run-as-root --oversubscribe -np 2 --mca btl vader,self "$work/openmpi_bench" "${sweep[@]}" 2>/dev/null |
         awk '$1 ~ /^[0-9]+$/ { print "openmpi-vader", $1, $5, $6 }' >> "$work/rows"
 done
 for transport in shm tcp; do

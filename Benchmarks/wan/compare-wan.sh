@@ -21,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 (cd "$root" && swift build -c release --product chorus-bench >/dev/null && swift build -c release --product chorus-master >/dev/null)
-mpicc -O2 -o "$work/openmpi_allreduce" "$root/Benchmarks/peers/openmpi_allreduce.c"
+mpicc -O2 -o "$work/openmpi_bench" "$root/Benchmarks/peers/openmpi_bench.c"
 wan_up "$root"
 export CHORUS_LOG_LEVEL=error
 port=28148
@@ -63,7 +63,7 @@ openmpi() {
     ip netns exec "${WAN_NS[0]}" mpirun --allow-run-as-root -np 2 --hostfile "$work/hosts" \
         --mca plm_rsh_agent "$root/Benchmarks/wan/ns-agent.sh" --mca btl tcp,self \
         --mca btl_tcp_if_include 10.199.1.0/24 --mca oob_tcp_if_include 10.199.1.0/24 \
-        "$work/openmpi_allreduce" -b "$size" -e "$size" -n 5 -w 1 > "$work/mpi" 2>&1 || true
+        "$work/openmpi_bench" -b "$size" -e "$size" -n 5 -w 1 > "$work/mpi" 2>&1 || true
     awk '$1 ~ /^[0-9]+$/ { print "openmpi", $2, $6 }' "$work/mpi" >> "$work/rows"
 }
 

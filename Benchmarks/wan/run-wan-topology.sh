@@ -17,7 +17,7 @@ export SLOW=${SLOW:-0-1 2-3}
 . "$root/Benchmarks/wan/wan-mesh.sh"
 trap mesh_down EXIT
 (cd "$root" && swift build -c release --product chorus-bench >/dev/null && swift build -c release --product chorus-master >/dev/null)
-mpicc -O2 -o "$mesh_build/openmpi_allreduce" "$root/Benchmarks/peers/openmpi_allreduce.c"
+mpicc -O2 -o "$mesh_build/openmpi_bench" "$root/Benchmarks/peers/openmpi_bench.c"
 mesh_up "$root" "$sites"
 export CHORUS_LOG_LEVEL=error
 port=28300
@@ -71,7 +71,7 @@ openmpi() {
     ip netns exec "${MESH_NS[0]}" mpirun --allow-run-as-root -np "$sites" --hostfile "$mesh_build/hosts" \
         --mca plm_rsh_agent "$root/Benchmarks/wan/ns-agent.sh" --mca btl tcp,self \
         --mca btl_tcp_if_include 10.198.0.0/16 --mca oob_tcp_if_include 10.198.0.0/16 \
-        "$mesh_build/openmpi_allreduce" -b "$size" -e "$size" -n 5 -w 1 > "$mesh_build/mpi" 2>&1 || true
+        "$mesh_build/openmpi_bench" -b "$size" -e "$size" -n 5 -w 1 > "$mesh_build/mpi" 2>&1 || true
     local row
     row=$(awk '$1 ~ /^[0-9]+$/ { print $2 / 1e6 " s, wrong " $6 }' "$mesh_build/mpi")
     echo "Open MPI, ranks in site order $*: ${row:-no result (see $mesh_build/mpi)}"
