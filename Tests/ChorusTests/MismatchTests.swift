@@ -77,8 +77,12 @@ import Testing
         #expect(detail.contains("root differs: ") && detail.contains("2 at rank 1") && detail.contains("0 at rank"), "\(detail)")
     }
 
-    @Test func aDifferentAlgorithm() throws {
+    /// In a pair too, where the two calls' data and tokens take different links (the ring's lanes,
+    /// the mesh), so neither member's token reaches the other: the calls the members announce to
+    /// the master when their data stalls end it.
+    @Test(arguments: [2, 3]) func aDifferentAlgorithm(worldSize: Int) throws {
         let detail = try Self.mismatch(
+            worldSize: worldSize,
             usual: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), algorithm: .ring) },
             odd: { c in _ = try c.allReduce([Float](repeating: 1, count: 5), algorithm: .recursiveDoubling) })
         #expect(detail.contains("algorithm differs: ") && detail.contains("recursiveDoubling at rank 1") && detail.contains("ring at rank"),

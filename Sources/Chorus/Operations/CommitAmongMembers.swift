@@ -69,14 +69,15 @@ extension Core {
 }
 
 /// A group of two commits in one hop (DESIGN.md, "A pair commits in one hop"): each member sends its
-/// token ahead of its data, and commits once its own data phase is over, its partner's token came
+/// token ahead of its data, on the data's link, and commits once its own data phase is over, its partner's token came
 /// and the two chains agree. It may commit while its partner still lacks its data (a link that
 /// failed in one direction): the master then evicts the partner, which reported that failure
 /// (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. The token round after the
 /// data was a second hop and a second write: 2 peers, 4 KiB went from 19.2 to 15.3 µs back to back
 /// and from 44.6 to 38.4 µs after a 5 ms gap without it (docs/benchmarks.md).
 struct PairToken {
-    let links: OperationLinks
+    /// The operation's own links: the token travels with its data.
+    private let links: OperationLinks
     private let session: PeerSession
     private let opID: UInt64
     /// This member's token (its chain and the chain's complement), then its partner's: four words
@@ -87,20 +88,18 @@ struct PairToken {
     private let partnersToken: TransportRequest
     private let ownToken: TransportRequest
 
-    /// Posts the partner's token's receive, then this member's token: before any data frame, so on
-    /// a link the data shares, the token comes first at both ends. On the mesh the token shares the
-    /// data's links (`dataLinks`); otherwise it has its own. A member that may not commit (it lost
+    /// Posts the partner's token's receive, then this member's token: before any data frame, on
+    /// the data's own links (`dataLinks`: the mesh or the ring's lanes, which with two members both
+    /// lead to the partner), so the token comes first at both ends and leaves in the data's first
+    /// write (or at the first wait, `OperationLinks.heldLink`). A member that may not commit (it lost
     /// the master after its partner began this operation) still sends a token, one that matches no
     /// chain, so its partner does not wait for it until the deadline.
-    init(session: PeerSession, dataLinks: OperationLinks, route: Route, chain: UInt64,
-         words: UnsafeMutablePointer<UInt64>) throws {
+    init(session: PeerSession, dataLinks: OperationLinks, chain: UInt64, words: UnsafeMutablePointer<UInt64>) throws {
         self.session = session
         self.opID = dataLinks.opID
         self.words = words
         committable = session.mayCommitAmongMembers(dataLinks.opID)
-        links = route == .mesh ? dataLinks
-            : OperationLinks(session: session, route: .mesh, opID: dataLinks.opID, deadline: dataLinks.deadline, begin: nil,
-                             announceRightAway: false, announceAfter: OperationLinks.announceCommittedAmongMembersAfter)
+        links = dataLinks
         let token = Core.token(chain, committable: committable)
         (words[0], words[1]) = (UInt64(bitPattern: token.0), UInt64(bitPattern: token.1))
         let partner = 1 - links.rank
@@ -115,15 +114,12 @@ struct PairToken {
         }
     }
 
-    private var partner: Int { 1 - links.rank }
-
-    /// Commits after the data phase on `dataLinks` succeeded; false leaves the verdict to the
-    /// master (the token did not come, calls that differ, fenced, the master lost). A token that did
-    /// not come tears the links down, so its receive does not outlive the operation.
-    func commit(after dataLinks: OperationLinks) -> Bool {
-        links.takeOverOwedBegin(from: dataLinks)
+    /// Commits after the data phase succeeded; false leaves the verdict to the master (the token
+    /// did not come, calls that differ, fenced, the master lost). A token that did not come tears
+    /// the links down, so its receive does not outlive the operation. Without a data phase (a
+    /// barrier) the own token leaves at the wait for the partner's.
+    func commit() -> Bool {
         do {
-            try links.flush(to: partner) // the data went on another link, or there was none (a barrier)
             try links.wait(partnersToken)
             try links.wait(ownToken)
             links.finish()

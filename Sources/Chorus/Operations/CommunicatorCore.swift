@@ -265,16 +265,15 @@ final class Core: @unchecked Sendable {
             var pair: PairToken?
             do {
                 if amongMembers, links.worldSize == 2 {
-                    pair = try PairToken(session: session, dataLinks: links, route: route, chain: chain,
+                    pair = try PairToken(session: session, dataLinks: links, chain: chain,
                                          words: pairTokenWords.pointer(bytes: 32).assumingMemoryBound(to: UInt64.self))
                 }
                 try dataPhase(links)
                 if amongMembers {
-                    committed = pair?.commit(after: links) ?? commitAmongMembers(session: session, links: links, opID: opID, chain: chain)
+                    committed = pair?.commit() ?? commitAmongMembers(session: session, links: links, opID: opID, chain: chain)
                 }
                 links.finish()
             } catch {
-                pair?.links.tearDown()
                 links.tearDown()
                 switch error as? OperationInterruption {
                 case .verdict(let reason): operation.verdict = .aborted(reason)

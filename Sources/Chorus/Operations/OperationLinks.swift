@@ -41,6 +41,11 @@ final class OperationLinks: CollectiveLinks {
     let opID: UInt64
     let deadline: ContinuousClock.Instant
     private var outstanding: [(request: TransportRequest, link: ConnectionNumber)] = []
+    /// The link whose last frame waits for its next one (`send(withNextFrame: true)`, a pair's
+    /// token): it leaves with the next frame sent on that link or at this operation's first wait,
+    /// whichever comes first, so a member that only receives (a broadcast's other end, a chain's
+    /// last) does not keep its partner waiting a hop for it.
+    private var heldLink: ConnectionNumber?
     /// What this member tells the master while its data moves (its call, so a mismatch stops at once
     /// instead of everyone waiting for data that never comes), until it is sent:
     /// - `announceRightAway` (the master has likely gone to sleep since the last verdict): right
@@ -145,13 +150,9 @@ final class OperationLinks: CollectiveLinks {
             try session.engine.postSend(ConnectionID(rawValue: link), address: FrameAddress(epoch: epoch, opID: opID, tag: tag),
                                         bytes: bytes, withNextFrame: withNextFrame)
         }
+        if withNextFrame { heldLink = link } else if link == heldLink { heldLink = nil }
         if announceRightAway { try announce() }
         return request
-    }
-
-    /// Writes the frames on the link to `peer` that wait for their next one.
-    func flush(to peer: Int) throws {
-        session.engine.flush(ConnectionID(rawValue: try connection(to: peer, tag: 0, sending: true)))
     }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, from peer: Int, tag: UInt32) throws -> TransportRequest {
@@ -209,6 +210,10 @@ final class OperationLinks: CollectiveLinks {
     }
 
     func wait(_ request: TransportRequest) throws {
+        if let held = heldLink {
+            heldLink = nil
+            session.engine.flush(ConnectionID(rawValue: held))
+        }
         var outcome: RequestWait?
         if announceRightAway { try announce() }
         if owedBegin != nil {
@@ -255,12 +260,6 @@ final class OperationLinks: CollectiveLinks {
     func takeOwedBegin() -> PeerToMaster? {
         defer { owedBegin = nil }
         return owedBegin
-    }
-
-    /// Takes over `other`'s `begin` not sent yet: a pair's token (`PairToken`), posted before the
-    /// data, is waited for after it.
-    func takeOverOwedBegin(from other: OperationLinks) {
-        if owedBegin == nil { owedBegin = other.takeOwedBegin() }
     }
 
     /// Forgets finished requests (after a successful run every request has finished) and the owed
