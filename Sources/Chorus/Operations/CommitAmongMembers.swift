@@ -69,10 +69,10 @@ extension Core {
 }
 
 /// A group of two commits in one hop (DESIGN.md, "A pair commits in one hop"): each member sends its
-/// token ahead of its data, on the data's link, and commits once its own data phase is over, its partner's token came
-/// and the two chains agree. It may commit while its partner still lacks its data (a link that
-/// failed in one direction): the master then evicts the partner, which reported that failure
-/// (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. The token round after the
+/// token ahead of its data, on the data's link, and commits once its own data phase is over, its
+/// partner's token came and the two chains agree. It may commit while its partner still lacks its
+/// data (a link that failed in one direction): the master then evicts the partner, which reported
+/// that failure (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. The token round after the
 /// data was a second hop and a second write: 2 peers, 4 KiB went from 19.2 to 15.3 µs back to back
 /// and from 44.6 to 38.4 µs after a 5 ms gap without it (docs/benchmarks.md).
 struct PairToken {
