@@ -31,7 +31,7 @@ def cpu_cost_of_timing(samples, pace):
     for _ in range(samples):
         pace()
         cpu_started, started = time.process_time(), time.perf_counter()
-        elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+        _, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
         costs.append(cpu_elapsed)
     return sorted(costs)[samples // 2]
 
