@@ -226,9 +226,11 @@ public final class TransportEngine: @unchecked Sendable {
 
     /// Vouches on `connection` (the master's) for operation `opID` of `epoch`, before telling the
     /// other members this end is done with it; throws `.fenced` when the master's fence came first
-    /// (`chorus_engine_vouch`).
-    public func vouch(_ connection: ConnectionID, epoch: UInt64, opID: UInt64) throws(TransportError) {
-        try check(chorus_engine_vouch(engine, connection.rawValue, epoch, opID))
+    /// (`chorus_engine_vouch`). With `heardWithin` above zero it throws `.outOfTouch` when the master
+    /// may have taken this end for dead: nothing heard from it for that long, the connection failed,
+    /// or this process was held up lately.
+    public func vouch(_ connection: ConnectionID, epoch: UInt64, opID: UInt64, heardWithin: Duration = .zero) throws(TransportError) {
+        try check(chorus_engine_vouch(engine, connection.rawValue, epoch, opID, UInt32(milliseconds(heardWithin))))
     }
 
     /// Fences the member on `connection`: it will vouch for no operation of `epoch` from `opID` on,

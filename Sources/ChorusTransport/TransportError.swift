@@ -14,7 +14,7 @@ public struct TransportError: Error, Equatable, Sendable, CustomStringConvertibl
         case peerClosed = -120, idleTimeout = -121, cancelled = -122, connectFailed = -123, system = -124
         case handshakeTimeout = -125, controlBudget = -126, handshakeFlood = -127
         case timedOut = -130, interrupted = -131, invalidArgument = -132, noSuchConnection = -133
-        case address = -134, shutdown = -135, fenced = -136
+        case address = -134, shutdown = -135, fenced = -136, outOfTouch = -137
         case noRDMA = -140
     }
 

@@ -105,4 +105,40 @@ import Glibc
             .filter { succeeded.contains("\($0.fields["epoch"] ?? "") \($0.fields["round"] ?? "")") }
         #expect(split.isEmpty, "rounds peer 0 committed and peer 1 aborted as a survivor: \(split.map(\.fields))")
     }
+
+    /// A pair member stopped just before its call, once its partner's token and data (sent at the
+    /// partner's call) are in its socket, and then cut off from everyone (so the master's close and
+    /// the partner's teardown do not reach it), until the master has declared it lost and aborted
+    /// the call for its partner. Resumed, it finishes its data phase from its socket and hears no
+    /// word of the abort, yet it must not commit what its partner saw aborted (DESIGN.md, "A pair
+    /// commits in one hop": no one-hop commit by a member held up or out of touch with the master
+    /// lately). Reconnected to the master, it learns that it was evicted; the partner's abort is the
+    /// one outcome, and it trains on alone.
+    @Test func aPairMemberLostToTheMasterNeverSucceedsAtWhatItsPartnerSawAborted() throws {
+        let network = try RoutedNetwork(peers: 2)
+        let (master, endpoint) = try network.startMaster(environment: ProcessFaultTests.environment)
+        defer { master.signal(SIGKILL) }
+        let peers = try (0 ..< 2).map { index in
+            try network.startPeer(index, arguments: ["--master", endpoint, "--world", "2", "--count", "1024", "--rounds", "200"]
+                                      + (index == 1 ? ["--stop-before-round", "2"] : []),
+                                  environment: ProcessFaultTests.environment)
+        }
+        defer { peers.forEach { $0.signal(SIGKILL) } }
+        #expect(ProcessFaultTests.waitUntilStopped(peers[1]), "peer 1 never stopped")
+        usleep(100_000) // peer 0's call, and its token and data, follow within a millisecond
+        try network.cutFromMaster(1)
+        try network.cut(0, 1, bothWays: true)
+        #expect(ProcessFaultTests.millisecondsUntil("ABORT round=2", in: [peers[0]], matching: "lost") != nil,
+                "peer 0 never saw round 2 aborted: \(peers[0].outputSoFar(waitMilliseconds: 20).suffix(1500))")
+        peers[1].signal(SIGCONT)
+        usleep(500_000) // its call decides meanwhile, without a word from the master
+        try network.reconnectToMaster(1)
+        let code = peers[1].waitForExit(timeoutMilliseconds: 60_000)
+        let output = peers[1].output(timeoutMilliseconds: 2_000)
+        #expect(!ProcessFaultTests.lines(output).contains { $0.kind == "OK" && $0.fields["round"] == "2" },
+                "the resumed member succeeded at the operation its partner saw aborted:\n\(output)")
+        #expect(code == 3 || code == 2, "the resumed member must fail, not hang or succeed: \(String(describing: code))\n\(output)")
+        #expect(output.contains("evicted"), "it learns that it was evicted:\n\(output)")
+        ProcessFaultTests.checkRecovery(survivors: [peers[0]], expectedWorld: 1)
+    }
 }

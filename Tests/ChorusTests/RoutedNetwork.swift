@@ -75,6 +75,20 @@ final class RoutedNetwork {
         if bothWays { try Self.ip("-n \(router) rule add from \(address(b)) to \(address(a)) blackhole") }
     }
 
+    /// Drops everything between peer `index` and the master at the router, both ways.
+    func cutFromMaster(_ index: Int) throws {
+        for rule in masterRules(index) { try Self.ip("-n \(router) rule add \(rule) blackhole") }
+    }
+
+    /// Lets peer `index` and the master reach each other again (after `cutFromMaster`).
+    func reconnectToMaster(_ index: Int) throws {
+        for rule in masterRules(index) { try Self.ip("-n \(router) rule del \(rule) blackhole") }
+    }
+
+    private func masterRules(_ index: Int) -> [String] {
+        ["from \(address(index)) to \(masterAddress)", "from \(masterAddress) to \(address(index))"]
+    }
+
     /// Limits what moves between peers `a` and `b` to `megabitsPerSecond` each way, at the
     /// router's links towards each of them (an htb class for the other's address; everything else
     /// passes at 10 Gbit/s).

@@ -357,6 +357,31 @@ import Testing
         #expect(master.nextEvent(timeout: .milliseconds(300)) == nil, "one answer per fence, and the connection lives")
     }
 
+    /// A vouch that asks to have heard from the other end lately (a pair's one-hop commit): refused
+    /// with `.outOfTouch` once the connection has been silent for longer, accepted again as soon as
+    /// a frame arrives, and refused once the connection failed; a plain vouch ignores silence.
+    @Test func aVouchThatAsksForRecentWordIsRefusedAfterSilenceOrAFailure() throws {
+        var quietSettings = Self.settings // its heartbeats stay away for the whole test
+        quietSettings.heartbeatInterval = .seconds(20)
+        quietSettings.idleTimeout = .seconds(60)
+        let master = try TransportEngine(settings: quietSettings)
+        let port = try master.listen(host: "127.0.0.1", port: 0, path: .tcp)
+        let member = try TransportEngine(settings: Self.settings)
+        let memberSide = try member.connect(host: "127.0.0.1", port: port, timeout: .seconds(5), path: .tcp)
+        guard case .accepted(let masterSide)? = master.nextEvent(timeout: .seconds(5)) else { throw TestFailure("no accept") }
+        try member.vouch(memberSide, epoch: 1, opID: 1, heardWithin: .milliseconds(250)) // connected just now
+        usleep(400_000)
+        #expect(throws: TransportError(code: .outOfTouch)) { try member.vouch(memberSide, epoch: 1, opID: 2, heardWithin: .milliseconds(250)) }
+        try member.vouch(memberSide, epoch: 1, opID: 2) // silence does not matter to a plain vouch
+        try master.sendControl(masterSide, address: FrameAddress(epoch: 1, opID: 0), payload: [1])
+        guard case .control? = member.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the master's frame") }
+        try member.vouch(memberSide, epoch: 1, opID: 3, heardWithin: .milliseconds(250))
+        master.close(masterSide)
+        guard case .failed? = member.nextEvent(timeout: .seconds(5)) else { throw TestFailure("the member never saw the close") }
+        // Failed and reported, the connection is gone (before that report, `.outOfTouch`).
+        #expect(throws: TransportError(code: .noSuchConnection)) { try member.vouch(memberSide, epoch: 1, opID: 4, heardWithin: .seconds(5)) }
+    }
+
     /// A stranger's data-frame header used to pause its connection, which stopped the idle timer for
     /// good: one 32-byte header parked a descriptor forever. Now a data frame before any control frame
     /// fails the connection at once; one behind a control frame (a hello the owner has yet to judge)

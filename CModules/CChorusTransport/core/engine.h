@@ -83,7 +83,7 @@ struct conn {
     int delivered_control;     // engine->lock: a control frame went to the owner
     uint32_t payload_got;
     chorus_request *active_recv; // the posted receive a data frame on the stream is read into
-    uint64_t last_recv_ms;
+    uint64_t last_recv_ms; // atomic: written by its reader, read by chorus_engine_vouch
     int heard;          // something arrived (until then the sender has shown no rhythm to judge it by)
     uint32_t rhythm_ms; // the longest silence its sender usually keeps between frames (see note_silence)
     uint64_t probe_deadline_ms; // atomic: an unanswered probe's deadline (0: none); anything received clears it
@@ -120,6 +120,9 @@ struct chorus_engine {
     uint32_t event_count;
     uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)
     uint64_t judge_from_ms; // atomic: no early (suspicion) failure before this; set when the I/O thread was held up
+    uint32_t tick_ms;       // the I/O thread's timer period (engine_tick_ms)
+    uint64_t last_tick_ms;  // atomic: when the I/O thread last ran its timers
+    uint64_t held_up_ms;    // atomic: when the I/O thread last found its timer late by more than a tick
     uint64_t timers_due_ms; // atomic: run the timers by then, before the next tick (a probe's deadline); 0: none
     uint64_t spin_resumes_us; // atomic: no spinning before this (a yield found the core taken; see spin_yield)
     uint64_t spin_pause_us;   // atomic: the last such pause, doubled while yields keep finding the core taken

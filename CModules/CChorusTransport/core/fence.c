@@ -18,12 +18,24 @@ static int vouched_locked(const conn *c, uint64_t epoch, uint64_t op) {
     return c->vouched_epoch == epoch && c->vouched_op >= op;
 }
 
-int chorus_engine_vouch(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id) {
+/// True when the other end may have taken this one for dead (chorus_engine_vouch's `heard_within_ms`):
+/// the connection failed, nothing arrived on it lately, or this engine's I/O thread is overdue or was
+/// held up lately (a stopped or starved process, whose latest reads may be of old frames).
+static int out_of_touch_locked(chorus_engine *e, const conn *c, uint64_t heard_within_ms) {
+    uint64_t now = chorus_now_ms();
+    return c->failed || now > __atomic_load_n(&c->last_recv_ms, __ATOMIC_ACQUIRE) + heard_within_ms ||
+           now > __atomic_load_n(&e->last_tick_ms, __ATOMIC_ACQUIRE) + 2 * (uint64_t)e->tick_ms ||
+           now < __atomic_load_n(&e->held_up_ms, __ATOMIC_ACQUIRE) + heard_within_ms;
+}
+
+int chorus_engine_vouch(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t heard_within_ms) {
     if (op_id == 0) return CHORUS_ERR_INVALID_ARGUMENT;
     conn *c = engine_acquire(e, id);
     if (c == NULL) return CHORUS_ERR_NO_SUCH_CONNECTION;
     pthread_mutex_lock(&e->lock);
-    int status = fenced_locked(c, epoch, op_id) ? CHORUS_ERR_FENCED : CHORUS_OK;
+    int status = fenced_locked(c, epoch, op_id) ? CHORUS_ERR_FENCED
+               : heard_within_ms > 0 && out_of_touch_locked(e, c, heard_within_ms) ? CHORUS_ERR_OUT_OF_TOUCH
+                                                                                  : CHORUS_OK;
     if (status == CHORUS_OK && !vouched_locked(c, epoch, op_id)) {
         c->vouched_epoch = epoch;
         c->vouched_op = op_id;

@@ -228,14 +228,17 @@ static void run_timers(chorus_engine *e) {
     serve_all_timers(e);
 }
 
+/// The I/O thread's timer period: half a heartbeat interval, so a heartbeat leaves at most 1.5
+/// intervals after the last send, which keeps the senders' rhythm (and hang suspicion's bar) short.
+static uint32_t engine_tick_ms(const chorus_engine_config *config) {
+    uint32_t tick = config->heartbeat_interval_ms / 2;
+    if (config->idle_timeout_ms > 0 && (tick == 0 || config->idle_timeout_ms / 4 < tick)) tick = config->idle_timeout_ms / 4;
+    return tick == 0 ? 1000 : tick;
+}
+
 static void *io_main(void *arg) {
     chorus_engine *e = arg;
-    // Half a heartbeat interval: a heartbeat then leaves at most 1.5 intervals after the last send,
-    // which keeps the senders' rhythm (and hang suspicion's bar) short.
-    uint32_t tick = e->config.heartbeat_interval_ms / 2;
-    if (e->config.idle_timeout_ms > 0 && (tick == 0 || e->config.idle_timeout_ms / 4 < tick))
-        tick = e->config.idle_timeout_ms / 4;
-    if (tick == 0) tick = 1000;
+    uint32_t tick = e->tick_ms;
     uint64_t next_timers = chorus_now_ms() + tick;
     uint64_t last_activity_us = 0;
     for (;;) {
@@ -249,7 +252,11 @@ static void *io_main(void *arg) {
         if (now >= next_timers) {
             // Late by more than a tick: this process was paused or starved, so the peers' silence
             // may be our own; suspect nobody until they have had two ticks to be heard.
-            if (now - next_timers > tick) __atomic_store_n(&e->judge_from_ms, now + 2 * tick, __ATOMIC_RELEASE);
+            if (now - next_timers > tick) {
+                __atomic_store_n(&e->judge_from_ms, now + 2 * tick, __ATOMIC_RELEASE);
+                __atomic_store_n(&e->held_up_ms, now, __ATOMIC_RELEASE);
+            }
+            __atomic_store_n(&e->last_tick_ms, now, __ATOMIC_RELEASE);
             run_timers(e);
             next_timers = chorus_now_ms() + tick;
             continue;
@@ -403,6 +410,8 @@ int chorus_engine_create(const chorus_engine_config *config, chorus_engine **out
     chorus_engine *e = calloc(1, sizeof *e);
     if (e == NULL) return CHORUS_ERR_SYSTEM;
     e->config = *config;
+    e->tick_ms = engine_tick_ms(config);
+    e->last_tick_ms = chorus_now_ms();
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&e->lock, NULL);

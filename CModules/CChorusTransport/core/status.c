@@ -42,6 +42,7 @@ const char *chorus_status_string(int status) {
     case CHORUS_ERR_ADDRESS: return "address could not be resolved or bound";
     case CHORUS_ERR_SHUTDOWN: return "engine is shutting down";
     case CHORUS_ERR_FENCED: return "the master fenced this operation";
+    case CHORUS_ERR_OUT_OF_TOUCH: return "the master may have taken this end for dead (nothing heard from it lately, or this process was held up)";
     case CHORUS_ERR_NO_RDMA: return "RDMA is not available here";
     default: return "unknown status";
     }

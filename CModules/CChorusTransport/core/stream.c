@@ -301,7 +301,7 @@ static int fill(chorus_engine *e, conn *c, uint8_t *direct, size_t direct_wanted
     __atomic_store_n(&c->probe_deadline_ms, 0, __ATOMIC_RELEASE); // any sign of life answers a probe
     uint64_t now = chorus_now_ms();
     note_silence(e, c, now - c->last_recv_ms);
-    c->last_recv_ms = now;
+    __atomic_store_n(&c->last_recv_ms, now, __ATOMIC_RELEASE);
     c->heard = 1;
     size_t in_place = (size_t)got < direct_wanted ? (size_t)got : direct_wanted;
     if (direct_got != NULL) *direct_got = in_place;

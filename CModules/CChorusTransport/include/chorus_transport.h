@@ -65,6 +65,7 @@ typedef enum chorus_transport_status {
     CHORUS_ERR_ADDRESS = -134,
     CHORUS_ERR_SHUTDOWN = -135,
     CHORUS_ERR_FENCED = -136,       // chorus_engine_vouch: a fence on the connection forbids vouching for that operation
+    CHORUS_ERR_OUT_OF_TOUCH = -137, // chorus_engine_vouch: the other end may have taken this one for dead (see there)
     // RDMA was asked for and is not available here (no libraries, no kernel support, no device).
     CHORUS_ERR_NO_RDMA = -140,
 } chorus_transport_status;
@@ -215,7 +216,14 @@ int chorus_engine_probe(chorus_engine *engine, chorus_conn_id conn, uint32_t ans
 /// - the answer comes back to the master as a CHORUS_EVENT_FENCE_ANSWER.
 /// Vouching and answering take one lock, so a fence and a vouch are ordered: either the vouch came
 /// first and the answer says so, or the vouch is refused with CHORUS_ERR_FENCED.
-int chorus_engine_vouch(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id);
+/// A vouch that the master cannot fence in time is worth nothing: a member the master took for dead
+/// is not asked. With `heard_within_ms` > 0 (a member that commits without hearing from the other
+/// members' vouches, Chorus DESIGN.md "A pair commits in one hop") the vouch is refused with
+/// CHORUS_ERR_OUT_OF_TOUCH when the master may have done so: the connection failed, nothing arrived
+/// on it for `heard_within_ms`, or this engine's I/O thread is more than a tick overdue or found
+/// itself held up (a stopped or starved process, which may have read old frames since) within the
+/// last `heard_within_ms`. 0: no such condition.
+int chorus_engine_vouch(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id, uint32_t heard_within_ms);
 int chorus_engine_fence(chorus_engine *engine, chorus_conn_id conn, uint64_t epoch, uint64_t op_id);
 
 /// Queues a control frame without writing it: it leaves, in order, with the connection's next

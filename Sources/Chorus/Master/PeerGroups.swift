@@ -24,6 +24,13 @@ struct PeerGroups {
     private var formed: [(group: UInt32, epoch: UInt64, members: Int)] = []
     private let makeMachine: (_ holdingFirstAdmission: Bool) -> Machine
     private var holdEnded = false
+    /// Groups that ended here (every member gone), by identity (`MasterStateMachine.group`), with
+    /// their last epoch: the newest `endedKept`. A member returning to one from an earlier epoch
+    /// was dropped while the group went on, and is told so; without this it started the
+    /// re-adoption meant for a restarted master and waited for members that had left. Members
+    /// returning from the last epoch are re-adopted, as after a restart (the master lost them all).
+    private var ended: [(group: UInt64, epoch: UInt64)] = []
+    static let endedKept = 1024
 
     init(makeMachine: @escaping (_ holdingFirstAdmission: Bool) -> Machine) { self.makeMachine = makeMachine }
 
@@ -45,7 +52,13 @@ struct PeerGroups {
     }
 
     mutating func received(_ message: PeerToMaster, from connection: ConnectionID) -> [Action] {
-        update(groupOf[connection] ?? Self.named(by: message), about: connection) { $0.machine.received(message, from: connection) }
+        if groupOf[connection] == nil, case .rejoin(let rejoin) = message, groups[rejoin.peerGroup]?.machine.group != rejoin.group,
+           let last = ended.last(where: { $0.group == rejoin.group })?.epoch, rejoin.topology.epoch < last {
+            let reason = "peer \(rejoin.peer) is not in this master's group (it was dropped in epoch \(rejoin.topology.epoch); "
+                + "the group went on to epoch \(last) and has ended since)"
+            return [(.send(connection, .rejected(reason)), 0), (.close(connection), 0)]
+        }
+        return update(groupOf[connection] ?? Self.named(by: message), about: connection) { $0.machine.received(message, from: connection) }
     }
 
     mutating func receivedMalformed(from connection: ConnectionID, reason: String) -> [Action] {
@@ -134,6 +147,10 @@ struct PeerGroups {
         if machine.registeredCount == 0 && !machine.isAdopting {
             groups[id] = nil
             changed = true
+            if machine.epoch > 0 {
+                ended.append((machine.group, machine.epoch))
+                if ended.count > Self.endedKept { ended.removeFirst() }
+            }
         }
         return actions
     }

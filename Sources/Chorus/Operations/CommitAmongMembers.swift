@@ -72,8 +72,9 @@ extension Core {
 /// token ahead of its data, on the data's link, and commits once its own data phase is over, its
 /// partner's token came and the two chains agree. It may commit while its partner still lacks its
 /// data (a link that failed in one direction): the master then evicts the partner, which reported
-/// that failure (`MasterStateMachine`, "a pair"), so no survivor sees another outcome (a member
-/// stopped long enough to be declared lost is a known hole: DESIGN.md). The token round after the
+/// that failure (`MasterStateMachine`, "a pair"), so no survivor sees another outcome. It must not
+/// commit once the master may have taken it for dead (its vouch asks to be in touch): the master
+/// then fences only its partner, whose token went out before its vouch. The token round after the
 /// data was a second hop and a second write: 2 peers, 4 KiB went from 19.2 to 15.3 µs back to back
 /// and from 44.6 to 38.4 µs after a 5 ms gap without it (docs/benchmarks.md).
 struct PairToken {
@@ -127,8 +128,10 @@ struct PairToken {
             links.tearDown()
             return false
         }
+        // In touch with the master: its partner's token says nothing of the partner's vouch, so the
+        // master, which fences only members it still hears, must not have taken this one for dead.
         guard committable, words[2] == words[0], words[3] == words[1], session.mayCommitAmongMembers(opID),
-              session.vouch(for: opID, epoch: links.epoch) else { return false }
+              session.vouch(for: opID, epoch: links.epoch, inTouch: true) else { return false }
         session.committedAmongMembers(opID)
         return true
     }

@@ -88,8 +88,13 @@ final class PeerSession {
     func committedAmongMembers(_ opID: UInt64) { machine.committedAmongMembers(opID) }
     /// Vouches for `opID` of `epoch` on the master connection (`TransportEngine.vouch`); false when
     /// the master fenced it first (or the connection is gone), which leaves the verdict to the master.
-    func vouch(for opID: UInt64, epoch: UInt64) -> Bool {
-        (try? engine.vouch(masterConnection, epoch: epoch, opID: opID)) != nil
+    /// `inTouch`: false as well when the master may have taken this member for dead (a pair's
+    /// one-hop commit, `PairToken`): nothing heard from it for 2.5 heartbeat intervals (it sends one
+    /// at least every 1.5, read within half an interval; it declares a member dead after 5 or more),
+    /// or this process was held up lately.
+    func vouch(for opID: UInt64, epoch: UInt64, inTouch: Bool = false) -> Bool {
+        let heardWithin = inTouch ? configuration.heartbeatInterval * 5 / 2 : .zero
+        return (try? engine.vouch(masterConnection, epoch: epoch, opID: opID, heardWithin: heardWithin)) != nil
     }
     func syncPlan(for opID: UInt64) -> SyncPlan? { machine.syncPlan(for: opID) }
     /// Why a link of the current epoch failed (the transport's error the machine was given).
