@@ -31,25 +31,51 @@ struct Checker {
         let kind: String
         let hash: UInt64
         /// The shared state's hash after the operation.
-        let state: String
+        let state: UInt64
         let start: UInt64, end: UInt64
+
+        var isVerdict: Bool { outcome == "ok" || outcome.hasPrefix("abort:") }
     }
 
-    private func lines(of file: String) -> [[String: String]] {
-        guard let handle = fopen(directory + "/" + file, "r") else { return [] }
+    /// A collective: the same (epoch, op id) at every peer.
+    struct Collective: Hashable, Comparable {
+        let epoch: UInt64, op: UInt64
+        static func < (a: Self, b: Self) -> Bool { (a.epoch, a.op) < (b.epoch, b.op) }
+        var description: String { "\(epoch)/\(op)" }
+    }
+
+    /// One log line: its first word (the type) and its `key=value` words, found by a scan (a line
+    /// has a dozen at most; a dictionary per line made a long soak's check take gigabytes).
+    struct LogLine {
+        private let words: [Substring]
+        var type: Substring { words.first ?? "" }
+
+        init(_ text: String) { words = text.split(separator: " ") }
+
+        subscript(key: String) -> Substring? {
+            for word in words.dropFirst() where word.hasPrefix(key) {
+                let rest = word.dropFirst(key.count)
+                if rest.first == "=" { return rest.dropFirst() }
+            }
+            return nil
+        }
+
+        func number(_ key: String) -> UInt64? { self[key].flatMap { UInt64($0) } }
+    }
+
+    /// Calls `body` with each line of `file`, read as it goes (a long soak logs gigabytes).
+    private func eachLine(of file: String, _ body: (LogLine) -> Void) {
+        guard let handle = fopen(directory + "/" + file, "r") else { return }
         defer { fclose(handle) }
-        var result: [[String: String]] = []
         var buffer = [CChar](repeating: 0, count: 4096)
         while fgets(&buffer, 4096, handle) != nil {
-            let text = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            var fields: [String: String] = [:]
-            let parts = text.split(separator: " ")
-            fields["type"] = parts.first.map(String.init)
-            for part in parts.dropFirst() {
-                if let eq = part.firstIndex(of: "=") { fields[String(part[..<eq])] = String(part[part.index(after: eq)...]) }
-            }
-            result.append(fields)
+            body(LogLine(String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
         }
+    }
+
+    private func lines(of file: String) -> [LogLine] {
+        var result: [LogLine] = []
+        eachLine(of: file) { result.append($0) }
         return result
     }
 
@@ -64,64 +90,80 @@ struct Checker {
         return names
     }
 
-    /// What the peers' `event` lines say, in one pass: when rings re-formed (ascending, in
-    /// microseconds), which peers (by the driver's slot) were evicted, and when each was admitted.
-    private func peerEvents() -> (reformed: [UInt64], evictedSlots: Set<String>, admitted: [String: UInt64]) {
-        var reformed: [UInt64] = [], evicted: Set<String> = [], admitted: [String: UInt64] = [:]
-        for log in peerLogs() {
-            let slot = String(log.dropFirst("peer-".count).dropLast(".log".count))
-            for line in lines(of: log) where line["type"] == "event" {
-                if line["kind"] == "reformed", let t = UInt64(line["t"] ?? "") { reformed.append(t) }
-                if line["kind"] == "evicted" { evicted.insert(slot) }
-                if line["kind"] == "admitted", admitted[slot] == nil, let t = UInt64(line["t"] ?? "") { admitted[slot] = t }
-            }
-        }
-        return (reformed.sorted(), evicted, admitted)
+    /// What the peers' logs say, in one pass: their operations, and from their `event` lines when
+    /// rings re-formed (ascending, in microseconds), which peers (by the driver's slot) were
+    /// evicted, and when each was admitted.
+    struct PeerLogs {
+        var operations: [Operation] = []
+        var reformed: [UInt64] = [], evictedSlots: Set<String> = [], admitted: [String: UInt64] = [:]
     }
 
-    func operations() -> [Operation] {
-        peerLogs().flatMap { lines(of: $0) }.compactMap { f in
-            guard f["type"] == "op", let peer = UInt64(f["peer"] ?? ""), let epoch = UInt64(f["epoch"] ?? ""),
-                  let op = UInt64(f["op"] ?? ""), let start = UInt64(f["start"] ?? ""), let end = UInt64(f["end"] ?? "") else { return nil }
-            return Operation(peer: peer, epoch: epoch, op: op, participants: f["participants"] ?? "", outcome: f["outcome"] ?? "",
-                             kind: f["kind"] ?? "allreduce", hash: UInt64(f["hash"] ?? "") ?? 0, state: f["state"] ?? "",
-                             start: start, end: end)
+    func readPeerLogs() -> PeerLogs {
+        var logs = PeerLogs()
+        for log in peerLogs() {
+            let slot = String(log.dropFirst("peer-".count).dropLast(".log".count))
+            eachLine(of: log) { line in
+                switch line.type {
+                case "op":
+                    guard let peer = line.number("peer"), let epoch = line.number("epoch"), let op = line.number("op"),
+                          let start = line.number("start"), let end = line.number("end") else { return }
+                    logs.operations.append(Operation(
+                        peer: peer, epoch: epoch, op: op, participants: String(line["participants"] ?? ""),
+                        outcome: String(line["outcome"] ?? ""), kind: String(line["kind"] ?? "allreduce"),
+                        hash: line.number("hash") ?? 0, state: line.number("state") ?? 0, start: start, end: end))
+                case "event":
+                    if line["kind"] == "reformed", let t = line.number("t") { logs.reformed.append(t) }
+                    if line["kind"] == "evicted" { logs.evictedSlots.insert(slot) }
+                    if line["kind"] == "admitted", logs.admitted[slot] == nil, let t = line.number("t") { logs.admitted[slot] = t }
+                default:
+                    break
+                }
+            }
         }
+        logs.reformed.sort()
+        return logs
     }
 
     /// Collectives with at least one verdict logged.
     func decidedOperations() -> Int {
-        Set(operations().filter { $0.outcome == "ok" || $0.outcome.hasPrefix("abort:") }.map { "\($0.epoch)/\($0.op)" }).count
+        Set(readPeerLogs().operations.lazy.filter(\.isVerdict).map { Collective(epoch: $0.epoch, op: $0.op) }).count
     }
 
     func report(stragglers: Int, resourcesBefore: Resources, resourcesAfter: Resources) -> StressReport {
-        let all = operations()
-        let verdicts = all.filter { $0.outcome == "ok" || $0.outcome.hasPrefix("abort:") }
-        let byCollective = Dictionary(grouping: verdicts) { "\($0.epoch)/\($0.op)" }
+        let peerLogs = readPeerLogs()
+        let all = peerLogs.operations
+        // Each collective's verdicts side by side: sorted by collective (grouping by key took gigabytes).
+        let verdicts = all.filter(\.isVerdict).sorted { Collective(epoch: $0.epoch, op: $0.op) < Collective(epoch: $1.epoch, op: $1.op) }
         var split = 0, wrong = 0, succeeded = 0, aborted = 0, stateDivergences = 0, syncs = 0
         var examples: [String] = []
-        for (key, group) in byCollective {
+        var first = verdicts.startIndex
+        while first < verdicts.endIndex {
+            let key = Collective(epoch: verdicts[first].epoch, op: verdicts[first].op)
+            var past = first + 1
+            while past < verdicts.endIndex, verdicts[past].epoch == key.epoch, verdicts[past].op == key.op { past += 1 }
+            let group = verdicts[first ..< past]
+            first = past
             let outcomes = Set(group.map(\.outcome)), participants = Set(group.map(\.participants))
             if outcomes.count > 1 || participants.count > 1 {
                 split += 1
-                if examples.count < 5 { examples.append("split \(key): \(outcomes.sorted()) \(participants.sorted())") }
+                if examples.count < 5 { examples.append("split \(key.description): \(outcomes.sorted()) \(participants.sorted())") }
                 continue
             }
             if outcomes.first == "ok" {
                 succeeded += 1
                 if Set(group.map(\.state)).count > 1 {
                     stateDivergences += 1
-                    if examples.count < 5 { examples.append("shared state differs after \(key): \(Set(group.map(\.state)).sorted())") }
+                    if examples.count < 5 { examples.append("shared state differs after \(key.description): \(Set(group.map(\.state)).sorted())") }
                 }
-                if group[0].kind == "sync" {
+                if group.first!.kind == "sync" {
                     syncs += 1
                     continue
                 }
-                let expected = expectedHash(epoch: group[0].epoch, op: group[0].op, participants: group[0].participants)
+                let expected = expectedHash(epoch: key.epoch, op: key.op, participants: group.first!.participants)
                 let bad = group.filter { $0.hash != expected }.count
                 if bad > 0 {
                     wrong += 1
-                    if examples.count < 5 { examples.append("wrong \(key) at \(bad) peer(s)") }
+                    if examples.count < 5 { examples.append("wrong \(key.description) at \(bad) peer(s)") }
                 }
             } else {
                 aborted += 1
@@ -130,17 +172,16 @@ struct Checker {
         let slow = all.filter { ($0.end - $0.start) / 1000 > UInt64(hangBoundMs) }
         for op in slow.prefix(3) { examples.append("hang \(op.epoch)/\(op.op) at peer \(op.peer): \((op.end - op.start) / 1000) ms") }
         let driver = lines(of: "driver.log")
-        func count(_ kind: String) -> Int { driver.filter { $0["kind"] == kind }.count }
-        let events = peerEvents()
-        let recover = RecoveryClock(operations: all, reformed: events.reformed)
+        func count(_ kind: String) -> Int { driver.filter { $0["kind"] == Substring(kind) }.count }
+        let recover = RecoveryClock(operations: all, reformed: peerLogs.reformed)
         // A peer evicted that the driver never stopped was alive and merely slow: a false alarm.
-        let falseEvictions = events.evictedSlots.subtracting(driver.filter { $0["kind"] == "stop" }.compactMap { $0["slot"] })
+        let falseEvictions = peerLogs.evictedSlots.subtracting(driver.filter { $0["kind"] == "stop" }.compactMap { $0["slot"].map(String.init) })
         for slot in falseEvictions.sorted().prefix(3) { examples.append("false eviction: peer-\(slot).log was evicted but never stopped") }
         func recoveries(_ kind: String, of kinds: Set<String>, where include: (_ admitted: Bool) -> Bool = { _ in true }) -> RecoveryTimes {
             let times = driver.filter { line in
-                guard kinds.contains(line["kind"] ?? ""), let t = UInt64(line["t"] ?? "") else { return false }
-                return include(events.admitted[line["slot"] ?? ""].map { $0 < t } ?? false)
-            }.compactMap { UInt64($0["t"] ?? "") }
+                guard let kind = line["kind"], kinds.contains(String(kind)), let t = line.number("t") else { return false }
+                return include(line["slot"].flatMap { peerLogs.admitted[String($0)] }.map { $0 < t } ?? false)
+            }.compactMap { $0.number("t") }
             return RecoveryTimes(kind: kind, recoveries: times.compactMap(recover.recovery(after:)), events: times.count)
         }
         let faults = recoveries("kill/stop", of: ["kill", "stop"])
@@ -150,7 +191,7 @@ struct Checker {
         let byKind = ofMembers + [recoveries("join", of: ["join"])] + beforeAdmission.filter { $0.events > 0 }
             + (masterRestarts.events > 0 ? [masterRestarts] : [])
         return StressReport(
-            opsAttempted: Set(all.filter { !$0.outcome.hasPrefix("local:") }.map { "\($0.epoch)/\($0.op)" }).count,
+            opsAttempted: Set(all.lazy.filter { !$0.outcome.hasPrefix("local:") }.map { Collective(epoch: $0.epoch, op: $0.op) }).count,
             opsSucceeded: succeeded, opsAborted: aborted,
             peerOperations: all.count, localRefusals: all.filter { $0.outcome.hasPrefix("local:") }.count,
             fatalAtEvictedPeers: all.filter { $0.outcome.hasPrefix("fatal:") }.count,
