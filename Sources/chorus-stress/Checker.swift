@@ -130,19 +130,21 @@ struct Checker {
     }
 
     func report(stragglers: Int, resourcesBefore: Resources, resourcesAfter: Resources) -> StressReport {
-        let peerLogs = readPeerLogs()
+        var peerLogs = readPeerLogs()
+        // Each collective's lines side by side: sorted in place by collective (grouping by key, and
+        // copies of millions of lines, took gigabytes).
+        peerLogs.operations.sort { Collective(epoch: $0.epoch, op: $0.op) < Collective(epoch: $1.epoch, op: $1.op) }
         let all = peerLogs.operations
-        // Each collective's verdicts side by side: sorted by collective (grouping by key took gigabytes).
-        let verdicts = all.filter(\.isVerdict).sorted { Collective(epoch: $0.epoch, op: $0.op) < Collective(epoch: $1.epoch, op: $1.op) }
         var split = 0, wrong = 0, succeeded = 0, aborted = 0, stateDivergences = 0, syncs = 0
         var examples: [String] = []
-        var first = verdicts.startIndex
-        while first < verdicts.endIndex {
-            let key = Collective(epoch: verdicts[first].epoch, op: verdicts[first].op)
+        var first = all.startIndex
+        while first < all.endIndex {
+            let key = Collective(epoch: all[first].epoch, op: all[first].op)
             var past = first + 1
-            while past < verdicts.endIndex, verdicts[past].epoch == key.epoch, verdicts[past].op == key.op { past += 1 }
-            let group = verdicts[first ..< past]
+            while past < all.endIndex, all[past].epoch == key.epoch, all[past].op == key.op { past += 1 }
+            let group = all[first ..< past].filter(\.isVerdict)
             first = past
+            if group.isEmpty { continue }
             let outcomes = Set(group.map(\.outcome)), participants = Set(group.map(\.participants))
             if outcomes.count > 1 || participants.count > 1 {
                 split += 1
@@ -237,20 +239,31 @@ struct Recovery {
 
 /// Finds each recovery's phases in the logs.
 struct RecoveryClock {
-    private let allReduces: [Checker.Operation], syncs: [Checker.Operation]
+    /// Successful all-reduces and synchronizations, by their end.
+    private let allReduces: [Span], syncs: [Span]
     private let unsuccessfulEnds: [UInt64], reformed: [UInt64]
 
+    struct Span { let start, end: UInt64 }
+
     init(operations: [Checker.Operation], reformed: [UInt64]) {
-        let succeeded = operations.filter { $0.outcome == "ok" }.sorted { $0.end < $1.end }
-        allReduces = succeeded.filter { $0.kind == "allreduce" }
-        syncs = succeeded.filter { $0.kind == "sync" }
-        unsuccessfulEnds = operations.filter { $0.outcome.hasPrefix("abort:") || $0.outcome.hasPrefix("local:") }.map(\.end).sorted()
+        func spans(_ kind: String) -> [Span] {
+            operations.lazy.filter { $0.outcome == "ok" && $0.kind == kind }.map { Span(start: $0.start, end: $0.end) }.sorted { $0.end < $1.end }
+        }
+        allReduces = spans("allreduce")
+        syncs = spans("sync")
+        unsuccessfulEnds = operations.lazy.filter { $0.outcome.hasPrefix("abort:") || $0.outcome.hasPrefix("local:") }.map(\.end).sorted()
         self.reformed = reformed
     }
 
     /// The recovery from an event at `t` (µs), or nil when no all-reduce succeeded after it.
     func recovery(after t: UInt64) -> Recovery? {
-        guard let done = allReduces.first(where: { $0.start >= t })?.end else { return nil }
+        // Whatever started at `t` or later ended then or later: search from the first such end.
+        var low = 0, high = allReduces.count
+        while low < high {
+            let middle = (low + high) / 2
+            if allReduces[middle].end < t { low = middle + 1 } else { high = middle }
+        }
+        guard let done = allReduces[low...].first(where: { $0.start >= t })?.end else { return nil }
         let verdict = unsuccessfulEnds.first { $0 >= t && $0 <= done } ?? t
         let reform = reformed.first { $0 >= verdict && $0 <= done } ?? verdict
         let synced = syncs.first { $0.start >= reform && $0.end <= done }?.end ?? reform
