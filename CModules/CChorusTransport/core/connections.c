@@ -249,7 +249,9 @@ static int paused_sender_silent(const conn *c, uint64_t idle_ms) {
 /// the suspicion's 600 ms: 256 members on 2 cores failed shared-memory offers that way).
 static uint64_t silence_allowed_ms(chorus_engine *e, const conn *c, uint64_t now) {
     uint64_t allowed = e->config.idle_timeout_ms;
-    if (e->config.suspicion_multiple == 0 || !c->heard || now < __atomic_load_n(&e->judge_from_ms, __ATOMIC_ACQUIRE))
+    // Held up lately, the peers' silence may be our own: suspect nobody until they have had two
+    // ticks to be heard.
+    if (e->config.suspicion_multiple == 0 || !c->heard || engine_held_up_within(e, now, 2 * (uint64_t)e->tick_ms))
         return allowed;
     uint64_t suspicion = (uint64_t)c->rhythm_ms * e->config.suspicion_multiple;
     if (suspicion < e->config.suspicion_min_ms) suspicion = e->config.suspicion_min_ms;
@@ -268,7 +270,7 @@ static void serve_timers(chorus_engine *e, conn *c) {
     uint32_t handshake = e->config.handshake_timeout_ms;
     uint64_t idle = e->config.idle_timeout_ms > 0 ? silence_allowed_ms(e, c, now) : 0;
     uint64_t probe = __atomic_load_n(&c->probe_deadline_ms, __ATOMIC_ACQUIRE);
-    int unanswered = probe != 0 && !paused && now >= probe && now >= __atomic_load_n(&e->judge_from_ms, __ATOMIC_ACQUIRE);
+    int unanswered = probe != 0 && !paused && now >= probe && !engine_held_up_within(e, now, 2 * (uint64_t)e->tick_ms);
     if (!admitted && handshake > 0 && now > c->created_ms + handshake) {
         engine_fail_conn(e, c, chorus_failure_of(CHORUS_ERR_HANDSHAKE_TIMEOUT));
     } else if (unanswered || (idle > 0 && (paused ? paused_sender_silent(c, idle) : now > c->last_recv_ms + idle))) {

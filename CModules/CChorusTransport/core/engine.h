@@ -119,10 +119,9 @@ struct chorus_engine {
     event_node *event_head, *event_tail;
     uint32_t event_count;
     uint64_t control_bytes; // lock: control payloads being read or queued as events (the budget's use)
-    uint64_t judge_from_ms; // atomic: no early (suspicion) failure before this; set when the I/O thread was held up
     uint32_t tick_ms;       // the I/O thread's timer period (engine_tick_ms)
     uint64_t last_tick_ms;  // atomic: when the I/O thread last ran its timers
-    uint64_t held_up_ms;    // atomic: when the I/O thread last found its timer late by more than a tick
+    uint64_t held_up_ms;    // atomic: when the I/O thread last found its timer late by more than a tick (engine_held_up_within)
     uint64_t timers_due_ms; // atomic: run the timers by then, before the next tick (a probe's deadline); 0: none
     uint64_t spin_resumes_us; // atomic: no spinning before this (a yield found the core taken; see spin_yield)
     uint64_t spin_pause_us;   // atomic: the last such pause, doubled while yields keep finding the core taken
@@ -181,4 +180,7 @@ void engine_serve(chorus_engine *e, conn *c, uint32_t work);
 int engine_progress(chorus_engine *e, int timeout_ms);
 /// Has the I/O thread run the timers by `due_ms` (earlier than its tick, if need be).
 void engine_timers_due_by(chorus_engine *e, uint64_t due_ms);
+/// True when the I/O thread found itself held up (its timer late by more than a tick: a stopped or
+/// starved process, which reads late) within `window_ms` before `now` (progress.c).
+int engine_held_up_within(chorus_engine *e, uint64_t now, uint64_t window_ms);
 #endif

@@ -25,7 +25,7 @@ static int out_of_touch_locked(chorus_engine *e, const conn *c, uint64_t heard_w
     uint64_t now = chorus_now_ms();
     return c->failed || now > __atomic_load_n(&c->last_recv_ms, __ATOMIC_ACQUIRE) + heard_within_ms ||
            now > __atomic_load_n(&e->last_tick_ms, __ATOMIC_ACQUIRE) + 2 * (uint64_t)e->tick_ms ||
-           now < __atomic_load_n(&e->held_up_ms, __ATOMIC_ACQUIRE) + heard_within_ms;
+           engine_held_up_within(e, now, heard_within_ms);
 }
 
 int chorus_engine_vouch(chorus_engine *e, chorus_conn_id id, uint64_t epoch, uint64_t op_id, uint32_t heard_within_ms) {

@@ -236,6 +236,10 @@ static uint32_t engine_tick_ms(const chorus_engine_config *config) {
     return tick == 0 ? 1000 : tick;
 }
 
+int engine_held_up_within(chorus_engine *e, uint64_t now, uint64_t window_ms) {
+    return now < __atomic_load_n(&e->held_up_ms, __ATOMIC_ACQUIRE) + window_ms;
+}
+
 static void *io_main(void *arg) {
     chorus_engine *e = arg;
     uint32_t tick = e->tick_ms;
@@ -250,12 +254,8 @@ static void *io_main(void *arg) {
         uint64_t due = __atomic_load_n(&e->timers_due_ms, __ATOMIC_ACQUIRE);
         if (due != 0 && now >= due) __atomic_compare_exchange_n(&e->timers_due_ms, &due, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
         if (now >= next_timers) {
-            // Late by more than a tick: this process was paused or starved, so the peers' silence
-            // may be our own; suspect nobody until they have had two ticks to be heard.
-            if (now - next_timers > tick) {
-                __atomic_store_n(&e->judge_from_ms, now + 2 * tick, __ATOMIC_RELEASE);
-                __atomic_store_n(&e->held_up_ms, now, __ATOMIC_RELEASE);
-            }
+            // Late by more than a tick: this process was paused or starved (engine_held_up_within).
+            if (now - next_timers > tick) __atomic_store_n(&e->held_up_ms, now, __ATOMIC_RELEASE);
             __atomic_store_n(&e->last_tick_ms, now, __ATOMIC_RELEASE);
             run_timers(e);
             next_timers = chorus_now_ms() + tick;
