@@ -35,10 +35,11 @@ struct Checker {
         let start: UInt64, end: UInt64
 
         var isVerdict: Bool { outcome == "ok" || outcome.hasPrefix("abort:") }
+        var collective: Collective { Collective(epoch: epoch, op: op) }
     }
 
     /// A collective: the same (epoch, op id) at every peer.
-    struct Collective: Hashable, Comparable {
+    struct Collective: Hashable, Comparable, CustomStringConvertible {
         let epoch: UInt64, op: UInt64
         static func < (a: Self, b: Self) -> Bool { (a.epoch, a.op) < (b.epoch, b.op) }
         var description: String { "\(epoch)/\(op)" }
@@ -126,46 +127,46 @@ struct Checker {
 
     /// Collectives with at least one verdict logged.
     func decidedOperations() -> Int {
-        Set(readPeerLogs().operations.lazy.filter(\.isVerdict).map { Collective(epoch: $0.epoch, op: $0.op) }).count
+        Set(readPeerLogs().operations.lazy.filter(\.isVerdict).map(\.collective)).count
     }
 
     func report(stragglers: Int, resourcesBefore: Resources, resourcesAfter: Resources) -> StressReport {
         var peerLogs = readPeerLogs()
         // Each collective's lines side by side: sorted in place by collective (grouping by key, and
         // copies of millions of lines, took gigabytes).
-        peerLogs.operations.sort { Collective(epoch: $0.epoch, op: $0.op) < Collective(epoch: $1.epoch, op: $1.op) }
+        peerLogs.operations.sort { $0.collective < $1.collective }
         let all = peerLogs.operations
         var split = 0, wrong = 0, succeeded = 0, aborted = 0, stateDivergences = 0, syncs = 0
         var examples: [String] = []
         var first = all.startIndex
         while first < all.endIndex {
-            let key = Collective(epoch: all[first].epoch, op: all[first].op)
+            let key = all[first].collective
             var past = first + 1
-            while past < all.endIndex, all[past].epoch == key.epoch, all[past].op == key.op { past += 1 }
+            while past < all.endIndex, all[past].collective == key { past += 1 }
             let group = all[first ..< past].filter(\.isVerdict)
             first = past
             if group.isEmpty { continue }
             let outcomes = Set(group.map(\.outcome)), participants = Set(group.map(\.participants))
             if outcomes.count > 1 || participants.count > 1 {
                 split += 1
-                if examples.count < 5 { examples.append("split \(key.description): \(outcomes.sorted()) \(participants.sorted())") }
+                if examples.count < 5 { examples.append("split \(key): \(outcomes.sorted()) \(participants.sorted())") }
                 continue
             }
             if outcomes.first == "ok" {
                 succeeded += 1
                 if Set(group.map(\.state)).count > 1 {
                     stateDivergences += 1
-                    if examples.count < 5 { examples.append("shared state differs after \(key.description): \(Set(group.map(\.state)).sorted())") }
+                    if examples.count < 5 { examples.append("shared state differs after \(key): \(Set(group.map(\.state)).sorted())") }
                 }
-                if group.first!.kind == "sync" {
+                if group[0].kind == "sync" {
                     syncs += 1
                     continue
                 }
-                let expected = expectedHash(epoch: key.epoch, op: key.op, participants: group.first!.participants)
+                let expected = expectedHash(epoch: key.epoch, op: key.op, participants: group[0].participants)
                 let bad = group.filter { $0.hash != expected }.count
                 if bad > 0 {
                     wrong += 1
-                    if examples.count < 5 { examples.append("wrong \(key.description) at \(bad) peer(s)") }
+                    if examples.count < 5 { examples.append("wrong \(key) at \(bad) peer(s)") }
                 }
             } else {
                 aborted += 1
@@ -193,7 +194,7 @@ struct Checker {
         let byKind = ofMembers + [recoveries("join", of: ["join"])] + beforeAdmission.filter { $0.events > 0 }
             + (masterRestarts.events > 0 ? [masterRestarts] : [])
         return StressReport(
-            opsAttempted: Set(all.lazy.filter { !$0.outcome.hasPrefix("local:") }.map { Collective(epoch: $0.epoch, op: $0.op) }).count,
+            opsAttempted: Set(all.lazy.filter { !$0.outcome.hasPrefix("local:") }.map(\.collective)).count,
             opsSucceeded: succeeded, opsAborted: aborted,
             peerOperations: all.count, localRefusals: all.filter { $0.outcome.hasPrefix("local:") }.count,
             fatalAtEvictedPeers: all.filter { $0.outcome.hasPrefix("fatal:") }.count,
